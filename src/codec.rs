@@ -1,0 +1,68 @@
+//! The one place that knows how operations become bytes.
+//!
+//! Operations travel through the log as bincode 2 (serde mode, standard configuration: little-endian,
+//! variable-length integers). Keeping the codec behind this module means a format change touches one file,
+//! and every decode is bounded: bincode is told the largest allocation it may make, so a hostile length
+//! inside a record can never allocate more than the record itself could hold.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::log::format::MAX_RECORD_LEN;
+
+/// The most that decoding one payload may claim for owned data (bincode's limit), in bytes. Records are at most
+/// [`MAX_RECORD_LEN`] long; a few times that covers every honest value (varint-packed integers expand) while a
+/// hostile length prefix fails before anything is allocated.
+const DECODE_LIMIT: usize = 4 * MAX_RECORD_LEN;
+
+/// Encodes `value` into a fresh buffer.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| Error::Codec(format!("encode: {e}")))
+}
+
+/// Decodes one value that must span all of `bytes`.
+///
+/// Trailing bytes are an error: a record's payload is exactly one operation.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| Error::Codec(format!("decode: {e}")))?;
+    if used != bytes.len() {
+        return Err(Error::Codec(format!("decode: {} trailing bytes after the value", bytes.len() - used)));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Op {
+        Put { key: Vec<u8>, value: Vec<u8> },
+        Delete(Vec<u8>),
+    }
+
+    #[test]
+    fn round_trip() {
+        let op = Op::Put { key: b"k".to_vec(), value: vec![7; 300] };
+        let bytes = encode(&op).unwrap();
+        assert_eq!(decode::<Op>(&bytes).unwrap(), op);
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes = encode(&Op::Delete(b"x".to_vec())).unwrap();
+        bytes.push(0);
+        assert!(matches!(decode::<Op>(&bytes), Err(Error::Codec(_))));
+    }
+
+    #[test]
+    fn hostile_length_does_not_allocate() {
+        // Variant 1 (Delete) followed by a varint length of u64::MAX-ish: must fail, not allocate.
+        let bytes = [1u8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
+        assert!(decode::<Op>(&bytes).is_err());
+    }
+}

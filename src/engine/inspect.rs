@@ -1,0 +1,279 @@
+//! Offline inspection of a database directory that is not mounted: status, the generations, and a full
+//! integrity check. All three take a shared lock, so they refuse to run against a mounted database.
+
+use std::path::{Path, PathBuf};
+
+use crate::engine::lock::DirLock;
+use crate::engine::state::{self, Meta};
+use crate::engine::{Checkpoint, Durability, LOGS_DIR, checkpoint};
+use crate::error::{Error, Result};
+use crate::log::generation;
+use crate::log::verify;
+use crate::types::{Guid, Lsn};
+
+/// The position of a dismounted database, read from its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfflineStatus {
+    /// The database's GUID.
+    pub guid: Guid,
+    /// The state machine it was created for.
+    pub machine: String,
+    /// Current epoch.
+    pub epoch: u64,
+    /// The newest valid checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Last LSN the state store has applied.
+    pub applied_lsn: Lsn,
+    /// Oldest generation on disk.
+    pub oldest_generation: u64,
+    /// Newest generation on disk.
+    pub head_generation: u64,
+    /// LSN of the last valid record in the log.
+    pub head_lsn: Lsn,
+    /// Whether the last mount ended with a clean dismount.
+    pub clean: bool,
+}
+
+/// One generation as `mailstore logs` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenerationInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Generation number (from the header, or the file name when the header is unreadable).
+    pub number: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// First LSN it holds (or would hold).
+    pub first_lsn: Lsn,
+    /// Last valid LSN (`first_lsn - 1` when it holds none).
+    pub last_lsn: Lsn,
+    /// Valid records.
+    pub records: u64,
+    /// Bytes up to the end of its last valid record.
+    pub bytes: u64,
+    /// CRC32 of those bytes (what the next generation's header must carry).
+    pub checksum: u32,
+    /// The next generation's header names this one's checksum (true for the newest generation).
+    pub chain_ok: bool,
+    /// What is wrong with it, if anything.
+    pub problem: Option<String>,
+    /// The problem is invalid bytes after the last valid record with no valid record after them: a torn
+    /// tail if this is the newest generation.
+    pub tail_only: bool,
+}
+
+/// The result of [`check`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Generations examined.
+    pub generations: u64,
+    /// Valid records found.
+    pub records: u64,
+    /// Every problem found, each naming its file (and offset where there is one).
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// True when nothing is wrong.
+    pub fn healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn read_meta(dir: &Path) -> Result<state::MetaValues> {
+    let env = state::open_env(dir, Durability::Full, true)?;
+    let meta = Meta::open(&env)?;
+    let txn = env.read_txn()?;
+    let values = match meta {
+        Some(meta) => meta.read(&txn)?,
+        None => None,
+    };
+    values.ok_or_else(|| Error::NotADatabase {
+        path: dir.join(state::STATE_DIR),
+        reason: "the state store holds no engine metadata".into(),
+    })
+}
+
+/// Reads the status of the dismounted database in `dir`.
+pub fn offline_status(dir: &Path) -> Result<OfflineStatus> {
+    let _lock = DirLock::shared(dir)?;
+    let ck = checkpoint::read(dir)?;
+    let meta = read_meta(dir)?;
+    let walk = verify::walk(&dir.join(LOGS_DIR), ck.guid, Some(ck.lsn.min(meta.applied_lsn) + 1), |_| Ok(()))?;
+    Ok(OfflineStatus {
+        guid: ck.guid,
+        machine: meta.machine,
+        epoch: meta.epoch,
+        checkpoint: ck,
+        applied_lsn: meta.applied_lsn,
+        oldest_generation: walk.present.first().map_or(0, |(h, _)| h.generation),
+        head_generation: walk.last().header.generation,
+        head_lsn: walk.last_lsn(),
+        clean: ck.clean,
+    })
+}
+
+/// Scans every generation in `dir/logs`, independently, without stopping at damage.
+pub fn list_generations(dir: &Path) -> Result<Vec<GenerationInfo>> {
+    let _lock = DirLock::shared(dir)?;
+    let guid = checkpoint::read(dir).ok().map(|c| c.guid);
+    scan_all(dir, guid)
+}
+
+fn scan_all(dir: &Path, guid: Option<Guid>) -> Result<Vec<GenerationInfo>> {
+    let listing = generation::list(&dir.join(LOGS_DIR))?;
+    let mut infos: Vec<GenerationInfo> = Vec::new();
+    for (number, path) in listing.generations {
+        let info = match generation::scan(&path, guid, |_| Ok(())) {
+            Ok(scan) => GenerationInfo {
+                tail_only: scan.damage.as_ref().is_some_and(|d| d.valid_record_after.is_none()),
+                number: scan.header.generation,
+                epoch: scan.header.epoch,
+                first_lsn: scan.header.first_lsn,
+                last_lsn: scan.last_lsn,
+                records: scan.records,
+                bytes: scan.end_offset,
+                checksum: scan.checksum,
+                chain_ok: true,
+                problem: scan.damage.map(|d| {
+                    let after = match d.valid_record_after {
+                        Some(at) => format!(" (a valid record follows at offset {at})"),
+                        None => String::new(),
+                    };
+                    format!("{} at offset {}: {}{after}", path.display(), d.offset, d.reason)
+                }),
+                path,
+            },
+            Err(e) => GenerationInfo {
+                path,
+                number,
+                epoch: 0,
+                first_lsn: 0,
+                last_lsn: 0,
+                records: 0,
+                bytes: 0,
+                checksum: 0,
+                chain_ok: false,
+                problem: Some(e.to_string()),
+                tail_only: false,
+            },
+        };
+        infos.push(info);
+    }
+    // The chain: each header must name its predecessor's checksum and continue its LSNs.
+    for i in 1..infos.len() {
+        let (prev, next) = (&infos[i - 1], &infos[i]);
+        if prev.number + 1 != next.number {
+            continue;
+        }
+        let header = generation::read_header(&next.path, None).ok();
+        let linked = header.is_some_and(|h| h.prev_checksum == prev.checksum && h.first_lsn == prev.last_lsn + 1);
+        infos[i - 1].chain_ok = linked;
+    }
+    Ok(infos)
+}
+
+/// Verifies the dismounted database in `dir`: every generation (framing, checksums, LSN sequence), the chain
+/// between them, that no generation is missing, the checkpoint, and the state store's applied LSN.
+pub fn check(dir: &Path) -> Result<CheckReport> {
+    let _lock = DirLock::shared(dir)?;
+    let mut report = CheckReport::default();
+    let ck = match checkpoint::read(dir) {
+        Ok(ck) => Some(ck),
+        Err(e) => {
+            report.problems.push(format!("checkpoint: {e}"));
+            None
+        }
+    };
+    let meta = match read_meta(dir) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            report.problems.push(format!("state store: {e}"));
+            None
+        }
+    };
+    let guid = ck.map(|c| c.guid).or(meta.as_ref().map(|m| m.guid));
+    if let (Some(ck), Some(meta)) = (&ck, &meta)
+        && ck.guid != meta.guid
+    {
+        report.problems.push(format!(
+            "{}: the state store belongs to database {}, the checkpoint to {}",
+            dir.join(state::STATE_DIR).display(),
+            meta.guid,
+            ck.guid
+        ));
+    }
+
+    let infos = scan_all(dir, guid)?;
+    report.generations = infos.len() as u64;
+    report.records = infos.iter().map(|i| i.records).sum();
+    let logs = dir.join(LOGS_DIR);
+    for (i, info) in infos.iter().enumerate() {
+        if let Some(problem) = &info.problem {
+            let last = i + 1 == infos.len();
+            if last && info.tail_only {
+                report.problems.push(format!("torn tail: {problem}; run `mailstore recover` to discard it"));
+            } else {
+                report.problems.push(problem.clone());
+            }
+        }
+        if i + 1 < infos.len() {
+            let next = &infos[i + 1];
+            if info.number + 1 != next.number {
+                report.problems.push(format!(
+                    "missing generation {}: expected {}",
+                    info.number + 1,
+                    logs.join(generation::file_name(info.number + 1)).display()
+                ));
+            } else if !info.chain_ok && info.problem.is_none() && next.problem.is_none() {
+                report.problems.push(format!(
+                    "{}: chain broken: its header does not match {} (checksum {:#010x}, last LSN {})",
+                    next.path.display(),
+                    info.path.display(),
+                    info.checksum,
+                    info.last_lsn
+                ));
+            }
+        }
+    }
+    if infos.is_empty() {
+        report.problems.push(format!("{}: the log holds no generation", logs.display()));
+    }
+
+    if let (Some(ck), Some(first), Some(last)) = (&ck, infos.first(), infos.last()) {
+        let head = last.last_lsn;
+        if ck.lsn > head {
+            report.problems.push(format!(
+                "{}: checkpoint LSN {} is beyond the end of the log (LSN {head})",
+                dir.join(checkpoint::CHECKPOINT_FILE).display(),
+                ck.lsn
+            ));
+        }
+        if first.first_lsn > ck.lsn + 1 {
+            report.problems.push(format!(
+                "{}: the log starts at LSN {} but recovery from the checkpoint needs LSN {}",
+                first.path.display(),
+                first.first_lsn,
+                ck.lsn + 1
+            ));
+        }
+        if let Some(meta) = &meta {
+            if meta.applied_lsn > head {
+                report.problems.push(format!(
+                    "{}: the state store has applied LSN {} but the log ends at LSN {head}",
+                    dir.join(state::STATE_DIR).display(),
+                    meta.applied_lsn
+                ));
+            }
+            if meta.applied_lsn < ck.lsn {
+                report.problems.push(format!(
+                    "{}: the state store has applied LSN {} only, below the checkpoint LSN {}",
+                    dir.join(state::STATE_DIR).display(),
+                    meta.applied_lsn,
+                    ck.lsn
+                ));
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,75 @@
+//! The seam between the engine and what it stores: a deterministic state machine over LMDB.
+//!
+//! The engine logs operations and hands each one, in LSN order, to [`StateMachine::apply`]. The same function
+//! runs at commit time, during crash recovery and (later) on passive copies, so it must be a pure function of
+//! the state and the operation: it may not read clocks, draw random numbers, generate ids or consult anything
+//! outside the transaction. Whatever must vary (times, ids, UIDVALIDITY) is decided by the caller *before*
+//! the operation is committed and travels inside it.
+
+use std::fmt::Debug;
+
+use heed::{DatabaseOpener, OnCommit, RwTxn, WithoutTls};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::types::Lsn;
+
+/// What an operation knows about the record that carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// The record's LSN.
+    pub lsn: Lsn,
+    /// The epoch of the generation the record was written in.
+    pub epoch: u64,
+}
+
+/// Why [`StateMachine::apply`] did not apply an operation.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The operation is refused by the state it meets (a conflict, a missing object, a quota). The refusal is
+    /// deterministic: replay refuses it the same way. The engine rolls back whatever the operation wrote and
+    /// hands the error to the committer; the record stays in the log as a no-op.
+    Reject(Error),
+    /// The state store failed. `MDB_MAP_FULL` makes the engine grow the map and apply the batch again; any
+    /// other storage error poisons the engine.
+    Storage(heed::Error),
+}
+
+impl From<heed::Error> for ApplyError {
+    fn from(e: heed::Error) -> Self {
+        ApplyError::Storage(e)
+    }
+}
+
+/// A deterministic state machine whose state lives in the engine's LMDB environment.
+pub trait StateMachine: Send + Sync + Sized + 'static {
+    /// A stable name for the kind of state this machine keeps. A database records it at creation, and
+    /// mounting it with a different machine fails instead of misreading the log.
+    const NAME: &'static str;
+
+    /// The logged operation.
+    type Op: Serialize + DeserializeOwned + Debug + Send;
+    /// What applying an operation returns to the committer.
+    type Output: Send + 'static;
+
+    /// The machine's LMDB databases while the opening transaction is live; committing that transaction turns
+    /// them into the machine itself (heed's [`OnCommit`]).
+    type Databases<'e>: OnCommit<Committed = Self>;
+
+    /// Creates (or opens) the machine's LMDB databases. Called once per mount, inside the transaction that
+    /// the engine commits before recovery replays anything.
+    fn create_databases<'e>(
+        opener: &DatabaseOpener<'e, WithoutTls>,
+        txn: &mut RwTxn<'e>,
+    ) -> Result<Self::Databases<'e>>;
+
+    /// Checks an operation before it is logged, in the committer's thread: reject what `apply` could never
+    /// accept (oversized keys, empty names), so that only plausible operations reach the log.
+    fn validate(&self, _op: &Self::Op) -> Result<()> {
+        Ok(())
+    }
+
+    /// Applies one operation. Must be deterministic; see the module documentation.
+    fn apply(&self, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: Self::Op) -> Result<Self::Output, ApplyError>;
+}

@@ -1,0 +1,254 @@
+//! Mounting: creating a database, or opening one and recovering it from its log.
+//!
+//! Recovery, in order:
+//! 1. read the checkpoint file (the newest valid slot) and the state store's `applied_lsn`;
+//! 2. remove leftovers of an interrupted generation create (`*.log.tmp`);
+//! 3. inspect the log from the generation holding `min(checkpoint, applied) + 1` to the end (see
+//!    [`crate::log::verify`]), before anything is replayed;
+//! 4. decide about a torn tail according to the [`RecoveryMode`];
+//! 5. replay every record above `applied_lsn` through [`StateStore::apply_records`], the function commits use;
+//! 6. discard the torn tail (zero it and sync), sync the state, and write a checkpoint marked dirty (mounted).
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::engine::checkpoint::CheckpointFile;
+use crate::engine::state::{self, Meta, StateStore};
+use crate::engine::writer::GenInfo;
+use crate::engine::{CHECKPOINT_FILE, Checkpoint, Counters, LOGS_DIR, Options, RecoveryMode, StateMachine};
+use crate::error::{Error, IoContext, Result};
+use crate::log::verify::{self, Walk};
+use crate::log::{LogWriter, RecordRef, generation};
+use crate::types::{Guid, Lsn};
+
+/// Records replayed per LMDB transaction during recovery.
+const REPLAY_BATCH_RECORDS: usize = 1024;
+/// Bytes of payload replayed per LMDB transaction during recovery.
+const REPLAY_BATCH_BYTES: usize = 16 << 20;
+
+/// What mounting found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The database was created by this mount.
+    pub created: bool,
+    /// The previous mount ended with a clean dismount (true for a new database).
+    pub was_clean: bool,
+    /// Checkpoint LSN found at mount.
+    pub checkpoint_lsn: Lsn,
+    /// Applied LSN the state store had at mount.
+    pub applied_lsn_before: Lsn,
+    /// Applied LSN after replay: the last record in the log.
+    pub applied_lsn_after: Lsn,
+    /// Records replayed.
+    pub replayed: u64,
+    /// Generations inspected.
+    pub generations_scanned: u64,
+    /// The torn tail discarded, if there was one.
+    pub truncated_tail: Option<TailTruncation>,
+    /// Leftover temporary files removed.
+    pub leftovers_removed: Vec<PathBuf>,
+}
+
+/// A torn tail that recovery discarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailTruncation {
+    /// The last generation.
+    pub file: PathBuf,
+    /// Where its valid records end.
+    pub offset: u64,
+    /// Bytes zeroed after that offset.
+    pub bytes: u64,
+    /// What was found at `offset`.
+    pub reason: String,
+}
+
+pub(crate) struct Mounted<M: StateMachine> {
+    pub(crate) state: StateStore<M>,
+    pub(crate) checkpoint: CheckpointFile,
+    pub(crate) log: LogWriter,
+    pub(crate) present: VecDeque<GenInfo>,
+    pub(crate) report: RecoveryReport,
+    pub(crate) epoch: u64,
+}
+
+pub(crate) fn mount<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> {
+    if dir.join(CHECKPOINT_FILE).exists() {
+        open_existing(dir, options)
+    } else if options.create_if_missing {
+        create(dir, options)
+    } else {
+        Err(Error::NotADatabase { path: dir.to_path_buf(), reason: "no checkpoint file".into() })
+    }
+}
+
+/// Creates a database. The checkpoint file is written last: until it exists, the directory holds an
+/// interrupted creation, which is discarded and redone as long as its log holds no record.
+fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> {
+    let logs = dir.join(LOGS_DIR);
+    if logs.exists() {
+        for (_, path) in generation::list(&logs)?.generations {
+            let scan = generation::scan(&path, None, |_| Ok(()))?;
+            if scan.records > 0 {
+                return Err(Error::NotADatabase {
+                    path: dir.to_path_buf(),
+                    reason: format!("the checkpoint file is missing but {} holds records", path.display()),
+                });
+            }
+        }
+        fs::remove_dir_all(&logs).at(&logs)?;
+    }
+    let state_dir = dir.join(state::STATE_DIR);
+    if state_dir.exists() {
+        fs::remove_dir_all(&state_dir).at(&state_dir)?;
+    }
+
+    let guid = Guid::new_random();
+    let epoch = 1;
+    let env = state::open_env(dir, options.durability, false)?;
+    let state = StateStore::<M>::create(env)?;
+    let mut txn = state.env.write_txn()?;
+    state.meta.init(&mut txn, guid, epoch, M::NAME)?;
+    txn.commit()?;
+    state.env.force_sync()?;
+
+    fs::create_dir_all(&logs).at(&logs)?;
+    let log = LogWriter::create(&logs, guid, epoch, options.log_target_size)?;
+    generation::sync_dir(&logs)?;
+    let checkpoint = CheckpointFile::create(
+        dir,
+        Checkpoint { guid, sequence: 0, lsn: 0, epoch, backup_lsn: 0, clean: false },
+    )?;
+    generation::sync_dir(dir)?;
+    let present = VecDeque::from([GenInfo { number: 1, first_lsn: 1, path: log.path().to_path_buf() }]);
+    let report = RecoveryReport { created: true, was_clean: true, generations_scanned: 1, ..Default::default() };
+    Ok(Mounted { state, checkpoint, log, present, report, epoch })
+}
+
+fn open_existing<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> {
+    let logs = dir.join(LOGS_DIR);
+    let mut checkpoint = CheckpointFile::open(dir)?;
+    let ck = checkpoint.current();
+
+    let env = state::open_env(dir, options.durability, false)?;
+    let no_meta = || Error::NotADatabase {
+        path: dir.join(state::STATE_DIR),
+        reason: "the state store holds no engine metadata".into(),
+    };
+    let meta = Meta::open(&env)?.ok_or_else(no_meta)?;
+    let values = {
+        let rtxn = env.read_txn()?;
+        meta.read(&rtxn)?.ok_or_else(no_meta)?
+    };
+    if values.guid != ck.guid {
+        return Err(Error::ForeignDatabase {
+            file: dir.join(state::STATE_DIR),
+            expected: ck.guid,
+            found: values.guid,
+        });
+    }
+    if values.machine != M::NAME {
+        return Err(Error::NotADatabase {
+            path: dir.to_path_buf(),
+            reason: format!("it was created for state machine {:?}, not {:?}", values.machine, M::NAME),
+        });
+    }
+    let state = StateStore::<M>::create(env)?;
+    let mut report = RecoveryReport {
+        was_clean: ck.clean,
+        checkpoint_lsn: ck.lsn,
+        applied_lsn_before: values.applied_lsn,
+        ..Default::default()
+    };
+
+    let leftovers = generation::list(&logs)?.leftovers;
+    if !leftovers.is_empty() {
+        for path in &leftovers {
+            fs::remove_file(path).at(path)?;
+        }
+        generation::sync_dir(&logs)?;
+        report.leftovers_removed = leftovers;
+    }
+
+    // Inspect everything before replaying anything.
+    let applied = values.applied_lsn;
+    let start = ck.lsn.min(applied) + 1;
+    let inspected = verify::walk(&logs, ck.guid, Some(start), |_| Ok(()))?;
+    if let Some(damage) = &inspected.tail_damage
+        && options.recovery == RecoveryMode::AbsoluteConsistency
+    {
+        return Err(Error::TornTail {
+            file: inspected.last().path.clone(),
+            offset: damage.offset,
+            reason: damage.reason.to_string(),
+        });
+    }
+    let log_end = inspected.last_lsn();
+    if applied.max(ck.lsn) > log_end {
+        return Err(Error::StateAheadOfLog { applied: applied.max(ck.lsn), log_end });
+    }
+
+    let walk = replay(&state, &logs, ck.guid, start, applied, &mut report)?;
+    report.generations_scanned = walk.scans.len() as u64;
+    report.applied_lsn_after = walk.last_lsn();
+    let last = walk.last();
+    if let Some(damage) = &walk.tail_damage {
+        let bytes = verify::truncate_tail(last)?;
+        report.truncated_tail = Some(TailTruncation {
+            file: last.path.clone(),
+            offset: damage.offset,
+            bytes,
+            reason: damage.reason.to_string(),
+        });
+    }
+    let log = LogWriter::resume(&logs, last, options.log_target_size)?;
+
+    // Make the replayed state durable and mark the database mounted (dirty).
+    state.env.force_sync()?;
+    let epoch = values.epoch.max(log.header().epoch);
+    checkpoint.write(Checkpoint { lsn: report.applied_lsn_after, epoch, clean: false, ..ck })?;
+    let present =
+        walk.present.iter().map(|(h, path)| GenInfo { number: h.generation, first_lsn: h.first_lsn, path: path.clone() });
+    Ok(Mounted { state, checkpoint, log, present: present.collect(), report, epoch })
+}
+
+/// Replays every record above `applied`, in batches, through the commit path's apply.
+fn replay<M: StateMachine>(
+    state: &StateStore<M>,
+    logs: &Path,
+    guid: Guid,
+    start: Lsn,
+    applied: Lsn,
+    report: &mut RecoveryReport,
+) -> Result<Walk> {
+    let stats = Counters::default();
+    let mut batch: Vec<(Lsn, u64, Vec<u8>)> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut replayed = 0u64;
+    let mut flush = |batch: &mut Vec<(Lsn, u64, Vec<u8>)>, batch_bytes: &mut usize| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<RecordRef<'_>> =
+            batch.iter().map(|(lsn, epoch, payload)| RecordRef { lsn: *lsn, epoch: *epoch, payload }).collect();
+        // Rejections were rejections at commit time too: the record is a no-op either way.
+        state.apply_records(&records, &stats)?;
+        replayed += batch.len() as u64;
+        batch.clear();
+        *batch_bytes = 0;
+        Ok(())
+    };
+    let walk = verify::walk(logs, guid, Some(start), |record| {
+        if record.lsn > applied {
+            batch_bytes += record.payload.len();
+            batch.push((record.lsn, record.epoch, record.payload.to_vec()));
+            if batch.len() >= REPLAY_BATCH_RECORDS || batch_bytes >= REPLAY_BATCH_BYTES {
+                flush(&mut batch, &mut batch_bytes)?;
+            }
+        }
+        Ok(())
+    })?;
+    flush(&mut batch, &mut batch_bytes)?;
+    report.replayed = replayed;
+    Ok(walk)
+}

@@ -1,0 +1,250 @@
+//! The state store: one LMDB environment per database, opened through heed.
+//!
+//! Besides the state machine's own databases it holds `engine.meta`, whose `applied_lsn` is written in the same
+//! LMDB transaction as the changes it reflects: after any crash it says exactly where replay resumes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use parking_lot::RwLock;
+
+use crate::codec;
+use crate::engine::{ApplyContext, ApplyError, Counters, Durability, StateMachine};
+use crate::log::RecordRef;
+use crate::error::{Error, IoContext, Result};
+use crate::types::{Guid, Lsn};
+
+/// Directory of the LMDB environment inside a database directory.
+pub const STATE_DIR: &str = "state";
+const META_DB: &str = "engine.meta";
+const KEY_GUID: &[u8] = b"guid";
+const KEY_EPOCH: &[u8] = b"epoch";
+const KEY_APPLIED: &[u8] = b"applied_lsn";
+const KEY_MACHINE: &[u8] = b"machine";
+/// Initial map size; the map doubles whenever a write finds it full.
+pub const INITIAL_MAP_SIZE: usize = 64 << 20;
+/// Named databases an environment may hold (engine and state machine together).
+const MAX_DBS: u32 = 128;
+
+/// The engine's own keys in the state store.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    db: Database<'static, Bytes, Bytes>,
+}
+
+/// The engine's metadata as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaValues {
+    /// The database's GUID.
+    pub guid: Guid,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Last LSN applied.
+    pub applied_lsn: Lsn,
+    /// The [`StateMachine::NAME`] the database was created for.
+    pub machine: String,
+}
+
+/// Opens the environment in `dir/state` with the flags `durability` calls for (see ARCHITECTURE.md, "Why these
+/// LMDB flags"). `read_only` opens it for inspection only.
+pub fn open_env(dir: &Path, durability: Durability, read_only: bool) -> Result<Env<WithoutTls>> {
+    let path: PathBuf = dir.join(STATE_DIR);
+    if !read_only {
+        fs::create_dir_all(&path).at(&path)?;
+    }
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options.map_size(INITIAL_MAP_SIZE).max_dbs(MAX_DBS);
+    let flags = match (read_only, durability) {
+        (true, _) => EnvFlags::READ_ONLY,
+        (false, Durability::Full) => EnvFlags::NO_META_SYNC,
+        (false, Durability::Relaxed) => EnvFlags::NO_META_SYNC | EnvFlags::NO_SYNC,
+    };
+    // SAFETY: `NO_META_SYNC` keeps LMDB atomic and consistent (a system crash may only undo the last commit,
+    // which the log replays); `NO_SYNC` is only used in `Relaxed` mode, whose documented promise excludes
+    // power loss. The environment is opened once per directory and process: the caller holds the directory's
+    // exclusive lock (or, read-only, a shared one that excludes a mounted writer), and no file of the
+    // environment is modified outside LMDB.
+    unsafe { options.flags(flags) };
+    // SAFETY: see above; the memory map is only ever touched through heed's transactions.
+    let env = unsafe { options.open(&path) }?;
+    // LMDB keeps the map size of the file if it is larger than what we asked for.
+    Ok(env)
+}
+
+impl Meta {
+    /// Opens the metadata database of an existing environment without writing; `None` when it does not exist.
+    pub fn open(env: &Env<WithoutTls>) -> Result<Option<Self>> {
+        let rtxn = env.read_txn()?;
+        let db = env
+            .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_> {
+                Ok(CommitOrAbort::<_, ()>::Commit(dbo.open_database::<Bytes, Bytes>(rtxn, Some(META_DB))?))
+            })?
+            .commit()
+            .flatten();
+        Ok(db.map(|db| Meta { db }))
+    }
+
+    /// Writes a fresh database's identity.
+    pub fn init(&self, txn: &mut RwTxn<'_>, guid: Guid, epoch: u64, machine: &str) -> Result<()> {
+        self.db.put(txn, KEY_GUID, guid.as_bytes())?;
+        self.db.put(txn, KEY_MACHINE, machine.as_bytes())?;
+        self.db.put(txn, KEY_EPOCH, &epoch.to_be_bytes())?;
+        self.db.put(txn, KEY_APPLIED, &0u64.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Reads the metadata; `None` for a store that was never initialised.
+    pub fn read(&self, txn: &RoTxn<'_>) -> Result<Option<MetaValues>> {
+        let Some(guid) = self.db.get(txn, KEY_GUID)? else { return Ok(None) };
+        let guid: [u8; 16] = guid.try_into().map_err(|_| bad("guid"))?;
+        let epoch = self.read_u64(txn, KEY_EPOCH)?;
+        let applied_lsn = self.read_u64(txn, KEY_APPLIED)?;
+        let machine = self.db.get(txn, KEY_MACHINE)?.ok_or_else(|| bad("machine"))?;
+        let machine = String::from_utf8(machine.to_vec()).map_err(|_| bad("machine"))?;
+        Ok(Some(MetaValues { guid: Guid(guid), epoch, applied_lsn, machine }))
+    }
+
+    fn read_u64(&self, txn: &RoTxn<'_>, key: &'static [u8]) -> Result<u64> {
+        let raw = self.db.get(txn, key)?.ok_or_else(|| bad(key_name(key)))?;
+        let raw: [u8; 8] = raw.try_into().map_err(|_| bad(key_name(key)))?;
+        Ok(u64::from_be_bytes(raw))
+    }
+
+    /// Records that every record up to `lsn` is applied, in the transaction that applies them.
+    pub fn set_applied(&self, txn: &mut RwTxn<'_>, lsn: Lsn) -> heed::Result<()> {
+        self.db.put(txn, KEY_APPLIED, &lsn.to_be_bytes())
+    }
+}
+
+fn key_name(key: &[u8]) -> &'static str {
+    match key {
+        KEY_EPOCH => "epoch",
+        KEY_APPLIED => "applied_lsn",
+        KEY_MACHINE => "machine",
+        _ => "guid",
+    }
+}
+
+fn bad(what: &'static str) -> Error {
+    Error::NotADatabase {
+        path: PathBuf::from(STATE_DIR),
+        reason: format!("engine metadata key {what} is malformed"),
+    }
+}
+
+/// The state store of a mounted engine: the environment, the engine's metadata, the state machine, and the
+/// gate that keeps readers out while the map grows.
+pub(crate) struct StateStore<M: StateMachine> {
+    pub(crate) env: Env<WithoutTls>,
+    pub(crate) meta: Meta,
+    pub(crate) machine: M,
+    /// Readers hold it shared for the life of their read transaction; growing the map takes it exclusively,
+    /// because LMDB requires that no transaction of this process is live during `mdb_env_set_mapsize`.
+    gate: RwLock<()>,
+}
+
+/// Why a batch could not be applied.
+enum Failure {
+    MapFull,
+    Fatal(Error),
+}
+
+impl From<heed::Error> for Failure {
+    fn from(e: heed::Error) -> Self {
+        match e {
+            heed::Error::Mdb(heed::MdbError::MapFull) => Failure::MapFull,
+            e => Failure::Fatal(Error::State(e)),
+        }
+    }
+}
+
+impl<M: StateMachine> StateStore<M> {
+    /// Creates (or opens) the engine's and the machine's databases in one committed transaction.
+    pub(crate) fn create(env: Env<WithoutTls>) -> Result<Self> {
+        let wtxn = env.write_txn()?;
+        let (db, machine) = env
+            .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_> {
+                let meta = dbo.create_database::<Bytes, Bytes>(wtxn, Some(META_DB))?;
+                let machine = M::create_databases(dbo, wtxn)?;
+                Ok(CommitOrAbort::<_, ()>::Commit((meta, machine)))
+            })?
+            .commit()
+            .ok_or_else(|| Error::NotADatabase { path: env.path().to_path_buf(), reason: "open aborted".into() })?;
+        Ok(StateStore { env, meta: Meta { db }, machine, gate: RwLock::new(()) })
+    }
+
+    /// Runs `f` over a read snapshot.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&M, &RoTxn<'_>) -> Result<T>) -> Result<T> {
+        // Recursive, so that a reader nested inside another reader cannot deadlock behind a waiting grower.
+        let _gate = self.gate.read_recursive();
+        let txn = self.env.read_txn()?;
+        f(&self.machine, &txn)
+    }
+
+    /// Applies `records` (consecutive LSNs) in one LMDB write transaction, each operation inside its own nested
+    /// transaction so a rejected one leaves no trace, and records the last LSN as applied in the same
+    /// transaction. Grows the map and retries when it is full. This is the only path by which logged
+    /// operations reach the state: commit and recovery both call it.
+    ///
+    /// Returns one outcome per record: what `apply` returned, or the error it rejected the operation with.
+    pub(crate) fn apply_records(
+        &self,
+        records: &[RecordRef<'_>],
+        stats: &Counters,
+    ) -> Result<Vec<Result<M::Output>>> {
+        loop {
+            match self.try_apply(records) {
+                Ok(outcomes) => {
+                    Counters::add(&stats.state_commits, 1);
+                    return Ok(outcomes);
+                }
+                Err(Failure::MapFull) => {
+                    self.grow()?;
+                    Counters::add(&stats.map_resizes, 1);
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn try_apply(&self, records: &[RecordRef<'_>]) -> Result<Vec<Result<M::Output>>, Failure> {
+        let Some(last) = records.last() else { return Ok(Vec::new()) };
+        let mut txn = self.env.write_txn()?;
+        let mut outcomes = Vec::with_capacity(records.len());
+        for record in records {
+            let op: M::Op = codec::decode(record.payload).map_err(|e| {
+                Failure::Fatal(Error::Codec(format!("record at LSN {} does not decode: {e}", record.lsn)))
+            })?;
+            let ctx = ApplyContext { lsn: record.lsn, epoch: record.epoch };
+            let mut nested = self.env.nested_write_txn(&mut txn)?;
+            match self.machine.apply(&mut nested, ctx, op) {
+                Ok(output) => {
+                    nested.commit()?;
+                    outcomes.push(Ok(output));
+                }
+                Err(ApplyError::Reject(e)) => {
+                    nested.abort();
+                    outcomes.push(Err(e));
+                }
+                Err(ApplyError::Storage(e)) => return Err(e.into()),
+            }
+        }
+        self.meta.set_applied(&mut txn, last.lsn)?;
+        txn.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Doubles the map size, with every reader kept out.
+    fn grow(&self) -> Result<()> {
+        let _gate = self.gate.write();
+        let current = self.env.info().map_size;
+        let next = current.checked_mul(2).ok_or_else(|| Error::InvalidArgument("LMDB map size overflow".into()))?;
+        // SAFETY: the exclusive gate guarantees no read transaction of this process is live (every reader holds
+        // the gate shared for its whole transaction), and the only writer is the calling thread, between
+        // transactions. Multiples of the initial size stay multiples of the page size.
+        unsafe { self.env.resize(next) }?;
+        Ok(())
+    }
+}

@@ -1,0 +1,354 @@
+//! The writer thread: group commit, rolls, checkpoints and truncation.
+//!
+//! Committers queue encoded operations and wait. The writer takes everything queued at once (a batch),
+//! appends it to the log in one write, makes it durable with one `fdatasync` (in `Full` mode), applies it to
+//! the state store in one LMDB transaction, and only then wakes the committers. A failure anywhere on that path
+//! poisons the engine: the batch's committers and everyone after them get [`Error::Poisoned`].
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::engine::{Checkpoint, Committed, Counters, Durability, Inner, LogRetention, PinSet, StateMachine};
+use crate::error::{Error, IoContext, Result};
+use crate::log::writer::RollKind;
+use crate::log::{LogWriter, RecordRef, generation};
+use crate::types::Lsn;
+
+/// Truncated generations circular logging keeps around for reuse.
+const SPARE_GENERATIONS: usize = 2;
+
+/// A one-shot reply slot a committer waits on.
+pub(crate) struct Slot<T> {
+    value: Mutex<Option<T>>,
+    ready: Condvar,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot { value: Mutex::new(None), ready: Condvar::new() }
+    }
+}
+
+impl<T> Slot<T> {
+    fn fill(&self, value: T) {
+        *self.value.lock() = Some(value);
+        self.ready.notify_one();
+    }
+
+    pub(crate) fn wait(&self) -> T {
+        let mut value = self.value.lock();
+        loop {
+            if let Some(v) = value.take() {
+                return v;
+            }
+            self.ready.wait(&mut value);
+        }
+    }
+}
+
+/// One queued commit.
+pub(crate) struct Pending<O> {
+    payload: Vec<u8>,
+    slot: Option<Arc<Slot<Result<Committed<O>>>>>,
+}
+
+impl<O> Pending<O> {
+    pub(crate) fn new(payload: Vec<u8>, slot: Arc<Slot<Result<Committed<O>>>>) -> Self {
+        Pending { payload, slot: Some(slot) }
+    }
+
+    fn reply(mut self, result: Result<Committed<O>>) {
+        if let Some(slot) = self.slot.take() {
+            slot.fill(result);
+        }
+    }
+}
+
+impl<O> Drop for Pending<O> {
+    /// A commit dropped unanswered (the writer panicked) must not leave its committer waiting forever.
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.fill(Err(Error::Poisoned { reason: "the writer thread stopped before answering".into() }));
+        }
+    }
+}
+
+/// Requests other than commits.
+pub(crate) enum Control {
+    Checkpoint(Arc<Slot<Result<Lsn>>>),
+    BackupCompleted(Lsn, Arc<Slot<Result<Lsn>>>),
+}
+
+/// What committers hand the writer.
+pub(crate) struct Queue<O> {
+    pub(crate) pending: Vec<Pending<O>>,
+    pub(crate) controls: Vec<Control>,
+    pub(crate) shutdown: bool,
+}
+
+impl<O> Default for Queue<O> {
+    fn default() -> Self {
+        Queue { pending: Vec::new(), controls: Vec::new(), shutdown: false }
+    }
+}
+
+/// One generation on disk, as the writer tracks it.
+#[derive(Clone, Debug)]
+pub(crate) struct GenInfo {
+    pub(crate) number: u64,
+    pub(crate) first_lsn: Lsn,
+    pub(crate) path: PathBuf,
+}
+
+struct Writer<M: StateMachine> {
+    inner: Arc<Inner<M>>,
+    log: LogWriter,
+    /// Every generation on disk, oldest first; the last is the one being written.
+    gens: VecDeque<GenInfo>,
+    epoch: u64,
+    applied: Lsn,
+    since_checkpoint: u64,
+}
+
+/// Starts the writer thread.
+pub(crate) fn spawn<M: StateMachine>(
+    inner: Arc<Inner<M>>,
+    log: LogWriter,
+    gens: VecDeque<GenInfo>,
+    epoch: u64,
+    applied: Lsn,
+) -> Result<JoinHandle<()>> {
+    let dir = inner.dir.clone();
+    let writer = Writer { inner, log, gens, epoch, applied, since_checkpoint: 0 };
+    std::thread::Builder::new().name("mailstore-writer".into()).spawn(move || writer.run()).at(dir)
+}
+
+impl<M: StateMachine> Writer<M> {
+    fn run(mut self) {
+        loop {
+            let (mut batch, controls, shutdown) = {
+                let mut queue = self.inner.queue.lock();
+                while queue.pending.is_empty() && queue.controls.is_empty() && !queue.shutdown {
+                    self.inner.wake.wait(&mut queue);
+                }
+                (std::mem::take(&mut queue.pending), std::mem::take(&mut queue.controls), queue.shutdown)
+            };
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch);
+            }
+            for control in controls {
+                self.control(control);
+            }
+            // Once `shutdown` is seen, committers are refused under the same lock, so nothing more can arrive.
+            if shutdown {
+                break;
+            }
+        }
+        if self.inner.check_poison().is_ok()
+            && let Err(e) = self.checkpoint(true, None)
+        {
+            self.inner.poison(format!("final checkpoint failed: {e}"));
+        }
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<Pending<M::Output>>) {
+        if let Err(e) = self.inner.check_poison() {
+            let reason = e.to_string();
+            for p in batch.drain(..) {
+                p.reply(Err(Error::Poisoned { reason: reason.clone() }));
+            }
+            return;
+        }
+        match self.write_and_apply(batch) {
+            Ok(outcomes) => {
+                for (p, outcome) in batch.drain(..).zip(outcomes) {
+                    p.reply(outcome);
+                }
+            }
+            Err(e) => {
+                let reason = format!("commit failed: {e}");
+                self.inner.poison(reason.clone());
+                for p in batch.drain(..) {
+                    p.reply(Err(Error::Poisoned { reason: reason.clone() }));
+                }
+                return;
+            }
+        }
+        if let Err(e) = self.maintain() {
+            self.inner.poison(format!("log maintenance failed: {e}"));
+        }
+    }
+
+    fn write_and_apply(&mut self, batch: &[Pending<M::Output>]) -> Result<Vec<Result<Committed<M::Output>>>> {
+        let stats = &self.inner.stats;
+        let first = self.log.next_lsn();
+        let epoch = self.log.header().epoch;
+        let before = self.log.offset();
+        let last = self.log.append(batch.iter().map(|p| p.payload.as_slice()))?;
+        let bytes = self.log.offset() - before;
+        if self.inner.options.durability == Durability::Full {
+            self.log.sync()?;
+            Counters::add(&stats.log_syncs, 1);
+        }
+        let records: Vec<RecordRef<'_>> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RecordRef { lsn: first + i as u64, epoch, payload: &p.payload })
+            .collect();
+        let outcomes = self.inner.state.apply_records(&records, stats)?;
+        self.applied = last;
+        self.since_checkpoint += bytes;
+        self.inner.live.lock().applied_lsn = last;
+        Counters::add(&stats.batches, 1);
+        Counters::add(&stats.commits, batch.len() as u64);
+        Counters::add(&stats.bytes_logged, bytes);
+        let rejected = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+        Counters::add(&stats.rejected, rejected);
+        Ok(outcomes
+            .into_iter()
+            .zip(first..)
+            .map(|(outcome, lsn)| outcome.map(|output| Committed { lsn, output }))
+            .collect())
+    }
+
+    fn control(&mut self, control: Control) {
+        let (slot, result) = match control {
+            Control::Checkpoint(slot) => (slot, self.guarded_checkpoint(None)),
+            Control::BackupCompleted(lsn, slot) => {
+                let result = if lsn > self.applied + 1 {
+                    Err(Error::InvalidArgument(format!(
+                        "backup LSN {lsn} is beyond the log head (last applied LSN {})",
+                        self.applied
+                    )))
+                } else {
+                    self.guarded_checkpoint(Some(lsn))
+                };
+                (slot, result)
+            }
+        };
+        slot.fill(result);
+    }
+
+    fn guarded_checkpoint(&mut self, backup: Option<Lsn>) -> Result<Lsn> {
+        self.inner.check_poison()?;
+        self.checkpoint(false, backup).inspect_err(|e| self.inner.poison(format!("checkpoint failed: {e}")))
+    }
+
+    /// Rolls a full generation and takes a checkpoint once enough log has accumulated.
+    fn maintain(&mut self) -> Result<()> {
+        if self.log.is_full() {
+            self.roll()?;
+        }
+        if self.since_checkpoint >= self.inner.options.checkpoint_depth {
+            self.checkpoint(false, None)?;
+        }
+        Ok(())
+    }
+
+    /// The lowest LSN someone still needs: above the checkpoint, every pin, and (if configured) the backup.
+    fn keep_from(&self, pins: &std::collections::BTreeMap<u64, Lsn>) -> Lsn {
+        let checkpoint = self.inner.live.lock().checkpoint;
+        let mut keep = checkpoint.lsn + 1;
+        if let Some(pinned) = PinSet::min(pins) {
+            keep = keep.min(pinned);
+        }
+        if self.inner.options.retention == LogRetention::UntilBackup {
+            keep = keep.min(checkpoint.backup_lsn.max(1));
+        }
+        keep
+    }
+
+    /// How many of the oldest generations hold only records below `keep`.
+    fn deletable(&self, keep: Lsn) -> usize {
+        let mut n = 0;
+        while n + 1 < self.gens.len() && self.gens[n + 1].first_lsn <= keep {
+            n += 1;
+        }
+        n
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        let stats = &self.inner.stats;
+        let pins = self.inner.pins.pins.lock();
+        let recycle = if self.inner.options.circular_logging && self.deletable(self.keep_from(&pins)) > 0 {
+            self.gens.pop_front()
+        } else {
+            None
+        };
+        let kind = self.log.roll(self.epoch, recycle.as_ref().map(|g| g.path.as_path()))?;
+        let header = *self.log.header();
+        self.gens.push_back(GenInfo {
+            number: header.generation,
+            first_lsn: header.first_lsn,
+            path: self.log.path().to_path_buf(),
+        });
+        match kind {
+            RollKind::Created => Counters::add(&stats.generations_created, 1),
+            RollKind::Recycled => Counters::add(&stats.generations_recycled, 1),
+        }
+        self.publish_extent();
+        drop(pins);
+        Ok(())
+    }
+
+    /// Makes the state durable up to `applied`, records it in the checkpoint file, and truncates the log.
+    fn checkpoint(&mut self, clean: bool, backup: Option<Lsn>) -> Result<Lsn> {
+        // Write-ahead rule: the log must be durable before the state it produced is.
+        if self.inner.options.durability == Durability::Relaxed || clean {
+            self.log.sync()?;
+        }
+        self.inner.state.env.force_sync()?;
+        {
+            let mut file = self.inner.checkpoint.lock();
+            let current = file.current();
+            file.write(Checkpoint {
+                lsn: self.applied,
+                epoch: self.epoch,
+                backup_lsn: backup.map_or(current.backup_lsn, |b| b.max(current.backup_lsn)),
+                clean,
+                ..current
+            })?;
+            self.inner.live.lock().checkpoint = file.current();
+        }
+        self.since_checkpoint = 0;
+        Counters::add(&self.inner.stats.checkpoints, 1);
+        self.truncate()?;
+        Ok(self.applied)
+    }
+
+    /// Deletes the oldest generations nobody needs (keeping a few spares to recycle with circular logging).
+    fn truncate(&mut self) -> Result<()> {
+        let pins = self.inner.pins.pins.lock();
+        let deletable = self.deletable(self.keep_from(&pins));
+        let spares = if self.inner.options.circular_logging { SPARE_GENERATIONS } else { 0 };
+        if deletable <= spares {
+            return Ok(());
+        }
+        for _ in 0..deletable - spares {
+            let Some(gen_info) = self.gens.pop_front() else { break };
+            fs::remove_file(&gen_info.path).at(&gen_info.path)?;
+            Counters::add(&self.inner.stats.generations_deleted, 1);
+        }
+        generation::sync_dir(&self.inner.dir.join(super::LOGS_DIR))?;
+        self.publish_extent();
+        drop(pins);
+        Ok(())
+    }
+
+    /// Publishes the oldest and newest generation. Called with the pin lock held (see `Engine::pin_log`).
+    fn publish_extent(&self) {
+        let mut live = self.inner.live.lock();
+        if let Some(oldest) = self.gens.front() {
+            live.oldest_generation = oldest.number;
+            live.oldest_lsn = oldest.first_lsn;
+        }
+        if let Some(newest) = self.gens.back() {
+            live.head_generation = newest.number;
+        }
+    }
+}

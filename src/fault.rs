@@ -1,0 +1,36 @@
+//! Fail points for fault-injection tests.
+//!
+//! With the `failpoints` feature, every write and sync of the log and of the checkpoint passes through a named
+//! fail point of the [`fail`](https://docs.rs/fail) crate. A test configures one with
+//! `fail::cfg("log::append::sync", "return")` (an EIO) or `"return(enospc)"` (an ENOSPC). Without the feature
+//! the macro expands to nothing.
+//!
+//! | fail point            | where                                              |
+//! |-----------------------|----------------------------------------------------|
+//! | `log::append::write`  | writing a batch of records to the current generation |
+//! | `log::append::sync`   | the `fdatasync` that makes a batch durable         |
+//! | `log::roll::create`   | creating (or recycling) the next generation         |
+//! | `log::roll::sync`     | syncing the new generation and the `logs/` directory |
+//! | `checkpoint::write`   | writing a checkpoint slot                          |
+//! | `checkpoint::sync`    | syncing the checkpoint file                        |
+
+/// The I/O error a fail point injects: `enospc` gives ENOSPC, anything else EIO.
+#[cfg(feature = "failpoints")]
+pub(crate) fn injected(name: &str, arg: Option<&str>) -> std::io::Error {
+    let errno = match arg {
+        Some("enospc") => 28, // ENOSPC
+        _ => 5,               // EIO
+    };
+    let e = std::io::Error::from_raw_os_error(errno);
+    std::io::Error::new(e.kind(), format!("injected at fail point {name}: {e}"))
+}
+
+/// Returns an injected `io::Error` from the enclosing function (which must return `io::Result<_>`) when the
+/// named fail point is configured.
+macro_rules! fail_io {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |arg: Option<String>| Err($crate::fault::injected($name, arg.as_deref())));
+    };
+}
+pub(crate) use fail_io;
