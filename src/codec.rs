@@ -18,8 +18,7 @@ const DECODE_LIMIT: usize = 4 * MAX_RECORD_LEN;
 
 /// Encodes `value` into a fresh buffer.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| Error::Codec(format!("encode: {e}")))
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| Error::Codec(format!("encode: {e}")))
 }
 
 /// Decodes one value that must span all of `bytes`.

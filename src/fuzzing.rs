@@ -2,25 +2,18 @@
 //! Each takes arbitrary bytes and must never panic.
 
 use std::fs;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::{self, Checkpoint, Options, RecoveryMode};
 use crate::kv::KvEngine;
-use crate::log::format::{GenerationHeader, RecordSeal};
+use crate::log::format::{FRAME_HEADER_LEN, Frame, GenerationHeader, HEADER_LEN, RecordSeal};
 use crate::types::Guid;
 
 /// Decodes record frames from `data` until the first non-record, with a fixed generation seal.
 pub fn record_decoder(data: &[u8]) {
-    let header = GenerationHeader {
-        guid: Guid([0x5A; 16]),
-        generation: 1,
-        epoch: 1,
-        first_lsn: 1,
-        created_micros: 0,
-        prev_checksum: 0,
-    };
-    let seal = RecordSeal::for_header(&header);
+    let seal = RecordSeal::for_header(&fixed_header());
     let mut rest = data;
-    while let crate::log::format::Frame::Record { frame_len, payload, .. } = seal.decode(rest) {
+    while let Frame::Record { frame_len, payload, .. } = seal.decode(rest) {
         let _ = crate::codec::decode::<crate::kv::KvOp>(payload);
         rest = &rest[frame_len..];
     }
@@ -40,10 +33,21 @@ pub fn checkpoint_decoder(data: &[u8]) {
     }
 }
 
-/// Builds a database whose last generation's records are replaced by `data`, then recovers it: any outcome
-/// but a panic is acceptable.
+/// Builds a database (one record committed, LSN 1), replaces the records of its generation 1 (keeping the
+/// header) by `data`, then mounts it in both recovery modes and runs `check`: any outcome but a panic is
+/// acceptable.
+///
+/// The database's GUID is random, so no frame in `data` could carry a valid checksum for it. Every frame in
+/// `data` that is valid for the fixed seal [`record_decoder`] uses (GUID `[0x5A; 16]`, generation 1, epoch 1) is
+/// therefore re-sealed for the real generation first: seeds written with the real encoder for that seal, and
+/// the fuzzer (which can solve a checksum it sees compared), reach replay; damaged frames stay damaged.
 pub fn recovery(data: &[u8]) {
     let Ok(dir) = tempfile_dir() else { return };
+    recover_in(&dir, data);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+fn recover_in(dir: &std::path::Path, data: &[u8]) {
     let path = dir.join("db");
     let Ok(db) = KvEngine::mount(&path, Options::default()) else { return };
     let guid = db.guid();
@@ -52,23 +56,58 @@ pub fn recovery(data: &[u8]) {
     // Overwrite the records of generation 1 (keep its header) with the fuzz input.
     let gen_path = path.join(engine::LOGS_DIR).join(crate::log::generation::file_name(1));
     let mut bytes = fs::read(&gen_path).unwrap_or_default();
-    let end = crate::log::format::HEADER_LEN;
-    bytes.truncate(end);
-    bytes.extend_from_slice(data);
+    let Ok(header) = GenerationHeader::decode(&bytes) else { return };
+    bytes.truncate(HEADER_LEN);
+    bytes.extend_from_slice(&reseal(data, &header));
     let _ = fs::write(&gen_path, &bytes);
     for mode in [RecoveryMode::AbsoluteConsistency, RecoveryMode::TolerateTailCorruption] {
         if let Ok(db) = KvEngine::mount(&path, Options::default().recovery(mode)) {
-            let _ = db.guid() == guid;
+            assert_eq!(db.guid(), guid, "recovery changed the database GUID");
             let _ = db.read(|kv, txn| kv.dump(txn));
         }
     }
     let _ = engine::check(&path);
-    let _ = fs::remove_dir_all(&dir);
 }
 
+/// The header whose seal [`record_decoder`] uses.
+fn fixed_header() -> GenerationHeader {
+    GenerationHeader {
+        guid: Guid([0x5A; 16]),
+        generation: 1,
+        epoch: 1,
+        first_lsn: 1,
+        created_micros: 0,
+        prev_checksum: 0,
+    }
+}
+
+/// `data` with every frame that is valid under [`fixed_header`]'s seal (at any offset) re-sealed for `real`.
+fn reseal(data: &[u8], real: &GenerationHeader) -> Vec<u8> {
+    let fixed = RecordSeal::for_header(&fixed_header());
+    let real = RecordSeal::for_header(real);
+    let mut out = data.to_vec();
+    let mut at = 0;
+    let mut frame = Vec::new();
+    while at + FRAME_HEADER_LEN <= data.len() {
+        match fixed.decode(&data[at..]) {
+            Frame::Record { lsn, payload, frame_len } => {
+                frame.clear();
+                real.encode_into(lsn, payload, &mut frame);
+                out[at..at + frame_len].copy_from_slice(&frame);
+                at += frame_len;
+            }
+            Frame::End | Frame::Invalid(_) => at += 1,
+        }
+    }
+    out
+}
+
+/// A fresh directory per call (calls may come from several threads of one test process).
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let base = std::env::temp_dir().join(format!("mailstore-fuzz-{}", std::process::id()));
-    let dir = base.join(format!("{}", crate::types::now_micros()));
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("mailstore-fuzz-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -94,6 +94,15 @@ fn read_meta(dir: &Path) -> Result<state::MetaValues> {
     })
 }
 
+/// The name of the state machine ([`StateMachine::NAME`](crate::StateMachine::NAME)) the dismounted database
+/// in `dir` was created for, read from its state store alone: unlike [`offline_status`], it does not read the
+/// checkpoint or the log, so it answers even when those are damaged. Takes a shared lock, so it fails with
+/// [`Error::AlreadyMounted`] while the database is mounted.
+pub fn machine_name(dir: &Path) -> Result<String> {
+    let _lock = DirLock::shared(dir)?;
+    Ok(read_meta(dir)?.machine)
+}
+
 /// Reads the status of the dismounted database in `dir`.
 pub fn offline_status(dir: &Path) -> Result<OfflineStatus> {
     let _lock = DirLock::shared(dir)?;

@@ -115,10 +115,8 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
     fs::create_dir_all(&logs).at(&logs)?;
     let log = LogWriter::create(&logs, guid, epoch, options.log_target_size)?;
     generation::sync_dir(&logs)?;
-    let checkpoint = CheckpointFile::create(
-        dir,
-        Checkpoint { guid, sequence: 0, lsn: 0, epoch, backup_lsn: 0, clean: false },
-    )?;
+    let checkpoint =
+        CheckpointFile::create(dir, Checkpoint { guid, sequence: 0, lsn: 0, epoch, backup_lsn: 0, clean: false })?;
     generation::sync_dir(dir)?;
     let present = VecDeque::from([GenInfo { number: 1, first_lsn: 1, path: log.path().to_path_buf() }]);
     let report = RecoveryReport { created: true, was_clean: true, generations_scanned: 1, ..Default::default() };
@@ -141,11 +139,7 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mount
         meta.read(&rtxn)?.ok_or_else(no_meta)?
     };
     if values.guid != ck.guid {
-        return Err(Error::ForeignDatabase {
-            file: dir.join(state::STATE_DIR),
-            expected: ck.guid,
-            found: values.guid,
-        });
+        return Err(Error::ForeignDatabase { file: dir.join(state::STATE_DIR), expected: ck.guid, found: values.guid });
     }
     if values.machine != M::NAME {
         return Err(Error::NotADatabase {
@@ -207,8 +201,11 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mount
     state.env.force_sync()?;
     let epoch = values.epoch.max(log.header().epoch);
     checkpoint.write(Checkpoint { lsn: report.applied_lsn_after, epoch, clean: false, ..ck })?;
-    let present =
-        walk.present.iter().map(|(h, path)| GenInfo { number: h.generation, first_lsn: h.first_lsn, path: path.clone() });
+    let present = walk.present.iter().map(|(h, path)| GenInfo {
+        number: h.generation,
+        first_lsn: h.first_lsn,
+        path: path.clone(),
+    });
     Ok(Mounted { state, checkpoint, log, present: present.collect(), report, epoch })
 }
 

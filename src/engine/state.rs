@@ -12,8 +12,8 @@ use parking_lot::RwLock;
 
 use crate::codec;
 use crate::engine::{ApplyContext, ApplyError, Counters, Durability, StateMachine};
-use crate::log::RecordRef;
 use crate::error::{Error, IoContext, Result};
+use crate::log::RecordRef;
 use crate::types::{Guid, Lsn};
 
 /// Directory of the LMDB environment inside a database directory.
@@ -128,10 +128,7 @@ fn key_name(key: &[u8]) -> &'static str {
 }
 
 fn bad(what: &'static str) -> Error {
-    Error::NotADatabase {
-        path: PathBuf::from(STATE_DIR),
-        reason: format!("engine metadata key {what} is malformed"),
-    }
+    Error::NotADatabase { path: PathBuf::from(STATE_DIR), reason: format!("engine metadata key {what} is malformed") }
 }
 
 /// The state store of a mounted engine: the environment, the engine's metadata, the state machine, and the
@@ -189,11 +186,7 @@ impl<M: StateMachine> StateStore<M> {
     /// operations reach the state: commit and recovery both call it.
     ///
     /// Returns one outcome per record: what `apply` returned, or the error it rejected the operation with.
-    pub(crate) fn apply_records(
-        &self,
-        records: &[RecordRef<'_>],
-        stats: &Counters,
-    ) -> Result<Vec<Result<M::Output>>> {
+    pub(crate) fn apply_records(&self, records: &[RecordRef<'_>], stats: &Counters) -> Result<Vec<Result<M::Output>>> {
         loop {
             match self.try_apply(records) {
                 Ok(outcomes) => {

@@ -236,7 +236,11 @@ impl<M: StateMachine> Writer<M> {
 
     fn guarded_checkpoint(&mut self, backup: Option<Lsn>) -> Result<Lsn> {
         self.inner.check_poison()?;
-        self.checkpoint(false, backup).inspect_err(|e| self.inner.poison(format!("checkpoint failed: {e}")))
+        self.checkpoint(false, backup).map_err(|e| {
+            let reason = format!("checkpoint failed: {e}");
+            self.inner.poison(reason.clone());
+            Error::Poisoned { reason }
+        })
     }
 
     /// Rolls a full generation and takes a checkpoint once enough log has accumulated.

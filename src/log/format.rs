@@ -202,11 +202,7 @@ impl RecordSeal {
     /// Decodes the frame at the start of `bytes`.
     pub fn decode<'a>(&self, bytes: &'a [u8]) -> Frame<'a> {
         if bytes.len() < FRAME_HEADER_LEN {
-            return if bytes.iter().all(|&b| b == 0) {
-                Frame::End
-            } else {
-                Frame::Invalid("partial frame header")
-            };
+            return if bytes.iter().all(|&b| b == 0) { Frame::End } else { Frame::Invalid("partial frame header") };
         }
         let header = &bytes[..FRAME_HEADER_LEN];
         if header.iter().all(|&b| b == 0) {

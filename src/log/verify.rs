@@ -95,7 +95,10 @@ pub fn walk(
                 return Err(Error::corrupted(
                     path,
                     40,
-                    format!("epoch {} is older than the previous generation's epoch {}", header.epoch, prev.header.epoch),
+                    format!(
+                        "epoch {} is older than the previous generation's epoch {}",
+                        header.epoch, prev.header.epoch
+                    ),
                 ));
             }
             if header.first_lsn != prev.next_lsn() {

@@ -1,0 +1,311 @@
+//! `mailstore`: the administration tool for `mailstore` databases.
+//!
+//! Every command takes the path of one database directory (the directory an [`Engine`] mounts) and works on
+//! it while it is **not** mounted: the inspecting commands take a shared lock and `recover` mounts it, so each
+//! of them refuses a database that an engine (in any process) has mounted.
+//!
+//! Commands:
+//!
+//! - `mailstore status PATH`: the database's GUID, its state machine, epoch, checkpoint LSN, the LSN the state
+//!   store has applied, the log head (generation and LSN), the oldest generation on disk, and whether the last
+//!   mount ended with a clean dismount.
+//! - `mailstore logs PATH`: one line per log generation on disk: number, epoch, first and last LSN, valid
+//!   records, bytes up to the end of the last valid record, checksum of those bytes, whether the next
+//!   generation's header links to it, and what is wrong with it, if anything.
+//! - `mailstore check PATH`: verifies every generation (framing, checksums, LSN sequence), the chain between
+//!   them, that none is missing, the checkpoint and the state store; prints every problem, each naming its
+//!   file and offset. Changes nothing.
+//! - `mailstore recover PATH`: mounts the database, which recovers it (replays the log into the state store,
+//!   discards a torn tail of the last generation, removes leftovers of an interrupted generation create),
+//!   prints what recovery found and did, and dismounts cleanly. It never creates a database.
+//!
+//! Exit codes:
+//!
+//! - `0`: success; for `check`, the database is healthy.
+//! - `1`: the database is damaged: `check` found problems, or another command stopped because of damage
+//!   (corruption inside the log, a missing generation, a broken chain, a foreign file, a state store ahead
+//!   of its log).
+//! - `2`: the command could not run: bad usage, the path is not a database, the database is mounted, the
+//!   database was created for a state machine this build does not know, an I/O error.
+//!
+//! Errors are printed to stderr as `error: ...`.
+//!
+//! [`Engine`]: mailstore::Engine
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mailstore::engine::{
+    self, CHECKPOINT_FILE, CheckReport, GenerationInfo, LOGS_DIR, OfflineStatus, STATE_DIR, TailTruncation,
+};
+use mailstore::kv::Kv;
+use mailstore::{Engine, Options, RecoveryMode, RecoveryReport, StateMachine};
+
+/// Administration of mailstore databases (each command works on a dismounted database).
+#[derive(Debug, Parser)]
+#[command(name = "mailstore", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the position and shutdown state of a database.
+    Status {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// List the log generations of a database, one line each.
+    Logs {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// Verify a database without changing it; exits 1 when it is damaged.
+    Check {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// Mount a database (running crash recovery), report what recovery did, and dismount it cleanly.
+    Recover {
+        /// The database directory.
+        path: PathBuf,
+    },
+}
+
+/// Exit code: the database is damaged.
+const EXIT_DAMAGED: u8 = 1;
+/// Exit code: the command could not run.
+const EXIT_ERROR: u8 = 2;
+
+/// Why a command failed, and with which exit code.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn error(message: impl Display) -> Self {
+        Failure { code: EXIT_ERROR, message: message.to_string() }
+    }
+
+    fn with_context(mut self, context: &str) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+impl From<mailstore::Error> for Failure {
+    fn from(e: mailstore::Error) -> Self {
+        let code = if e.is_damage() { EXIT_DAMAGED } else { EXIT_ERROR };
+        Failure { code, message: e.to_string() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Command::Status { path } => database(path).and_then(status),
+        Command::Logs { path } => database(path).and_then(logs),
+        Command::Check { path } => database(path).and_then(check),
+        Command::Recover { path } => database(path).and_then(recover),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Refuses a path that is not a directory holding any part of a database before the library is called: the
+/// inspecting functions create `PATH/lock`, which should not appear in an arbitrary directory named by
+/// mistake. A directory holding any of the checkpoint, the state store or the log is a database, however
+/// damaged (`check` then reports what is missing).
+fn database(path: &Path) -> Result<&Path, Failure> {
+    if !path.is_dir() {
+        let reason = if path.exists() { "not a directory" } else { "no such directory" };
+        return Err(Failure::error(format_args!("{}: {reason}", path.display())));
+    }
+    if ![CHECKPOINT_FILE, STATE_DIR, LOGS_DIR].iter().any(|part| path.join(part).exists()) {
+        return Err(Failure::error(format_args!(
+            "{} is not a mailstore database: it holds no {CHECKPOINT_FILE}, {STATE_DIR}/ or {LOGS_DIR}/",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Prints `rows` as `label  value` lines with the values aligned, each line indented by `indent`.
+fn print_fields(indent: &str, rows: &[(&str, String)]) {
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    for (label, value) in rows {
+        println!("{indent}{label:<width$}  {value}");
+    }
+}
+
+fn status(dir: &Path) -> Result<ExitCode, Failure> {
+    let s: OfflineStatus = engine::offline_status(dir)?;
+    let ck = &s.checkpoint;
+    print_fields(
+        "",
+        &[
+            ("database", dir.display().to_string()),
+            ("guid", s.guid.to_string()),
+            ("state machine", s.machine.clone()),
+            ("epoch", s.epoch.to_string()),
+            ("checkpoint LSN", format!("{} (sequence {}, epoch {})", ck.lsn, ck.sequence, ck.epoch)),
+            ("backup LSN", if ck.backup_lsn == 0 { "none".into() } else { ck.backup_lsn.to_string() }),
+            ("applied LSN", s.applied_lsn.to_string()),
+            ("log head", format!("generation {}, LSN {}", s.head_generation, s.head_lsn)),
+            ("oldest generation", s.oldest_generation.to_string()),
+            ("shutdown", if s.clean { "clean".into() } else { "dirty (mounted, or crashed while mounted)".into() }),
+        ],
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(dir: &Path) -> Result<ExitCode, Failure> {
+    let gens = engine::list_generations(dir)?;
+    if gens.is_empty() {
+        println!("{}: no generation", dir.join(LOGS_DIR).display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let header = ["GEN", "EPOCH", "FIRST LSN", "LAST LSN", "RECORDS", "BYTES", "CHECKSUM", "CHAIN", "PROBLEM"];
+    let mut rows: Vec<[String; 9]> = Vec::with_capacity(gens.len());
+    for (i, g) in gens.iter().enumerate() {
+        rows.push([
+            g.number.to_string(),
+            g.epoch.to_string(),
+            g.first_lsn.to_string(),
+            g.last_lsn.to_string(),
+            g.records.to_string(),
+            g.bytes.to_string(),
+            format!("{:08x}", g.checksum),
+            chain(g, gens.get(i + 1)).to_string(),
+            g.problem.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    // Numbers are right-aligned, text left-aligned; the last column (the problem) is not padded.
+    let numeric = [true, true, true, true, true, true, false, false, false];
+    let line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else if numeric[i] {
+                out.push_str(&format!("{cell:>w$}", w = widths[i]));
+            } else {
+                out.push_str(&format!("{cell:<w$}", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The CHAIN column: whether the next generation's header links to `g`.
+fn chain(g: &GenerationInfo, next: Option<&GenerationInfo>) -> &'static str {
+    match next {
+        None => "head",
+        Some(next) if next.number != g.number + 1 => "gap",
+        Some(_) if g.chain_ok => "ok",
+        Some(_) => "BROKEN",
+    }
+}
+
+fn check(dir: &Path) -> Result<ExitCode, Failure> {
+    let report: CheckReport = engine::check(dir)?;
+    let generations = count(report.generations, "generation", "generations");
+    let records = count(report.records, "record", "records");
+    println!("checked {}: {generations}, {records}", dir.display());
+    if report.healthy() {
+        println!("result: healthy");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("problems: {}", report.problems.len());
+    for problem in &report.problems {
+        println!("  - {problem}");
+    }
+    println!("result: DAMAGED");
+    Ok(ExitCode::from(EXIT_DAMAGED))
+}
+
+/// `n` followed by the singular or plural noun.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn recover(dir: &Path) -> Result<ExitCode, Failure> {
+    // The machine name comes from the state store alone, so a damaged log does not hide it.
+    let machine = engine::machine_name(dir)?;
+    // One arm per state machine this build knows.
+    let report = match machine.as_str() {
+        <Kv as StateMachine>::NAME => recover_as::<Kv>(dir)?,
+        other => {
+            return Err(Failure::error(format_args!(
+                "{} was created for state machine {other:?}, which this build of mailstore does not know",
+                dir.display()
+            )));
+        }
+    };
+    print_recovery(dir, &report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Mounts `dir` as a database of machine `M` (never creating one), which runs recovery, then dismounts.
+fn recover_as<M: StateMachine>(dir: &Path) -> Result<RecoveryReport, Failure> {
+    let options = Options::default().create_if_missing(false).recovery(RecoveryMode::TolerateTailCorruption);
+    let db = Engine::<M>::mount(dir, options)?;
+    let report = db.recovery_report().clone();
+    db.dismount().map_err(|e| {
+        Failure::from(e).with_context("recovery succeeded, but the dismount after it failed; the database is dirty")
+    })?;
+    Ok(report)
+}
+
+fn print_recovery(dir: &Path, r: &RecoveryReport) {
+    let tail = match &r.truncated_tail {
+        None => "none".to_string(),
+        Some(TailTruncation { file, offset, bytes, reason }) => {
+            format!("{} at offset {offset}: {bytes} bytes discarded ({reason})", file.display())
+        }
+    };
+    let leftovers = if r.leftovers_removed.is_empty() {
+        "none".to_string()
+    } else {
+        r.leftovers_removed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    };
+    println!("recovered {}", dir.display());
+    print_fields(
+        "  ",
+        &[
+            ("previous shutdown", if r.was_clean { "clean".into() } else { "dirty".into() }),
+            ("checkpoint LSN", r.checkpoint_lsn.to_string()),
+            ("applied LSN before", r.applied_lsn_before.to_string()),
+            ("applied LSN after", r.applied_lsn_after.to_string()),
+            ("records replayed", r.replayed.to_string()),
+            ("generations scanned", r.generations_scanned.to_string()),
+            ("truncated tail", tail),
+            ("leftovers removed", leftovers),
+        ],
+    );
+    println!("dismounted cleanly");
+}

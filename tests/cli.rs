@@ -1,0 +1,348 @@
+//! The `mailstore` admin tool, run as a separate process against real databases: `status`, `logs`, `check`
+//! and `recover` on healthy, corrupted, torn, incomplete and mounted databases.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+
+use heed::{CommitToken, DatabaseOpener, OnCommit, RwTxn, WithoutTls};
+use mailstore::engine::{LOCK_FILE, LOGS_DIR, list_generations};
+use mailstore::kv::{KvEngine, KvOp};
+use mailstore::{ApplyContext, ApplyError, Engine, Guid, LogRetention, Options, StateMachine};
+
+/// What one run of the tool returned.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn mailstore(args: &[&str], dir: &Path) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_mailstore")).args(args).arg(dir).output().unwrap();
+    let run = Run {
+        // `None` only when killed by a signal, which is a failure too.
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    };
+    eprintln!("$ mailstore {} {}\n{}{}[exit {}]", args.join(" "), dir.display(), run.stdout, run.stderr, run.code);
+    run
+}
+
+fn key(t: usize, i: usize) -> Vec<u8> {
+    format!("t{t}-k{i:04}").into_bytes()
+}
+
+fn value(t: usize, i: usize, len: usize) -> Vec<u8> {
+    let mut v = format!("value {t}/{i} ").into_bytes();
+    v.resize(len, b'.');
+    v
+}
+
+/// Creates a database in `dir`, commits `per_thread` puts from each of `threads` threads, dismounts it, and
+/// returns its GUID and every pair written.
+fn create(
+    dir: &Path,
+    options: Options,
+    threads: usize,
+    per_thread: usize,
+    len: usize,
+) -> (Guid, Vec<(Vec<u8>, Vec<u8>)>) {
+    let db = KvEngine::mount(dir, options).unwrap();
+    let guid = db.guid();
+    thread::scope(|s| {
+        for t in 0..threads {
+            let db = &db;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    db.commit(KvOp::Put { key: key(t, i), value: value(t, i, len) }).unwrap();
+                }
+            });
+        }
+    });
+    db.dismount().unwrap();
+    let mut pairs: Vec<_> =
+        (0..threads).flat_map(|t| (0..per_thread).map(move |i| (key(t, i), value(t, i, len)))).collect();
+    pairs.sort();
+    (guid, pairs)
+}
+
+/// Mounts the database and returns every pair it holds.
+fn contents(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = KvEngine::mount(dir, Options::default().create_if_missing(false)).unwrap();
+    let pairs = db.read(|kv, txn| kv.dump(txn)).unwrap();
+    db.dismount().unwrap();
+    pairs
+}
+
+fn generation_file(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(LOGS_DIR).join(format!("{generation:016}.log"))
+}
+
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// The value of the `label` line of `status` output (`label  value`).
+fn field<'a>(stdout: &'a str, label: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|l| l.strip_prefix(label).filter(|rest| rest.starts_with("  ")).map(str::trim))
+}
+
+/// The rows of `logs` output, split into cells (the header excluded).
+fn log_rows(stdout: &str) -> Vec<Vec<&str>> {
+    let mut lines = stdout.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("GEN"), "no header line: {stdout}");
+    lines.map(|l| l.split_whitespace().collect()).collect()
+}
+
+#[test]
+fn healthy_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (guid, pairs) = create(dir.path(), Options::default(), 4, 25, 40);
+
+    let check = mailstore(&["check"], dir.path());
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.contains("1 generation, 100 records"), "{check:?}");
+    assert!(check.stdout.contains("result: healthy"), "{check:?}");
+    assert!(check.stderr.is_empty(), "{check:?}");
+
+    let status = mailstore(&["status"], dir.path());
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(field(&status.stdout, "guid"), Some(guid.to_string().as_str()), "{status:?}");
+    assert_eq!(field(&status.stdout, "shutdown"), Some("clean"), "{status:?}");
+    assert_eq!(field(&status.stdout, "state machine"), Some("kv"), "{status:?}");
+    assert_eq!(field(&status.stdout, "applied LSN"), Some("100"), "{status:?}");
+    assert_eq!(field(&status.stdout, "log head"), Some("generation 1, LSN 100"), "{status:?}");
+
+    let logs = mailstore(&["logs"], dir.path());
+    assert_eq!(logs.code, 0, "{logs:?}");
+    let rows = log_rows(&logs.stdout);
+    assert_eq!(rows.len(), 1, "{logs:?}");
+    // GEN EPOCH FIRST LAST RECORDS BYTES CHECKSUM CHAIN PROBLEM
+    assert_eq!(&rows[0][..5], ["1", "1", "1", "100", "100"], "{logs:?}");
+    let gens = list_generations(dir.path()).unwrap();
+    assert_eq!(rows[0][5], gens[0].bytes.to_string());
+    assert_eq!(rows[0][6], format!("{:08x}", gens[0].checksum));
+    assert_eq!(&rows[0][7..], ["head", "-"], "{logs:?}");
+
+    // Inspection changed nothing.
+    assert_eq!(contents(dir.path()), pairs);
+}
+
+#[test]
+fn flipped_byte_is_named_by_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, pairs) = create(dir.path(), Options::default(), 3, 20, 40);
+    let file = generation_file(dir.path(), 1);
+    // The first record's frame starts right after the 128-byte header; its payload after the 16-byte frame
+    // header. Offset 148 is inside that payload.
+    let mut byte = [0u8; 1];
+    let f = OpenOptions::new().read(true).open(&file).unwrap();
+    f.read_exact_at(&mut byte, 128 + 20).unwrap();
+    write_at(&file, 128 + 20, &[byte[0] ^ 0x40]);
+
+    let check = mailstore(&["check"], dir.path());
+    assert_eq!(check.code, 1, "{check:?}");
+    let problem = check.stdout.lines().find(|l| l.contains("0000000000000001.log")).unwrap_or_else(|| {
+        panic!("no problem names the generation: {check:?}");
+    });
+    assert!(problem.contains("at offset 128"), "{check:?}");
+    assert!(problem.contains("checksum"), "{check:?}");
+    assert!(!check.stdout.contains("torn tail"), "damage followed by valid records is not a torn tail: {check:?}");
+    assert!(check.stdout.contains("result: DAMAGED"), "{check:?}");
+
+    let logs = mailstore(&["logs"], dir.path());
+    assert_eq!(logs.code, 0, "{logs:?}");
+    let rows = log_rows(&logs.stdout);
+    assert_eq!(&rows[0][..5], ["1", "1", "1", "0", "0"], "no record of generation 1 is valid: {logs:?}");
+
+    // Corruption inside the log is not something recovery may repair: it refuses, changing nothing.
+    let recover = mailstore(&["recover"], dir.path());
+    assert_eq!(recover.code, 1, "{recover:?}");
+    assert!(recover.stderr.starts_with("error: "), "{recover:?}");
+    assert!(recover.stderr.contains("0000000000000001.log is corrupted at offset 128"), "{recover:?}");
+    let status = mailstore(&["status"], dir.path());
+    assert_eq!(status.code, 1, "{status:?}");
+    assert_eq!(mailstore(&["check"], dir.path()).stdout, check.stdout);
+
+    // Put the byte back: the database is whole again.
+    write_at(&file, 128 + 20, &byte);
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+    assert_eq!(contents(dir.path()), pairs);
+}
+
+#[test]
+fn torn_tail_is_reported_then_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, pairs) = create(dir.path(), Options::default(), 4, 30, 60);
+    let gens = list_generations(dir.path()).unwrap();
+    let last = gens.last().unwrap();
+    let end = last.bytes;
+    // A partial frame right after the last valid record: length 100, some checksum bytes, then nothing.
+    let mut torn = 100u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x01, 0x02]);
+    write_at(&last.path, end, &torn);
+
+    let check = mailstore(&["check"], dir.path());
+    assert_eq!(check.code, 1, "{check:?}");
+    let problem = check.stdout.lines().find(|l| l.contains("torn tail")).unwrap_or_else(|| {
+        panic!("no torn tail reported: {check:?}");
+    });
+    assert!(problem.contains("0000000000000001.log"), "{check:?}");
+    assert!(problem.contains(&format!("at offset {end}")), "{check:?}");
+
+    // A torn tail does not keep status from reading the database.
+    let status = mailstore(&["status"], dir.path());
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(field(&status.stdout, "log head"), Some("generation 1, LSN 120"), "{status:?}");
+
+    let recover = mailstore(&["recover"], dir.path());
+    assert_eq!(recover.code, 0, "{recover:?}");
+    let truncated = field(&recover.stdout, "  truncated tail").unwrap_or_else(|| panic!("{recover:?}"));
+    assert!(truncated.contains("0000000000000001.log"), "{recover:?}");
+    assert!(truncated.contains(&format!("at offset {end}:")), "{recover:?}");
+    assert!(truncated.contains(&format!("{} bytes discarded", last.path.metadata().unwrap().len() - end)));
+    assert_eq!(field(&recover.stdout, "  applied LSN after"), Some("120"), "{recover:?}");
+    assert_eq!(field(&recover.stdout, "  previous shutdown"), Some("clean"), "{recover:?}");
+    assert!(recover.stdout.contains("dismounted cleanly"), "{recover:?}");
+
+    let check = mailstore(&["check"], dir.path());
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.contains("120 records"), "{check:?}");
+    // A second recover finds nothing to do.
+    let again = mailstore(&["recover"], dir.path());
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(field(&again.stdout, "  truncated tail"), Some("none"), "{again:?}");
+    assert_eq!(field(&again.stdout, "  records replayed"), Some("0"), "{again:?}");
+    assert_eq!(contents(dir.path()), pairs);
+}
+
+#[test]
+fn mounted_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    create(dir.path(), Options::default(), 2, 5, 10);
+    let db = KvEngine::mount(dir.path(), Options::default()).unwrap();
+    for command in ["check", "status", "logs", "recover"] {
+        let run = mailstore(&[command], dir.path());
+        assert_eq!(run.code, 2, "{command}: {run:?}");
+        assert!(run.stdout.is_empty(), "{command}: {run:?}");
+        assert!(run.stderr.starts_with("error: "), "{command}: {run:?}");
+        assert!(run.stderr.contains("already mounted"), "{command}: {run:?}");
+    }
+    // The tool did not disturb the mounted engine.
+    db.commit(KvOp::Put { key: b"after".to_vec(), value: b"1".to_vec() }).unwrap();
+    db.dismount().unwrap();
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+}
+
+#[test]
+fn missing_middle_generation_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // Keep every generation (nothing is truncated until a backup completes) so several stay on disk.
+    let options = Options::default().log_target_size(8 << 10).retention(LogRetention::UntilBackup);
+    create(dir.path(), options, 3, 60, 200);
+    let logs = mailstore(&["logs"], dir.path());
+    assert_eq!(logs.code, 0, "{logs:?}");
+    let rows = log_rows(&logs.stdout);
+    assert!(rows.len() >= 4, "expected several generations: {logs:?}");
+    let numbers: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(numbers[..4], ["1", "2", "3", "4"], "{logs:?}");
+    assert!(rows[..rows.len() - 1].iter().all(|r| r[7] == "ok"), "{logs:?}");
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+
+    std::fs::remove_file(generation_file(dir.path(), 2)).unwrap();
+    let check = mailstore(&["check"], dir.path());
+    assert_eq!(check.code, 1, "{check:?}");
+    let problem = check.stdout.lines().find(|l| l.contains("missing generation 2")).unwrap_or_else(|| {
+        panic!("the missing generation is not named: {check:?}");
+    });
+    assert!(problem.contains("0000000000000002.log"), "{check:?}");
+
+    let logs = mailstore(&["logs"], dir.path());
+    assert_eq!(logs.code, 0, "{logs:?}");
+    let rows = log_rows(&logs.stdout);
+    assert_eq!((rows[0][0], rows[0][7]), ("1", "gap"), "{logs:?}");
+    assert_eq!(rows[1][0], "3", "{logs:?}");
+}
+
+#[test]
+fn not_a_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["check", "status", "logs", "recover"] {
+        let run = mailstore(&[command], dir.path());
+        assert_eq!(run.code, 2, "{command}: {run:?}");
+        assert!(run.stderr.contains("is not a mailstore database"), "{command}: {run:?}");
+        let missing = mailstore(&[command], &dir.path().join("nowhere"));
+        assert_eq!(missing.code, 2, "{command}: {missing:?}");
+        assert!(missing.stderr.contains("no such directory"), "{command}: {missing:?}");
+    }
+    // Neither a lock file nor a database was left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert!(!dir.path().join(LOCK_FILE).exists());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(mailstore(&["frobnicate"], dir.path()).code, 2);
+    assert_eq!(mailstore(&["check", "extra"], dir.path()).code, 2);
+}
+
+/// A state machine this build of the tool does not know.
+struct Other;
+
+struct OtherDatabases;
+
+impl OnCommit for OtherDatabases {
+    type Committed = Other;
+    fn on_commit(self, _token: &CommitToken) -> Other {
+        Other
+    }
+}
+
+impl StateMachine for Other {
+    const NAME: &'static str = "other";
+    type Op = u8;
+    type Output = ();
+    type Databases<'e> = OtherDatabases;
+
+    fn create_databases<'e>(
+        _opener: &DatabaseOpener<'e, WithoutTls>,
+        _txn: &mut RwTxn<'e>,
+    ) -> mailstore::Result<OtherDatabases> {
+        Ok(OtherDatabases)
+    }
+
+    fn apply(&self, _txn: &mut RwTxn<'_>, _ctx: ApplyContext, _op: u8) -> Result<(), ApplyError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn unknown_state_machine_is_not_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: Engine<Other> = Engine::mount(dir.path(), Options::default()).unwrap();
+    db.commit(7).unwrap();
+    db.dismount().unwrap();
+
+    let status = mailstore(&["status"], dir.path());
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(field(&status.stdout, "state machine"), Some("other"), "{status:?}");
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+
+    let recover = mailstore(&["recover"], dir.path());
+    assert_eq!(recover.code, 2, "{recover:?}");
+    assert!(recover.stderr.contains("state machine \"other\""), "{recover:?}");
+    assert!(recover.stderr.contains("does not know"), "{recover:?}");
+    // Nothing was mounted: the database is still clean and mountable by its own machine.
+    assert_eq!(field(&mailstore(&["status"], dir.path()).stdout, "shutdown"), Some("clean"));
+    let db: Engine<Other> = Engine::mount(dir.path(), Options::default()).unwrap();
+    assert!(db.recovery_report().was_clean);
+    db.dismount().unwrap();
+}
