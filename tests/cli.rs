@@ -8,9 +8,12 @@ use std::process::Command;
 use std::thread;
 
 use heed::{CommitToken, DatabaseOpener, OnCommit, RwTxn, WithoutTls};
-use mailstore::engine::{LOCK_FILE, LOGS_DIR, list_generations};
+use mailstore::engine::{CHECKPOINT_FILE, LOCK_FILE, LOGS_DIR, STATE_DIR, list_generations};
 use mailstore::kv::{KvEngine, KvOp};
 use mailstore::{ApplyContext, ApplyError, Engine, Guid, LogRetention, Options, StateMachine};
+
+/// Key-value pairs, in key order.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// What one run of the tool returned.
 #[derive(Debug)]
@@ -44,13 +47,7 @@ fn value(t: usize, i: usize, len: usize) -> Vec<u8> {
 
 /// Creates a database in `dir`, commits `per_thread` puts from each of `threads` threads, dismounts it, and
 /// returns its GUID and every pair written.
-fn create(
-    dir: &Path,
-    options: Options,
-    threads: usize,
-    per_thread: usize,
-    len: usize,
-) -> (Guid, Vec<(Vec<u8>, Vec<u8>)>) {
+fn create(dir: &Path, options: Options, threads: usize, per_thread: usize, len: usize) -> (Guid, Pairs) {
     let db = KvEngine::mount(dir, options).unwrap();
     let guid = db.guid();
     thread::scope(|s| {
@@ -71,7 +68,7 @@ fn create(
 }
 
 /// Mounts the database and returns every pair it holds.
-fn contents(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn contents(dir: &Path) -> Pairs {
     let db = KvEngine::mount(dir, Options::default().create_if_missing(false)).unwrap();
     let pairs = db.read(|kv, txn| kv.dump(txn)).unwrap();
     db.dismount().unwrap();
@@ -223,6 +220,45 @@ fn torn_tail_is_reported_then_recovered() {
     assert_eq!(contents(dir.path()), pairs);
 }
 
+/// Copies what a crash would leave: the state store as it was at mount (before any commit was applied to it),
+/// and the checkpoint and log as they are after the commits (synced: every commit returned).
+#[test]
+fn crash_image_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = tempfile::tempdir().unwrap();
+    let db = KvEngine::mount(dir.path(), Options::default()).unwrap();
+    std::fs::create_dir_all(image.path().join(STATE_DIR)).unwrap();
+    // No commit is running: the state store's file is quiescent.
+    std::fs::copy(dir.path().join(STATE_DIR).join("data.mdb"), image.path().join(STATE_DIR).join("data.mdb")).unwrap();
+    for i in 0..25 {
+        db.commit(KvOp::Put { key: key(0, i), value: value(0, i, 30) }).unwrap();
+    }
+    std::fs::create_dir_all(image.path().join(LOGS_DIR)).unwrap();
+    std::fs::copy(generation_file(dir.path(), 1), generation_file(image.path(), 1)).unwrap();
+    std::fs::copy(dir.path().join(CHECKPOINT_FILE), image.path().join(CHECKPOINT_FILE)).unwrap();
+    db.dismount().unwrap();
+
+    let status = mailstore(&["status"], image.path());
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(field(&status.stdout, "shutdown"), Some("dirty (mounted, or crashed while mounted)"), "{status:?}");
+    assert_eq!(field(&status.stdout, "applied LSN"), Some("0"), "{status:?}");
+    assert_eq!(field(&status.stdout, "log head"), Some("generation 1, LSN 25"), "{status:?}");
+    assert_eq!(mailstore(&["check"], image.path()).code, 0, "a dirty database is not a damaged one");
+
+    let recover = mailstore(&["recover"], image.path());
+    assert_eq!(recover.code, 0, "{recover:?}");
+    assert_eq!(field(&recover.stdout, "  previous shutdown"), Some("dirty"), "{recover:?}");
+    assert_eq!(field(&recover.stdout, "  applied LSN before"), Some("0"), "{recover:?}");
+    assert_eq!(field(&recover.stdout, "  applied LSN after"), Some("25"), "{recover:?}");
+    assert_eq!(field(&recover.stdout, "  records replayed"), Some("25"), "{recover:?}");
+    assert_eq!(field(&recover.stdout, "  truncated tail"), Some("none"), "{recover:?}");
+
+    let status = mailstore(&["status"], image.path());
+    assert_eq!(field(&status.stdout, "shutdown"), Some("clean"), "{status:?}");
+    assert_eq!(field(&status.stdout, "applied LSN"), Some("25"), "{status:?}");
+    assert_eq!(contents(image.path()), contents(dir.path()));
+}
+
 #[test]
 fn mounted_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -255,6 +291,11 @@ fn missing_middle_generation_is_named() {
     assert_eq!(numbers[..4], ["1", "2", "3", "4"], "{logs:?}");
     assert!(rows[..rows.len() - 1].iter().all(|r| r[7] == "ok"), "{logs:?}");
     assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+
+    // `recover` deletes no generation that a backup has not copied, whatever the mount options default to.
+    let recover = mailstore(&["recover"], dir.path());
+    assert_eq!(recover.code, 0, "{recover:?}");
+    assert_eq!(mailstore(&["logs"], dir.path()).stdout, logs.stdout, "recover changed the generations");
 
     std::fs::remove_file(generation_file(dir.path(), 2)).unwrap();
     let check = mailstore(&["check"], dir.path());

@@ -144,6 +144,10 @@ fn recovery_seeds_and_mutations() {
 // ---------------------------------------------------------------------------------------------------------
 // Seed generation.
 
+/// A generated seed: file name and contents.
+type Seed = (&'static str, Vec<u8>);
+type SeedMaker = fn() -> Vec<Seed>;
+
 /// The header whose seal `fuzzing::record_decoder` uses.
 fn fuzz_header() -> GenerationHeader {
     GenerationHeader {
@@ -208,7 +212,7 @@ fn patch_and_reseal(bytes: &[u8], at: usize, value: &[u8]) -> Vec<u8> {
     b
 }
 
-fn record_decoder_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn record_decoder_seeds() -> Vec<Seed> {
     let three_ops = frames(&[
         (1, put(b"greeting", b"hello")),
         (2, op(&KvOp::Delete { key: b"greeting".to_vec() })),
@@ -246,7 +250,7 @@ fn record_decoder_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn header_decoder_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn header_decoder_seeds() -> Vec<Seed> {
     let gen1 = fuzz_header().encode().to_vec();
     let gen7 = GenerationHeader {
         guid: Guid(*b"0123456789abcdef"),
@@ -276,7 +280,7 @@ fn header_decoder_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn checkpoint_decoder_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn checkpoint_decoder_seeds() -> Vec<Seed> {
     const STRIDE: usize = 4096;
     let slot = |sequence: u64, clean: bool| {
         Checkpoint { guid: Guid([0x5A; 16]), sequence, lsn: 40 + sequence, epoch: 1, backup_lsn: 7, clean }.encode()
@@ -303,7 +307,7 @@ fn checkpoint_decoder_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn recovery_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn recovery_seeds() -> Vec<Seed> {
     // `fuzzing::recovery` commits Put { k: v } at LSN 1 before replacing the records.
     let lsn1 = frames(&[(1, put(b"k", b"v"))]);
     let three = frames(&[(1, put(b"k", b"v")), (2, put(b"k2", b"v2")), (3, op(&KvOp::Delete { key: b"k".to_vec() }))]);
@@ -356,7 +360,7 @@ fn crc32_matches_the_encoders() {
 #[test]
 #[ignore = "writes into fuzz/corpus"]
 fn regenerate_seed_corpus() {
-    let targets: [(&str, fn() -> Vec<(&'static str, Vec<u8>)>); 4] = [
+    let targets: [(&str, SeedMaker); 4] = [
         ("record_decoder", record_decoder_seeds),
         ("header_decoder", header_decoder_seeds),
         ("checkpoint_decoder", checkpoint_decoder_seeds),
