@@ -35,8 +35,8 @@ pub mod log;
 mod types;
 
 pub use engine::{
-    ApplyContext, ApplyError, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogRetention, Options,
-    RecoveryMode, RecoveryReport, StateMachine,
+    ApplyContext, ApplyError, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogPolicy,
+    LogRetention, Options, RecoveryMode, RecoveryReport, StateMachine,
 };
 pub use error::{Error, Result};
 pub use types::{Guid, Lsn};

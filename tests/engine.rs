@@ -248,3 +248,26 @@ fn mounting_with_another_machine_is_refused() {
         Err(Error::NotADatabase { .. })
     ));
 }
+
+#[test]
+fn log_policy_is_stored_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: KvEngine = Engine::mount(dir.path(), small().retention(LogRetention::UntilBackup)).unwrap();
+    for i in 0..300 {
+        db.commit(put(&format!("key{i:04}"), &"x".repeat(200))).unwrap();
+    }
+    db.dismount().unwrap();
+    // Mounting with default options keeps the stored policy: nothing a backup still needs is deleted.
+    let db: KvEngine = Engine::mount(dir.path(), small()).unwrap();
+    assert_eq!(db.status().log_policy.retention, LogRetention::UntilBackup);
+    db.checkpoint().unwrap();
+    assert_eq!(generations(dir.path())[0], 1);
+    db.dismount().unwrap();
+    // An explicit policy replaces it, durably.
+    let db: KvEngine = Engine::mount(dir.path(), small().retention(LogRetention::Truncate)).unwrap();
+    db.checkpoint().unwrap();
+    assert!(generations(dir.path())[0] > 1);
+    db.dismount().unwrap();
+    let db: KvEngine = Engine::mount(dir.path(), small()).unwrap();
+    assert_eq!(db.status().log_policy.retention, LogRetention::Truncate);
+}

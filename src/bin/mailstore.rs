@@ -17,9 +17,9 @@
 //!   file and offset. Changes nothing.
 //! - `mailstore recover PATH`: mounts the database, which recovers it (replays the log into the state store,
 //!   discards a torn tail of the last generation, removes leftovers of an interrupted generation create),
-//!   prints what recovery found and did, and dismounts cleanly. It never creates a database, and it deletes
-//!   no log generation that a backup has not copied (it mounts with `LogRetention::UntilBackup`). A database
-//!   damaged inside its log (not just at its tail) is refused, unchanged.
+//!   prints what recovery found and did, and dismounts cleanly. It never creates a database and keeps the log
+//!   policy stored in it (so generations a backup still needs stay). A database damaged inside its log (not
+//!   just at its tail) is refused, unchanged.
 //!
 //! Exit codes:
 //!
@@ -43,7 +43,7 @@ use mailstore::engine::{
     self, CHECKPOINT_FILE, CheckReport, GenerationInfo, LOGS_DIR, OfflineStatus, STATE_DIR, TailTruncation,
 };
 use mailstore::kv::Kv;
-use mailstore::{Engine, LogRetention, Options, RecoveryMode, RecoveryReport, StateMachine};
+use mailstore::{Engine, Options, RecoveryMode, RecoveryReport, StateMachine};
 
 /// Administration of mailstore databases (each command works on a dismounted database).
 #[derive(Debug, Parser)]
@@ -274,13 +274,9 @@ fn recover(dir: &Path) -> Result<ExitCode, Failure> {
 
 /// Mounts `dir` as a database of machine `M` (never creating one), which runs recovery, then dismounts.
 fn recover_as<M: StateMachine>(dir: &Path) -> Result<RecoveryReport, Failure> {
-    // The retention policy is a mount option, not stored in the database: mounting with the default
-    // (`Truncate`) would delete, at the final checkpoint, generations that a database run with `UntilBackup`
-    // keeps for its next backup. `UntilBackup` deletes nothing that either policy would keep.
-    let options = Options::default()
-        .create_if_missing(false)
-        .recovery(RecoveryMode::TolerateTailCorruption)
-        .retention(LogRetention::UntilBackup);
+    // No log policy is given, so the one stored in the database applies: the final checkpoint deletes only
+    // what the database's own policy allows.
+    let options = Options::default().create_if_missing(false).recovery(RecoveryMode::TolerateTailCorruption);
     let db = Engine::<M>::mount(dir, options)?;
     let report = db.recovery_report().clone();
     db.dismount().map_err(|e| {

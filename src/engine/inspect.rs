@@ -173,6 +173,7 @@ fn scan_all(dir: &Path, guid: Option<Guid>) -> Result<Vec<GenerationInfo>> {
     for i in 1..infos.len() {
         let (prev, next) = (&infos[i - 1], &infos[i]);
         if prev.number + 1 != next.number {
+            infos[i - 1].chain_ok = false;
             continue;
         }
         let header = generation::read_header(&next.path, None).ok();
@@ -249,7 +250,10 @@ pub fn check(dir: &Path) -> Result<CheckReport> {
         report.problems.push(format!("{}: the log holds no generation", logs.display()));
     }
 
-    if let (Some(ck), Some(first), Some(last)) = (&ck, infos.first(), infos.last()) {
+    // Comparing positions against a log that is itself damaged would only repeat the damage in other words.
+    let log_damaged =
+        infos.iter().enumerate().any(|(i, g)| g.problem.is_some() && !(i + 1 == infos.len() && g.tail_only));
+    if let (false, Some(ck), Some(first), Some(last)) = (log_damaged, &ck, infos.first(), infos.last()) {
         let head = last.last_lsn;
         if ck.lsn > head {
             report.problems.push(format!(

@@ -3,7 +3,8 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 
-use crate::error::{Error, IoContext, Result};
+use crate::engine::{CHECKPOINT_FILE, STATE_DIR};
+use crate::error::{Error, Result};
 
 /// Name of the lock file inside a database directory.
 pub const LOCK_FILE: &str = "lock";
@@ -30,7 +31,16 @@ impl DirLock {
 
     fn take(dir: &Path, exclusive: bool) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+        // Inspecting a directory that is not a database must not leave a lock file in it; a database copied
+        // without its lock file (a backup image) gets one.
+        let create = exclusive || dir.join(CHECKPOINT_FILE).exists() || dir.join(STATE_DIR).exists();
+        let file = match OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotADatabase { path: dir.to_path_buf(), reason: "no lock file".into() });
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
         let taken = if exclusive { file.try_lock() } else { file.try_lock_shared() };
         match taken {
             Ok(()) => Ok(DirLock { _file: file }),

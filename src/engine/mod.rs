@@ -91,6 +91,16 @@ pub enum LogRetention {
     UntilBackup,
 }
 
+/// Which generations a database keeps, stored in the database itself so that every mount honours it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogPolicy {
+    /// Which generations are kept after the checkpoint has passed them (default [`LogRetention::Truncate`]).
+    pub retention: LogRetention,
+    /// Reuse the files of truncated generations for new ones instead of creating files (default off; Exchange's
+    /// "circular logging"). Cannot be combined with [`LogRetention::UntilBackup`].
+    pub circular_logging: bool,
+}
+
 /// How to mount a database.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -105,11 +115,10 @@ pub struct Options {
     /// Bytes of log after which the writer takes a checkpoint (default 20 MiB): this bounds recovery time and
     /// decides when generations can be truncated.
     pub checkpoint_depth: u64,
-    /// Which generations are kept (default [`LogRetention::Truncate`]).
-    pub retention: LogRetention,
-    /// Reuse the files of truncated generations for new ones instead of creating files (default off). Cannot
-    /// be combined with [`LogRetention::UntilBackup`].
-    pub circular_logging: bool,
+    /// The log policy to set. `None` (the default) keeps the policy stored in the database (a new database
+    /// gets [`LogPolicy::default`]); `Some` stores the new policy durably at mount. Because the policy lives in
+    /// the database, mounting with default options can never delete generations a backup still needs.
+    pub log_policy: Option<LogPolicy>,
     /// Create the database when the directory holds none (default true).
     pub create_if_missing: bool,
 }
@@ -121,8 +130,7 @@ impl Default for Options {
             recovery: RecoveryMode::TolerateTailCorruption,
             log_target_size: 1 << 20,
             checkpoint_depth: 20 << 20,
-            retention: LogRetention::Truncate,
-            circular_logging: false,
+            log_policy: None,
             create_if_missing: true,
         }
     }
@@ -149,14 +157,19 @@ impl Options {
         self.checkpoint_depth = bytes;
         self
     }
-    /// Sets [`Options::retention`].
-    pub fn retention(mut self, retention: LogRetention) -> Self {
-        self.retention = retention;
+    /// Sets [`Options::log_policy`].
+    pub fn log_policy(mut self, policy: LogPolicy) -> Self {
+        self.log_policy = Some(policy);
         self
     }
-    /// Sets [`Options::circular_logging`].
+    /// Sets the retention of [`Options::log_policy`] (starting from the default policy if none is set).
+    pub fn retention(mut self, retention: LogRetention) -> Self {
+        self.log_policy.get_or_insert_default().retention = retention;
+        self
+    }
+    /// Sets circular logging in [`Options::log_policy`] (starting from the default policy if none is set).
     pub fn circular_logging(mut self, on: bool) -> Self {
-        self.circular_logging = on;
+        self.log_policy.get_or_insert_default().circular_logging = on;
         self
     }
     /// Sets [`Options::create_if_missing`].
@@ -175,7 +188,7 @@ impl Options {
         if self.checkpoint_depth == 0 {
             return Err(Error::InvalidArgument("checkpoint_depth must be positive".into()));
         }
-        if self.circular_logging && self.retention == LogRetention::UntilBackup {
+        if self.log_policy.is_some_and(|p| p.circular_logging && p.retention == LogRetention::UntilBackup) {
             return Err(Error::InvalidArgument(
                 "circular logging truncates at the checkpoint; it cannot keep generations until a backup".into(),
             ));
@@ -214,6 +227,8 @@ pub struct EngineStatus {
     pub oldest_generation: u64,
     /// The oldest LSN still in the log.
     pub oldest_lsn: Lsn,
+    /// The log policy in force.
+    pub log_policy: LogPolicy,
     /// Whether the previous mount ended with a clean dismount.
     pub last_shutdown_clean: bool,
     /// Why the engine is poisoned, if it is.
@@ -347,6 +362,7 @@ impl std::fmt::Debug for LogPin {
 pub(crate) struct Inner<M: StateMachine> {
     dir: PathBuf,
     options: Options,
+    policy: LogPolicy,
     guid: Guid,
     state: StateStore<M>,
     queue: Mutex<Queue<M::Output>>,
@@ -408,7 +424,7 @@ impl<M: StateMachine> Engine<M> {
         }
         let lock = DirLock::exclusive(&dir)?;
         let recovered = recovery::mount(&dir, &options)?;
-        let recovery::Mounted { state, checkpoint, log, present, report, epoch } = recovered;
+        let recovery::Mounted { state, checkpoint, log, present, report, epoch, policy } = recovered;
         let current = checkpoint.current();
         let oldest = present.front().map(|g| (g.number, g.first_lsn)).unwrap_or((1, 1));
         let live = Live {
@@ -423,6 +439,7 @@ impl<M: StateMachine> Engine<M> {
             dir,
             guid: current.guid,
             options,
+            policy,
             state,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -550,6 +567,7 @@ impl<M: StateMachine> Engine<M> {
             head_generation: live.head_generation,
             oldest_generation: live.oldest_generation,
             oldest_lsn: live.oldest_lsn,
+            log_policy: self.inner.policy,
             last_shutdown_clean: self.report.was_clean,
             poisoned: self.inner.poison.lock().clone(),
         }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::engine::checkpoint::CheckpointFile;
 use crate::engine::state::{self, Meta, StateStore};
 use crate::engine::writer::GenInfo;
-use crate::engine::{CHECKPOINT_FILE, Checkpoint, Counters, LOGS_DIR, Options, RecoveryMode, StateMachine};
+use crate::engine::{CHECKPOINT_FILE, Checkpoint, Counters, LOGS_DIR, LogPolicy, Options, RecoveryMode, StateMachine};
 use crate::error::{Error, IoContext, Result};
 use crate::log::verify::{self, Walk};
 use crate::log::{LogWriter, RecordRef, generation};
@@ -70,6 +70,7 @@ pub(crate) struct Mounted<M: StateMachine> {
     pub(crate) present: VecDeque<GenInfo>,
     pub(crate) report: RecoveryReport,
     pub(crate) epoch: u64,
+    pub(crate) policy: LogPolicy,
 }
 
 pub(crate) fn mount<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> {
@@ -109,6 +110,8 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
     let state = StateStore::<M>::create(env)?;
     let mut txn = state.env.write_txn()?;
     state.meta.init(&mut txn, guid, epoch, M::NAME)?;
+    let policy = options.log_policy.unwrap_or_default();
+    state.meta.set_policy(&mut txn, policy)?;
     txn.commit()?;
     state.env.force_sync()?;
 
@@ -120,7 +123,7 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
     generation::sync_dir(dir)?;
     let present = VecDeque::from([GenInfo { number: 1, first_lsn: 1, path: log.path().to_path_buf() }]);
     let report = RecoveryReport { created: true, was_clean: true, generations_scanned: 1, ..Default::default() };
-    Ok(Mounted { state, checkpoint, log, present, report, epoch })
+    Ok(Mounted { state, checkpoint, log, present, report, epoch, policy })
 }
 
 fn open_existing<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> {
@@ -148,6 +151,13 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mount
         });
     }
     let state = StateStore::<M>::create(env)?;
+    let policy = options.log_policy.unwrap_or(values.policy);
+    if policy != values.policy {
+        let mut txn = state.env.write_txn()?;
+        state.meta.set_policy(&mut txn, policy)?;
+        txn.commit()?;
+        state.env.force_sync()?;
+    }
     let mut report = RecoveryReport {
         was_clean: ck.clean,
         checkpoint_lsn: ck.lsn,
@@ -206,7 +216,7 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mount
         first_lsn: h.first_lsn,
         path: path.clone(),
     });
-    Ok(Mounted { state, checkpoint, log, present: present.collect(), report, epoch })
+    Ok(Mounted { state, checkpoint, log, present: present.collect(), report, epoch, policy })
 }
 
 /// Replays every record above `applied`, in batches, through the commit path's apply.

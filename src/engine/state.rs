@@ -11,7 +11,7 @@ use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn,
 use parking_lot::RwLock;
 
 use crate::codec;
-use crate::engine::{ApplyContext, ApplyError, Counters, Durability, StateMachine};
+use crate::engine::{ApplyContext, ApplyError, Counters, Durability, LogPolicy, LogRetention, StateMachine};
 use crate::error::{Error, IoContext, Result};
 use crate::log::RecordRef;
 use crate::types::{Guid, Lsn};
@@ -23,6 +23,7 @@ const KEY_GUID: &[u8] = b"guid";
 const KEY_EPOCH: &[u8] = b"epoch";
 const KEY_APPLIED: &[u8] = b"applied_lsn";
 const KEY_MACHINE: &[u8] = b"machine";
+const KEY_POLICY: &[u8] = b"log_policy";
 /// Initial map size; the map doubles whenever a write finds it full.
 pub const INITIAL_MAP_SIZE: usize = 64 << 20;
 /// Named databases an environment may hold (engine and state machine together).
@@ -45,6 +46,8 @@ pub struct MetaValues {
     pub applied_lsn: Lsn,
     /// The [`StateMachine::NAME`] the database was created for.
     pub machine: String,
+    /// The stored log policy.
+    pub policy: LogPolicy,
 }
 
 /// Opens the environment in `dir/state` with the flags `durability` calls for (see ARCHITECTURE.md, "Why these
@@ -103,7 +106,21 @@ impl Meta {
         let applied_lsn = self.read_u64(txn, KEY_APPLIED)?;
         let machine = self.db.get(txn, KEY_MACHINE)?.ok_or_else(|| bad("machine"))?;
         let machine = String::from_utf8(machine.to_vec()).map_err(|_| bad("machine"))?;
-        Ok(Some(MetaValues { guid: Guid(guid), epoch, applied_lsn, machine }))
+        let policy = match self.db.get(txn, KEY_POLICY)?.ok_or_else(|| bad("log_policy"))? {
+            [retention, circular] if *retention <= 1 && *circular <= 1 => LogPolicy {
+                retention: if *retention == 1 { LogRetention::UntilBackup } else { LogRetention::Truncate },
+                circular_logging: *circular == 1,
+            },
+            _ => return Err(bad("log_policy")),
+        };
+        Ok(Some(MetaValues { guid: Guid(guid), epoch, applied_lsn, machine, policy }))
+    }
+
+    /// Stores the log policy.
+    pub fn set_policy(&self, txn: &mut RwTxn<'_>, policy: LogPolicy) -> Result<()> {
+        let retention = u8::from(policy.retention == LogRetention::UntilBackup);
+        self.db.put(txn, KEY_POLICY, &[retention, u8::from(policy.circular_logging)])?;
+        Ok(())
     }
 
     fn read_u64(&self, txn: &RoTxn<'_>, key: &'static [u8]) -> Result<u64> {
@@ -123,6 +140,7 @@ fn key_name(key: &[u8]) -> &'static str {
         KEY_EPOCH => "epoch",
         KEY_APPLIED => "applied_lsn",
         KEY_MACHINE => "machine",
+        KEY_POLICY => "log_policy",
         _ => "guid",
     }
 }

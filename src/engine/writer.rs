@@ -261,7 +261,7 @@ impl<M: StateMachine> Writer<M> {
         if let Some(pinned) = PinSet::min(pins) {
             keep = keep.min(pinned);
         }
-        if self.inner.options.retention == LogRetention::UntilBackup {
+        if self.inner.policy.retention == LogRetention::UntilBackup {
             keep = keep.min(checkpoint.backup_lsn.max(1));
         }
         keep
@@ -279,7 +279,7 @@ impl<M: StateMachine> Writer<M> {
     fn roll(&mut self) -> Result<()> {
         let stats = &self.inner.stats;
         let pins = self.inner.pins.pins.lock();
-        let recycle = if self.inner.options.circular_logging && self.deletable(self.keep_from(&pins)) > 0 {
+        let recycle = if self.inner.policy.circular_logging && self.deletable(self.keep_from(&pins)) > 0 {
             self.gens.pop_front()
         } else {
             None
@@ -329,7 +329,7 @@ impl<M: StateMachine> Writer<M> {
     fn truncate(&mut self) -> Result<()> {
         let pins = self.inner.pins.pins.lock();
         let deletable = self.deletable(self.keep_from(&pins));
-        let spares = if self.inner.options.circular_logging { SPARE_GENERATIONS } else { 0 };
+        let spares = if self.inner.policy.circular_logging { SPARE_GENERATIONS } else { 0 };
         if deletable <= spares {
             return Ok(());
         }

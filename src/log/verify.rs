@@ -136,19 +136,16 @@ pub fn walk(
     Ok(Walk { present, scans, tail_damage })
 }
 
-/// Discards a torn tail: zeros the last generation from the end of its last valid record to the end of the
-/// file, then syncs, so the clean end marker is where the valid records stop.
+/// Discards a torn tail: zeros the last generation from the end of its last valid record up to the last
+/// non-zero byte after it, then syncs, so the clean end marker is where the valid records stop. Returns the
+/// number of bytes zeroed (the torn bytes; the zero-filled preallocated space after them is left alone).
 pub fn truncate_tail(last: &Scan) -> Result<u64> {
-    let file = OpenOptions::new().write(true).open(&last.path).at(&last.path)?;
-    let len = last.file_len.saturating_sub(last.end_offset);
-    const CHUNK: u64 = 256 << 10;
-    let zeros = vec![0u8; CHUNK.min(len) as usize];
-    let mut at = last.end_offset;
-    while at < last.file_len {
-        let n = CHUNK.min(last.file_len - at) as usize;
-        file.write_all_at(&zeros[..n], at).at(&last.path)?;
-        at += n as u64;
-    }
+    let file = OpenOptions::new().read(true).write(true).open(&last.path).at(&last.path)?;
+    let mut tail = vec![0u8; last.file_len.saturating_sub(last.end_offset) as usize];
+    file.read_exact_at(&mut tail, last.end_offset).at(&last.path)?;
+    let torn = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    tail[..torn].fill(0);
+    file.write_all_at(&tail[..torn], last.end_offset).at(&last.path)?;
     file.sync_data().at(&last.path)?;
-    Ok(len)
+    Ok(torn as u64)
 }
