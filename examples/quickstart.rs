@@ -70,7 +70,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         expected: Some(b"something else".to_vec()),
         new: None,
     });
-    println!("compare-and-swap with a wrong expectation: {}", refused.err().map_or("applied".into(), |e| e.to_string()));
+    println!(
+        "compare-and-swap with a wrong expectation: {}",
+        refused.err().map_or("applied".into(), |e| e.to_string())
+    );
 
     // Dismount cleanly, then mount again: nothing to replay, everything there.
     let db = Arc::into_inner(db).ok_or("the engine is still shared")?;
