@@ -271,3 +271,53 @@ fn log_policy_is_stored_in_the_database() {
     let db: KvEngine = Engine::mount(dir.path(), small()).unwrap();
     assert_eq!(db.status().log_policy.retention, LogRetention::Truncate);
 }
+
+/// A state machine whose `apply` panics on one operation: the engine must poison itself, answer every waiting
+/// committer, and recover at the next mount.
+struct Panicky;
+struct PanickyDatabases;
+
+impl heed::OnCommit for PanickyDatabases {
+    type Committed = Panicky;
+    fn on_commit(self, _token: &heed::CommitToken) -> Panicky {
+        Panicky
+    }
+}
+
+impl mailstore::StateMachine for Panicky {
+    const NAME: &'static str = "panicky";
+    type Op = u8;
+    type Output = u8;
+    type Databases<'e> = PanickyDatabases;
+
+    fn create_databases<'e>(
+        _opener: &heed::DatabaseOpener<'e, heed::WithoutTls>,
+        _txn: &mut heed::RwTxn<'e>,
+    ) -> mailstore::Result<PanickyDatabases> {
+        Ok(PanickyDatabases)
+    }
+
+    fn apply(
+        &self,
+        _txn: &mut heed::RwTxn<'_>,
+        _ctx: mailstore::ApplyContext,
+        op: u8,
+    ) -> Result<u8, mailstore::ApplyError> {
+        assert_ne!(op, 0xFF, "injected panic in apply");
+        Ok(op)
+    }
+}
+
+#[test]
+fn a_panicking_apply_poisons_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: Engine<Panicky> = Engine::mount(dir.path(), Options::default()).unwrap();
+    assert_eq!(db.commit(7).unwrap().output, 7);
+    assert!(matches!(db.commit(0xFF), Err(Error::Poisoned { .. })));
+    assert!(matches!(db.commit(1), Err(Error::Poisoned { .. })));
+    assert!(matches!(db.checkpoint(), Err(Error::Poisoned { .. })));
+    assert!(matches!(db.dismount(), Err(Error::Poisoned { .. })));
+    // The panicking record is in the log: replaying it panics again, deterministically, inside mount. A
+    // database in that state needs a fixed state machine; here we only check the engine never hung.
+    assert!(matches!(KvEngine::mount(dir.path(), Options::default()), Err(Error::NotADatabase { .. })));
+}

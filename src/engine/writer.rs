@@ -128,8 +128,30 @@ pub(crate) fn spawn<M: StateMachine>(
     std::thread::Builder::new().name("mailstore-writer".into()).spawn(move || writer.run()).at(dir)
 }
 
+/// Poisons the engine if the writer thread unwinds (a panicking `apply`), and refuses what is queued, so no
+/// committer waits for a writer that is gone.
+struct PanicGuard<'a, M: StateMachine>(&'a Inner<M>);
+
+impl<M: StateMachine> Drop for PanicGuard<'_, M> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison("the writer thread panicked".into());
+            let mut queue = self.0.queue.lock();
+            queue.shutdown = true;
+            // Dropping unanswered commits answers them with `Poisoned`; controls likewise.
+            queue.pending.clear();
+            for control in queue.controls.drain(..) {
+                let (Control::Checkpoint(slot) | Control::BackupCompleted(_, slot)) = control;
+                slot.fill(Err(Error::Poisoned { reason: "the writer thread panicked".into() }));
+            }
+        }
+    }
+}
+
 impl<M: StateMachine> Writer<M> {
     fn run(mut self) {
+        let inner = Arc::clone(&self.inner);
+        let _guard = PanicGuard(&inner);
         loop {
             let (mut batch, controls, shutdown) = {
                 let mut queue = self.inner.queue.lock();
