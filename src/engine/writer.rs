@@ -34,10 +34,13 @@ pub(crate) struct Slot<T> {
     ready: Condvar,
 }
 
+/// The slots of one answered batch, in wake-up tree order.
+type Batch<T> = Arc<[Arc<Slot<T>>]>;
+
 struct SlotState<T> {
     value: Option<T>,
     /// The batch this slot was answered in and its index there, for passing the wake-up on.
-    wake_on: Option<(Arc<[Arc<Slot<T>>]>, usize)>,
+    wake_on: Option<(Batch<T>, usize)>,
 }
 
 impl<T> Default for Slot<T> {
@@ -54,7 +57,7 @@ impl<T> Slot<T> {
     }
 
     /// Answers without waking: the wake-up comes down the batch's tree (see [`answer_batch`]).
-    fn fill_quiet(&self, value: T, batch: Arc<[Arc<Slot<T>>]>, index: usize) {
+    fn fill_quiet(&self, value: T, batch: Batch<T>, index: usize) {
         let mut state = self.state.lock();
         state.value = Some(value);
         state.wake_on = Some((batch, index));
@@ -86,7 +89,7 @@ impl<T> Slot<T> {
 /// Answers a batch of committers: fills every slot, then wakes the root of the wake-up tree.
 fn answer_batch<T>(answers: impl IntoIterator<Item = (Arc<Slot<T>>, T)>) {
     let (slots, values): (Vec<_>, Vec<_>) = answers.into_iter().unzip();
-    let slots: Arc<[Arc<Slot<T>>]> = slots.into();
+    let slots: Batch<T> = slots.into();
     for (i, (slot, value)) in slots.iter().zip(values).enumerate() {
         slot.fill_quiet(value, Arc::clone(&slots), i);
     }
