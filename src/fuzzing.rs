@@ -69,8 +69,8 @@ fn recover_in(dir: &std::path::Path, data: &[u8]) {
     let _ = engine::check(&path);
 }
 
-/// The header whose seal [`record_decoder`] uses.
-fn fixed_header() -> GenerationHeader {
+/// The header whose seal [`record_decoder`] uses (seed generators seal their frames with it too).
+pub fn fixed_header() -> GenerationHeader {
     GenerationHeader {
         guid: Guid([0x5A; 16]),
         generation: 1,

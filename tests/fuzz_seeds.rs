@@ -148,18 +148,6 @@ fn recovery_seeds_and_mutations() {
 type Seed = (&'static str, Vec<u8>);
 type SeedMaker = fn() -> Vec<Seed>;
 
-/// The header whose seal `fuzzing::record_decoder` uses.
-fn fuzz_header() -> GenerationHeader {
-    GenerationHeader {
-        guid: Guid([0x5A; 16]),
-        generation: 1,
-        epoch: 1,
-        first_lsn: 1,
-        created_micros: 0,
-        prev_checksum: 0,
-    }
-}
-
 fn op(op: &KvOp) -> Vec<u8> {
     mailstore::codec::encode(op).unwrap()
 }
@@ -168,9 +156,9 @@ fn put(key: &[u8], value: &[u8]) -> Vec<u8> {
     op(&KvOp::Put { key: key.to_vec(), value: value.to_vec() })
 }
 
-/// Frames for `(lsn, payload)` pairs, sealed for [`fuzz_header`].
+/// Frames for `(lsn, payload)` pairs, sealed for `mailstore::fuzzing::fixed_header`.
 fn frames(records: &[(Lsn, Vec<u8>)]) -> Vec<u8> {
-    let seal = RecordSeal::for_header(&fuzz_header());
+    let seal = RecordSeal::for_header(&mailstore::fuzzing::fixed_header());
     let mut out = Vec::new();
     for (lsn, payload) in records {
         seal.encode_into(*lsn, payload, &mut out);
@@ -251,7 +239,7 @@ fn record_decoder_seeds() -> Vec<Seed> {
 }
 
 fn header_decoder_seeds() -> Vec<Seed> {
-    let gen1 = fuzz_header().encode().to_vec();
+    let gen1 = mailstore::fuzzing::fixed_header().encode().to_vec();
     let gen7 = GenerationHeader {
         guid: Guid(*b"0123456789abcdef"),
         generation: 7,
@@ -273,9 +261,15 @@ fn header_decoder_seeds() -> Vec<Seed> {
         ("unsupported_version_2_resealed.bin", patch_and_reseal(&gen1, 8, &2u32.to_le_bytes())),
         ("bad_checksum.bin", flip(gen1.clone(), 40)),
         ("bad_header_length_resealed.bin", patch_and_reseal(&gen1, 12, &64u32.to_le_bytes())),
-        ("generation_zero.bin", GenerationHeader { generation: 0, ..fuzz_header() }.encode().to_vec()),
-        ("epoch_zero.bin", GenerationHeader { epoch: 0, ..fuzz_header() }.encode().to_vec()),
-        ("first_lsn_zero.bin", GenerationHeader { first_lsn: 0, ..fuzz_header() }.encode().to_vec()),
+        (
+            "generation_zero.bin",
+            GenerationHeader { generation: 0, ..mailstore::fuzzing::fixed_header() }.encode().to_vec(),
+        ),
+        ("epoch_zero.bin", GenerationHeader { epoch: 0, ..mailstore::fuzzing::fixed_header() }.encode().to_vec()),
+        (
+            "first_lsn_zero.bin",
+            GenerationHeader { first_lsn: 0, ..mailstore::fuzzing::fixed_header() }.encode().to_vec(),
+        ),
         ("reserved_nonzero_resealed.bin", patch_and_reseal(&gen1, 80, b"reserved")),
     ]
 }
@@ -349,7 +343,7 @@ fn recovery_seeds() -> Vec<Seed> {
 
 #[test]
 fn crc32_matches_the_encoders() {
-    let header = fuzz_header().encode();
+    let header = mailstore::fuzzing::fixed_header().encode();
     assert_eq!(patch_and_reseal(&header, 0, &header[..1]), header);
     let slot = Checkpoint { guid: Guid([1; 16]), sequence: 9, lsn: 8, epoch: 7, backup_lsn: 6, clean: true }.encode();
     assert_eq!(patch_and_reseal(&slot, 0, &slot[..1]), slot);
