@@ -9,7 +9,7 @@ use std::path::Path;
 use common::*;
 use mailstore::engine::{CHECKPOINT_FILE, STATE_DIR, check};
 use mailstore::kv::KvEngine;
-use mailstore::log::format::{GenerationHeader, HEADER_LEN};
+use mailstore::log::format::{GenerationHeader, HEADER_LEN, RecordSeal};
 use mailstore::{Engine, Error, LogRetention, Options, RecoveryMode};
 
 fn tolerant() -> Options {
@@ -257,4 +257,32 @@ fn broken_chain_is_detected() {
     }
     let report = check(dir.path()).unwrap();
     assert!(report.problems.iter().any(|p| p.contains("chain broken")), "{:?}", report.problems);
+}
+
+#[test]
+fn record_that_does_not_decode_is_corruption_with_file_and_offset() {
+    // A record whose checksum holds but whose payload is no operation of the machine (a bug in another
+    // writer, a format change): recovery must name it as damage before applying anything.
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 30);
+    let last = generation_files(dir.path()).pop().unwrap();
+    let (lsn, _, end) = *record_extents(&last).last().unwrap();
+    let mut bytes = fs::read(&last).unwrap();
+    let header = GenerationHeader::decode(&bytes).unwrap();
+    let mut frame = Vec::new();
+    RecordSeal::for_header(&header).encode_into(lsn + 1, &[0xFF, 0xFF, 0xFF], &mut frame);
+    bytes[end as usize..end as usize + frame.len()].copy_from_slice(&frame);
+    fs::write(&last, &bytes).unwrap();
+
+    match KvEngine::mount(dir.path(), tolerant()) {
+        Err(Error::Corrupted { file, offset, reason }) => {
+            assert_eq!((file, offset), (last.clone(), end));
+            assert!(reason.contains(&format!("LSN {}", lsn + 1)), "{reason}");
+        }
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    // The structural check cannot see it; the check that knows the machine does.
+    assert!(check(dir.path()).unwrap().healthy());
+    let report = mailstore::engine::check_as::<mailstore::kv::Kv>(dir.path()).unwrap();
+    assert!(report.problems.iter().any(|p| p.contains(&format!("offset {end}"))), "{:?}", report.problems);
 }

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::codec;
 use crate::engine::lock::DirLock;
 use crate::engine::state::{self, Meta};
-use crate::engine::{Checkpoint, Durability, LOGS_DIR, checkpoint};
+use crate::engine::{Checkpoint, Durability, LOGS_DIR, StateMachine, checkpoint};
 use crate::error::{Error, Result};
 use crate::log::generation;
 use crate::log::verify;
@@ -185,8 +186,32 @@ fn scan_all(dir: &Path, guid: Option<Guid>) -> Result<Vec<GenerationInfo>> {
 
 /// Verifies the dismounted database in `dir`: every generation (framing, checksums, LSN sequence), the chain
 /// between them, that no generation is missing, the checkpoint, and the state store's applied LSN.
+///
+/// This does not decode record payloads (it does not know the state machine); [`check_as`] does.
 pub fn check(dir: &Path) -> Result<CheckReport> {
     let _lock = DirLock::shared(dir)?;
+    check_structure(dir)
+}
+
+/// [`check`], and also decodes every record's payload as an operation of `M`: a record whose checksum holds but
+/// whose payload is not a valid `M` operation would make mount fail, so it is damage too.
+pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
+    let _lock = DirLock::shared(dir)?;
+    let mut report = check_structure(dir)?;
+    let guid = checkpoint::read(dir).ok().map(|c| c.guid);
+    for (_, path) in generation::list(&dir.join(LOGS_DIR))?.generations {
+        let decoded = generation::scan(&path, guid, |record| codec::decode::<M::Op>(record.payload).map(|_| ()));
+        // Header and framing problems are already in the report; only decode failures are new here.
+        if let Err(e @ Error::Corrupted { .. }) = decoded
+            && !report.problems.iter().any(|p| p.contains(&path.display().to_string()))
+        {
+            report.problems.push(e.to_string());
+        }
+    }
+    Ok(report)
+}
+
+fn check_structure(dir: &Path) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let ck = match checkpoint::read(dir) {
         Ok(ck) => Some(ck),

@@ -33,7 +33,9 @@ use heed::RoTxn;
 use parking_lot::{Condvar, Mutex};
 
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint};
-pub use inspect::{CheckReport, GenerationInfo, OfflineStatus, check, list_generations, machine_name, offline_status};
+pub use inspect::{
+    CheckReport, GenerationInfo, OfflineStatus, check, check_as, list_generations, machine_name, offline_status,
+};
 pub use lock::LOCK_FILE;
 pub use machine::{ApplyContext, ApplyError, StateMachine};
 pub use recovery::{RecoveryReport, TailTruncation};

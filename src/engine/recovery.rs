@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::codec;
 use crate::engine::checkpoint::CheckpointFile;
 use crate::engine::state::{self, Meta, StateStore};
 use crate::engine::writer::GenInfo;
@@ -177,7 +178,14 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mount
     // Inspect everything before replaying anything.
     let applied = values.applied_lsn;
     let start = ck.lsn.min(applied) + 1;
-    let inspected = verify::walk(&logs, ck.guid, Some(start), |_| Ok(()))?;
+    // Inspection also decodes every record recovery will replay, so an undecodable one is reported as damage
+    // with its file and offset before anything is applied.
+    let inspected = verify::walk(&logs, ck.guid, Some(start), |record| {
+        if record.lsn > applied {
+            codec::decode::<M::Op>(record.payload)?;
+        }
+        Ok(())
+    })?;
     if let Some(damage) = &inspected.tail_damage
         && options.recovery == RecoveryMode::AbsoluteConsistency
     {

@@ -155,8 +155,9 @@ fn check_header(path: &Path, bytes: &[u8], expect_guid: Option<Guid>) -> Result<
 
 /// Scans one generation, calling `visit` for each valid record in order.
 ///
-/// Errors only for an unreadable file, a bad header (offset 0), a foreign GUID, or an error from `visit`;
-/// damage among the records is reported in [`Scan::damage`] for the caller to judge.
+/// Errors only for an unreadable file, a bad header (offset 0), a foreign GUID, or an error from `visit` (an
+/// [`Error::Codec`] from `visit` becomes [`Error::Corrupted`] naming the record's file and offset); damage among
+/// the records is reported in [`Scan::damage`] for the caller to judge.
 pub fn scan(
     path: &Path,
     expect_guid: Option<Guid>,
@@ -175,7 +176,13 @@ pub fn scan(
         match seal.decode(&bytes[offset..]) {
             Frame::End => break,
             Frame::Record { lsn, payload, frame_len } if lsn == expected => {
-                visit(RecordRef { lsn, epoch: header.epoch, payload })?;
+                // A payload that does not decode is damage at this record: name the file and offset.
+                visit(RecordRef { lsn, epoch: header.epoch, payload }).map_err(|e| match e {
+                    Error::Codec(reason) => {
+                        Error::corrupted(path, offset as u64, format!("record LSN {lsn}: {reason}"))
+                    }
+                    e => e,
+                })?;
                 hasher.update(&bytes[offset..offset + frame_len]);
                 offset += frame_len;
                 expected += 1;
