@@ -1,6 +1,6 @@
 //! The write-ahead log of one database: numbered generations of checksummed records.
 //!
-//! - [`format`]: the byte layout of generation headers and record frames (the on-disk spec).
+//! - [`format`](mod@format): the byte layout of generation headers and record frames (the on-disk spec).
 //! - [`generation`]: naming, listing and scanning generation files.
 //! - [`writer`]: appending batches and rolling to the next generation.
 //! - [`verify`]: walking a whole log directory and judging it (used by recovery and `mailstore check`).
