@@ -154,6 +154,14 @@ pub enum Error {
     #[error("not found: {0}")]
     NotFound(String),
 
+    /// A named object exists already.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+
+    /// The object is in use and the operation needs it idle (a database still referenced by other handles).
+    #[error("busy: {0}")]
+    Busy(String),
+
     /// Encoding or decoding an operation failed.
     #[error("codec error: {0}")]
     Codec(String),

@@ -32,6 +32,7 @@ mod fault;
 pub mod fuzzing;
 pub mod kv;
 pub mod log;
+pub mod store;
 mod types;
 
 pub use engine::{
@@ -39,4 +40,5 @@ pub use engine::{
     LogRetention, Options, RecoveryMode, RecoveryReport, StateMachine,
 };
 pub use error::{Error, Result};
+pub use store::Store;
 pub use types::{Guid, Lsn};

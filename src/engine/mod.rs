@@ -16,7 +16,7 @@
 
 mod checkpoint;
 mod inspect;
-mod lock;
+pub(crate) mod lock;
 mod machine;
 mod recovery;
 mod state;

@@ -1,0 +1,119 @@
+//! The store: several databases under one root, each mounted, dismounted and deleted on its own.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use mailstore::kv::Kv;
+use mailstore::store::{DATABASES_DIR, validate_name};
+use mailstore::{Error, Options, Store};
+
+fn open(root: &std::path::Path) -> Store<Kv> {
+    Store::open(root, Options::default()).unwrap()
+}
+
+#[test]
+fn databases_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = open(&root);
+    let db1 = store.create_database("db1").unwrap();
+    let db2 = store.create_database("db2").unwrap();
+    assert_ne!(db1.guid(), db2.guid());
+    db1.commit(put("k", "one")).unwrap();
+    db2.commit(put("k", "two")).unwrap();
+    db2.commit(put("only-in-2", "x")).unwrap();
+    assert_eq!(get(&db1, "k").as_deref(), Some(&b"one"[..]));
+    assert_eq!(count(&db1), 1);
+    assert_eq!(count(&db2), 2);
+    // Each has its own log and checkpoint.
+    assert_eq!(db1.status().applied_lsn, 1);
+    assert_eq!(db2.status().applied_lsn, 2);
+
+    let names: Vec<_> = store.list().unwrap().into_iter().map(|e| (e.name, e.mounted)).collect();
+    assert_eq!(names, [("db1".to_string(), true), ("db2".to_string(), true)]);
+    drop(db1);
+    store.dismount_database("db1").unwrap();
+    assert!(matches!(store.database("db1"), Err(Error::NotFound(_))));
+    assert!(!store.list().unwrap()[0].mounted);
+    // db2 keeps working while db1 is dismounted.
+    db2.commit(put("while-db1-down", "y")).unwrap();
+    let db1 = store.mount_database("db1").unwrap();
+    assert!(db1.recovery_report().was_clean);
+    assert_eq!(get(&db1, "k").as_deref(), Some(&b"one"[..]));
+    drop((db1, db2));
+    store.close().unwrap();
+
+    // Reopened, every database is there and was dismounted cleanly.
+    let store = open(&root);
+    for name in ["db1", "db2"] {
+        let db = store.mount_database(name).unwrap();
+        assert!(db.recovery_report().was_clean, "{name}");
+    }
+    assert_eq!(count(&store.database("db2").unwrap()), 3);
+}
+
+#[test]
+fn names_cannot_leave_the_root() {
+    for bad in ["", ".", "..", "../x", "a/b", "/abs", ".hidden", "-dash", "a\\b", "sp ace", "ü", &"x".repeat(65)] {
+        assert!(matches!(validate_name(bad), Err(Error::InvalidArgument(_))), "{bad:?} accepted");
+    }
+    for good in ["db1", "Mailbox_DB-01", "a.b", "9", &"x".repeat(64)] {
+        validate_name(good).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(matches!(store.create_database("../escape"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.mount_database("a/b"), Err(Error::InvalidArgument(_))));
+    assert!(!dir.path().parent().unwrap().join("escape").exists());
+}
+
+#[test]
+fn one_store_per_root_and_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(matches!(Store::<Kv>::open(dir.path(), Options::default()), Err(Error::AlreadyMounted { .. })));
+    store.create_database("db").unwrap();
+    assert!(matches!(store.create_database("db"), Err(Error::AlreadyExists(_))));
+    assert!(matches!(store.mount_database("missing"), Err(Error::NotFound(_))));
+    assert!(matches!(store.dismount_database("missing"), Err(Error::NotFound(_))));
+
+    // A handle still in use keeps the database mounted.
+    let handle = store.database("db").unwrap();
+    assert!(matches!(store.dismount_database("db"), Err(Error::Busy(_))));
+    handle.commit(put("still", "usable")).unwrap();
+    drop(handle);
+    store.dismount_database("db").unwrap();
+
+    // An unrelated non-empty directory is never turned into a store.
+    let other = tempfile::tempdir().unwrap();
+    fs::write(other.path().join("notes.txt"), "mine").unwrap();
+    assert!(matches!(Store::<Kv>::open(other.path(), Options::default()), Err(Error::NotADatabase { .. })));
+}
+
+#[test]
+fn delete_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let db = store.create_database("gone").unwrap();
+    db.commit(put("k", "v")).unwrap();
+    drop(db);
+    assert!(matches!(store.delete_database("gone"), Err(Error::Busy(_))), "mounted databases are not deleted");
+    store.dismount_database("gone").unwrap();
+    store.delete_database("gone").unwrap();
+    assert!(store.list().unwrap().is_empty());
+    assert!(matches!(store.delete_database("gone"), Err(Error::NotFound(_))));
+    // The name can be used again, for a new database.
+    let again = store.create_database("gone").unwrap();
+    assert_eq!(count(&again), 0);
+    drop(again);
+    store.close().unwrap();
+
+    // A deletion interrupted after the rename is finished when the store opens.
+    let leftover = dir.path().join(DATABASES_DIR).join(".deleting-old-123");
+    fs::create_dir_all(leftover.join("state")).unwrap();
+    let store = open(dir.path());
+    assert!(!leftover.exists());
+    assert_eq!(store.list().unwrap().len(), 1);
+}
