@@ -387,3 +387,32 @@ fn unknown_state_machine_is_not_recovered() {
     assert!(db.recovery_report().was_clean);
     db.dismount().unwrap();
 }
+
+/// A store root works too: every database in it is covered, and the exit code is the worst of theirs.
+#[test]
+fn store_root_covers_every_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: mailstore::Store<mailstore::kv::Kv> = mailstore::Store::open(dir.path(), Options::default()).unwrap();
+    for name in ["alpha", "beta"] {
+        let db = store.create_database(name).unwrap();
+        db.commit(KvOp::Put { key: name.as_bytes().to_vec(), value: b"v".to_vec() }).unwrap();
+    }
+    store.close().unwrap();
+
+    let check = mailstore(&["check"], dir.path());
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.contains("== database alpha") && check.stdout.contains("== database beta"), "{check:?}");
+    let status = mailstore(&["status"], dir.path());
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(status.stdout.matches("shutdown").count(), 2, "{status:?}");
+
+    // Damage one database: the store's check exits 1 and names that database's file.
+    let gen1 = dir.path().join("databases/beta").join(LOGS_DIR).join("0000000000000001.log");
+    write_at(&gen1, 128 + 20, &[0xFF]);
+    let check = mailstore(&["check"], dir.path());
+    assert_eq!(check.code, 1, "{check:?}");
+    assert!(check.stdout.contains("databases/beta/logs/0000000000000001.log"), "{check:?}");
+    let recover = mailstore(&["recover"], dir.path());
+    assert_eq!(recover.code, 1, "a damaged record the state store already applied is refused: {recover:?}");
+    assert!(recover.stdout.contains("== database alpha"));
+}

@@ -1,8 +1,10 @@
 //! `mailstore`: the administration tool for `mailstore` databases.
 //!
-//! Every command takes the path of one database directory (the directory an [`Engine`] mounts) and works on
-//! it while it is **not** mounted: the inspecting commands take a shared lock and `recover` mounts it, so each
-//! of them refuses a database that an engine (in any process) has mounted.
+//! Every command takes the path of one database directory (the directory an [`Engine`] mounts), or the root of
+//! a store (a [`mailstore::Store`]), in which case it runs on every database of the store in turn, one section
+//! each, and exits with the worst of their codes. It works on databases that are **not** mounted: the
+//! inspecting commands take a shared lock and `recover` mounts, so each of them refuses a database that an
+//! engine (in any process) has mounted.
 //!
 //! Commands:
 //!
@@ -43,7 +45,7 @@ use mailstore::engine::{
     self, CHECKPOINT_FILE, CheckReport, GenerationInfo, LOGS_DIR, OfflineStatus, STATE_DIR, TailTruncation,
 };
 use mailstore::kv::Kv;
-use mailstore::{Engine, Options, RecoveryMode, RecoveryReport, StateMachine};
+use mailstore::{Engine, Options, RecoveryMode, RecoveryReport, StateMachine, store};
 
 /// Administration of mailstore databases (each command works on a dismounted database).
 #[derive(Debug, Parser)]
@@ -57,22 +59,22 @@ struct Cli {
 enum Command {
     /// Show the position and shutdown state of a database.
     Status {
-        /// The database directory.
+        /// A database directory, or a store root (every database in it).
         path: PathBuf,
     },
     /// List the log generations of a database, one line each.
     Logs {
-        /// The database directory.
+        /// A database directory, or a store root (every database in it).
         path: PathBuf,
     },
     /// Verify a database without changing it; exits 1 when it is damaged.
     Check {
-        /// The database directory.
+        /// A database directory, or a store root (every database in it).
         path: PathBuf,
     },
     /// Mount a database (running crash recovery), report what recovery did, and dismount it cleanly.
     Recover {
-        /// The database directory.
+        /// A database directory, or a store root (every database in it).
         path: PathBuf,
     },
 }
@@ -109,12 +111,20 @@ impl From<mailstore::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match &cli.command {
-        Command::Status { path } => database(path).and_then(status),
-        Command::Logs { path } => database(path).and_then(logs),
-        Command::Check { path } => database(path).and_then(check),
-        Command::Recover { path } => database(path).and_then(recover),
+    let (path, run): (&Path, fn(&Path) -> Result<ExitCode, Failure>) = match &cli.command {
+        Command::Status { path } => (path, status),
+        Command::Logs { path } => (path, logs),
+        Command::Check { path } => (path, check),
+        Command::Recover { path } => (path, recover),
     };
+    if store::is_store(path) {
+        return over_store(path, run);
+    }
+    report(database(path).and_then(run))
+}
+
+/// Prints a failure and turns an outcome into the exit code.
+fn report(outcome: Result<ExitCode, Failure>) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(failure) => {
@@ -122,6 +132,31 @@ fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// Runs a command on every database of the store at `root`, one section each. The exit code is the worst
+/// of the databases' (2 over 1 over 0), so `check` on a store exits 0 only when every database is healthy.
+fn over_store(root: &Path, run: fn(&Path) -> Result<ExitCode, Failure>) -> ExitCode {
+    let databases = match store::database_dirs(root) {
+        Ok(dbs) => dbs,
+        Err(e) => return report(Err(e.into())),
+    };
+    println!("store {}: {} database(s)", root.display(), databases.len());
+    let mut worst = 0u8;
+    for (name, dir) in databases {
+        println!();
+        println!("== database {name}");
+        let code = match database(&dir).and_then(run) {
+            Ok(code) if code == ExitCode::SUCCESS => 0,
+            Ok(_) => EXIT_DAMAGED,
+            Err(failure) => {
+                eprintln!("error: {name}: {}", failure.message);
+                failure.code
+            }
+        };
+        worst = worst.max(code);
+    }
+    ExitCode::from(worst)
 }
 
 /// Refuses a path that is not a directory holding any part of a database before the library is called: the
