@@ -111,7 +111,7 @@ impl From<mailstore::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (path, run): (&Path, fn(&Path) -> Result<ExitCode, Failure>) = match &cli.command {
+    let (path, run): (&Path, Run) = match &cli.command {
         Command::Status { path } => (path, status),
         Command::Logs { path } => (path, logs),
         Command::Check { path } => (path, check),
@@ -122,6 +122,9 @@ fn main() -> ExitCode {
     }
     report(database(path).and_then(run))
 }
+
+/// One command, run on one database directory.
+type Run = fn(&Path) -> Result<ExitCode, Failure>;
 
 /// Prints a failure and turns an outcome into the exit code.
 fn report(outcome: Result<ExitCode, Failure>) -> ExitCode {
@@ -136,7 +139,7 @@ fn report(outcome: Result<ExitCode, Failure>) -> ExitCode {
 
 /// Runs a command on every database of the store at `root`, one section each. The exit code is the worst
 /// of the databases' (2 over 1 over 0), so `check` on a store exits 0 only when every database is healthy.
-fn over_store(root: &Path, run: fn(&Path) -> Result<ExitCode, Failure>) -> ExitCode {
+fn over_store(root: &Path, run: Run) -> ExitCode {
     let databases = match store::database_dirs(root) {
         Ok(dbs) => dbs,
         Err(e) => return report(Err(e.into())),
