@@ -32,6 +32,7 @@ mod fault;
 pub mod fuzzing;
 pub mod kv;
 pub mod log;
+pub mod model;
 pub mod store;
 mod types;
 

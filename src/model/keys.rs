@@ -1,0 +1,65 @@
+//! Key layout of the mailbox model's LMDB databases. Every key starts with the mailbox GUID and continues with
+//! big-endian fixed-width integers, so one mailbox's entries are contiguous and ordered by id, UID or MODSEQ.
+//! No key encodes a `usize`.
+//!
+//! | database | key | value |
+//! |---|---|---|
+//! | `mail.mailboxes` | GUID | `MailboxInfo` |
+//! | `mail.addresses` | lower-cased address | GUID |
+//! | `mail.folders` | GUID ‖ folder id (u64) | `FolderInfo` |
+//! | `mail.folder_names` | GUID ‖ parent id (u64) ‖ lower-cased name | folder id (u64) |
+//! | `mail.items` | GUID ‖ item id (u64) | `ItemInfo` |
+//! | `mail.uids` | GUID ‖ folder id (u64) ‖ UID (u32) | item id (u64) |
+//! | `mail.bodies` | GUID ‖ item id (u64) | raw RFC 5322 bytes |
+//! | `mail.changes` | GUID ‖ MODSEQ (u64) ‖ index (u32) | `Change` |
+
+use crate::model::types::{FolderId, ItemId, ModSeq, Uid};
+use crate::types::Guid;
+
+pub(crate) fn mailbox(guid: &Guid) -> [u8; 16] {
+    guid.0
+}
+
+pub(crate) fn folder(guid: &Guid, folder: FolderId) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&guid.0);
+    k[16..].copy_from_slice(&folder.to_be_bytes());
+    k
+}
+
+pub(crate) fn folder_name(guid: &Guid, parent: FolderId, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(24 + name.len());
+    k.extend_from_slice(&guid.0);
+    k.extend_from_slice(&parent.to_be_bytes());
+    k.extend_from_slice(name.to_lowercase().as_bytes());
+    k
+}
+
+pub(crate) fn item(guid: &Guid, item: ItemId) -> [u8; 24] {
+    folder(guid, item)
+}
+
+pub(crate) fn uid(guid: &Guid, folder: FolderId, uid: Uid) -> [u8; 28] {
+    let mut k = [0u8; 28];
+    k[..24].copy_from_slice(&self::folder(guid, folder));
+    k[24..].copy_from_slice(&uid.to_be_bytes());
+    k
+}
+
+pub(crate) fn change(guid: &Guid, modseq: ModSeq, index: u32) -> [u8; 28] {
+    let mut k = [0u8; 28];
+    k[..16].copy_from_slice(&guid.0);
+    k[16..24].copy_from_slice(&modseq.to_be_bytes());
+    k[24..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Reads the big-endian u64 at `at`, or 0 when the key is too short (keys are written by this module only).
+pub(crate) fn u64_at(key: &[u8], at: usize) -> u64 {
+    key.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
+}
+
+/// Reads the big-endian u32 at `at`, or 0 when the key is too short.
+pub(crate) fn u32_at(key: &[u8], at: usize) -> u32 {
+    key.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_be_bytes)
+}

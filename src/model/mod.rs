@@ -1,0 +1,231 @@
+//! The mailbox model: mailboxes, folders and items in a database, with IMAP UIDs, MODSEQs and a change log.
+//!
+//! [`MailStore`] is the [`StateMachine`] of a mailbox database: every mutation is a [`MailOp`] committed through
+//! the engine and applied by [`MailStore::apply`], the same at commit time, in recovery and on passive copies.
+//! Whatever varies between runs (GUIDs, times, UIDVALIDITY) is chosen by the constructors on [`MailOp`] before
+//! the operation is logged. Counters that follow from the state itself (folder and item ids, UIDs, MODSEQs)
+//! are allocated inside `apply`: they are a deterministic function of the log, so every copy allocates the
+//! same values, and concurrent committers never race for them.
+//!
+//! Reading goes through [`crate::Engine::read`] with the methods of [`MailStore`].
+
+pub mod envelope;
+mod keys;
+mod ops;
+mod types;
+
+use heed::types::Bytes;
+use heed::{CommitToken, Database, DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::engine::{ApplyContext, ApplyError, Engine, StateMachine};
+use crate::error::{Error, Result};
+use crate::types::Guid;
+
+pub use ops::{Change, ChangeKind, Entity, FlagAction, MailOp, MailOutput};
+pub use types::{
+    Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo, MailboxInfo, MailboxKind, ModSeq, Uid,
+};
+
+/// A mailbox database.
+pub type MailEngine = Engine<MailStore>;
+
+/// The mailbox model's state: its LMDB databases (see `keys` for the layout).
+#[derive(Debug)]
+pub struct MailStore {
+    mailboxes: Database<'static, Bytes, Bytes>,
+    addresses: Database<'static, Bytes, Bytes>,
+    folders: Database<'static, Bytes, Bytes>,
+    folder_names: Database<'static, Bytes, Bytes>,
+    items: Database<'static, Bytes, Bytes>,
+    uids: Database<'static, Bytes, Bytes>,
+    bodies: Database<'static, Bytes, Bytes>,
+    changes: Database<'static, Bytes, Bytes>,
+}
+
+/// [`MailStore`]'s databases while their opening transaction is live.
+pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; 8]);
+
+impl OnCommit for MailDatabases<'_> {
+    type Committed = MailStore;
+    fn on_commit(self, token: &CommitToken) -> MailStore {
+        let [mailboxes, addresses, folders, folder_names, items, uids, bodies, changes] = self.0.on_commit(token);
+        MailStore { mailboxes, addresses, folders, folder_names, items, uids, bodies, changes }
+    }
+}
+
+impl StateMachine for MailStore {
+    const NAME: &'static str = "mailbox";
+    type Op = MailOp;
+    type Output = MailOutput;
+    type Databases<'e> = MailDatabases<'e>;
+
+    fn create_databases<'e>(opener: &DatabaseOpener<'e, WithoutTls>, txn: &mut RwTxn<'e>) -> Result<MailDatabases<'e>> {
+        let names = [
+            "mail.mailboxes",
+            "mail.addresses",
+            "mail.folders",
+            "mail.folder_names",
+            "mail.items",
+            "mail.uids",
+            "mail.bodies",
+            "mail.changes",
+        ];
+        let mut dbs = Vec::with_capacity(names.len());
+        for name in names {
+            dbs.push(opener.create_database::<Bytes, Bytes>(txn, Some(name))?);
+        }
+        let dbs: [Database<'e, Bytes, Bytes>; 8] =
+            dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
+        Ok(MailDatabases(dbs))
+    }
+
+    fn validate(&self, op: &MailOp) -> Result<()> {
+        op.validate()
+    }
+
+    fn apply(&self, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: MailOp) -> Result<MailOutput, ApplyError> {
+        ops::apply(self, txn, ctx, op)
+    }
+}
+
+/// Decodes a stored value; a value that does not decode is damage in the state store.
+fn load<T: DeserializeOwned>(bytes: &[u8]) -> heed::Result<T> {
+    codec::decode(bytes).map_err(|e| heed::Error::Decoding(Box::new(e)))
+}
+
+fn store<T: Serialize>(value: &T) -> heed::Result<Vec<u8>> {
+    codec::encode(value).map_err(|e| heed::Error::Encoding(Box::new(e)))
+}
+
+impl MailStore {
+    /// The mailbox `guid`.
+    pub fn mailbox(&self, txn: &RoTxn<'_>, guid: &Guid) -> Result<Option<MailboxInfo>> {
+        Ok(self.mailboxes.get(txn, &keys::mailbox(guid))?.map(load).transpose()?)
+    }
+
+    /// The mailbox whose address is `address` (compared case-insensitively).
+    pub fn mailbox_by_address(&self, txn: &RoTxn<'_>, address: &str) -> Result<Option<MailboxInfo>> {
+        let Some(raw) = self.addresses.get(txn, address.to_lowercase().as_bytes())? else { return Ok(None) };
+        let guid: [u8; 16] = raw.try_into().map_err(|_| Error::Codec("address index entry".into()))?;
+        self.mailbox(txn, &Guid(guid))
+    }
+
+    /// Every mailbox of the database, by GUID.
+    pub fn mailboxes(&self, txn: &RoTxn<'_>) -> Result<Vec<MailboxInfo>> {
+        let mut out = Vec::new();
+        for entry in self.mailboxes.iter(txn)? {
+            out.push(load(entry?.1)?);
+        }
+        Ok(out)
+    }
+
+    /// The folder `id` of mailbox `guid`.
+    pub fn folder(&self, txn: &RoTxn<'_>, guid: &Guid, id: FolderId) -> Result<Option<FolderInfo>> {
+        Ok(self.folders.get(txn, &keys::folder(guid, id))?.map(load).transpose()?)
+    }
+
+    /// Every folder of mailbox `guid` (the root and the hidden Recoverable Items subtree included), by id.
+    pub fn folders(&self, txn: &RoTxn<'_>, guid: &Guid) -> Result<Vec<FolderInfo>> {
+        let mut out = Vec::new();
+        for entry in self.folders.prefix_iter(txn, &keys::mailbox(guid))? {
+            out.push(load(entry?.1)?);
+        }
+        Ok(out)
+    }
+
+    /// The folder with a well-known `role` in mailbox `guid`.
+    pub fn folder_by_role(&self, txn: &RoTxn<'_>, guid: &Guid, role: FolderRole) -> Result<Option<FolderInfo>> {
+        Ok(self.folders(txn, guid)?.into_iter().find(|f| f.role == Some(role)))
+    }
+
+    /// The child of `parent` named `name` (case-insensitively).
+    pub fn child_folder(
+        &self,
+        txn: &RoTxn<'_>,
+        guid: &Guid,
+        parent: FolderId,
+        name: &str,
+    ) -> Result<Option<FolderInfo>> {
+        let Some(raw) = self.folder_names.get(txn, &keys::folder_name(guid, parent, name))? else { return Ok(None) };
+        self.folder(txn, guid, keys::u64_at(raw, 0))
+    }
+
+    /// The item `id` of mailbox `guid`.
+    pub fn item(&self, txn: &RoTxn<'_>, guid: &Guid, id: ItemId) -> Result<Option<ItemInfo>> {
+        Ok(self.items.get(txn, &keys::item(guid, id))?.map(load).transpose()?)
+    }
+
+    /// The item with `uid` in `folder`.
+    pub fn item_by_uid(&self, txn: &RoTxn<'_>, guid: &Guid, folder: FolderId, uid: Uid) -> Result<Option<ItemInfo>> {
+        match self.uids.get(txn, &keys::uid(guid, folder, uid))? {
+            Some(raw) => self.item(txn, guid, keys::u64_at(raw, 0)),
+            None => Ok(None),
+        }
+    }
+
+    /// Items of `folder` with UIDs from `from` on, in UID order, at most `limit` of them. Folder-associated
+    /// items are left out unless `include_fai`.
+    pub fn items_by_uid(
+        &self,
+        txn: &RoTxn<'_>,
+        guid: &Guid,
+        folder: FolderId,
+        from: Uid,
+        limit: usize,
+        include_fai: bool,
+    ) -> Result<Vec<ItemInfo>> {
+        let mut out = Vec::new();
+        let start = keys::uid(guid, folder, from);
+        let prefix = keys::folder(guid, folder);
+        for entry in self.uids.range(txn, &(std::ops::Bound::Included(&start[..]), std::ops::Bound::Unbounded))? {
+            let (key, raw) = entry?;
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            if let Some(item) = self.item(txn, guid, keys::u64_at(raw, 0))?
+                && (include_fai || !item.fai)
+            {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The raw RFC 5322 bytes of an item.
+    pub fn raw(&self, txn: &RoTxn<'_>, guid: &Guid, id: ItemId) -> Result<Option<Vec<u8>>> {
+        Ok(self.bodies.get(txn, &keys::item(guid, id))?.map(<[u8]>::to_vec))
+    }
+
+    /// Bytes `range` of an item's raw message (clamped to its size), for IMAP partial fetches.
+    pub fn raw_range(
+        &self,
+        txn: &RoTxn<'_>,
+        guid: &Guid,
+        id: ItemId,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(self.bodies.get(txn, &keys::item(guid, id))?.map(|raw| {
+            let end = (range.end.min(raw.len() as u64)) as usize;
+            let start = (range.start as usize).min(end);
+            raw[start..end].to_vec()
+        }))
+    }
+
+    /// Every change in mailbox `guid` with a MODSEQ above `since`, in MODSEQ order.
+    pub fn changes_since(&self, txn: &RoTxn<'_>, guid: &Guid, since: ModSeq) -> Result<Vec<Change>> {
+        let mut out = Vec::new();
+        let start = keys::change(guid, since.saturating_add(1), 0);
+        let prefix = keys::mailbox(guid);
+        for entry in self.changes.range(txn, &(std::ops::Bound::Included(&start[..]), std::ops::Bound::Unbounded))? {
+            let (key, raw) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            out.push(load(raw)?);
+        }
+        Ok(out)
+    }
+}

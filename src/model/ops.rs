@@ -1,0 +1,779 @@
+//! The logged operations of the mailbox model and the one function that applies them.
+
+use heed::RwTxn;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{ApplyContext, ApplyError};
+use crate::error::{Error, Result};
+use crate::model::envelope::{self, Envelope};
+use crate::model::types::{
+    Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo, MailboxInfo, MailboxKind, ModSeq, Uid,
+};
+use crate::model::{MailStore, keys, load, store};
+use crate::types::{Guid, now_micros};
+
+/// The longest folder name, in bytes.
+pub const MAX_FOLDER_NAME: usize = 255;
+/// The longest mailbox address, in bytes.
+pub const MAX_ADDRESS: usize = 320;
+/// The largest message, in bytes (a log record holds one message with room to spare).
+pub const MAX_MESSAGE_SIZE: usize = 48 << 20;
+/// The most UIDs one operation may name.
+pub const MAX_UIDS_PER_OP: usize = 100_000;
+/// The longest keyword, in bytes.
+pub const MAX_KEYWORD: usize = 128;
+
+/// How [`MailOp::StoreFlags`] combines the given flags with an item's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlagAction {
+    /// Set them (IMAP `+FLAGS`).
+    Add,
+    /// Clear them (IMAP `-FLAGS`).
+    Remove,
+    /// Make them the item's flags and keywords (IMAP `FLAGS`).
+    Replace,
+}
+
+/// What a change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// It came into being.
+    Created,
+    /// It changed.
+    Updated,
+    /// It is gone (IMAP VANISHED, JMAP destroyed).
+    Destroyed,
+}
+
+/// What a change was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entity {
+    /// The mailbox itself.
+    Mailbox,
+    /// A folder.
+    Folder(FolderId),
+    /// An item, with the folder and UID it had.
+    Item {
+        /// The item.
+        id: ItemId,
+        /// Its folder.
+        folder: FolderId,
+        /// Its UID there.
+        uid: Uid,
+    },
+}
+
+/// One entry of a mailbox's change log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The MODSEQ of the operation that made it.
+    pub modseq: ModSeq,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// To what.
+    pub entity: Entity,
+}
+
+/// A mutation of the mailbox model: the payload of one log record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailOp {
+    /// Creates a mailbox; a mail mailbox also gets the well-known folders and the Recoverable Items subtree.
+    CreateMailbox {
+        /// Its GUID (chosen before logging).
+        guid: Guid,
+        /// Its unique address.
+        address: String,
+        /// Display name.
+        display_name: String,
+        /// Its kind.
+        kind: MailboxKind,
+        /// Creation time (chosen before logging).
+        created_micros: u64,
+        /// UIDVALIDITY of its folders (chosen before logging).
+        uidvalidity: u32,
+    },
+    /// Creates a folder under `parent`.
+    CreateFolder {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The parent folder.
+        parent: FolderId,
+        /// The name.
+        name: String,
+        /// Its UIDVALIDITY (chosen before logging).
+        uidvalidity: u32,
+    },
+    /// Renames a folder and/or moves it under another parent (never into its own subtree).
+    RenameFolder {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// Its new parent.
+        parent: FolderId,
+        /// Its new name.
+        name: String,
+    },
+    /// Stores a message (delivery or IMAP APPEND) in a folder.
+    Append {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// Initial flags.
+        flags: Flags,
+        /// Initial keywords.
+        keywords: Vec<String>,
+        /// Received time / INTERNALDATE (chosen before logging).
+        received_micros: u64,
+        /// Item class.
+        class: ItemClass,
+        /// A folder-associated (settings) item.
+        fai: bool,
+        /// The envelope, parsed once before logging so replay never re-parses.
+        envelope: Box<Envelope>,
+        /// The raw RFC 5322 bytes.
+        raw: Vec<u8>,
+    },
+    /// Changes flags and keywords of items of one folder, optionally only of those unchanged since a MODSEQ
+    /// (IMAP `UNCHANGEDSINCE`).
+    StoreFlags {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// The items, by UID (UIDs that do not exist are ignored, as IMAP does).
+        uids: Vec<Uid>,
+        /// How to combine.
+        action: FlagAction,
+        /// System flags.
+        flags: Flags,
+        /// Keywords.
+        keywords: Vec<String>,
+        /// Leave items whose MODSEQ is above this unchanged and report them.
+        unchanged_since: Option<ModSeq>,
+    },
+    /// Copies (or moves) items to another folder of the same mailbox; they get new UIDs there.
+    CopyItems {
+        /// The mailbox.
+        mailbox: Guid,
+        /// Source folder.
+        from: FolderId,
+        /// The items, by UID in the source folder.
+        uids: Vec<Uid>,
+        /// Destination folder.
+        to: FolderId,
+        /// Move instead of copy: the source items are removed.
+        remove_source: bool,
+    },
+    /// Removes the items of a folder flagged `\Deleted` (all of them, or those among `uids`).
+    Expunge {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// Restrict to these UIDs (IMAP `UID EXPUNGE`).
+        uids: Option<Vec<Uid>>,
+    },
+}
+
+/// What applying a [`MailOp`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailOutput {
+    /// A mailbox was created.
+    MailboxCreated {
+        /// Its root folder.
+        root: FolderId,
+        /// The MODSEQ of the creation.
+        modseq: ModSeq,
+    },
+    /// A folder was created.
+    FolderCreated {
+        /// Its id.
+        id: FolderId,
+        /// The MODSEQ of the creation.
+        modseq: ModSeq,
+    },
+    /// A folder was renamed or moved.
+    FolderRenamed {
+        /// The MODSEQ of the change.
+        modseq: ModSeq,
+    },
+    /// A message was stored (IMAP APPENDUID).
+    Appended {
+        /// Its item id.
+        item: ItemId,
+        /// Its UID.
+        uid: Uid,
+        /// The folder's UIDVALIDITY.
+        uidvalidity: u32,
+        /// Its MODSEQ.
+        modseq: ModSeq,
+    },
+    /// Flags were stored.
+    FlagsStored {
+        /// The MODSEQ of the change, if anything changed.
+        modseq: Option<ModSeq>,
+        /// Items changed, with their new MODSEQ.
+        updated: Vec<(Uid, ModSeq)>,
+        /// Items left alone because they changed after `unchanged_since` (IMAP `MODIFIED`).
+        modified: Vec<Uid>,
+    },
+    /// Items were copied or moved (IMAP COPYUID).
+    Copied {
+        /// The destination folder's UIDVALIDITY.
+        uidvalidity: u32,
+        /// `(source UID, destination UID)` for every item copied.
+        mapping: Vec<(Uid, Uid)>,
+        /// The MODSEQ of the change, if anything was copied.
+        modseq: Option<ModSeq>,
+    },
+    /// Items were expunged.
+    Expunged {
+        /// Their UIDs.
+        uids: Vec<Uid>,
+        /// The MODSEQ of the change, if anything was expunged.
+        modseq: Option<ModSeq>,
+    },
+}
+
+fn uidvalidity_now() -> u32 {
+    // Seconds since the epoch, as Dovecot and Cyrus do; at least 1 (0 is not a valid UIDVALIDITY).
+    ((now_micros() / 1_000_000) as u32).max(1)
+}
+
+impl MailOp {
+    /// A new mailbox with a fresh GUID, created now.
+    pub fn create_mailbox(address: &str, display_name: &str, kind: MailboxKind) -> MailOp {
+        MailOp::CreateMailbox {
+            guid: Guid::new_random(),
+            address: address.to_owned(),
+            display_name: display_name.to_owned(),
+            kind,
+            created_micros: now_micros(),
+            uidvalidity: uidvalidity_now(),
+        }
+    }
+
+    /// A new folder, with a UIDVALIDITY from the clock.
+    pub fn create_folder(mailbox: Guid, parent: FolderId, name: &str) -> MailOp {
+        MailOp::CreateFolder { mailbox, parent, name: name.to_owned(), uidvalidity: uidvalidity_now() }
+    }
+
+    /// A message to store, received now: its envelope is parsed here, once.
+    pub fn append(mailbox: Guid, folder: FolderId, raw: Vec<u8>, flags: Flags, keywords: Vec<String>) -> MailOp {
+        MailOp::Append {
+            mailbox,
+            folder,
+            flags,
+            keywords,
+            received_micros: now_micros(),
+            class: ItemClass::Note,
+            fai: false,
+            envelope: Box::new(envelope::parse(&raw)),
+            raw,
+        }
+    }
+
+    /// Checks what can be checked without the state: names, sizes, keyword syntax.
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self {
+            MailOp::CreateMailbox { address, display_name, uidvalidity, .. } => {
+                if address.is_empty() || address.len() > MAX_ADDRESS || address.chars().any(char::is_control) {
+                    return Err(invalid(format!(
+                        "mailbox address {address:?} must have 1 to {MAX_ADDRESS} printable bytes"
+                    )));
+                }
+                if display_name.len() > MAX_ADDRESS || display_name.chars().any(char::is_control) {
+                    return Err(invalid("display name too long or not printable"));
+                }
+                check_uidvalidity(*uidvalidity)
+            }
+            MailOp::CreateFolder { name, uidvalidity, .. } => {
+                check_folder_name(name)?;
+                check_uidvalidity(*uidvalidity)
+            }
+            MailOp::RenameFolder { name, .. } => check_folder_name(name),
+            MailOp::Append { raw, keywords, .. } => {
+                if raw.len() > MAX_MESSAGE_SIZE {
+                    return Err(invalid(format!(
+                        "message of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes",
+                        raw.len()
+                    )));
+                }
+                check_keywords(keywords)
+            }
+            MailOp::StoreFlags { uids, keywords, .. } => {
+                check_uids(uids)?;
+                check_keywords(keywords)
+            }
+            MailOp::CopyItems { uids, .. } => check_uids(uids),
+            MailOp::Expunge { uids, .. } => uids.as_deref().map_or(Ok(()), check_uids),
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidArgument(message.into())
+}
+
+fn check_uidvalidity(v: u32) -> Result<()> {
+    if v == 0 { Err(invalid("UIDVALIDITY must not be 0")) } else { Ok(()) }
+}
+
+/// Folder names: 1 to 255 bytes, no `/` (the hierarchy separator), no control characters, not `.` or `..`,
+/// no leading or trailing white space.
+pub fn check_folder_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(invalid(format!("folder name {name:?} {why}")));
+    if name.is_empty() || name.len() > MAX_FOLDER_NAME {
+        return bad(&format!("must have 1 to {MAX_FOLDER_NAME} bytes"));
+    }
+    if name.contains('/') {
+        return bad("contains '/', the hierarchy separator");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("contains control characters");
+    }
+    if name == "." || name == ".." {
+        return bad("is reserved");
+    }
+    if name.trim() != name {
+        return bad("starts or ends with white space");
+    }
+    Ok(())
+}
+
+fn check_keywords(keywords: &[String]) -> Result<()> {
+    for k in keywords {
+        let atom = |c: char| c.is_ascii_graphic() && !"(){%*\"\\]".contains(c);
+        if k.is_empty() || k.len() > MAX_KEYWORD || k.starts_with('\\') || !k.chars().all(atom) {
+            return Err(invalid(format!("keyword {k:?} is not an IMAP atom of 1 to {MAX_KEYWORD} bytes")));
+        }
+    }
+    Ok(())
+}
+
+fn check_uids(uids: &[Uid]) -> Result<()> {
+    if uids.len() > MAX_UIDS_PER_OP {
+        return Err(invalid(format!("{} UIDs in one operation, at most {MAX_UIDS_PER_OP}", uids.len())));
+    }
+    Ok(())
+}
+
+fn reject(e: Error) -> ApplyError {
+    ApplyError::Reject(e)
+}
+
+/// The write side of one operation: the model's databases and the transaction.
+struct Tx<'a, 't> {
+    s: &'a MailStore,
+    txn: &'a mut RwTxn<'t>,
+    guid: Guid,
+    changes: u32,
+}
+
+impl Tx<'_, '_> {
+    fn mailbox(&self) -> Result<MailboxInfo, ApplyError> {
+        match self.s.mailboxes.get(self.txn, &keys::mailbox(&self.guid))? {
+            Some(raw) => Ok(load(raw)?),
+            None => Err(reject(Error::NotFound(format!("mailbox {}", self.guid)))),
+        }
+    }
+
+    fn put_mailbox(&mut self, m: &MailboxInfo) -> heed::Result<()> {
+        self.s.mailboxes.put(self.txn, &keys::mailbox(&self.guid), &store(m)?)
+    }
+
+    fn folder(&self, id: FolderId) -> Result<FolderInfo, ApplyError> {
+        match self.s.folders.get(self.txn, &keys::folder(&self.guid, id))? {
+            Some(raw) => Ok(load(raw)?),
+            None => Err(reject(Error::NotFound(format!("folder {id} in mailbox {}", self.guid)))),
+        }
+    }
+
+    /// A folder items can live in: not the root.
+    fn item_folder(&self, id: FolderId) -> Result<FolderInfo, ApplyError> {
+        let f = self.folder(id)?;
+        if f.role == Some(FolderRole::Root) {
+            return Err(reject(invalid("the root folder holds no items")));
+        }
+        Ok(f)
+    }
+
+    fn put_folder(&mut self, f: &FolderInfo) -> heed::Result<()> {
+        self.s.folders.put(self.txn, &keys::folder(&self.guid, f.id), &store(f)?)
+    }
+
+    fn item(&self, id: ItemId) -> heed::Result<Option<ItemInfo>> {
+        self.s.items.get(self.txn, &keys::item(&self.guid, id))?.map(load).transpose()
+    }
+
+    fn item_at(&self, folder: FolderId, uid: Uid) -> heed::Result<Option<ItemInfo>> {
+        match self.s.uids.get(self.txn, &keys::uid(&self.guid, folder, uid))? {
+            Some(raw) => self.item(keys::u64_at(raw, 0)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_item(&mut self, item: &ItemInfo) -> heed::Result<()> {
+        self.s.items.put(self.txn, &keys::item(&self.guid, item.id), &store(item)?)
+    }
+
+    fn record(&mut self, modseq: ModSeq, kind: ChangeKind, entity: Entity) -> heed::Result<()> {
+        let key = keys::change(&self.guid, modseq, self.changes);
+        self.changes += 1;
+        self.s.changes.put(self.txn, &key, &store(&Change { modseq, kind, entity })?)
+    }
+
+    /// Inserts a new folder (the caller checked the parent) and indexes its name.
+    fn insert_folder(&mut self, m: &mut MailboxInfo, folder: FolderInfo) -> Result<FolderId, ApplyError> {
+        if let Some(parent) = folder.parent {
+            let name_key = keys::folder_name(&self.guid, parent, &folder.name);
+            if self.s.folder_names.get(self.txn, &name_key)?.is_some() {
+                return Err(reject(Error::AlreadyExists(format!("folder {:?}", folder.name))));
+            }
+            self.s.folder_names.put(self.txn, &name_key, &folder.id.to_be_bytes())?;
+        }
+        self.put_folder(&folder)?;
+        m.next_folder_id = m.next_folder_id.max(folder.id + 1);
+        Ok(folder.id)
+    }
+
+    /// Takes the next MODSEQ of the mailbox.
+    fn next_modseq(m: &mut MailboxInfo) -> ModSeq {
+        m.highest_modseq += 1;
+        m.highest_modseq
+    }
+
+    /// Stores a new item in `folder` with a fresh id and UID; updates counters. Returns it.
+    fn insert_item(
+        &mut self,
+        m: &mut MailboxInfo,
+        folder: &mut FolderInfo,
+        template: &ItemInfo,
+        raw: &[u8],
+        modseq: ModSeq,
+    ) -> Result<ItemInfo, ApplyError> {
+        if folder.uidnext == Uid::MAX {
+            return Err(reject(invalid(format!("folder {} has used up its UIDs", folder.id))));
+        }
+        let item = ItemInfo { id: m.next_item_id, folder: folder.id, uid: folder.uidnext, modseq, ..template.clone() };
+        m.next_item_id += 1;
+        folder.uidnext += 1;
+        folder.highest_modseq = modseq;
+        self.put_item(&item)?;
+        self.s.uids.put(self.txn, &keys::uid(&self.guid, folder.id, item.uid), &item.id.to_be_bytes())?;
+        self.s.bodies.put(self.txn, &keys::item(&self.guid, item.id), raw)?;
+        count(m, folder, &item, 1);
+        self.record(modseq, ChangeKind::Created, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })?;
+        Ok(item)
+    }
+
+    /// Removes an item from its folder and the mailbox; updates counters.
+    fn remove_item(
+        &mut self,
+        m: &mut MailboxInfo,
+        folder: &mut FolderInfo,
+        item: &ItemInfo,
+        modseq: ModSeq,
+    ) -> heed::Result<()> {
+        self.s.items.delete(self.txn, &keys::item(&self.guid, item.id))?;
+        self.s.uids.delete(self.txn, &keys::uid(&self.guid, folder.id, item.uid))?;
+        self.s.bodies.delete(self.txn, &keys::item(&self.guid, item.id))?;
+        count(m, folder, item, -1);
+        folder.highest_modseq = modseq;
+        self.record(modseq, ChangeKind::Destroyed, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })
+    }
+
+    fn raw(&self, item: ItemId) -> heed::Result<Vec<u8>> {
+        Ok(self.s.bodies.get(self.txn, &keys::item(&self.guid, item))?.map(<[u8]>::to_vec).unwrap_or_default())
+    }
+}
+
+/// Adds (`sign` 1) or removes (`sign` -1) an item from the counters of its mailbox and folder.
+fn count(m: &mut MailboxInfo, folder: &mut FolderInfo, item: &ItemInfo, sign: i64) {
+    let add = |v: &mut u64, by: u64| *v = if sign > 0 { v.saturating_add(by) } else { v.saturating_sub(by) };
+    add(&mut m.items, 1);
+    add(&mut m.size, item.size);
+    if !item.fai {
+        add(&mut folder.total, 1);
+        add(&mut folder.size, item.size);
+        if !item.flags.contains(Flags::SEEN) {
+            add(&mut folder.unread, 1);
+        }
+    }
+}
+
+fn sorted_unique(uids: &[Uid]) -> Vec<Uid> {
+    let mut v = uids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn normalise_keywords(keywords: &[String]) -> Vec<String> {
+    let mut v = keywords.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Applies one operation. Deterministic: it reads only the transaction and the operation.
+pub(crate) fn apply(
+    s: &MailStore,
+    txn: &mut RwTxn<'_>,
+    _ctx: ApplyContext,
+    op: MailOp,
+) -> Result<MailOutput, ApplyError> {
+    op.validate().map_err(reject)?;
+    match op {
+        MailOp::CreateMailbox { guid, address, display_name, kind, created_micros, uidvalidity } => {
+            let mut tx = Tx { s, txn, guid, changes: 0 };
+            if tx.s.mailboxes.get(tx.txn, &keys::mailbox(&guid))?.is_some() {
+                return Err(reject(Error::AlreadyExists(format!("mailbox {guid}"))));
+            }
+            let address_key = address.to_lowercase();
+            if tx.s.addresses.get(tx.txn, address_key.as_bytes())?.is_some() {
+                return Err(reject(Error::AlreadyExists(format!("a mailbox with address {address:?}"))));
+            }
+            let mut m = MailboxInfo {
+                guid,
+                address,
+                display_name,
+                kind,
+                created_micros,
+                highest_modseq: 0,
+                items: 0,
+                size: 0,
+                next_folder_id: 1,
+                next_item_id: 1,
+            };
+            let modseq = Tx::next_modseq(&mut m);
+            let folder = |id, parent, name: &str, role, hidden| FolderInfo {
+                id,
+                parent,
+                name: name.to_owned(),
+                role: Some(role),
+                hidden,
+                uidvalidity,
+                uidnext: 1,
+                highest_modseq: modseq,
+                total: 0,
+                unread: 0,
+                size: 0,
+            };
+            let root = tx.insert_folder(&mut m, folder(1, None, "", FolderRole::Root, false))?;
+            tx.record(modseq, ChangeKind::Created, Entity::Mailbox)?;
+            if kind.is_mail() {
+                let mut ids = vec![(FolderRole::Root, root)];
+                for (role, name, parent_role, hidden) in FolderRole::WELL_KNOWN {
+                    let parent = ids.iter().find(|(r, _)| *r == parent_role).map_or(root, |(_, id)| *id);
+                    let next = m.next_folder_id;
+                    let id = tx.insert_folder(&mut m, folder(next, Some(parent), name, role, hidden))?;
+                    tx.record(modseq, ChangeKind::Created, Entity::Folder(id))?;
+                    ids.push((role, id));
+                }
+            }
+            tx.s.addresses.put(tx.txn, address_key.as_bytes(), guid.as_bytes())?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::MailboxCreated { root, modseq })
+        }
+
+        MailOp::CreateFolder { mailbox, parent, name, uidvalidity } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let parent_folder = tx.folder(parent)?;
+            if parent_folder.hidden {
+                return Err(reject(invalid("folders cannot be created inside Recoverable Items")));
+            }
+            let modseq = Tx::next_modseq(&mut m);
+            let folder = FolderInfo {
+                id: m.next_folder_id,
+                parent: Some(parent),
+                name,
+                role: None,
+                hidden: false,
+                uidvalidity,
+                uidnext: 1,
+                highest_modseq: modseq,
+                total: 0,
+                unread: 0,
+                size: 0,
+            };
+            let id = tx.insert_folder(&mut m, folder)?;
+            tx.record(modseq, ChangeKind::Created, Entity::Folder(id))?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::FolderCreated { id, modseq })
+        }
+
+        MailOp::RenameFolder { mailbox, folder, parent, name } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let mut f = tx.folder(folder)?;
+            if f.role.is_some() {
+                return Err(reject(invalid(format!(
+                    "{:?} is a well-known folder and cannot be renamed or moved",
+                    f.name
+                ))));
+            }
+            let new_parent = tx.folder(parent)?;
+            if new_parent.hidden {
+                return Err(reject(invalid("folders cannot be moved into Recoverable Items")));
+            }
+            // No cycles: the new parent may not be the folder or lie below it.
+            let mut walk = Some(new_parent.id);
+            while let Some(id) = walk {
+                if id == folder {
+                    return Err(reject(invalid(format!("cannot move folder {:?} into its own subtree", f.name))));
+                }
+                walk = tx.folder(id)?.parent;
+            }
+            let old_parent = f.parent.unwrap_or(0);
+            let old_key = keys::folder_name(&mailbox, old_parent, &f.name);
+            let new_key = keys::folder_name(&mailbox, parent, &name);
+            if new_key != old_key && tx.s.folder_names.get(tx.txn, &new_key)?.is_some() {
+                return Err(reject(Error::AlreadyExists(format!("folder {name:?}"))));
+            }
+            tx.s.folder_names.delete(tx.txn, &old_key)?;
+            tx.s.folder_names.put(tx.txn, &new_key, &folder.to_be_bytes())?;
+            let modseq = Tx::next_modseq(&mut m);
+            f.parent = Some(parent);
+            f.name = name;
+            f.highest_modseq = modseq;
+            tx.put_folder(&f)?;
+            tx.record(modseq, ChangeKind::Updated, Entity::Folder(folder))?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::FolderRenamed { modseq })
+        }
+
+        MailOp::Append { mailbox, folder, flags, keywords, received_micros, class, fai, envelope, raw } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let mut f = tx.item_folder(folder)?;
+            let modseq = Tx::next_modseq(&mut m);
+            let template = ItemInfo {
+                id: 0,
+                folder,
+                uid: 0,
+                modseq,
+                flags: Flags(flags.0 & Flags::ALL.0),
+                keywords: normalise_keywords(&keywords),
+                class,
+                received_micros,
+                size: raw.len() as u64,
+                envelope: *envelope,
+                fai,
+            };
+            let item = tx.insert_item(&mut m, &mut f, &template, &raw, modseq)?;
+            tx.put_folder(&f)?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::Appended { item: item.id, uid: item.uid, uidvalidity: f.uidvalidity, modseq })
+        }
+
+        MailOp::StoreFlags { mailbox, folder, uids, action, flags, keywords, unchanged_since } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let mut f = tx.item_folder(folder)?;
+            let flags = Flags(flags.0 & Flags::ALL.0);
+            let keywords = normalise_keywords(&keywords);
+            let mut modseq = None;
+            let (mut updated, mut modified) = (Vec::new(), Vec::new());
+            for uid in sorted_unique(&uids) {
+                let Some(mut item) = tx.item_at(folder, uid)? else { continue };
+                if unchanged_since.is_some_and(|since| item.modseq > since) {
+                    modified.push(uid);
+                    continue;
+                }
+                let (new_flags, new_keywords) = match action {
+                    FlagAction::Add => {
+                        (item.flags | flags, normalise_keywords(&[item.keywords.clone(), keywords.clone()].concat()))
+                    }
+                    FlagAction::Remove => (
+                        item.flags.without(flags),
+                        item.keywords.iter().filter(|k| !keywords.contains(k)).cloned().collect(),
+                    ),
+                    FlagAction::Replace => (flags, keywords.clone()),
+                };
+                if new_flags == item.flags && new_keywords == item.keywords {
+                    continue;
+                }
+                let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+                count(&mut m, &mut f, &item, -1);
+                item.flags = new_flags;
+                item.keywords = new_keywords;
+                item.modseq = ms;
+                count(&mut m, &mut f, &item, 1);
+                f.highest_modseq = ms;
+                tx.put_item(&item)?;
+                tx.record(ms, ChangeKind::Updated, Entity::Item { id: item.id, folder, uid })?;
+                updated.push((uid, ms));
+            }
+            if modseq.is_some() {
+                tx.put_folder(&f)?;
+                tx.put_mailbox(&m)?;
+            }
+            Ok(MailOutput::FlagsStored { modseq, updated, modified })
+        }
+
+        MailOp::CopyItems { mailbox, from, uids, to, remove_source } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            if from == to {
+                return Err(reject(invalid("source and destination folder are the same")));
+            }
+            let mut src = tx.item_folder(from)?;
+            let mut dst = tx.item_folder(to)?;
+            let mut modseq = None;
+            let mut mapping = Vec::new();
+            for uid in sorted_unique(&uids) {
+                let Some(item) = tx.item_at(from, uid)? else { continue };
+                let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+                let raw = tx.raw(item.id)?;
+                let copy = tx.insert_item(&mut m, &mut dst, &item, &raw, ms)?;
+                if remove_source {
+                    tx.remove_item(&mut m, &mut src, &item, ms)?;
+                }
+                mapping.push((uid, copy.uid));
+            }
+            if modseq.is_some() {
+                tx.put_folder(&src)?;
+                tx.put_folder(&dst)?;
+                tx.put_mailbox(&m)?;
+            }
+            Ok(MailOutput::Copied { uidvalidity: dst.uidvalidity, mapping, modseq })
+        }
+
+        MailOp::Expunge { mailbox, folder, uids } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let mut f = tx.item_folder(folder)?;
+            let candidates: Vec<Uid> = match uids {
+                Some(uids) => sorted_unique(&uids),
+                None => {
+                    let prefix = keys::folder(&mailbox, folder);
+                    let mut all = Vec::new();
+                    for entry in tx.s.uids.prefix_iter(tx.txn, &prefix)? {
+                        all.push(keys::u32_at(entry?.0, 24));
+                    }
+                    all
+                }
+            };
+            let mut modseq = None;
+            let mut expunged = Vec::new();
+            for uid in candidates {
+                let Some(item) = tx.item_at(folder, uid)? else { continue };
+                if !item.flags.contains(Flags::DELETED) {
+                    continue;
+                }
+                let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+                tx.remove_item(&mut m, &mut f, &item, ms)?;
+                expunged.push(uid);
+            }
+            if modseq.is_some() {
+                tx.put_folder(&f)?;
+                tx.put_mailbox(&m)?;
+            }
+            Ok(MailOutput::Expunged { uids: expunged, modseq })
+        }
+    }
+}

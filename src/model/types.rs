@@ -1,0 +1,252 @@
+//! The values of the mailbox model as the API returns them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::envelope::Envelope;
+use crate::types::Guid;
+
+/// A folder's id, unique within its mailbox, never reused.
+pub type FolderId = u64;
+/// An item's id, unique within its mailbox, never reused.
+pub type ItemId = u64;
+/// An IMAP UID: unique within its folder under one UIDVALIDITY, strictly increasing, never reused.
+pub type Uid = u32;
+/// A mailbox's change counter (RFC 7162 MODSEQ): strictly increasing with every change in the mailbox.
+pub type ModSeq = u64;
+
+/// What a mailbox is for (Exchange's recipient types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MailboxKind {
+    /// A person's mailbox.
+    User,
+    /// A mailbox several people use.
+    Shared,
+    /// A bookable room.
+    Room,
+    /// Bookable equipment.
+    Equipment,
+    /// An archive mailbox (the In-Place Archive).
+    Archive,
+    /// The writable hierarchy of public folders.
+    PublicFolderHierarchy,
+    /// Content of public folders.
+    PublicFolderContent,
+}
+
+impl MailboxKind {
+    /// True for the kinds that receive mail and get the well-known folders.
+    pub fn is_mail(self) -> bool {
+        !matches!(self, MailboxKind::PublicFolderHierarchy | MailboxKind::PublicFolderContent)
+    }
+}
+
+/// The role of a well-known folder. Roles with an RFC 6154 special-use attribute report it through
+/// [`FolderRole::special_use`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FolderRole {
+    /// The root of the folder tree (not listed as a folder).
+    Root,
+    /// Inbox.
+    Inbox,
+    /// Drafts (`\Drafts`).
+    Drafts,
+    /// Sent Items (`\Sent`).
+    SentItems,
+    /// Deleted Items (`\Trash`).
+    DeletedItems,
+    /// Junk Email (`\Junk`).
+    JunkEmail,
+    /// Outbox.
+    Outbox,
+    /// Archive (`\Archive`).
+    Archive,
+    /// Calendar.
+    Calendar,
+    /// Contacts.
+    Contacts,
+    /// Tasks.
+    Tasks,
+    /// Notes.
+    Notes,
+    /// The hidden Recoverable Items folder.
+    RecoverableItems,
+    /// Recoverable Items/Deletions.
+    Deletions,
+    /// Recoverable Items/Versions.
+    Versions,
+    /// Recoverable Items/Purges.
+    Purges,
+}
+
+impl FolderRole {
+    /// The RFC 6154 special-use attribute of the role, if it has one.
+    pub fn special_use(self) -> Option<&'static str> {
+        match self {
+            FolderRole::Drafts => Some("\\Drafts"),
+            FolderRole::SentItems => Some("\\Sent"),
+            FolderRole::DeletedItems => Some("\\Trash"),
+            FolderRole::JunkEmail => Some("\\Junk"),
+            FolderRole::Archive => Some("\\Archive"),
+            _ => None,
+        }
+    }
+
+    /// The well-known folders of a mail mailbox, in creation order: `(role, name, parent role, hidden)`.
+    pub const WELL_KNOWN: [(FolderRole, &'static str, FolderRole, bool); 15] = [
+        (FolderRole::Inbox, "Inbox", FolderRole::Root, false),
+        (FolderRole::Drafts, "Drafts", FolderRole::Root, false),
+        (FolderRole::SentItems, "Sent Items", FolderRole::Root, false),
+        (FolderRole::DeletedItems, "Deleted Items", FolderRole::Root, false),
+        (FolderRole::JunkEmail, "Junk Email", FolderRole::Root, false),
+        (FolderRole::Outbox, "Outbox", FolderRole::Root, false),
+        (FolderRole::Archive, "Archive", FolderRole::Root, false),
+        (FolderRole::Calendar, "Calendar", FolderRole::Root, false),
+        (FolderRole::Contacts, "Contacts", FolderRole::Root, false),
+        (FolderRole::Tasks, "Tasks", FolderRole::Root, false),
+        (FolderRole::Notes, "Notes", FolderRole::Root, false),
+        (FolderRole::RecoverableItems, "Recoverable Items", FolderRole::Root, true),
+        (FolderRole::Deletions, "Deletions", FolderRole::RecoverableItems, true),
+        (FolderRole::Versions, "Versions", FolderRole::RecoverableItems, true),
+        (FolderRole::Purges, "Purges", FolderRole::RecoverableItems, true),
+    ];
+}
+
+/// IMAP system flags, as a bit set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    /// `\Seen`.
+    pub const SEEN: Flags = Flags(1);
+    /// `\Answered`.
+    pub const ANSWERED: Flags = Flags(2);
+    /// `\Flagged`.
+    pub const FLAGGED: Flags = Flags(4);
+    /// `\Deleted`.
+    pub const DELETED: Flags = Flags(8);
+    /// `\Draft`.
+    pub const DRAFT: Flags = Flags(16);
+    /// Every defined flag.
+    pub const ALL: Flags = Flags(31);
+
+    /// No flag.
+    pub fn empty() -> Self {
+        Flags(0)
+    }
+    /// True when every flag of `other` is set.
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Both sets.
+    pub fn union(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+    /// `self` without `other`.
+    pub fn without(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        self.union(rhs)
+    }
+}
+
+/// The kind of an item (Exchange's message class).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemClass {
+    /// `IPM.Note`: an e-mail message.
+    Note,
+    /// `IPM.Appointment`, with its start and end (microseconds since the Unix epoch) for free/busy.
+    Appointment {
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+    /// `IPM.Contact`.
+    Contact,
+    /// `IPM.Task`.
+    Task,
+    /// Any other class, by name.
+    Other(String),
+}
+
+/// A mailbox as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxInfo {
+    /// Its GUID.
+    pub guid: Guid,
+    /// The unique address the embedder gave it.
+    pub address: String,
+    /// Display name.
+    pub display_name: String,
+    /// Its kind.
+    pub kind: MailboxKind,
+    /// When it was created (microseconds since the Unix epoch).
+    pub created_micros: u64,
+    /// The highest MODSEQ given out in it.
+    pub highest_modseq: ModSeq,
+    /// Items in it (FAI included) and their total size in bytes.
+    pub items: u64,
+    /// Total size of its items in bytes.
+    pub size: u64,
+    pub(crate) next_folder_id: FolderId,
+    pub(crate) next_item_id: ItemId,
+}
+
+/// A folder as stored, with the counters the same transactions keep exact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderInfo {
+    /// Its id.
+    pub id: FolderId,
+    /// Its parent (`None` for the root).
+    pub parent: Option<FolderId>,
+    /// Its name (unique among its siblings, compared case-insensitively).
+    pub name: String,
+    /// Its well-known role, if any.
+    pub role: Option<FolderRole>,
+    /// Hidden from normal listings (the Recoverable Items subtree).
+    pub hidden: bool,
+    /// IMAP UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// IMAP UIDNEXT: the UID the next item will get.
+    pub uidnext: Uid,
+    /// The highest MODSEQ of any change to the folder or its items.
+    pub highest_modseq: ModSeq,
+    /// Items (FAI excluded).
+    pub total: u64,
+    /// Items without `\Seen` (FAI excluded).
+    pub unread: u64,
+    /// Total size of its items in bytes (FAI excluded).
+    pub size: u64,
+}
+
+/// An item as stored (its raw bytes are fetched separately).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemInfo {
+    /// Its id.
+    pub id: ItemId,
+    /// Its folder.
+    pub folder: FolderId,
+    /// Its UID in that folder.
+    pub uid: Uid,
+    /// Its MODSEQ: that of its last change.
+    pub modseq: ModSeq,
+    /// System flags.
+    pub flags: Flags,
+    /// Keywords, sorted, without duplicates.
+    pub keywords: Vec<String>,
+    /// Its class.
+    pub class: ItemClass,
+    /// Received time (IMAP INTERNALDATE), microseconds since the Unix epoch.
+    pub received_micros: u64,
+    /// Size of the raw bytes.
+    pub size: u64,
+    /// The envelope parsed at ingest.
+    pub envelope: Envelope,
+    /// A folder-associated (settings) item, hidden from normal listings.
+    pub fai: bool,
+}

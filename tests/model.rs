@@ -1,0 +1,265 @@
+//! The mailbox model: mailboxes and their well-known folders, folders, items, UIDs, MODSEQs, flags, copy and
+//! move, expunge and the change log — each through logged operations, checked after remounts too.
+
+use std::sync::Arc;
+use std::thread;
+
+use mailstore::model::{
+    ChangeKind, Entity, FlagAction, Flags, FolderId, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind, Uid,
+};
+use mailstore::{Engine, Error, Guid, Options};
+
+fn message(subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Alice Example <alice@example.com>\r\nTo: Bob <bob@example.com>\r\nSubject: {subject}\r\n\
+         Date: Sun, 22 Nov 2026 10:00:00 +0100\r\nMessage-ID: <{subject}@example.com>\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+fn mount(dir: &std::path::Path) -> MailEngine {
+    Engine::mount(dir, Options::default()).unwrap()
+}
+
+fn create_mailbox(db: &MailEngine, address: &str) -> Guid {
+    let op = MailOp::create_mailbox(address, "Test User", MailboxKind::User);
+    let MailOp::CreateMailbox { guid, .. } = op else { unreachable!() };
+    db.commit(op).unwrap();
+    guid
+}
+
+fn role(db: &MailEngine, mbx: Guid, role: FolderRole) -> FolderId {
+    db.read(|s, txn| s.folder_by_role(txn, &mbx, role)).unwrap().unwrap().id
+}
+
+fn append(db: &MailEngine, mbx: Guid, folder: FolderId, subject: &str) -> (Uid, u64) {
+    match db.commit(MailOp::append(mbx, folder, message(subject, "hello"), Flags::empty(), vec![])).unwrap().output {
+        MailOutput::Appended { uid, modseq, .. } => (uid, modseq),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn mail_mailbox_gets_the_well_known_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "alice@example.com");
+    let folders = db.read(|s, txn| s.folders(txn, &mbx)).unwrap();
+    assert_eq!(folders.len(), 16, "root + 15 well-known folders");
+    let visible: Vec<_> = folders.iter().filter(|f| !f.hidden && f.parent.is_some()).map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        visible,
+        [
+            "Inbox",
+            "Drafts",
+            "Sent Items",
+            "Deleted Items",
+            "Junk Email",
+            "Outbox",
+            "Archive",
+            "Calendar",
+            "Contacts",
+            "Tasks",
+            "Notes"
+        ]
+    );
+    let ri = folders.iter().find(|f| f.role == Some(FolderRole::RecoverableItems)).unwrap();
+    for sub in [FolderRole::Deletions, FolderRole::Versions, FolderRole::Purges] {
+        let f = folders.iter().find(|f| f.role == Some(sub)).unwrap();
+        assert!(f.hidden);
+        assert_eq!(f.parent, Some(ri.id));
+    }
+    assert_eq!(FolderRole::SentItems.special_use(), Some("\\Sent"));
+    assert_eq!(FolderRole::DeletedItems.special_use(), Some("\\Trash"));
+    let info = db.read(|s, txn| s.mailbox_by_address(txn, "ALICE@example.com")).unwrap().unwrap();
+    assert_eq!(info.guid, mbx);
+
+    // Public folder mailboxes get no mail folders; addresses and GUIDs are unique.
+    let pf = db.commit(MailOp::create_mailbox("pf@example.com", "PF", MailboxKind::PublicFolderHierarchy)).unwrap();
+    assert!(matches!(pf.output, MailOutput::MailboxCreated { .. }));
+    let dup = db.commit(MailOp::create_mailbox("Alice@Example.com", "again", MailboxKind::Shared));
+    assert!(matches!(dup, Err(Error::AlreadyExists(_))), "{dup:?}");
+}
+
+#[test]
+fn folders_names_and_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "bob@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let root = db.read(|s, txn| s.folder_by_role(txn, &mbx, FolderRole::Root)).unwrap().unwrap().id;
+    let create = |parent, name: &str| match db.commit(MailOp::create_folder(mbx, parent, name)) {
+        Ok(c) => match c.output {
+            MailOutput::FolderCreated { id, .. } => Ok(id),
+            other => panic!("{other:?}"),
+        },
+        Err(e) => Err(e),
+    };
+    let projects = create(root, "Projects").unwrap();
+    let alpha = create(projects, "Alpha").unwrap();
+    assert!(matches!(create(root, "projects"), Err(Error::AlreadyExists(_))), "sibling names are case-insensitive");
+    for bad in ["", "a/b", "..", " padded", "x\u{7}y", &"n".repeat(256)] {
+        let before = db.status().applied_lsn;
+        assert!(matches!(create(root, bad), Err(Error::InvalidArgument(_))), "{bad:?}");
+        assert_eq!(db.status().applied_lsn, before, "{bad:?} reached the log");
+    }
+    let ri = role(&db, mbx, FolderRole::RecoverableItems);
+    assert!(matches!(create(ri, "Sneaky"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(create(9999, "Orphan"), Err(Error::NotFound(_))));
+
+    let rename = |folder, parent, name: &str| {
+        db.commit(MailOp::RenameFolder { mailbox: mbx, folder, parent, name: name.into() }).map(|_| ())
+    };
+    // No cycles, no renaming well-known folders.
+    assert!(matches!(rename(projects, alpha, "Loop"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(rename(projects, projects, "Self"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(rename(inbox, root, "Mail"), Err(Error::InvalidArgument(_))));
+    rename(alpha, inbox, "Alpha 2").unwrap();
+    let moved = db.read(|s, txn| s.child_folder(txn, &mbx, inbox, "alpha 2")).unwrap().unwrap();
+    assert_eq!((moved.id, moved.parent), (alpha, Some(inbox)));
+    assert!(db.read(|s, txn| s.child_folder(txn, &mbx, projects, "Alpha")).unwrap().is_none());
+    // The old name is free again.
+    create(projects, "Alpha").unwrap();
+}
+
+#[test]
+fn uids_modseqs_counters_flags_copy_move_expunge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "carol@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let archive = role(&db, mbx, FolderRole::Archive);
+    let mut last_modseq = 0;
+    for (i, subject) in ["one", "two", "three", "four"].into_iter().enumerate() {
+        let (uid, modseq) = append(&db, mbx, inbox, subject);
+        assert_eq!(uid, i as u32 + 1);
+        assert!(modseq > last_modseq);
+        last_modseq = modseq;
+    }
+    let folder = db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap();
+    assert_eq!((folder.total, folder.unread, folder.uidnext, folder.highest_modseq), (4, 4, 5, last_modseq));
+    let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 100, false)).unwrap();
+    assert_eq!(items.iter().map(|i| i.uid).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(items[1].envelope.subject.as_deref(), Some("two"));
+    assert_eq!(folder.size, items.iter().map(|i| i.size).sum::<u64>());
+    let raw = db.read(|s, txn| s.raw(txn, &mbx, items[0].id)).unwrap().unwrap();
+    assert_eq!(raw, message("one", "hello"));
+    let part = db.read(|s, txn| s.raw_range(txn, &mbx, items[0].id, 6..11)).unwrap().unwrap();
+    assert_eq!(part, b"Alice");
+
+    // Flags: \Seen lowers unread; UNCHANGEDSINCE leaves newer items alone and reports them.
+    let store = |uids: Vec<Uid>, action, flags, keywords: Vec<&str>, since| match db
+        .commit(MailOp::StoreFlags {
+            mailbox: mbx,
+            folder: inbox,
+            uids,
+            action,
+            flags,
+            keywords: keywords.into_iter().map(String::from).collect(),
+            unchanged_since: since,
+        })
+        .unwrap()
+        .output
+    {
+        MailOutput::FlagsStored { modseq, updated, modified } => (modseq, updated, modified),
+        other => panic!("{other:?}"),
+    };
+    let (m1, updated, _) = store(vec![1, 2], FlagAction::Add, Flags::SEEN, vec!["$Work"], None);
+    let m1 = m1.unwrap();
+    assert_eq!(updated, [(1, m1), (2, m1)]);
+    assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap().unread, 2);
+    let (_, updated, modified) = store(vec![1, 3], FlagAction::Add, Flags::FLAGGED, vec![], Some(m1 - 1));
+    assert_eq!(modified, [1], "item 1 changed after the given MODSEQ");
+    assert_eq!(updated.iter().map(|u| u.0).collect::<Vec<_>>(), [3]);
+    let (none, updated, _) = store(vec![2], FlagAction::Add, Flags::SEEN, vec![], None);
+    assert_eq!((none, updated.len()), (None, 0), "a store that changes nothing takes no MODSEQ");
+    let (_, _, _) = store(vec![2], FlagAction::Replace, Flags::DELETED, vec!["b", "a", "a"], None);
+    let item2 = db.read(|s, txn| s.item_by_uid(txn, &mbx, inbox, 2)).unwrap().unwrap();
+    assert_eq!((item2.flags, item2.keywords.clone()), (Flags::DELETED, vec!["a".to_string(), "b".to_string()]));
+    assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap().unread, 3, "2 is unseen again: 2, 3, 4");
+
+    // Copy and move: new UIDs in the destination, the mapping reported, source removed on move.
+    let copied =
+        db.commit(MailOp::CopyItems { mailbox: mbx, from: inbox, uids: vec![1, 3], to: archive, remove_source: false });
+    let MailOutput::Copied { mapping, .. } = copied.unwrap().output else { panic!() };
+    assert_eq!(mapping, [(1, 1), (3, 2)]);
+    let moved =
+        db.commit(MailOp::CopyItems { mailbox: mbx, from: inbox, uids: vec![4, 99], to: archive, remove_source: true });
+    let MailOutput::Copied { mapping, .. } = moved.unwrap().output else { panic!() };
+    assert_eq!(mapping, [(4, 3)], "unknown UIDs are ignored");
+    let (inbox_f, archive_f) =
+        db.read(|s, txn| Ok((s.folder(txn, &mbx, inbox)?.unwrap(), s.folder(txn, &mbx, archive)?.unwrap()))).unwrap();
+    assert_eq!((inbox_f.total, archive_f.total), (3, 3));
+
+    // Expunge removes only \Deleted items; their UIDs are never given out again.
+    let MailOutput::Expunged { uids, modseq } =
+        db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap().output
+    else {
+        panic!()
+    };
+    assert_eq!(uids, [2]);
+    let expunge_modseq = modseq.unwrap();
+    let (uid, _) = append(&db, mbx, inbox, "five");
+    assert_eq!(uid, 5, "UIDs are not reused");
+    let changes = db.read(|s, txn| s.changes_since(txn, &mbx, expunge_modseq - 1)).unwrap();
+    assert!(
+        changes.iter().any(
+            |c| c.kind == ChangeKind::Destroyed && c.entity == Entity::Item { id: item2.id, folder: inbox, uid: 2 }
+        )
+    );
+    assert!(changes.windows(2).all(|w| w[0].modseq <= w[1].modseq));
+
+    // Everything survives a remount.
+    let before =
+        db.read(|s, txn| Ok((s.folders(txn, &mbx)?, s.items_by_uid(txn, &mbx, archive, 1, 10, true)?))).unwrap();
+    db.dismount().unwrap();
+    let db = mount(dir.path());
+    let after =
+        db.read(|s, txn| Ok((s.folders(txn, &mbx)?, s.items_by_uid(txn, &mbx, archive, 1, 10, true)?))).unwrap();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn concurrent_delivery_keeps_imap_invariants() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: Arc<MailEngine> = Arc::new(mount(dir.path()));
+    let mbx = create_mailbox(&db, "busy@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let workers: Vec<_> = (0..8)
+        .map(|t| {
+            let db = Arc::clone(&db);
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                for i in 0..40 {
+                    let (uid, modseq) = append(&db, mbx, inbox, &format!("t{t}-{i}"));
+                    // Flag some, concurrently with other deliveries.
+                    if i % 3 == 0 {
+                        db.commit(MailOp::StoreFlags {
+                            mailbox: mbx,
+                            folder: inbox,
+                            uids: vec![uid],
+                            action: FlagAction::Add,
+                            flags: Flags::SEEN,
+                            keywords: vec![],
+                            unchanged_since: None,
+                        })
+                        .unwrap();
+                    }
+                    seen.push((uid, modseq));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all: Vec<(Uid, u64)> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    all.sort();
+    // UIDs unique and dense; MODSEQ strictly increasing in UID order (UIDs are handed out in log order).
+    assert_eq!(all.iter().map(|a| a.0).collect::<Vec<_>>(), (1..=320).collect::<Vec<_>>());
+    assert!(all.windows(2).all(|w| w[0].1 < w[1].1));
+    let folder = db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap();
+    let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 1000, false)).unwrap();
+    assert_eq!(folder.total, 320);
+    assert_eq!(folder.unread, items.iter().filter(|i| !i.flags.contains(Flags::SEEN)).count() as u64);
+    assert_eq!(folder.unread, 320 - 8 * 14);
+    assert_eq!(folder.size, items.iter().map(|i| i.size).sum::<u64>());
+}
