@@ -402,6 +402,17 @@ fn garbage_bytes_are_malformed() {
 }
 
 #[test]
+fn input_that_trips_a_mail_parser_debug_assertion_is_malformed_not_a_panic() {
+    // mail-parser 0.11.9 hits `debug_assert!(false, "Invalid part ID, could not find multipart.")` on this (found by
+    // fuzzing); in builds with debug assertions that is a panic inside the parser. Release builds parse on.
+    let raw = b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--BContent-Type: message/rfc822\r\n\r\n\
+        Content-Type: message/rfc822\r\n\r\n\r\n--B--\r\n\r\n";
+    let env = parse(raw);
+    assert!(env.malformed);
+    assert_eq!(env.size, raw.len() as u64);
+}
+
+#[test]
 fn empty_input_is_malformed_with_size_zero() {
     assert_eq!(parse(b""), Envelope { malformed: true, ..Envelope::default() });
     assert_eq!(parse(b"").size, 0);
@@ -601,6 +612,27 @@ fn header_block() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// MIME structure soup: boundaries, nested multiparts and attached messages, transfer encodings, and raw bytes.
+fn mime_soup() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        Just(b"\r\n".to_vec()),
+        Just(b"--B".to_vec()),
+        Just(b"--B--".to_vec()),
+        Just(b"--C".to_vec()),
+        Just(b"From: a@b.example\r\n".to_vec()),
+        Just(b"Content-Type: multipart/mixed; boundary=B\r\n".to_vec()),
+        Just(b"Content-Type: multipart/alternative; boundary=C\r\n".to_vec()),
+        Just(b"Content-Type: multipart/digest; boundary=B\r\n".to_vec()),
+        Just(b"Content-Type: message/rfc822\r\n".to_vec()),
+        Just(b"Content-Type: image/png\r\n".to_vec()),
+        Just(b"Content-Transfer-Encoding: base64\r\n".to_vec()),
+        Just(b"Content-Transfer-Encoding: quoted-printable\r\n".to_vec()),
+        Just(b"Subject: =?utf-8?q?a=C3?= =?ISO-8859-1?B?////?=\r\n".to_vec()),
+        prop::collection::vec(any::<u8>(), 0..8),
+    ];
+    prop::collection::vec(piece, 0..60).prop_map(|pieces| pieces.concat())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -632,6 +664,12 @@ proptest! {
         let mut raw = headers;
         raw.extend_from_slice(b"\r\n");
         raw.extend_from_slice(&body);
+        let env = parse(&raw);
+        check_invariants(&raw, &env)?;
+    }
+
+    #[test]
+    fn never_panics_on_mime_soup(raw in mime_soup()) {
         let env = parse(&raw);
         check_invariants(&raw, &env)?;
     }
