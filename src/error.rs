@@ -154,6 +154,17 @@ pub enum Error {
     #[error("not found: {0}")]
     NotFound(String),
 
+    /// The operation would take a mailbox over one of its quotas; nothing was changed.
+    #[error("quota exceeded: {what}: {size} bytes would exceed the limit of {limit} bytes")]
+    QuotaExceeded {
+        /// Which quota (and mailbox).
+        what: String,
+        /// The size the operation would reach.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
     /// A named object exists already.
     #[error("already exists: {0}")]
     AlreadyExists(String),

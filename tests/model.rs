@@ -263,3 +263,175 @@ fn concurrent_delivery_keeps_imap_invariants() {
     assert_eq!(folder.unread, 320 - 8 * 14);
     assert_eq!(folder.size, items.iter().map(|i| i.size).sum::<u64>());
 }
+
+fn folder_info(db: &MailEngine, mbx: Guid, id: FolderId) -> mailstore::model::FolderInfo {
+    db.read(|s, txn| s.folder(txn, &mbx, id)).unwrap().unwrap()
+}
+
+#[test]
+fn delete_goes_to_recoverable_items_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "dave@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let deletions = role(&db, mbx, FolderRole::Deletions);
+    for s in ["a", "b", "c"] {
+        append(&db, mbx, inbox, s);
+    }
+    let before = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
+    let MailOutput::DeletedToRecoverable { mapping, .. } = db
+        .commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 3], at_micros: 1_000 })
+        .unwrap()
+        .output
+    else {
+        panic!()
+    };
+    assert_eq!(mapping, [(1, 1), (3, 2)]);
+    let after = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
+    // The quota counts move from the mailbox to Recoverable Items.
+    assert_eq!(after.items + after.recoverable_items, before.items);
+    assert_eq!(after.size + after.recoverable_size, before.size);
+    assert_eq!(after.recoverable_items, 2);
+    assert_eq!(folder_info(&db, mbx, inbox).total, 1);
+    assert_eq!(folder_info(&db, mbx, deletions).total, 2);
+    let deleted = db.read(|s, txn| s.item_by_uid(txn, &mbx, deletions, 2)).unwrap().unwrap();
+    assert_eq!(deleted.deleted.map(|d| (d.from, d.at_micros)), Some((inbox, 1_000)));
+    // Deleted items are not stored or copied into Recoverable Items by other paths.
+    assert!(matches!(
+        db.commit(MailOp::CopyItems { mailbox: mbx, from: inbox, uids: vec![2], to: deletions, remove_source: false }),
+        Err(Error::InvalidArgument(_))
+    ));
+
+    // Recover puts an item back where it came from, with a new UID.
+    let MailOutput::Recovered { mapping, .. } =
+        db.commit(MailOp::RecoverItems { mailbox: mbx, uids: vec![2] }).unwrap().output
+    else {
+        panic!()
+    };
+    assert_eq!(mapping, [(2, inbox, 4)]);
+    assert!(db.read(|s, txn| s.item_by_uid(txn, &mbx, inbox, 4)).unwrap().unwrap().deleted.is_none());
+
+    // Purge removes what was deleted before the cut-off, and nothing else.
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![2], at_micros: 5_000 }).unwrap();
+    let MailOutput::Expunged { uids, .. } =
+        db.commit(MailOp::PurgeDeleted { mailbox: mbx, deleted_before_micros: 2_000 }).unwrap().output
+    else {
+        panic!()
+    };
+    assert_eq!(uids, [1], "only the item deleted at 1000 is older than 2000");
+    let m = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
+    assert_eq!((m.items, m.recoverable_items), (1, 1));
+}
+
+#[test]
+fn deleting_a_folder_moves_its_subtree_to_recoverable_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "erin@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let deletions = role(&db, mbx, FolderRole::Deletions);
+    let new_folder = |parent, name: &str| match db.commit(MailOp::create_folder(mbx, parent, name)).unwrap().output {
+        MailOutput::FolderCreated { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    let top = new_folder(inbox, "Top");
+    let child = new_folder(top, "Child");
+    let grandchild = new_folder(child, "Grandchild");
+    append(&db, mbx, top, "t");
+    append(&db, mbx, grandchild, "g1");
+    append(&db, mbx, grandchild, "g2");
+    assert!(matches!(
+        db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: inbox, at_micros: 1 }),
+        Err(Error::InvalidArgument(_))
+    ));
+    let MailOutput::FolderDeleted { folders, items, .. } =
+        db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: top, at_micros: 7 }).unwrap().output
+    else {
+        panic!()
+    };
+    assert_eq!(folders, [top, child, grandchild]);
+    assert_eq!(items, 3);
+    for id in [top, child, grandchild] {
+        assert!(db.read(|s, txn| s.folder(txn, &mbx, id)).unwrap().is_none());
+    }
+    assert!(db.read(|s, txn| s.child_folder(txn, &mbx, inbox, "Top")).unwrap().is_none());
+    assert_eq!(folder_info(&db, mbx, deletions).total, 3);
+    // Their folder is gone, so recovery brings them to the Inbox; the name can be used again.
+    let MailOutput::Recovered { mapping, .. } =
+        db.commit(MailOp::RecoverItems { mailbox: mbx, uids: vec![1, 2, 3] }).unwrap().output
+    else {
+        panic!()
+    };
+    assert!(mapping.iter().all(|(_, folder, _)| *folder == inbox));
+    new_folder(inbox, "Top");
+}
+
+#[test]
+fn quotas_refuse_delivery_and_report_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "frank@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let status = db.read(|s, txn| s.quota_status(txn, &mbx)).unwrap().unwrap();
+    assert_eq!(status.quota.prohibit_send_receive, 2_300_000_000, "database default");
+    let msg_size = message("q0", "hello").len() as u64;
+    let quota = mailstore::model::Quota {
+        issue_warning: msg_size,
+        prohibit_send: 2 * msg_size,
+        prohibit_send_receive: 3 * msg_size,
+        recoverable_warning: msg_size,
+        recoverable_hard: 2 * msg_size,
+    };
+    db.commit(MailOp::SetQuota { mailbox: mbx, quota: Some(quota) }).unwrap();
+    let bad = mailstore::model::Quota { issue_warning: 10, prohibit_send: 5, ..quota };
+    assert!(matches!(db.commit(MailOp::SetQuota { mailbox: mbx, quota: Some(bad) }), Err(Error::InvalidArgument(_))));
+    for i in 0..3 {
+        append(&db, mbx, inbox, &format!("q{i}"));
+    }
+    let status = db.read(|s, txn| s.quota_status(txn, &mbx)).unwrap().unwrap();
+    assert!(status.warning && status.prohibit_send && !status.prohibit_send_receive);
+    let before = db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap();
+    let refused = db.commit(MailOp::append(mbx, inbox, message("q3", "hello"), Flags::empty(), vec![]));
+    assert!(matches!(refused, Err(Error::QuotaExceeded { .. })), "{refused:?}");
+    assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap(), before, "nothing half-written");
+    // Recoverable Items has its own limit: two items fit, the third deletion is refused whole.
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 2], at_micros: 1 }).unwrap();
+    let refused = db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![3], at_micros: 1 });
+    assert!(matches!(refused, Err(Error::QuotaExceeded { .. })), "{refused:?}");
+    assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap().total, 1);
+    // Deleting freed mailbox quota: delivery works again.
+    append(&db, mbx, inbox, "fits again");
+}
+
+#[test]
+fn digest_is_deterministic_and_sensitive() {
+    // Two databases fed the same operations reach the same digest; one more change makes them differ.
+    let ops = |mbx: Guid| {
+        vec![
+            MailOp::CreateMailbox {
+                guid: mbx,
+                address: "gina@example.com".into(),
+                display_name: "Gina".into(),
+                kind: MailboxKind::User,
+                created_micros: 42,
+                uidvalidity: 7,
+            },
+            MailOp::CreateFolder { mailbox: mbx, parent: 1, name: "Projects".into(), uidvalidity: 8 },
+        ]
+    };
+    let mbx = Guid([9; 16]);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (da, dbb) = (mount(a.path()), mount(b.path()));
+    for op in ops(mbx) {
+        da.commit(op.clone()).unwrap();
+        dbb.commit(op).unwrap();
+    }
+    let digest = |db: &MailEngine| db.read(|s, txn| s.digest(txn)).unwrap();
+    assert_eq!(digest(&da), digest(&dbb));
+    da.commit(MailOp::create_folder(mbx, 1, "Extra")).unwrap();
+    assert_ne!(digest(&da), digest(&dbb));
+    // The digest survives a remount unchanged.
+    let before = digest(&da);
+    da.dismount().unwrap();
+    assert_eq!(digest(&mount(a.path())), before);
+}

@@ -93,7 +93,8 @@ pub struct Envelope {
     /// included; text parts that are not bodies, such as `text/calendar` or `Content-Disposition: attachment`;
     /// attached messages), not counting the `text/plain` and `text/html` parts that are its bodies.
     pub has_attachments: bool,
-    /// The bytes could not be parsed as a message, or have no header section, or have no `From` field.
+    /// The bytes could not be parsed as a message, or have no header section, or no `From` mailbox could be read
+    /// (absent or unparseable `From`). The other fields still hold whatever could be extracted.
     pub malformed: bool,
 }
 

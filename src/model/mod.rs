@@ -26,7 +26,8 @@ use crate::types::Guid;
 
 pub use ops::{Change, ChangeKind, Entity, FlagAction, MailOp, MailOutput};
 pub use types::{
-    Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo, MailboxInfo, MailboxKind, ModSeq, Uid,
+    Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo, MailboxInfo, MailboxKind, ModSeq,
+    Quota, QuotaStatus, Uid,
 };
 
 /// A mailbox database.
@@ -212,6 +213,49 @@ impl MailStore {
             let start = (range.start as usize).min(end);
             raw[start..end].to_vec()
         }))
+    }
+
+    /// The quota state of mailbox `guid`.
+    pub fn quota_status(&self, txn: &RoTxn<'_>, guid: &Guid) -> Result<Option<QuotaStatus>> {
+        Ok(self.mailbox(txn, guid)?.map(|m| {
+            let quota = m.quota.unwrap_or_default();
+            QuotaStatus {
+                quota,
+                size: m.size,
+                recoverable_size: m.recoverable_size,
+                warning: m.size > quota.issue_warning,
+                prohibit_send: m.size > quota.prohibit_send,
+                prohibit_send_receive: m.size > quota.prohibit_send_receive,
+                recoverable_warning: m.recoverable_size > quota.recoverable_warning,
+            }
+        }))
+    }
+
+    /// A deterministic digest (BLAKE3, hex) of the database's whole logical state: every entry of every table
+    /// of the model, in key order. Two copies that applied the same log have the same digest.
+    pub fn digest(&self, txn: &RoTxn<'_>) -> Result<String> {
+        let mut hasher = blake3::Hasher::new();
+        let tables = [
+            self.mailboxes,
+            self.addresses,
+            self.folders,
+            self.folder_names,
+            self.items,
+            self.uids,
+            self.bodies,
+            self.changes,
+        ];
+        for (i, table) in tables.iter().enumerate() {
+            hasher.update(&(i as u32).to_le_bytes());
+            for entry in table.iter(txn)? {
+                let (key, value) = entry?;
+                hasher.update(&(key.len() as u64).to_le_bytes());
+                hasher.update(key);
+                hasher.update(&(value.len() as u64).to_le_bytes());
+                hasher.update(value);
+            }
+        }
+        Ok(hasher.finalize().to_hex().to_string())
     }
 
     /// Every change in mailbox `guid` with a MODSEQ above `since`, in MODSEQ order.

@@ -7,7 +7,8 @@ use crate::engine::{ApplyContext, ApplyError};
 use crate::error::{Error, Result};
 use crate::model::envelope::{self, Envelope};
 use crate::model::types::{
-    Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo, MailboxInfo, MailboxKind, ModSeq, Uid,
+    Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo, MailboxInfo, MailboxKind, ModSeq,
+    Quota, Uid,
 };
 use crate::model::{MailStore, keys, load, store};
 use crate::types::{Guid, now_micros};
@@ -166,6 +167,50 @@ pub enum MailOp {
         /// Move instead of copy: the source items are removed.
         remove_source: bool,
     },
+    /// Deletes items: they move to Recoverable Items/Deletions (new UIDs there), remembering where they came
+    /// from and when.
+    DeleteItems {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder they are in.
+        folder: FolderId,
+        /// The items, by UID.
+        uids: Vec<Uid>,
+        /// When (decided before logging).
+        at_micros: u64,
+    },
+    /// Puts items of Recoverable Items/Deletions back in the folder they were deleted from (or the Inbox if it
+    /// is gone).
+    RecoverItems {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The items, by UID in Deletions.
+        uids: Vec<Uid>,
+    },
+    /// Permanently removes the items of Recoverable Items/Deletions deleted before `deleted_before_micros`
+    /// (the caller computes it from its clock and the retention period before logging).
+    PurgeDeleted {
+        /// The mailbox.
+        mailbox: Guid,
+        /// Items deleted before this time are purged.
+        deleted_before_micros: u64,
+    },
+    /// Deletes a folder and its subfolders; their items go to Recoverable Items/Deletions.
+    DeleteFolder {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder (not a well-known one).
+        folder: FolderId,
+        /// When (decided before logging).
+        at_micros: u64,
+    },
+    /// Sets a mailbox's own quota, or (`None`) returns it to the database default.
+    SetQuota {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The quota.
+        quota: Option<Quota>,
+    },
     /// Removes the items of a folder flagged `\Deleted` (all of them, or those among `uids`).
     Expunge {
         /// The mailbox.
@@ -228,7 +273,32 @@ pub enum MailOutput {
         /// The MODSEQ of the change, if anything was copied.
         modseq: Option<ModSeq>,
     },
-    /// Items were expunged.
+    /// Items were deleted to Recoverable Items.
+    DeletedToRecoverable {
+        /// `(UID in the folder, UID in Deletions)` per item.
+        mapping: Vec<(Uid, Uid)>,
+        /// The MODSEQ of the change, if anything was deleted.
+        modseq: Option<ModSeq>,
+    },
+    /// Items were recovered.
+    Recovered {
+        /// `(UID in Deletions, folder, UID there)` per item.
+        mapping: Vec<(Uid, FolderId, Uid)>,
+        /// The MODSEQ of the change, if anything was recovered.
+        modseq: Option<ModSeq>,
+    },
+    /// A folder (and its subfolders) was deleted.
+    FolderDeleted {
+        /// Folders removed, the folder itself first.
+        folders: Vec<FolderId>,
+        /// Items moved to Recoverable Items.
+        items: u64,
+        /// The MODSEQ of the change.
+        modseq: ModSeq,
+    },
+    /// The quota was set.
+    QuotaSet,
+    /// Items were expunged (or purged).
     Expunged {
         /// Their UIDs.
         uids: Vec<Uid>,
@@ -307,7 +377,19 @@ impl MailOp {
                 check_uids(uids)?;
                 check_keywords(keywords)
             }
-            MailOp::CopyItems { uids, .. } => check_uids(uids),
+            MailOp::CopyItems { uids, .. } | MailOp::DeleteItems { uids, .. } | MailOp::RecoverItems { uids, .. } => {
+                check_uids(uids)
+            }
+            MailOp::PurgeDeleted { .. } | MailOp::DeleteFolder { .. } => Ok(()),
+            MailOp::SetQuota { quota, .. } => match quota {
+                Some(q) if q.issue_warning > q.prohibit_send || q.prohibit_send > q.prohibit_send_receive => {
+                    Err(invalid("quota limits must satisfy warning <= prohibit send <= prohibit send and receive"))
+                }
+                Some(q) if q.recoverable_warning > q.recoverable_hard => {
+                    Err(invalid("the Recoverable Items warning must not exceed its hard limit"))
+                }
+                _ => Ok(()),
+            },
             MailOp::Expunge { uids, .. } => uids.as_deref().map_or(Ok(()), check_uids),
         }
     }
@@ -362,6 +444,26 @@ fn check_uids(uids: &[Uid]) -> Result<()> {
 
 fn reject(e: Error) -> ApplyError {
     ApplyError::Reject(e)
+}
+
+/// An error from a read helper used inside apply: storage errors stay storage errors.
+fn storage(e: Error) -> ApplyError {
+    match e {
+        Error::State(e) => ApplyError::Storage(e),
+        other => ApplyError::Reject(other),
+    }
+}
+
+fn check_recoverable_quota(m: &MailboxInfo) -> Result<(), ApplyError> {
+    let limit = m.quota.unwrap_or_default().recoverable_hard;
+    if m.recoverable_size > limit {
+        return Err(reject(Error::QuotaExceeded {
+            what: format!("Recoverable Items quota of mailbox {}", m.address),
+            size: m.recoverable_size,
+            limit,
+        }));
+    }
+    Ok(())
 }
 
 /// The write side of one operation: the model's databases and the transaction.
@@ -485,6 +587,38 @@ impl Tx<'_, '_> {
         self.record(modseq, ChangeKind::Destroyed, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })
     }
 
+    /// The folder with a well-known role.
+    fn role_folder(&self, role: FolderRole) -> Result<FolderInfo, ApplyError> {
+        match self.s.folder_by_role(self.txn, &self.guid, role).map_err(storage)? {
+            Some(f) => Ok(f),
+            None => Err(reject(Error::NotFound(format!("{role:?} folder of mailbox {}", self.guid)))),
+        }
+    }
+
+    /// Every UID of a folder, ascending.
+    fn uids_of(&self, folder: FolderId) -> heed::Result<Vec<Uid>> {
+        let mut all = Vec::new();
+        for entry in self.s.uids.prefix_iter(self.txn, &keys::folder(&self.guid, folder))? {
+            all.push(keys::u32_at(entry?.0, 24));
+        }
+        Ok(all)
+    }
+
+    /// Moves `item` from `src` to `dst` as `moved` (a new UID there); returns the new UID.
+    fn move_item(
+        &mut self,
+        m: &mut MailboxInfo,
+        src: &mut FolderInfo,
+        dst: &mut FolderInfo,
+        item: &ItemInfo,
+        moved: ItemInfo,
+        modseq: ModSeq,
+    ) -> Result<Uid, ApplyError> {
+        let raw = self.raw(item.id)?;
+        self.remove_item(m, src, item, modseq)?;
+        Ok(self.insert_item(m, dst, &moved, &raw, modseq)?.uid)
+    }
+
     fn raw(&self, item: ItemId) -> heed::Result<Vec<u8>> {
         Ok(self.s.bodies.get(self.txn, &keys::item(&self.guid, item))?.map(<[u8]>::to_vec).unwrap_or_default())
     }
@@ -493,8 +627,13 @@ impl Tx<'_, '_> {
 /// Adds (`sign` 1) or removes (`sign` -1) an item from the counters of its mailbox and folder.
 fn count(m: &mut MailboxInfo, folder: &mut FolderInfo, item: &ItemInfo, sign: i64) {
     let add = |v: &mut u64, by: u64| *v = if sign > 0 { v.saturating_add(by) } else { v.saturating_sub(by) };
-    add(&mut m.items, 1);
-    add(&mut m.size, item.size);
+    if folder.hidden {
+        add(&mut m.recoverable_items, 1);
+        add(&mut m.recoverable_size, item.size);
+    } else {
+        add(&mut m.items, 1);
+        add(&mut m.size, item.size);
+    }
     if !item.fai {
         add(&mut folder.total, 1);
         add(&mut folder.size, item.size);
@@ -545,6 +684,9 @@ pub(crate) fn apply(
                 highest_modseq: 0,
                 items: 0,
                 size: 0,
+                recoverable_items: 0,
+                recoverable_size: 0,
+                quota: None,
                 next_folder_id: 1,
                 next_item_id: 1,
             };
@@ -650,6 +792,18 @@ pub(crate) fn apply(
             let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
             let mut m = tx.mailbox()?;
             let mut f = tx.item_folder(folder)?;
+            if f.hidden {
+                return Err(reject(invalid("items cannot be stored in Recoverable Items directly")));
+            }
+            let limit = m.quota.unwrap_or_default().prohibit_send_receive;
+            let size = m.size.saturating_add(raw.len() as u64);
+            if size > limit {
+                return Err(reject(Error::QuotaExceeded {
+                    what: format!("prohibit-send-receive quota of mailbox {}", m.address),
+                    size,
+                    limit,
+                }));
+            }
             let modseq = Tx::next_modseq(&mut m);
             let template = ItemInfo {
                 id: 0,
@@ -663,6 +817,7 @@ pub(crate) fn apply(
                 size: raw.len() as u64,
                 envelope: *envelope,
                 fai,
+                deleted: None,
             };
             let item = tx.insert_item(&mut m, &mut f, &template, &raw, modseq)?;
             tx.put_folder(&f)?;
@@ -723,6 +878,11 @@ pub(crate) fn apply(
             }
             let mut src = tx.item_folder(from)?;
             let mut dst = tx.item_folder(to)?;
+            if src.hidden || dst.hidden {
+                return Err(reject(invalid(
+                    "items enter and leave Recoverable Items only by DeleteItems, RecoverItems and PurgeDeleted",
+                )));
+            }
             let mut modseq = None;
             let mut mapping = Vec::new();
             for uid in sorted_unique(&uids) {
@@ -743,20 +903,141 @@ pub(crate) fn apply(
             Ok(MailOutput::Copied { uidvalidity: dst.uidvalidity, mapping, modseq })
         }
 
+        MailOp::DeleteItems { mailbox, folder, uids, at_micros } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let mut src = tx.item_folder(folder)?;
+            if src.hidden {
+                return Err(reject(invalid("items in Recoverable Items are purged, not deleted")));
+            }
+            let mut deletions = tx.role_folder(FolderRole::Deletions)?;
+            let mut modseq = None;
+            let mut mapping = Vec::new();
+            for uid in sorted_unique(&uids) {
+                let Some(item) = tx.item_at(folder, uid)? else { continue };
+                let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+                let moved = ItemInfo { deleted: Some(Deleted { from: folder, at_micros }), ..item.clone() };
+                let new_uid = tx.move_item(&mut m, &mut src, &mut deletions, &item, moved, ms)?;
+                mapping.push((uid, new_uid));
+            }
+            check_recoverable_quota(&m)?;
+            if modseq.is_some() {
+                tx.put_folder(&src)?;
+                tx.put_folder(&deletions)?;
+                tx.put_mailbox(&m)?;
+            }
+            Ok(MailOutput::DeletedToRecoverable { mapping, modseq })
+        }
+
+        MailOp::RecoverItems { mailbox, uids } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let mut deletions = tx.role_folder(FolderRole::Deletions)?;
+            let inbox = tx.role_folder(FolderRole::Inbox)?.id;
+            let mut modseq = None;
+            let mut mapping = Vec::new();
+            for uid in sorted_unique(&uids) {
+                let Some(item) = tx.item_at(deletions.id, uid)? else { continue };
+                let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+                // Back where it came from, if that folder still exists outside Recoverable Items.
+                let from = item.deleted.map_or(inbox, |d| d.from);
+                let mut dst = match tx.folder(from) {
+                    Ok(f) if !f.hidden && f.role != Some(FolderRole::Root) => f,
+                    _ => tx.folder(inbox)?,
+                };
+                let restored = ItemInfo { deleted: None, ..item.clone() };
+                let new_uid = tx.move_item(&mut m, &mut deletions, &mut dst, &item, restored, ms)?;
+                tx.put_folder(&dst)?;
+                mapping.push((uid, dst.id, new_uid));
+            }
+            if modseq.is_some() {
+                tx.put_folder(&deletions)?;
+                tx.put_mailbox(&m)?;
+            }
+            Ok(MailOutput::Recovered { mapping, modseq })
+        }
+
+        MailOp::PurgeDeleted { mailbox, deleted_before_micros } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let mut deletions = tx.role_folder(FolderRole::Deletions)?;
+            let mut modseq = None;
+            let mut purged = Vec::new();
+            for uid in tx.uids_of(deletions.id)? {
+                let Some(item) = tx.item_at(deletions.id, uid)? else { continue };
+                if item.deleted.is_some_and(|d| d.at_micros >= deleted_before_micros) {
+                    continue;
+                }
+                let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+                tx.remove_item(&mut m, &mut deletions, &item, ms)?;
+                purged.push(uid);
+            }
+            if modseq.is_some() {
+                tx.put_folder(&deletions)?;
+                tx.put_mailbox(&m)?;
+            }
+            Ok(MailOutput::Expunged { uids: purged, modseq })
+        }
+
+        MailOp::DeleteFolder { mailbox, folder, at_micros } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let target = tx.folder(folder)?;
+            if target.role.is_some() || target.hidden {
+                return Err(reject(invalid(format!("{:?} is a well-known folder and cannot be deleted", target.name))));
+            }
+            let mut deletions = tx.role_folder(FolderRole::Deletions)?;
+            let modseq = Tx::next_modseq(&mut m);
+            // The subtree, parents before children.
+            let all = tx.s.folders(tx.txn, &mailbox).map_err(storage)?;
+            let mut subtree = vec![target.id];
+            let mut i = 0;
+            while i < subtree.len() {
+                let parent = subtree[i];
+                subtree.extend(all.iter().filter(|f| f.parent == Some(parent)).map(|f| f.id));
+                i += 1;
+            }
+            let mut moved = 0;
+            for &id in &subtree {
+                let mut f = tx.folder(id)?;
+                for uid in tx.uids_of(id)? {
+                    let Some(item) = tx.item_at(id, uid)? else { continue };
+                    let deleted = ItemInfo { deleted: Some(Deleted { from: id, at_micros }), ..item.clone() };
+                    tx.move_item(&mut m, &mut f, &mut deletions, &item, deleted, modseq)?;
+                    moved += 1;
+                }
+            }
+            check_recoverable_quota(&m)?;
+            // Remove children before parents.
+            for &id in subtree.iter().rev() {
+                let f = tx.folder(id)?;
+                let parent = f.parent.unwrap_or(0);
+                tx.s.folder_names.delete(tx.txn, &keys::folder_name(&mailbox, parent, &f.name))?;
+                tx.s.folders.delete(tx.txn, &keys::folder(&mailbox, id))?;
+                tx.record(modseq, ChangeKind::Destroyed, Entity::Folder(id))?;
+            }
+            tx.put_folder(&deletions)?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::FolderDeleted { folders: subtree, items: moved, modseq })
+        }
+
+        MailOp::SetQuota { mailbox, quota } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let modseq = Tx::next_modseq(&mut m);
+            m.quota = quota;
+            tx.record(modseq, ChangeKind::Updated, Entity::Mailbox)?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::QuotaSet)
+        }
+
         MailOp::Expunge { mailbox, folder, uids } => {
             let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
             let mut m = tx.mailbox()?;
             let mut f = tx.item_folder(folder)?;
             let candidates: Vec<Uid> = match uids {
                 Some(uids) => sorted_unique(&uids),
-                None => {
-                    let prefix = keys::folder(&mailbox, folder);
-                    let mut all = Vec::new();
-                    for entry in tx.s.uids.prefix_iter(tx.txn, &prefix)? {
-                        all.push(keys::u32_at(entry?.0, 24));
-                    }
-                    all
-                }
+                None => tx.uids_of(folder)?,
             };
             let mut modseq = None;
             let mut expunged = Vec::new();

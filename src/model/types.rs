@@ -174,6 +174,62 @@ pub enum ItemClass {
     Other(String),
 }
 
+/// Storage quotas of a mailbox, in bytes (Exchange's names and database defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Above this the mailbox is in the warning state (default 1.9 GB).
+    pub issue_warning: u64,
+    /// Above this the mailbox may not submit messages (default 2 GB).
+    pub prohibit_send: u64,
+    /// Above this the mailbox receives nothing: deliveries are refused (default 2.3 GB).
+    pub prohibit_send_receive: u64,
+    /// Recoverable Items warning (default 20 GB).
+    pub recoverable_warning: u64,
+    /// Recoverable Items hard limit: deletions that would pass it are refused (default 30 GB).
+    pub recoverable_hard: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        const GB: u64 = 1_000_000_000;
+        Quota {
+            issue_warning: 1_900_000_000,
+            prohibit_send: 2 * GB,
+            prohibit_send_receive: 2_300_000_000,
+            recoverable_warning: 20 * GB,
+            recoverable_hard: 30 * GB,
+        }
+    }
+}
+
+/// A mailbox's quota state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaStatus {
+    /// The limits in force (the mailbox's own, or the database default).
+    pub quota: Quota,
+    /// Size outside Recoverable Items.
+    pub size: u64,
+    /// Size of Recoverable Items.
+    pub recoverable_size: u64,
+    /// `size` is above the warning quota.
+    pub warning: bool,
+    /// `size` is above the prohibit-send quota.
+    pub prohibit_send: bool,
+    /// `size` is above the prohibit-send-receive quota.
+    pub prohibit_send_receive: bool,
+    /// `recoverable_size` is above the Recoverable Items warning quota.
+    pub recoverable_warning: bool,
+}
+
+/// Where a deleted item came from, and when it was deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// The folder it was deleted from (where recovery puts it back).
+    pub from: FolderId,
+    /// When (microseconds since the Unix epoch; decided before logging).
+    pub at_micros: u64,
+}
+
 /// A mailbox as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailboxInfo {
@@ -189,10 +245,16 @@ pub struct MailboxInfo {
     pub created_micros: u64,
     /// The highest MODSEQ given out in it.
     pub highest_modseq: ModSeq,
-    /// Items in it (FAI included) and their total size in bytes.
+    /// Items outside Recoverable Items (FAI included).
     pub items: u64,
-    /// Total size of its items in bytes.
+    /// Their total size in bytes: what the quota counts.
     pub size: u64,
+    /// Items in Recoverable Items.
+    pub recoverable_items: u64,
+    /// Their total size in bytes.
+    pub recoverable_size: u64,
+    /// Its own quota, or `None` for the database default.
+    pub quota: Option<Quota>,
     pub(crate) next_folder_id: FolderId,
     pub(crate) next_item_id: ItemId,
 }
@@ -249,4 +311,6 @@ pub struct ItemInfo {
     pub envelope: Envelope,
     /// A folder-associated (settings) item, hidden from normal listings.
     pub fai: bool,
+    /// Set while the item is in Recoverable Items.
+    pub deleted: Option<Deleted>,
 }
