@@ -1,0 +1,185 @@
+//! Crash torture with real mailbox operations: a child process delivers messages from several threads (and
+//! flags some), printing every acknowledged delivery; the parent kills it with SIGKILL at random moments,
+//! remounts, and checks that every acknowledged delivery is present with its flags, and that the folder's
+//! counters (total, unread, size, UIDNEXT) match the items it holds. `MAILSTORE_TORTURE_ITERS` sets the number
+//! of kills (default 20); `MAILSTORE_TORTURE_SEED` replays a run.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use std::{env, thread};
+
+use common::Rng;
+use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind};
+use mailstore::{Engine, Guid, Options};
+use parking_lot::Mutex;
+
+const CHILD_DIR: &str = "MAILSTORE_MAIL_TORTURE_DIR";
+const CHILD_ITER: &str = "MAILSTORE_MAIL_TORTURE_ITER";
+const THREADS: u64 = 4;
+const MAILBOX: Guid = Guid([0x42; 16]);
+
+fn options() -> Options {
+    Options::default().log_target_size(64 << 10).checkpoint_depth(256 << 10)
+}
+
+fn message(subject: &str) -> Vec<u8> {
+    format!(
+        "From: Torture <torture@example.com>\r\nTo: victim@example.com\r\nSubject: {subject}\r\n\
+         Message-ID: <{subject}@example.com>\r\n\r\n{}\r\n",
+        "body ".repeat(40)
+    )
+    .into_bytes()
+}
+
+/// The child: delivers until killed; prints `ack ITER THREAD SEQ SEEN` after each acknowledged delivery (and,
+/// for every third one, after the flag change that follows it).
+#[test]
+#[ignore = "run by `mail_crash_torture` in a child process"]
+fn mail_torture_child() {
+    let (Ok(dir), Ok(iteration)) = (env::var(CHILD_DIR), env::var(CHILD_ITER)) else { return };
+    let db: Arc<MailEngine> = Arc::new(Engine::mount(&dir, options()).unwrap());
+    if db.read(|s, txn| s.mailbox(txn, &MAILBOX)).unwrap().is_none() {
+        db.commit(MailOp::CreateMailbox {
+            guid: MAILBOX,
+            address: "victim@example.com".into(),
+            display_name: "Victim".into(),
+            kind: MailboxKind::User,
+            created_micros: 1,
+            uidvalidity: 1,
+        })
+        .unwrap();
+    }
+    let inbox = db.read(|s, txn| s.folder_by_role(txn, &MAILBOX, FolderRole::Inbox)).unwrap().unwrap().id;
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    println!("mounted");
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (db, out, iteration) = (Arc::clone(&db), Arc::clone(&out), iteration.clone());
+            thread::spawn(move || {
+                for seq in 0u64.. {
+                    let subject = format!("i{iteration}-t{t}-{seq}");
+                    let op = MailOp::append(MAILBOX, inbox, message(&subject), Flags::empty(), vec![]);
+                    let MailOutput::Appended { uid, .. } = db.commit(op).unwrap().output else { unreachable!() };
+                    let seen = seq % 3 == 0;
+                    if seen {
+                        db.commit(MailOp::StoreFlags {
+                            mailbox: MAILBOX,
+                            folder: inbox,
+                            uids: vec![uid],
+                            action: FlagAction::Add,
+                            flags: Flags::SEEN,
+                            keywords: vec![],
+                            unchanged_since: None,
+                        })
+                        .unwrap();
+                    }
+                    use std::io::Write;
+                    let mut out = out.lock();
+                    writeln!(out, "ack {iteration} {t} {seq} {}", u8::from(seen)).unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+/// Acknowledged deliveries of one run: subject → flagged seen.
+fn run_child(dir: &Path, iteration: u64, kill_after: Duration) -> HashMap<String, bool> {
+    let mut child = Command::new(env::current_exe().unwrap())
+        .args(["--exact", "mail_torture_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_ITER, iteration.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (mounted_tx, mounted_rx) = std::sync::mpsc::channel();
+    let reader = thread::spawn(move || {
+        let mut acks = HashMap::new();
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.ends_with('\n') {
+                let w: Vec<&str> = line.split_whitespace().collect();
+                if w.last() == Some(&"mounted") {
+                    let _ = mounted_tx.send(());
+                } else if w.first() == Some(&"ack") {
+                    acks.insert(format!("i{}-t{}-{}", w[1], w[2], w[3]), w[4] == "1");
+                }
+            }
+            line.clear();
+        }
+        acks
+    });
+    if kill_after > Duration::from_millis(15) {
+        let _ = mounted_rx.recv_timeout(Duration::from_secs(30));
+    }
+    thread::sleep(kill_after);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+#[test]
+fn mail_crash_torture() {
+    let iterations: u64 = env::var("MAILSTORE_TORTURE_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let seed: u64 = env::var("MAILSTORE_TORTURE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    eprintln!("mail crash torture: {iterations} kills, MAILSTORE_TORTURE_SEED={seed}");
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked: HashMap<String, bool> = HashMap::new();
+    for iteration in 0..iterations {
+        let kill_after = match rng.below(10) {
+            0 => Duration::from_millis(rng.below(15)),
+            _ => Duration::from_millis(20 + rng.below(200)),
+        };
+        acked.extend(run_child(dir.path(), iteration, kill_after));
+
+        let db: MailEngine = Engine::mount(dir.path(), options()).unwrap();
+        if db.read(|s, txn| s.mailbox(txn, &MAILBOX)).unwrap().is_none() {
+            assert!(acked.is_empty(), "iteration {iteration} (seed {seed}): the mailbox is gone");
+            continue;
+        }
+        let inbox = db.read(|s, txn| s.folder_by_role(txn, &MAILBOX, FolderRole::Inbox)).unwrap().unwrap();
+        let items = db.read(|s, txn| s.items_by_uid(txn, &MAILBOX, inbox.id, 1, usize::MAX, true)).unwrap();
+        let context = format!("iteration {iteration} (seed {seed})");
+        // Counters match the items they describe.
+        assert_eq!(inbox.total, items.len() as u64, "{context}");
+        assert_eq!(inbox.unread, items.iter().filter(|i| !i.flags.contains(Flags::SEEN)).count() as u64, "{context}");
+        assert_eq!(inbox.size, items.iter().map(|i| i.size).sum::<u64>(), "{context}");
+        assert!(items.windows(2).all(|w| w[0].uid < w[1].uid), "{context}: UIDs out of order");
+        assert!(items.last().is_none_or(|i| i.uid < inbox.uidnext), "{context}: UIDNEXT behind");
+        // Every acknowledged delivery is there, with its flag if that was acknowledged too.
+        let present: HashMap<String, bool> = items
+            .iter()
+            .map(|i| (i.envelope.subject.clone().unwrap_or_default(), i.flags.contains(Flags::SEEN)))
+            .collect();
+        assert_eq!(present.len(), items.len(), "{context}: a delivery is there twice");
+        for (subject, seen) in &acked {
+            match present.get(subject) {
+                None => panic!("{context}: acknowledged delivery {subject} lost"),
+                Some(flag) => assert!(!seen || *flag, "{context}: acknowledged \\Seen on {subject} lost"),
+            }
+        }
+        let mailbox = db.read(|s, txn| s.mailbox(txn, &MAILBOX)).unwrap().unwrap();
+        let modseqs: HashSet<u64> = items.iter().map(|i| i.modseq).collect();
+        assert!(modseqs.iter().all(|m| *m <= mailbox.highest_modseq), "{context}");
+        db.dismount().unwrap();
+        let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap();
+        assert!(report.healthy(), "{context}: {:?}", report.problems);
+    }
+    eprintln!("mail crash torture: {iterations} kills, {} acknowledged deliveries verified", acked.len());
+    assert!(!acked.is_empty());
+}
