@@ -106,6 +106,10 @@ impl StateMachine for Kv {
         Ok(KvDatabases(opener.create_database(txn, Some("kv.data"))?))
     }
 
+    fn open_databases<'e>(opener: &DatabaseOpener<'e, WithoutTls>, txn: &RoTxn<'e>) -> Result<Option<KvDatabases<'e>>> {
+        Ok(opener.open_database(txn, Some("kv.data"))?.map(KvDatabases))
+    }
+
     fn validate(&self, op: &KvOp) -> Result<()> {
         match op {
             KvOp::Put { key, .. } | KvOp::Delete { key } | KvOp::CompareAndSwap { key, .. } => check_key(key),

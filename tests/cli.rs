@@ -24,14 +24,21 @@ struct Run {
 }
 
 fn mailstore(args: &[&str], dir: &Path) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_mailstore")).args(args).arg(dir).output().unwrap();
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.push(dir.display().to_string());
+    mailstore_args(&all.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Runs the tool with exactly `args`.
+fn mailstore_args(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_mailstore")).args(args).output().unwrap();
     let run = Run {
         // `None` only when killed by a signal, which is a failure too.
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8(output.stdout).unwrap(),
         stderr: String::from_utf8(output.stderr).unwrap(),
     };
-    eprintln!("$ mailstore {} {}\n{}{}[exit {}]", args.join(" "), dir.display(), run.stdout, run.stderr, run.code);
+    eprintln!("$ mailstore {}\n{}{}[exit {}]", args.join(" "), run.stdout, run.stderr, run.code);
     run
 }
 
@@ -360,6 +367,13 @@ impl StateMachine for Other {
         Ok(OtherDatabases)
     }
 
+    fn open_databases<'e>(
+        _opener: &DatabaseOpener<'e, WithoutTls>,
+        _txn: &heed::RoTxn<'e>,
+    ) -> mailstore::Result<Option<OtherDatabases>> {
+        Ok(Some(OtherDatabases))
+    }
+
     fn apply(&self, _txn: &mut RwTxn<'_>, _ctx: ApplyContext, _op: u8) -> Result<(), ApplyError> {
         Ok(())
     }
@@ -415,4 +429,40 @@ fn store_root_covers_every_database() {
     let recover = mailstore(&["recover"], dir.path());
     assert_eq!(recover.code, 1, "a damaged record the state store already applied is refused: {recover:?}");
     assert!(recover.stdout.contains("== database alpha"));
+}
+
+/// `mailboxes` and `folders` list a mailbox database; `check` covers its counters; all of it through a store.
+#[test]
+fn mailbox_listings() {
+    use mailstore::model::{Flags, FolderRole, MailOp, MailStore, MailboxKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store: mailstore::Store<MailStore> = mailstore::Store::open(dir.path(), Options::default()).unwrap();
+    let db = store.create_database("mdb1").unwrap();
+    let op = MailOp::create_mailbox("ivy@example.com", "Ivy", MailboxKind::User);
+    let MailOp::CreateMailbox { guid, .. } = op else { unreachable!() };
+    db.commit(op).unwrap();
+    let inbox = db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).unwrap().unwrap().id;
+    let raw = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n".to_vec();
+    db.commit(MailOp::append(guid, inbox, raw, Flags::empty(), vec![])).unwrap();
+    drop(db);
+    store.close().unwrap();
+
+    let dbdir = dir.path().join("databases/mdb1");
+    let list = mailstore(&["mailboxes"], &dbdir);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(list.stdout.contains("ivy@example.com") && list.stdout.contains(&guid.to_string()), "{list:?}");
+    let folders = mailstore_args(&["folders", &dbdir.display().to_string(), "ivy@example.com"]);
+    assert_eq!(folders.code, 0, "{folders:?}");
+    let inbox_line = folders.stdout.lines().find(|l| l.trim_start().starts_with("Inbox")).unwrap();
+    assert!(inbox_line.split_whitespace().rev().nth(1) == Some("1"), "one unread in the Inbox: {inbox_line}");
+    assert!(folders.stdout.contains("\\Sent") && folders.stdout.contains("Recoverable Items"), "{folders:?}");
+    // Through the store root: the database holding the mailbox is found.
+    let via_store = mailstore_args(&["folders", &dir.path().display().to_string(), &guid.to_string()]);
+    assert_eq!(via_store.code, 0, "{via_store:?}");
+    let missing = mailstore_args(&["folders", &dbdir.display().to_string(), "nobody@example.com"]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+    let check = mailstore(&["check"], dir.path());
+    assert_eq!(check.code, 0, "{check:?}");
+    let recover = mailstore(&["recover"], dir.path());
+    assert_eq!(recover.code, 0, "{recover:?}");
 }

@@ -297,6 +297,13 @@ impl mailstore::StateMachine for Panicky {
         Ok(PanickyDatabases)
     }
 
+    fn open_databases<'e>(
+        _opener: &heed::DatabaseOpener<'e, heed::WithoutTls>,
+        _txn: &heed::RoTxn<'e>,
+    ) -> mailstore::Result<Option<PanickyDatabases>> {
+        Ok(Some(PanickyDatabases))
+    }
+
     fn apply(
         &self,
         _txn: &mut heed::RwTxn<'_>,

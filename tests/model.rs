@@ -435,3 +435,46 @@ fn digest_is_deterministic_and_sensitive() {
     da.dismount().unwrap();
     assert_eq!(digest(&mount(a.path())), before);
 }
+
+#[test]
+fn check_verifies_counters_against_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "henry@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    for s in ["a", "b"] {
+        append(&db, mbx, inbox, s);
+    }
+    db.dismount().unwrap();
+    let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap();
+    assert!(report.healthy(), "{:?}", report.problems);
+    let listed = mailstore::engine::with_state::<mailstore::model::MailStore, _>(dir.path(), |s, txn| s.mailboxes(txn));
+    assert_eq!(listed.unwrap().len(), 1);
+
+    // Make a counter lie (as a bug in apply would): check names the mailbox and folder.
+    // SAFETY: the database is dismounted and nothing else opens its environment while the test edits it.
+    let env = unsafe { heed::EnvOpenOptions::new().read_txn_without_tls().max_dbs(128).open(dir.path().join("state")) }
+        .unwrap();
+    let rtxn = env.read_txn().unwrap();
+    let folders: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
+        .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {
+            Ok(heed::CommitOrAbort::<_, ()>::Commit(dbo.open_database(rtxn, Some("mail.folders"))?.unwrap()))
+        })
+        .unwrap()
+        .unwrap_commit();
+    let mut wtxn = env.write_txn().unwrap();
+    let mut key = mbx.0.to_vec();
+    key.extend_from_slice(&inbox.to_be_bytes());
+    let mut info: mailstore::model::FolderInfo =
+        mailstore::codec::decode(folders.get(&wtxn, &key).unwrap().unwrap()).unwrap();
+    info.unread += 5;
+    folders.put(&mut wtxn, &key, &mailstore::codec::encode(&info).unwrap()).unwrap();
+    wtxn.commit().unwrap();
+    drop(env);
+    let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains("henry@example.com") && p.contains("7 unread")),
+        "{:?}",
+        report.problems
+    );
+}

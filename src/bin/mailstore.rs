@@ -41,11 +41,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use heed::RoTxn;
 use mailstore::engine::{
     self, CHECKPOINT_FILE, CheckReport, GenerationInfo, LOGS_DIR, OfflineStatus, STATE_DIR, TailTruncation,
 };
 use mailstore::kv::Kv;
-use mailstore::{Engine, Options, RecoveryMode, RecoveryReport, StateMachine, store};
+use mailstore::model::{MailStore, MailboxInfo};
+use mailstore::{Engine, Guid, Options, RecoveryMode, RecoveryReport, StateMachine, store};
 
 /// Administration of mailstore databases (each command works on a dismounted database).
 #[derive(Debug, Parser)]
@@ -76,6 +78,18 @@ enum Command {
     Recover {
         /// A database directory, or a store root (every database in it).
         path: PathBuf,
+    },
+    /// List the mailboxes of a mailbox database.
+    Mailboxes {
+        /// A database directory, or a store root (every database in it).
+        path: PathBuf,
+    },
+    /// Show the folder tree of one mailbox with its IMAP counters.
+    Folders {
+        /// A database directory, or a store root (the database holding the mailbox).
+        path: PathBuf,
+        /// The mailbox: its GUID or its address.
+        mailbox: String,
     },
 }
 
@@ -111,11 +125,20 @@ impl From<mailstore::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (path, run): (&Path, Run) = match &cli.command {
-        Command::Status { path } => (path, status),
-        Command::Logs { path } => (path, logs),
-        Command::Check { path } => (path, check),
-        Command::Recover { path } => (path, recover),
+    let folders_of;
+    let (path, run): (&Path, Run<'_>) = match &cli.command {
+        Command::Status { path } => (path, &status),
+        Command::Logs { path } => (path, &logs),
+        Command::Check { path } => (path, &check),
+        Command::Recover { path } => (path, &recover),
+        Command::Mailboxes { path } => (path, &mailboxes),
+        Command::Folders { path, mailbox } => {
+            if store::is_store(path) {
+                return report(store_database_holding(path, mailbox).and_then(|dir| folders(&dir, mailbox)));
+            }
+            folders_of = |dir: &Path| folders(dir, mailbox);
+            (path, &folders_of)
+        }
     };
     if store::is_store(path) {
         return over_store(path, run);
@@ -123,8 +146,95 @@ fn main() -> ExitCode {
     report(database(path).and_then(run))
 }
 
+/// The database of the store at `root` that holds `mailbox`.
+fn store_database_holding(root: &Path, mailbox: &str) -> Result<PathBuf, Failure> {
+    for (_, dir) in store::database_dirs(root)? {
+        if engine::machine_name(&dir).is_ok_and(|m| m == <MailStore as StateMachine>::NAME)
+            && engine::with_state::<MailStore, _>(&dir, |s, txn| find_mailbox(s, txn, mailbox))
+                .is_ok_and(|m| m.is_some())
+        {
+            return Ok(dir);
+        }
+    }
+    Err(Failure::error(format_args!("no database of {} holds mailbox {mailbox:?}", root.display())))
+}
+
+fn find_mailbox(s: &MailStore, txn: &RoTxn<'_>, mailbox: &str) -> mailstore::Result<Option<MailboxInfo>> {
+    match mailbox.parse::<Guid>() {
+        Ok(guid) => s.mailbox(txn, &guid),
+        Err(_) => s.mailbox_by_address(txn, mailbox),
+    }
+}
+
+fn require_mail_database(dir: &Path) -> Result<(), Failure> {
+    let machine = engine::machine_name(dir)?;
+    if machine != <MailStore as StateMachine>::NAME {
+        return Err(Failure::error(format_args!("{} holds {machine:?} state, not mailboxes", dir.display())));
+    }
+    Ok(())
+}
+
+fn mailboxes(dir: &Path) -> Result<ExitCode, Failure> {
+    require_mail_database(dir)?;
+    let list = engine::with_state::<MailStore, _>(dir, |s, txn| s.mailboxes(txn))?;
+    println!(
+        "{:<36}  {:<30}  {:<22}  {:>7}  {:>12}  {:>9}  {:>12}  {:>8}",
+        "GUID", "ADDRESS", "KIND", "ITEMS", "BYTES", "RECOV", "RECOV BYTES", "MODSEQ"
+    );
+    for m in &list {
+        println!(
+            "{:<36}  {:<30}  {:<22}  {:>7}  {:>12}  {:>9}  {:>12}  {:>8}",
+            m.guid.to_string(),
+            m.address,
+            format!("{:?}", m.kind),
+            m.items,
+            m.size,
+            m.recoverable_items,
+            m.recoverable_size,
+            m.highest_modseq
+        );
+    }
+    println!("{} mailbox(es)", list.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn folders(dir: &Path, mailbox: &str) -> Result<ExitCode, Failure> {
+    require_mail_database(dir)?;
+    let (m, list) = engine::with_state::<MailStore, _>(dir, |s, txn| {
+        let Some(m) = find_mailbox(s, txn, mailbox)? else { return Ok((None, Vec::new())) };
+        let folders = s.folders(txn, &m.guid)?;
+        Ok((Some(m), folders))
+    })?;
+    let Some(m) = m else {
+        return Err(Failure::error(format_args!("{}: no mailbox {mailbox:?}", dir.display())));
+    };
+    println!("mailbox {} ({}), {:?}", m.address, m.guid, m.kind);
+    println!(
+        "{:<40}  {:>5}  {:<10}  {:>11}  {:>7}  {:>8}  {:>6}  {:>6}  {:>10}",
+        "FOLDER", "ID", "USE", "UIDVALIDITY", "UIDNEXT", "MODSEQ", "TOTAL", "UNREAD", "BYTES"
+    );
+    // Depth-first from the root, children in id order.
+    let mut stack: Vec<(u64, usize)> = list.iter().filter(|f| f.parent.is_none()).map(|f| (f.id, 0)).collect();
+    while let Some((id, depth)) = stack.pop() {
+        let Some(f) = list.iter().find(|f| f.id == id) else { continue };
+        let name =
+            if f.parent.is_none() { "(root)".to_string() } else { format!("{}{}", "  ".repeat(depth - 1), f.name) };
+        let usage = f.role.and_then(|r| r.special_use()).unwrap_or(if f.hidden { "hidden" } else { "" });
+        if f.parent.is_some() {
+            println!(
+                "{:<40}  {:>5}  {:<10}  {:>11}  {:>7}  {:>8}  {:>6}  {:>6}  {:>10}",
+                name, f.id, usage, f.uidvalidity, f.uidnext, f.highest_modseq, f.total, f.unread, f.size
+            );
+        }
+        let mut children: Vec<u64> = list.iter().filter(|c| c.parent == Some(id)).map(|c| c.id).collect();
+        children.sort_unstable_by(|a, b| b.cmp(a));
+        stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One command, run on one database directory.
-type Run = fn(&Path) -> Result<ExitCode, Failure>;
+type Run<'a> = &'a dyn Fn(&Path) -> Result<ExitCode, Failure>;
 
 /// Prints a failure and turns an outcome into the exit code.
 fn report(outcome: Result<ExitCode, Failure>) -> ExitCode {
@@ -139,7 +249,7 @@ fn report(outcome: Result<ExitCode, Failure>) -> ExitCode {
 
 /// Runs a command on every database of the store at `root`, one section each. The exit code is the worst
 /// of the databases' (2 over 1 over 0), so `check` on a store exits 0 only when every database is healthy.
-fn over_store(root: &Path, run: Run) -> ExitCode {
+fn over_store(root: &Path, run: Run<'_>) -> ExitCode {
     let databases = match store::database_dirs(root) {
         Ok(dbs) => dbs,
         Err(e) => return report(Err(e.into())),
@@ -275,6 +385,7 @@ fn check(dir: &Path) -> Result<ExitCode, Failure> {
     // With a known state machine, every record's payload is decoded too; otherwise the log's structure only.
     let report: CheckReport = match engine::machine_name(dir).as_deref() {
         Ok(<Kv as StateMachine>::NAME) => engine::check_as::<Kv>(dir)?,
+        Ok(<MailStore as StateMachine>::NAME) => engine::check_as::<MailStore>(dir)?,
         _ => engine::check(dir)?,
     };
     let generations = count(report.generations, "generation", "generations");
@@ -303,6 +414,7 @@ fn recover(dir: &Path) -> Result<ExitCode, Failure> {
     // One arm per state machine this build knows.
     let report = match machine.as_str() {
         <Kv as StateMachine>::NAME => recover_as::<Kv>(dir)?,
+        <MailStore as StateMachine>::NAME => recover_as::<MailStore>(dir)?,
         other => {
             return Err(Failure::error(format_args!(
                 "{} was created for state machine {other:?}, which this build of mailstore does not know",

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use heed::{CommitOrAbort, RoTxn};
+
 use crate::codec;
 use crate::engine::lock::DirLock;
 use crate::engine::state::{self, Meta};
@@ -193,7 +195,8 @@ pub fn check(dir: &Path) -> Result<CheckReport> {
     check_structure(dir)
 }
 
-/// [`check`], and also decodes every record's payload as an operation of `M`: a record whose checksum holds but
+/// [`check`], and also decodes every record's payload as an operation of `M` and runs `M`'s own consistency
+/// checks ([`StateMachine::verify`]): a record whose checksum holds but
 /// whose payload is not a valid `M` operation would make mount fail, so it is damage too.
 pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
     let _lock = DirLock::shared(dir)?;
@@ -208,7 +211,43 @@ pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
             report.problems.push(e.to_string());
         }
     }
+    // The state machine's own consistency checks (counters against what they count).
+    match state_of::<M, _>(dir, |machine, txn| machine.verify(txn)) {
+        Ok(problems) => report.problems.extend(problems.into_iter().map(|p| format!("state store: {p}"))),
+        Err(e) => report.problems.push(format!("state store: {e}")),
+    }
     Ok(report)
+}
+
+/// Runs `f` over a read-only snapshot of the state of the dismounted database in `dir`, opened as machine `M`
+/// (for listings and checks by tools; nothing is written).
+pub fn with_state<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>) -> Result<T>) -> Result<T> {
+    let _lock = DirLock::shared(dir)?;
+    state_of::<M, T>(dir, f)
+}
+
+fn state_of<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>) -> Result<T>) -> Result<T> {
+    let meta = read_meta(dir)?;
+    if meta.machine != M::NAME {
+        return Err(Error::NotADatabase {
+            path: dir.to_path_buf(),
+            reason: format!("it was created for state machine {:?}, not {:?}", meta.machine, M::NAME),
+        });
+    }
+    let env = state::open_env(dir, Durability::Full, true)?;
+    let rtxn = env.read_txn()?;
+    let machine = env
+        .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_> {
+            Ok(CommitOrAbort::<_, ()>::Commit(M::open_databases(dbo, rtxn)?))
+        })?
+        .commit()
+        .flatten()
+        .ok_or_else(|| Error::NotADatabase {
+            path: dir.join(state::STATE_DIR),
+            reason: format!("the state store holds no {:?} databases", M::NAME),
+        })?;
+    let txn = env.read_txn()?;
+    f(&machine, &txn)
 }
 
 fn check_structure(dir: &Path) -> Result<CheckReport> {

@@ -2,9 +2,13 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::engine::{CHECKPOINT_FILE, STATE_DIR};
 use crate::error::{Error, Result};
+
+/// How long a refused lock is retried before the directory counts as mounted elsewhere.
+const LOCK_PATIENCE: Duration = Duration::from_millis(250);
 
 /// Name of the lock file inside a database directory.
 pub const LOCK_FILE: &str = "lock";
@@ -41,11 +45,20 @@ impl DirLock {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let taken = if exclusive { file.try_lock() } else { file.try_lock_shared() };
-        match taken {
-            Ok(()) => Ok(DirLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(Error::AlreadyMounted { path: dir.to_path_buf() }),
-            Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        // A lock that was just released can still look held for a moment: a process that forks (to spawn a
+        // child) while the lock is held gives the child a copy of the descriptor, which keeps the lock until
+        // the child calls exec. So a refused attempt is retried for a short while before giving up.
+        let started = Instant::now();
+        loop {
+            let taken = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+            match taken {
+                Ok(()) => return Ok(DirLock { _file: file }),
+                Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => return Err(Error::AlreadyMounted { path: dir.to_path_buf() }),
+                Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+            }
         }
     }
 }

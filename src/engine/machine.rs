@@ -8,7 +8,7 @@
 
 use std::fmt::Debug;
 
-use heed::{DatabaseOpener, OnCommit, RwTxn, WithoutTls};
+use heed::{DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -63,6 +63,19 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
         opener: &DatabaseOpener<'e, WithoutTls>,
         txn: &mut RwTxn<'e>,
     ) -> Result<Self::Databases<'e>>;
+
+    /// Opens the machine's existing databases without writing, for offline inspection (`mailstore check`,
+    /// listings). `None` when they do not exist.
+    fn open_databases<'e>(
+        opener: &DatabaseOpener<'e, WithoutTls>,
+        txn: &RoTxn<'e>,
+    ) -> Result<Option<Self::Databases<'e>>>;
+
+    /// Checks that the state is internally consistent (for example that counters match what they count) and
+    /// returns every problem found; `mailstore check` reports them. The default finds none.
+    fn verify(&self, _txn: &RoTxn<'_>) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 
     /// Checks an operation before it is logged, in the committer's thread: reject what `apply` could never
     /// accept (oversized keys, empty names), so that only plausible operations reach the log.

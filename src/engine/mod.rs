@@ -35,6 +35,7 @@ use parking_lot::{Condvar, Mutex};
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint};
 pub use inspect::{
     CheckReport, GenerationInfo, OfflineStatus, check, check_as, list_generations, machine_name, offline_status,
+    with_state,
 };
 pub use lock::LOCK_FILE;
 pub use machine::{ApplyContext, ApplyError, StateMachine};

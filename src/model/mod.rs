@@ -30,6 +30,18 @@ pub use types::{
     Quota, QuotaStatus, Uid,
 };
 
+/// The model's LMDB databases, in the order [`MailDatabases`] holds them.
+const TABLES: [&str; 8] = [
+    "mail.mailboxes",
+    "mail.addresses",
+    "mail.folders",
+    "mail.folder_names",
+    "mail.items",
+    "mail.uids",
+    "mail.bodies",
+    "mail.changes",
+];
+
 /// A mailbox database.
 pub type MailEngine = Engine<MailStore>;
 
@@ -64,23 +76,33 @@ impl StateMachine for MailStore {
     type Databases<'e> = MailDatabases<'e>;
 
     fn create_databases<'e>(opener: &DatabaseOpener<'e, WithoutTls>, txn: &mut RwTxn<'e>) -> Result<MailDatabases<'e>> {
-        let names = [
-            "mail.mailboxes",
-            "mail.addresses",
-            "mail.folders",
-            "mail.folder_names",
-            "mail.items",
-            "mail.uids",
-            "mail.bodies",
-            "mail.changes",
-        ];
-        let mut dbs = Vec::with_capacity(names.len());
-        for name in names {
+        let mut dbs = Vec::with_capacity(TABLES.len());
+        for name in TABLES {
             dbs.push(opener.create_database::<Bytes, Bytes>(txn, Some(name))?);
         }
         let dbs: [Database<'e, Bytes, Bytes>; 8] =
             dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
         Ok(MailDatabases(dbs))
+    }
+
+    fn open_databases<'e>(
+        opener: &DatabaseOpener<'e, WithoutTls>,
+        txn: &RoTxn<'e>,
+    ) -> Result<Option<MailDatabases<'e>>> {
+        let mut dbs = Vec::with_capacity(TABLES.len());
+        for name in TABLES {
+            match opener.open_database::<Bytes, Bytes>(txn, Some(name))? {
+                Some(db) => dbs.push(db),
+                None => return Ok(None),
+            }
+        }
+        let dbs: [Database<'e, Bytes, Bytes>; 8] =
+            dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
+        Ok(Some(MailDatabases(dbs)))
+    }
+
+    fn verify(&self, txn: &RoTxn<'_>) -> Result<Vec<String>> {
+        self.verify_counters(txn)
     }
 
     fn validate(&self, op: &MailOp) -> Result<()> {
@@ -256,6 +278,54 @@ impl MailStore {
             }
         }
         Ok(hasher.finalize().to_hex().to_string())
+    }
+
+    /// Checks every mailbox: folder counts, unread counts and sizes match the items in them; mailbox and
+    /// Recoverable Items totals match their folders; every UID index entry names an item that names it back;
+    /// UIDNEXT lies above every UID; no MODSEQ is above the mailbox's highest. Returns each problem found.
+    pub fn verify_counters(&self, txn: &RoTxn<'_>) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for m in self.mailboxes(txn)? {
+            let folders = self.folders(txn, &m.guid)?;
+            let (mut items, mut size, mut rec_items, mut rec_size) = (0u64, 0u64, 0u64, 0u64);
+            for f in &folders {
+                let list = self.items_by_uid(txn, &m.guid, f.id, 1, usize::MAX, true)?;
+                let visible: Vec<_> = list.iter().filter(|i| !i.fai).collect();
+                let total = visible.len() as u64;
+                let unread = visible.iter().filter(|i| !i.flags.contains(Flags::SEEN)).count() as u64;
+                let fsize: u64 = visible.iter().map(|i| i.size).sum();
+                if (f.total, f.unread, f.size) != (total, unread, fsize) {
+                    problems.push(format!(
+                        "mailbox {} folder {} ({:?}): counters say {} items, {} unread, {} bytes; its items are {total}, {unread}, {fsize}",
+                        m.address, f.id, f.name, f.total, f.unread, f.size
+                    ));
+                }
+                for i in &list {
+                    if i.folder != f.id || i.uid >= f.uidnext || i.modseq > m.highest_modseq {
+                        problems.push(format!(
+                            "mailbox {} folder {}: item {} (UID {}) is inconsistent with its folder or mailbox",
+                            m.address, f.id, i.id, i.uid
+                        ));
+                    }
+                }
+                let n = list.len() as u64;
+                let all_size: u64 = list.iter().map(|i| i.size).sum();
+                if f.hidden {
+                    rec_items += n;
+                    rec_size += all_size;
+                } else {
+                    items += n;
+                    size += all_size;
+                }
+            }
+            if (m.items, m.size, m.recoverable_items, m.recoverable_size) != (items, size, rec_items, rec_size) {
+                problems.push(format!(
+                    "mailbox {}: totals say {} items / {} bytes and {} / {} in Recoverable Items; its folders hold {items} / {size} and {rec_items} / {rec_size}",
+                    m.address, m.items, m.size, m.recoverable_items, m.recoverable_size
+                ));
+            }
+        }
+        Ok(problems)
     }
 
     /// Every change in mailbox `guid` with a MODSEQ above `since`, in MODSEQ order.
