@@ -7,7 +7,8 @@
 //! ROOT/databases/.deleting-NAME-…   a database being deleted; removed when the store opens
 //! ```
 //!
-//! Each database is mounted, dismounted, recovered and deleted on its own; the store only names them. Names
+//! Each database is mounted, dismounted, recovered and deleted on its own; the store only names them. For
+//! mailbox databases (`Store<MailStore>`) it also answers which database holds a mailbox (by GUID or address). Names
 //! are validated so that none can leave the root: 1 to 64 characters from `A-Z a-z 0-9 . _ -`, starting with a
 //! letter or digit.
 
@@ -22,6 +23,7 @@ use crate::engine::lock::DirLock;
 use crate::engine::{CHECKPOINT_FILE, Engine, Options, StateMachine};
 use crate::error::{Error, IoContext, Result};
 use crate::log::generation::sync_dir;
+use crate::model::{MailOp, MailStore, MailboxInfo, MailboxKind};
 use crate::types::{Guid, now_micros};
 
 /// Name of the marker file at the root of a store.
@@ -89,6 +91,8 @@ pub struct DatabaseEntry {
 pub struct Store<M: StateMachine> {
     // Field order: databases are dismounted (dropped) before the root lock is released.
     mounted: Mutex<BTreeMap<String, Arc<Engine<M>>>>,
+    /// Serializes mailbox creation across databases (address uniqueness).
+    creating: Mutex<()>,
     root: PathBuf,
     options: Options,
     _lock: DirLock,
@@ -140,7 +144,7 @@ impl<M: StateMachine> Store<M> {
         if removed {
             sync_dir(&databases)?;
         }
-        Ok(Store { mounted: Mutex::new(BTreeMap::new()), root, options, _lock: lock })
+        Ok(Store { mounted: Mutex::new(BTreeMap::new()), creating: Mutex::new(()), root, options, _lock: lock })
     }
 
     /// The root directory.
@@ -248,6 +252,60 @@ impl<M: StateMachine> Store<M> {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The mailbox directory: which database holds a mailbox. It is computed from the mounted databases themselves
+/// (each mailbox's existence and address are logged in its own database), so it can never disagree with them;
+/// mailboxes of dismounted databases are not found until their database is mounted.
+impl Store<MailStore> {
+    /// The mounted database holding mailbox `guid`, with its name.
+    pub fn locate(&self, guid: &Guid) -> Result<Option<(String, Arc<Engine<MailStore>>)>> {
+        self.find(|s, txn| Ok(s.mailbox(txn, guid)?.is_some()))
+    }
+
+    /// The mounted database holding the mailbox with `address` (case-insensitive), with the mailbox.
+    pub fn locate_address(&self, address: &str) -> Result<Option<(String, Arc<Engine<MailStore>>, MailboxInfo)>> {
+        for (name, engine) in self.mounted_engines() {
+            if let Some(m) = engine.read(|s, txn| s.mailbox_by_address(txn, address))? {
+                return Ok(Some((name, engine, m)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Creates a mailbox in the mounted database `database`, refusing an address that any mounted database
+    /// already uses ([`Error::AlreadyExists`]). Returns its GUID.
+    pub fn create_mailbox(&self, database: &str, address: &str, display_name: &str, kind: MailboxKind) -> Result<Guid> {
+        // One creation at a time across the store, so two databases cannot take the same address at once.
+        let _creating = self.creating.lock();
+        if self.locate_address(address)?.is_some() {
+            return Err(Error::AlreadyExists(format!("a mailbox with address {address:?}")));
+        }
+        let engine = self.database(database)?;
+        let op = MailOp::create_mailbox(address, display_name, kind);
+        let guid = match &op {
+            MailOp::CreateMailbox { guid, .. } => *guid,
+            _ => return Err(Error::InvalidArgument("not a mailbox creation".into())),
+        };
+        engine.commit(op)?;
+        Ok(guid)
+    }
+
+    fn mounted_engines(&self) -> Vec<(String, Arc<Engine<MailStore>>)> {
+        self.mounted.lock().iter().map(|(n, e)| (n.clone(), Arc::clone(e))).collect()
+    }
+
+    fn find(
+        &self,
+        test: impl Fn(&MailStore, &heed::RoTxn<'_>) -> Result<bool>,
+    ) -> Result<Option<(String, Arc<Engine<MailStore>>)>> {
+        for (name, engine) in self.mounted_engines() {
+            if engine.read(&test)? {
+                return Ok(Some((name, engine)));
+            }
+        }
+        Ok(None)
     }
 }
 

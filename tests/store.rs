@@ -117,3 +117,29 @@ fn delete_is_all_or_nothing() {
     assert!(!leftover.exists());
     assert_eq!(store.list().unwrap().len(), 1);
 }
+
+#[test]
+fn mailbox_directory_across_databases() {
+    use mailstore::model::{MailStore, MailboxKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Store<MailStore> = Store::open(dir.path(), Options::default()).unwrap();
+    store.create_database("db1").unwrap();
+    store.create_database("db2").unwrap();
+    let alice = store.create_mailbox("db1", "alice@example.com", "Alice", MailboxKind::User).unwrap();
+    let room = store.create_mailbox("db2", "room1@example.com", "Room 1", MailboxKind::Room).unwrap();
+    // Addresses are unique across the store's mounted databases.
+    assert!(matches!(
+        store.create_mailbox("db2", "ALICE@example.com", "Other", MailboxKind::User),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(store.locate(&alice).unwrap().map(|(name, _)| name).as_deref(), Some("db1"));
+    assert_eq!(store.locate(&room).unwrap().map(|(name, _)| name).as_deref(), Some("db2"));
+    let (name, _, info) = store.locate_address("room1@EXAMPLE.com").unwrap().unwrap();
+    assert_eq!((name.as_str(), info.guid, info.kind), ("db2", room, MailboxKind::Room));
+    assert!(store.locate(&mailstore::Guid([0; 16])).unwrap().is_none());
+    // A dismounted database's mailboxes are found again once it is mounted.
+    store.dismount_database("db1").unwrap();
+    assert!(store.locate(&alice).unwrap().is_none());
+    store.mount_database("db1").unwrap();
+    assert!(store.locate(&alice).unwrap().is_some());
+}
