@@ -258,20 +258,26 @@ impl<M: StateMachine> Store<M> {
 /// The mailbox directory: which database holds a mailbox. It is computed from the mounted databases themselves
 /// (each mailbox's existence and address are logged in its own database), so it can never disagree with them;
 /// mailboxes of dismounted databases are not found until their database is mounted.
+/// Where a mailbox lives.
+#[derive(Clone)]
+pub struct Located {
+    /// The database's name in the store.
+    pub database: String,
+    /// The mounted database.
+    pub engine: Arc<Engine<MailStore>>,
+    /// The mailbox.
+    pub mailbox: MailboxInfo,
+}
+
 impl Store<MailStore> {
-    /// The mounted database holding mailbox `guid`, with its name.
-    pub fn locate(&self, guid: &Guid) -> Result<Option<(String, Arc<Engine<MailStore>>)>> {
-        self.find(|s, txn| Ok(s.mailbox(txn, guid)?.is_some()))
+    /// The mounted database holding mailbox `guid`.
+    pub fn locate(&self, guid: &Guid) -> Result<Option<Located>> {
+        self.find(|s, txn| s.mailbox(txn, guid))
     }
 
-    /// The mounted database holding the mailbox with `address` (case-insensitive), with the mailbox.
-    pub fn locate_address(&self, address: &str) -> Result<Option<(String, Arc<Engine<MailStore>>, MailboxInfo)>> {
-        for (name, engine) in self.mounted_engines() {
-            if let Some(m) = engine.read(|s, txn| s.mailbox_by_address(txn, address))? {
-                return Ok(Some((name, engine, m)));
-            }
-        }
-        Ok(None)
+    /// The mounted database holding the mailbox with `address` (compared case-insensitively).
+    pub fn locate_address(&self, address: &str) -> Result<Option<Located>> {
+        self.find(|s, txn| s.mailbox_by_address(txn, address))
     }
 
     /// Creates a mailbox in the mounted database `database`, refusing an address that any mounted database
@@ -292,17 +298,15 @@ impl Store<MailStore> {
         Ok(guid)
     }
 
-    fn mounted_engines(&self) -> Vec<(String, Arc<Engine<MailStore>>)> {
-        self.mounted.lock().iter().map(|(n, e)| (n.clone(), Arc::clone(e))).collect()
-    }
-
     fn find(
         &self,
-        test: impl Fn(&MailStore, &heed::RoTxn<'_>) -> Result<bool>,
-    ) -> Result<Option<(String, Arc<Engine<MailStore>>)>> {
-        for (name, engine) in self.mounted_engines() {
-            if engine.read(&test)? {
-                return Ok(Some((name, engine)));
+        lookup: impl Fn(&MailStore, &heed::RoTxn<'_>) -> Result<Option<MailboxInfo>>,
+    ) -> Result<Option<Located>> {
+        let mounted: Vec<(String, Arc<Engine<MailStore>>)> =
+            self.mounted.lock().iter().map(|(n, e)| (n.clone(), Arc::clone(e))).collect();
+        for (database, engine) in mounted {
+            if let Some(mailbox) = engine.read(&lookup)? {
+                return Ok(Some(Located { database, engine, mailbox }));
             }
         }
         Ok(None)

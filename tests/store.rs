@@ -132,10 +132,10 @@ fn mailbox_directory_across_databases() {
         store.create_mailbox("db2", "ALICE@example.com", "Other", MailboxKind::User),
         Err(Error::AlreadyExists(_))
     ));
-    assert_eq!(store.locate(&alice).unwrap().map(|(name, _)| name).as_deref(), Some("db1"));
-    assert_eq!(store.locate(&room).unwrap().map(|(name, _)| name).as_deref(), Some("db2"));
-    let (name, _, info) = store.locate_address("room1@EXAMPLE.com").unwrap().unwrap();
-    assert_eq!((name.as_str(), info.guid, info.kind), ("db2", room, MailboxKind::Room));
+    assert_eq!(store.locate(&alice).unwrap().map(|l| l.database).as_deref(), Some("db1"));
+    assert_eq!(store.locate(&room).unwrap().map(|l| l.database).as_deref(), Some("db2"));
+    let found = store.locate_address("room1@EXAMPLE.com").unwrap().unwrap();
+    assert_eq!((found.database.as_str(), found.mailbox.guid, found.mailbox.kind), ("db2", room, MailboxKind::Room));
     assert!(store.locate(&mailstore::Guid([0; 16])).unwrap().is_none());
     // A dismounted database's mailboxes are found again once it is mounted.
     store.dismount_database("db1").unwrap();
