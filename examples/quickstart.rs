@@ -1,104 +1,211 @@
-//! A first tour of `mailstore`'s engine: one database, many committers, a clean dismount and a remount.
+//! A tour of `mailstore`: a store with two mailbox databases, mailboxes, deliveries from many threads, listing,
+//! flags, move, delete and recover, quota and the change feed, then a clean dismount and a remount.
 //!
 //! ```text
 //! cargo run --release --example quickstart            # in a temporary directory
-//! cargo run --release --example quickstart -- DIR     # creates DIR, or reuses the database in it
+//! cargo run --release --example quickstart -- DIR     # creates a store in DIR, or reuses the one there
 //! ```
 //!
 //! Afterwards `mailstore check DIR` (the admin tool: `cargo run --features cli --bin mailstore -- check DIR`)
-//! verifies the log and the checkpoint.
+//! verifies every database of the store: logs, checkpoints, and that folder counters match their items.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use mailstore::kv::{KvEngine, KvOp};
-use mailstore::{Engine, Options};
+use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailStore, MailboxKind};
+use mailstore::{Guid, Options, Store};
 
-const THREADS: u64 = 8;
-const COMMITS_PER_THREAD: u64 = 500;
+const DELIVERERS: usize = 8;
+const MESSAGES_PER_DELIVERER: usize = 250;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Result<()> {
     let temp;
-    let dir: PathBuf = match std::env::args_os().nth(1) {
+    let root: PathBuf = match std::env::args_os().nth(1) {
         Some(dir) => dir.into(),
         None => {
             temp = tempfile::tempdir()?;
-            temp.path().join("db1")
+            temp.path().join("store")
         }
     };
 
-    // Mount (creating the database on first use). Every acknowledged commit survives power loss by default.
-    let db: Arc<KvEngine> = Arc::new(Engine::mount(&dir, Options::default())?);
-    let report = db.recovery_report();
-    println!("mounted {} ({})", dir.display(), if report.created { "new database" } else { "existing database" });
-    println!("  guid {}", db.guid());
-    let run = db.status().applied_lsn; // distinguishes the keys of this run from earlier ones
+    // A store hosts several databases; each is its own engine with its own log, checkpoint and writer.
+    let store: Store<MailStore> = Store::open(&root, Options::default())?;
+    println!("store {}", root.display());
+    for name in ["db1", "db2"] {
+        let db = match store.mount_database(name) {
+            Ok(db) => db,
+            Err(mailstore::Error::NotFound(_)) => store.create_database(name)?,
+            Err(e) => return Err(e.into()),
+        };
+        let r = db.recovery_report();
+        println!("  {name}: {} (guid {})", if r.created { "created" } else { "mounted" }, db.guid());
+    }
 
-    // Commit from several threads at once: the writer batches them into one log write and one fdatasync.
+    // Mailboxes live in one database each; the store finds them by address or GUID.
+    let alice = mailbox(&store, "db1", "alice@example.com", "Alice Example", MailboxKind::User)?;
+    let bob = mailbox(&store, "db2", "bob@example.com", "Bob Example", MailboxKind::User)?;
+    mailbox(&store, "db2", "room-1@example.com", "Meeting Room 1", MailboxKind::Room)?;
+    let db1 = store.database("db1")?;
+    let db2 = store.database("db2")?;
+    let alice_inbox = folder(&db1, alice, FolderRole::Inbox)?;
+    let bob_inbox = folder(&db2, bob, FolderRole::Inbox)?;
+
+    // Deliver from several threads at once: each database batches concurrent commits into one log write and one
+    // fdatasync (group commit); every delivery is durable when `commit` returns.
     let started = Instant::now();
-    let workers: Vec<_> = (0..THREADS)
+    let before = (db1.stats(), db2.stats());
+    let workers: Vec<_> = (0..DELIVERERS)
         .map(|t| {
-            let db = Arc::clone(&db);
+            let (db1, db2) = (Arc::clone(&db1), Arc::clone(&db2));
             thread::spawn(move || -> mailstore::Result<()> {
-                for i in 0..COMMITS_PER_THREAD {
-                    let key = format!("run{run}/thread{t}/{i:05}").into_bytes();
-                    db.commit(KvOp::Put { key, value: format!("value {i} from thread {t}").into_bytes() })?;
+                for i in 0..MESSAGES_PER_DELIVERER {
+                    let (db, mbx, inbox) = if i % 2 == 0 { (&db1, alice, alice_inbox) } else { (&db2, bob, bob_inbox) };
+                    db.commit(MailOp::append(mbx, inbox, message(t, i), Flags::empty(), vec![]))?;
                 }
                 Ok(())
             })
         })
         .collect();
     for w in workers {
-        w.join().map_err(|_| "a committer panicked")??;
+        w.join().map_err(|_| "a deliverer panicked")??;
     }
-    let elapsed = started.elapsed();
-    let stats = db.stats();
+    let elapsed = started.elapsed().as_secs_f64();
+    let (after1, after2) = (db1.stats(), db2.stats());
+    let commits = after1.commits - before.0.commits + after2.commits - before.1.commits;
+    let syncs = after1.log_syncs - before.0.log_syncs + after2.log_syncs - before.1.log_syncs;
     println!(
-        "committed {} operations from {THREADS} threads in {:.1} ms: {:.0} commits/s, {} log fsyncs ({:.1} commits per fsync)",
-        stats.commits,
-        elapsed.as_secs_f64() * 1e3,
-        stats.commits as f64 / elapsed.as_secs_f64(),
-        stats.log_syncs,
-        stats.commits as f64 / stats.log_syncs.max(1) as f64
+        "delivered {commits} messages from {DELIVERERS} threads in {:.0} ms: {:.0}/s, {:.1} per log fsync",
+        elapsed * 1e3,
+        commits as f64 / elapsed,
+        commits as f64 / syncs.max(1) as f64
     );
 
-    // A conditional operation that does not hold is refused, and changes nothing.
-    let refused = db.commit(KvOp::CompareAndSwap {
-        key: b"run0/thread0/00000".to_vec(),
-        expected: Some(b"something else".to_vec()),
-        new: None,
-    });
+    // List the newest messages of Alice's Inbox.
+    let inbox = db1.read(|s, txn| s.folder(txn, &alice, alice_inbox))?.ok_or("no Inbox")?;
+    let newest =
+        db1.read(|s, txn| s.items_by_uid(txn, &alice, alice_inbox, inbox.uidnext.saturating_sub(3), 3, false))?;
     println!(
-        "compare-and-swap with a wrong expectation: {}",
-        refused.err().map_or("applied".into(), |e| e.to_string())
+        "Alice's Inbox: {} messages, {} unread, UIDVALIDITY {}, UIDNEXT {}",
+        inbox.total, inbox.unread, inbox.uidvalidity, inbox.uidnext
     );
+    for item in &newest {
+        let from = item.envelope.from.first().and_then(|a| a.email.clone()).unwrap_or_default();
+        println!("  UID {:>5}  {:<24}  {}", item.uid, from, item.envelope.subject.clone().unwrap_or_default());
+    }
 
-    // Dismount cleanly, then mount again: nothing to replay, everything there.
-    let db = Arc::into_inner(db).ok_or("the engine is still shared")?;
-    db.dismount()?;
-    let db: KvEngine = Engine::mount(&dir, Options::default())?;
-    let report = db.recovery_report();
-    let keys = db.read(|kv, txn| kv.len(txn))?;
-    let sample = db.read(|kv, txn| kv.get(txn, format!("run{run}/thread3/00042").as_bytes()))?;
-    let status = db.status();
-    println!("remounted: previous shutdown {}, {} records replayed", clean(report.was_clean), report.replayed);
-    println!("  keys in the database  {keys}");
-    println!("  run{run}/thread3/00042   {:?}", sample.map(|v| String::from_utf8_lossy(&v).into_owned()));
-    println!("status");
-    println!("  guid                  {}", status.guid);
-    println!("  epoch                 {}", status.epoch);
-    println!("  durability            {:?}", status.durability);
-    println!("  applied LSN           {}", status.applied_lsn);
-    println!("  checkpoint LSN        {}", status.checkpoint_lsn);
-    println!("  log generations       {} ..= {}", status.oldest_generation, status.head_generation);
-    println!("  log policy            {:?}", status.log_policy);
-    db.dismount()?;
-    println!("dismounted {}", dir.display());
+    // Flag, move, delete and recover; each is one logged operation with its own MODSEQ.
+    let uids: Vec<u32> = newest.iter().map(|i| i.uid).collect();
+    let mark = db1.commit(MailOp::StoreFlags {
+        mailbox: alice,
+        folder: alice_inbox,
+        uids: uids.clone(),
+        action: FlagAction::Add,
+        flags: Flags::SEEN | Flags::FLAGGED,
+        keywords: vec!["$Important".into()],
+        unchanged_since: None,
+    })?;
+    let MailOutput::FlagsStored { modseq: Some(flag_modseq), .. } = mark.output else {
+        return Err("nothing flagged".into());
+    };
+    println!("flagged UIDs {uids:?} \\Seen \\Flagged at MODSEQ {flag_modseq}");
+    let archive = folder(&db1, alice, FolderRole::Archive)?;
+    if let MailOutput::Copied { mapping, uidvalidity, .. } = db1
+        .commit(MailOp::CopyItems {
+            mailbox: alice,
+            from: alice_inbox,
+            uids: vec![uids[0]],
+            to: archive,
+            remove_source: true,
+        })?
+        .output
+    {
+        println!("moved to Archive: COPYUID {uidvalidity} {mapping:?}");
+    }
+    let deleted =
+        db1.commit(MailOp::DeleteItems { mailbox: alice, folder: alice_inbox, uids: vec![uids[1]], at_micros: now() })?;
+    if let MailOutput::DeletedToRecoverable { mapping, .. } = deleted.output {
+        println!("deleted UID {} to Recoverable Items/Deletions (UID {} there)", mapping[0].0, mapping[0].1);
+        if let MailOutput::Recovered { mapping, .. } =
+            db1.commit(MailOp::RecoverItems { mailbox: alice, uids: vec![mapping[0].1] })?.output
+        {
+            println!("recovered it to its folder: new UID {}", mapping[0].2);
+        }
+    }
+
+    // Quota and the change feed (what IMAP CONDSTORE/QRESYNC and JMAP /changes are served from).
+    let quota = db1.read(|s, txn| s.quota_status(txn, &alice))?.ok_or("no mailbox")?;
+    println!(
+        "quota: {} bytes used of {} (warning at {}), {} bytes in Recoverable Items",
+        quota.size, quota.quota.prohibit_send_receive, quota.quota.issue_warning, quota.recoverable_size
+    );
+    let changes = db1.read(|s, txn| s.changes_since(txn, &alice, flag_modseq - 1))?;
+    println!("changes since MODSEQ {}: {}", flag_modseq - 1, changes.len());
+    for c in changes.iter().take(8) {
+        println!("  MODSEQ {:>5}  {:?} {:?}", c.modseq, c.kind, c.entity);
+    }
+
+    // Dismount everything cleanly, then open the store again: nothing to replay, everything there.
+    drop((db1, db2));
+    store.close()?;
+    let store: Store<MailStore> = Store::open(&root, Options::default())?;
+    println!("remounted");
+    for name in ["db1", "db2"] {
+        let db = store.mount_database(name)?;
+        let status = db.status();
+        let report = db.recovery_report();
+        let mailboxes = db.read(|s, txn| s.mailboxes(txn))?;
+        println!(
+            "  {name}: previous shutdown {}, {} records replayed, applied LSN {}, checkpoint LSN {}, log generations {}..={}, {} mailbox(es), digest {}",
+            if report.was_clean { "clean" } else { "dirty" },
+            report.replayed,
+            status.applied_lsn,
+            status.checkpoint_lsn,
+            status.oldest_generation,
+            status.head_generation,
+            mailboxes.len(),
+            &db.read(|s, txn| s.digest(txn))?[..16]
+        );
+        for m in mailboxes {
+            println!(
+                "    {:<22} {:?}: {} items, {} bytes, MODSEQ {}",
+                m.address, m.kind, m.items, m.size, m.highest_modseq
+            );
+        }
+    }
+    store.close()?;
+    println!("dismounted {}", root.display());
     Ok(())
 }
 
-fn clean(was_clean: bool) -> &'static str {
-    if was_clean { "clean" } else { "dirty (recovered from the log)" }
+/// The mailbox at `address`, created in `database` if the store has none.
+fn mailbox(store: &Store<MailStore>, database: &str, address: &str, name: &str, kind: MailboxKind) -> Result<Guid> {
+    Ok(match store.locate_address(address)? {
+        Some(found) => found.mailbox.guid,
+        None => store.create_mailbox(database, address, name, kind)?,
+    })
+}
+
+fn folder(db: &MailEngine, mailbox: Guid, role: FolderRole) -> Result<u64> {
+    Ok(db.read(|s, txn| s.folder_by_role(txn, &mailbox, role))?.ok_or("missing well-known folder")?.id)
+}
+
+fn message(thread: usize, i: usize) -> Vec<u8> {
+    let to = if i % 2 == 0 { "Alice Example <alice@example.com>" } else { "Bob Example <bob@example.com>" };
+    format!(
+        "From: Sender {thread} <sender{thread}@example.net>\r\nTo: {to}\r\nSubject: Report {i} from thread {thread}\r\n\
+         Date: Sun, 22 Nov 2026 09:{:02}:00 +0000\r\nMessage-ID: <{thread}.{i}.{}@example.net>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
+        i % 60,
+        now(),
+        "The quarterly figures are attached inline below.\r\n".repeat(20)
+    )
+    .into_bytes()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
