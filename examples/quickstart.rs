@@ -63,7 +63,8 @@ fn main() -> Result<()> {
             let (db1, db2) = (Arc::clone(&db1), Arc::clone(&db2));
             thread::spawn(move || -> mailstore::Result<()> {
                 for i in 0..MESSAGES_PER_DELIVERER {
-                    let (db, mbx, inbox) = if i % 2 == 0 { (&db1, alice, alice_inbox) } else { (&db2, bob, bob_inbox) };
+                    let (db, mbx, inbox) =
+                        if i.is_multiple_of(2) { (&db1, alice, alice_inbox) } else { (&db2, bob, bob_inbox) };
                     db.commit(MailOp::append(mbx, inbox, message(t, i), Flags::empty(), vec![]))?;
                 }
                 Ok(())
@@ -194,7 +195,7 @@ fn folder(db: &MailEngine, mailbox: Guid, role: FolderRole) -> Result<u64> {
 }
 
 fn message(thread: usize, i: usize) -> Vec<u8> {
-    let to = if i % 2 == 0 { "Alice Example <alice@example.com>" } else { "Bob Example <bob@example.com>" };
+    let to = if i.is_multiple_of(2) { "Alice Example <alice@example.com>" } else { "Bob Example <bob@example.com>" };
     format!(
         "From: Sender {thread} <sender{thread}@example.net>\r\nTo: {to}\r\nSubject: Report {i} from thread {thread}\r\n\
          Date: Sun, 22 Nov 2026 09:{:02}:00 +0000\r\nMessage-ID: <{thread}.{i}.{}@example.net>\r\n\
