@@ -478,3 +478,84 @@ fn check_verifies_counters_against_items() {
         report.problems
     );
 }
+
+#[test]
+fn change_feed_folds_and_knows_when_history_is_gone() {
+    use mailstore::model::Changes;
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "iris@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    append(&db, mbx, inbox, "kept");
+    let state = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().highest_modseq;
+    let (flagged, _) = append(&db, mbx, inbox, "flagged later");
+    let (gone, _) = append(&db, mbx, inbox, "created then expunged");
+    let store = |uids: Vec<Uid>, flags| {
+        db.commit(MailOp::StoreFlags {
+            mailbox: mbx,
+            folder: inbox,
+            uids,
+            action: FlagAction::Add,
+            flags,
+            keywords: vec![],
+            unchanged_since: None,
+        })
+        .unwrap()
+    };
+    store(vec![1, flagged], Flags::SEEN);
+    store(vec![gone], Flags::DELETED);
+    db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap();
+
+    let Changes::Feed(feed) = db.read(|s, txn| s.changes(txn, &mbx, state)).unwrap() else { panic!() };
+    let uids = |v: &[Entity]| {
+        v.iter().filter_map(|e| if let Entity::Item { uid, .. } = e { Some(*uid) } else { None }).collect::<Vec<_>>()
+    };
+    assert_eq!(uids(&feed.created), [flagged], "created then updated is created; created then gone is not reported");
+    assert_eq!(uids(&feed.updated), [1]);
+    assert!(feed.destroyed.is_empty());
+    assert_eq!(feed.new_state, db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().highest_modseq);
+    // Since the state before the doomed item existed, nothing vanished; since its creation, it did.
+    assert_eq!(db.read(|s, txn| s.vanished_since(txn, &mbx, inbox, state)).unwrap(), Some(vec![]));
+    let after_creation = feed.new_state - 3;
+    assert_eq!(db.read(|s, txn| s.vanished_since(txn, &mbx, inbox, after_creation)).unwrap(), Some(vec![gone]));
+
+    // Trimming the history makes older states unanswerable, explicitly, and keeps newer ones.
+    db.commit(MailOp::TrimHistory { mailbox: mbx, below: feed.new_state }).unwrap();
+    assert!(matches!(db.read(|s, txn| s.changes(txn, &mbx, state)).unwrap(), Changes::CannotCalculate { .. }));
+    assert_eq!(db.read(|s, txn| s.vanished_since(txn, &mbx, inbox, state)).unwrap(), None);
+    assert!(matches!(db.read(|s, txn| s.changes(txn, &mbx, feed.new_state - 1)).unwrap(), Changes::Feed(_)));
+    let Changes::Feed(empty) = db.read(|s, txn| s.changes(txn, &mbx, feed.new_state)).unwrap() else { panic!() };
+    assert!(empty.created.is_empty() && empty.updated.is_empty() && empty.destroyed.is_empty());
+}
+
+#[test]
+fn mailbox_soft_delete_restore_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "jack@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    append(&db, mbx, inbox, "keep me");
+    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 99 }).unwrap();
+    // A deleted mailbox takes no operation and frees its address.
+    let refused = db.commit(MailOp::append(mbx, inbox, message("x", "y"), Flags::empty(), vec![]));
+    assert!(matches!(refused, Err(Error::NotFound(_))), "{refused:?}");
+    assert!(db.read(|s, txn| s.mailbox_by_address(txn, "jack@example.com")).unwrap().is_none());
+    assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().deleted_micros, Some(99));
+    // Restored, with its content.
+    db.commit(MailOp::RestoreMailbox { mailbox: mbx }).unwrap();
+    assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap().total, 1);
+    assert!(
+        matches!(db.commit(MailOp::PurgeMailbox { mailbox: mbx }), Err(Error::InvalidArgument(_))),
+        "purge needs a delete first"
+    );
+    // Deleted again, its address taken by a new mailbox: restore is refused; purge removes everything.
+    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 100 }).unwrap();
+    let other = create_mailbox(&db, "jack@example.com");
+    assert!(matches!(db.commit(MailOp::RestoreMailbox { mailbox: mbx }), Err(Error::AlreadyExists(_))));
+    db.commit(MailOp::PurgeMailbox { mailbox: mbx }).unwrap();
+    assert!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().is_none());
+    assert!(db.read(|s, txn| s.folders(txn, &mbx)).unwrap().is_empty());
+    assert_eq!(db.read(|s, txn| s.mailbox_by_address(txn, "jack@example.com")).unwrap().unwrap().guid, other);
+    db.dismount().unwrap();
+    assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
+}

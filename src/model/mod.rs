@@ -25,6 +25,31 @@ use crate::error::{Error, Result};
 use crate::types::Guid;
 
 pub use ops::{Change, ChangeKind, Entity, FlagAction, MailOp, MailOutput};
+
+/// The answer to [`MailStore::changes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changes {
+    /// What changed.
+    Feed(ChangeFeed),
+    /// The history since the given state was trimmed (JMAP `cannotCalculateChanges`): resynchronize fully.
+    CannotCalculate {
+        /// The oldest state changes can still be calculated from is `history_floor - 1`.
+        history_floor: ModSeq,
+    },
+}
+
+/// The changes of a mailbox between two states.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeFeed {
+    /// Entities that came into being.
+    pub created: Vec<Entity>,
+    /// Entities that changed.
+    pub updated: Vec<Entity>,
+    /// Entities that are gone.
+    pub destroyed: Vec<Entity>,
+    /// The state to ask from next time (the mailbox's highest MODSEQ).
+    pub new_state: ModSeq,
+}
 pub use types::{
     Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo, MailboxInfo, MailboxKind, ModSeq,
     Quota, QuotaStatus, Uid,
@@ -326,6 +351,63 @@ impl MailStore {
             }
         }
         Ok(problems)
+    }
+
+    /// What changed in mailbox `guid` since the state `since` (a MODSEQ, e.g. a previous
+    /// [`ChangeFeed::new_state`]), folded per entity the way JMAP `/changes` and IMAP QRESYNC want it: an entity
+    /// created and destroyed in between is not reported, created-then-updated is created, updated-then-destroyed
+    /// is destroyed. Answers [`Changes::CannotCalculate`] when the history since `since` was trimmed.
+    pub fn changes(&self, txn: &RoTxn<'_>, guid: &Guid, since: ModSeq) -> Result<Changes> {
+        let Some(m) = self.mailbox(txn, guid)? else { return Err(Error::NotFound(format!("mailbox {guid}"))) };
+        if since.saturating_add(1) < m.history_floor {
+            return Ok(Changes::CannotCalculate { history_floor: m.history_floor });
+        }
+        let mut kinds: std::collections::BTreeMap<Entity, (ChangeKind, ChangeKind)> = Default::default();
+        for c in self.changes_since(txn, guid, since)? {
+            kinds.entry(c.entity).and_modify(|(_, last)| *last = c.kind).or_insert((c.kind, c.kind));
+        }
+        let mut feed = ChangeFeed { new_state: m.highest_modseq, ..Default::default() };
+        for (entity, (first, last)) in kinds {
+            let kind = match (first, last) {
+                (ChangeKind::Created, ChangeKind::Destroyed) => continue,
+                (ChangeKind::Created, _) => ChangeKind::Created,
+                (_, ChangeKind::Destroyed) => ChangeKind::Destroyed,
+                _ => ChangeKind::Updated,
+            };
+            let list = match kind {
+                ChangeKind::Created => &mut feed.created,
+                ChangeKind::Updated => &mut feed.updated,
+                ChangeKind::Destroyed => &mut feed.destroyed,
+            };
+            list.push(entity);
+        }
+        Ok(Changes::Feed(feed))
+    }
+
+    /// UIDs of `folder` expunged (or moved out) since `since` (IMAP QRESYNC `VANISHED (EARLIER)`), or `None`
+    /// when the history since then was trimmed.
+    pub fn vanished_since(
+        &self,
+        txn: &RoTxn<'_>,
+        guid: &Guid,
+        folder: FolderId,
+        since: ModSeq,
+    ) -> Result<Option<Vec<Uid>>> {
+        match self.changes(txn, guid, since)? {
+            Changes::CannotCalculate { .. } => Ok(None),
+            Changes::Feed(feed) => {
+                let mut uids: Vec<Uid> = feed
+                    .destroyed
+                    .iter()
+                    .filter_map(|e| match e {
+                        Entity::Item { folder: f, uid, .. } if *f == folder => Some(*uid),
+                        _ => None,
+                    })
+                    .collect();
+                uids.sort_unstable();
+                Ok(Some(uids))
+            }
+        }
     }
 
     /// Every change in mailbox `guid` with a MODSEQ above `since`, in MODSEQ order.

@@ -47,7 +47,7 @@ pub enum ChangeKind {
 }
 
 /// What a change was about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Entity {
     /// The mailbox itself.
     Mailbox,
@@ -204,6 +204,32 @@ pub enum MailOp {
         /// When (decided before logging).
         at_micros: u64,
     },
+    /// Drops the change log below `below` (bounding the history kept for QRESYNC and JMAP `/changes`); asking
+    /// for changes since an older state then answers "cannot calculate changes".
+    TrimHistory {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The lowest MODSEQ whose changes are kept.
+        below: ModSeq,
+    },
+    /// Soft-deletes a mailbox: it keeps its content, takes no operation but restore and purge, and its address
+    /// is free for a new mailbox.
+    DeleteMailbox {
+        /// The mailbox.
+        mailbox: Guid,
+        /// When (decided before logging).
+        at_micros: u64,
+    },
+    /// Restores a soft-deleted mailbox (its address must still be free).
+    RestoreMailbox {
+        /// The mailbox.
+        mailbox: Guid,
+    },
+    /// Removes a soft-deleted mailbox and everything in it.
+    PurgeMailbox {
+        /// The mailbox.
+        mailbox: Guid,
+    },
     /// Sets a mailbox's own quota, or (`None`) returns it to the database default.
     SetQuota {
         /// The mailbox.
@@ -298,6 +324,13 @@ pub enum MailOutput {
     },
     /// The quota was set.
     QuotaSet,
+    /// The change log was trimmed.
+    HistoryTrimmed {
+        /// Change entries removed.
+        removed: u64,
+    },
+    /// A mailbox was soft-deleted, restored or purged.
+    MailboxChanged,
     /// Items were expunged (or purged).
     Expunged {
         /// Their UIDs.
@@ -380,7 +413,12 @@ impl MailOp {
             MailOp::CopyItems { uids, .. } | MailOp::DeleteItems { uids, .. } | MailOp::RecoverItems { uids, .. } => {
                 check_uids(uids)
             }
-            MailOp::PurgeDeleted { .. } | MailOp::DeleteFolder { .. } => Ok(()),
+            MailOp::PurgeDeleted { .. }
+            | MailOp::DeleteFolder { .. }
+            | MailOp::TrimHistory { .. }
+            | MailOp::DeleteMailbox { .. }
+            | MailOp::RestoreMailbox { .. }
+            | MailOp::PurgeMailbox { .. } => Ok(()),
             MailOp::SetQuota { quota, .. } => match quota {
                 Some(q) if q.issue_warning > q.prohibit_send || q.prohibit_send > q.prohibit_send_receive => {
                     Err(invalid("quota limits must satisfy warning <= prohibit send <= prohibit send and receive"))
@@ -475,11 +513,32 @@ struct Tx<'a, 't> {
 }
 
 impl Tx<'_, '_> {
+    /// The mailbox, which must not be soft-deleted.
     fn mailbox(&self) -> Result<MailboxInfo, ApplyError> {
+        let m = self.any_mailbox()?;
+        if m.deleted_micros.is_some() {
+            return Err(reject(Error::NotFound(format!("mailbox {} (it is deleted)", self.guid))));
+        }
+        Ok(m)
+    }
+
+    /// The mailbox, soft-deleted or not.
+    fn any_mailbox(&self) -> Result<MailboxInfo, ApplyError> {
         match self.s.mailboxes.get(self.txn, &keys::mailbox(&self.guid))? {
             Some(raw) => Ok(load(raw)?),
             None => Err(reject(Error::NotFound(format!("mailbox {}", self.guid)))),
         }
+    }
+
+    /// Deletes every entry of `table` whose key starts with the mailbox GUID; returns how many.
+    fn clear(&mut self, table: heed::Database<'static, heed::types::Bytes, heed::types::Bytes>) -> heed::Result<u64> {
+        let prefix = keys::mailbox(&self.guid);
+        let keys: Vec<Vec<u8>> =
+            table.prefix_iter(self.txn, &prefix)?.map(|e| e.map(|(k, _)| k.to_vec())).collect::<heed::Result<_>>()?;
+        for k in &keys {
+            table.delete(self.txn, k)?;
+        }
+        Ok(keys.len() as u64)
     }
 
     fn put_mailbox(&mut self, m: &MailboxInfo) -> heed::Result<()> {
@@ -687,6 +746,8 @@ pub(crate) fn apply(
                 recoverable_items: 0,
                 recoverable_size: 0,
                 quota: None,
+                history_floor: 0,
+                deleted_micros: None,
                 next_folder_id: 1,
                 next_item_id: 1,
             };
@@ -1019,6 +1080,66 @@ pub(crate) fn apply(
             tx.put_folder(&deletions)?;
             tx.put_mailbox(&m)?;
             Ok(MailOutput::FolderDeleted { folders: subtree, items: moved, modseq })
+        }
+
+        MailOp::TrimHistory { mailbox, below } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            // Never beyond the present: the changes of the newest state stay answerable.
+            let below = below.min(m.highest_modseq + 1);
+            let start = keys::change(&mailbox, 0, 0);
+            let end = keys::change(&mailbox, below, 0);
+            let range = (std::ops::Bound::Included(&start[..]), std::ops::Bound::Excluded(&end[..]));
+            let keys: Vec<Vec<u8>> =
+                tx.s.changes.range(tx.txn, &range)?.map(|e| e.map(|(k, _)| k.to_vec())).collect::<heed::Result<_>>()?;
+            for k in &keys {
+                tx.s.changes.delete(tx.txn, k)?;
+            }
+            m.history_floor = m.history_floor.max(below);
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::HistoryTrimmed { removed: keys.len() as u64 })
+        }
+
+        MailOp::DeleteMailbox { mailbox, at_micros } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let modseq = Tx::next_modseq(&mut m);
+            m.deleted_micros = Some(at_micros);
+            tx.s.addresses.delete(tx.txn, m.address.to_lowercase().as_bytes())?;
+            tx.record(modseq, ChangeKind::Destroyed, Entity::Mailbox)?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::MailboxChanged)
+        }
+
+        MailOp::RestoreMailbox { mailbox } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.any_mailbox()?;
+            if m.deleted_micros.is_none() {
+                return Err(reject(invalid(format!("mailbox {mailbox} is not deleted"))));
+            }
+            let address_key = m.address.to_lowercase();
+            if tx.s.addresses.get(tx.txn, address_key.as_bytes())?.is_some() {
+                return Err(reject(Error::AlreadyExists(format!("a mailbox with address {:?}", m.address))));
+            }
+            let modseq = Tx::next_modseq(&mut m);
+            m.deleted_micros = None;
+            tx.s.addresses.put(tx.txn, address_key.as_bytes(), mailbox.as_bytes())?;
+            tx.record(modseq, ChangeKind::Created, Entity::Mailbox)?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::MailboxChanged)
+        }
+
+        MailOp::PurgeMailbox { mailbox } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let m = tx.any_mailbox()?;
+            if m.deleted_micros.is_none() {
+                return Err(reject(invalid(format!("mailbox {mailbox} must be deleted before it is purged"))));
+            }
+            for table in [s.folders, s.folder_names, s.items, s.uids, s.bodies, s.changes] {
+                tx.clear(table)?;
+            }
+            tx.s.mailboxes.delete(tx.txn, &keys::mailbox(&mailbox))?;
+            Ok(MailOutput::MailboxChanged)
         }
 
         MailOp::SetQuota { mailbox, quota } => {

@@ -255,6 +255,12 @@ pub struct MailboxInfo {
     pub recoverable_size: u64,
     /// Its own quota, or `None` for the database default.
     pub quota: Option<Quota>,
+    /// The change log holds every change with a MODSEQ at or above this; changes since an older state cannot
+    /// be calculated (JMAP `cannotCalculateChanges`).
+    pub history_floor: ModSeq,
+    /// Set while the mailbox is soft-deleted (microseconds since the Unix epoch): its content is kept until it
+    /// is purged or restored, and it takes no other operation.
+    pub deleted_micros: Option<u64>,
     pub(crate) next_folder_id: FolderId,
     pub(crate) next_item_id: ItemId,
 }
