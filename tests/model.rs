@@ -559,3 +559,83 @@ fn mailbox_soft_delete_restore_and_purge() {
     db.dismount().unwrap();
     assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
 }
+
+#[test]
+fn delivery_by_path_received_order_free_busy_and_fai() {
+    use mailstore::model::{ItemClass, deliver};
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "kate@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let MailOutput::FolderCreated { id: lists, .. } =
+        db.commit(MailOp::create_folder(mbx, inbox, "Lists")).unwrap().output
+    else {
+        panic!()
+    };
+    // The store driver: into the Inbox by default, or into a folder named by its path.
+    assert!(matches!(deliver(&db, mbx, None, message("to inbox", "x")).unwrap(), MailOutput::Appended { uid: 1, .. }));
+    deliver(&db, mbx, Some("inbox/LISTS"), message("to lists", "x")).unwrap();
+    assert_eq!(folder_info(&db, mbx, lists).total, 1);
+    assert!(matches!(deliver(&db, mbx, Some("Inbox/Nowhere"), message("lost", "x")), Err(Error::NotFound(_))));
+
+    // Received-time order, newest first, with pagination; independent of UID order.
+    for (i, received) in [300u64, 100, 200].into_iter().enumerate() {
+        let mut op = MailOp::append(mbx, lists, message(&format!("r{i}"), "x"), Flags::empty(), vec![]);
+        if let MailOp::Append { received_micros, .. } = &mut op {
+            *received_micros = received;
+        }
+        db.commit(op).unwrap();
+    }
+    let page = |offset, limit| {
+        db.read(|s, txn| s.items_by_received(txn, &mbx, lists, false, offset, limit))
+            .unwrap()
+            .into_iter()
+            .map(|i| i.received_micros)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(page(0, 2), [100, 200]);
+    assert_eq!(page(2, 10)[0], 300);
+    let newest = db.read(|s, txn| s.items_by_received(txn, &mbx, lists, true, 0, 1)).unwrap();
+    assert_eq!(newest[0].envelope.subject.as_deref(), Some("to lists"), "delivered now, so newest");
+
+    // Free/busy: appointments overlapping a range, ordered by start.
+    let calendar = role(&db, mbx, FolderRole::Calendar);
+    for (start, end) in [(10u64, 20u64), (30, 40), (5, 12)] {
+        db.commit(MailOp::append_item(
+            mbx,
+            calendar,
+            message("meeting", "x"),
+            ItemClass::Appointment { start, end },
+            false,
+        ))
+        .unwrap();
+    }
+    let busy = db.read(|s, txn| s.appointments_overlapping(txn, &mbx, 11, 31)).unwrap();
+    let spans: Vec<_> = busy.iter().map(|i| i.class.clone()).collect();
+    assert_eq!(
+        spans,
+        [
+            ItemClass::Appointment { start: 5, end: 12 },
+            ItemClass::Appointment { start: 10, end: 20 },
+            ItemClass::Appointment { start: 30, end: 40 }
+        ]
+    );
+    assert!(db.read(|s, txn| s.appointments_overlapping(txn, &mbx, 20, 30)).unwrap().is_empty(), "ends are exclusive");
+
+    // Folder-associated items are hidden from listings and folder counts, but count against the quota.
+    let before = folder_info(&db, mbx, inbox);
+    db.commit(MailOp::append_item(
+        mbx,
+        inbox,
+        b"view settings".to_vec(),
+        ItemClass::Other("IPM.Configuration".into()),
+        true,
+    ))
+    .unwrap();
+    let after = folder_info(&db, mbx, inbox);
+    assert_eq!((after.total, after.size), (before.total, before.size));
+    assert_eq!(db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 100, false)).unwrap().len(), 1);
+    assert_eq!(db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 100, true)).unwrap().len(), 2);
+    db.dismount().unwrap();
+    assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
+}

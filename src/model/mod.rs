@@ -56,7 +56,7 @@ pub use types::{
 };
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "mail.mailboxes",
     "mail.addresses",
     "mail.folders",
@@ -65,6 +65,7 @@ const TABLES: [&str; 8] = [
     "mail.uids",
     "mail.bodies",
     "mail.changes",
+    "mail.received",
 ];
 
 /// A mailbox database.
@@ -81,16 +82,18 @@ pub struct MailStore {
     uids: Database<'static, Bytes, Bytes>,
     bodies: Database<'static, Bytes, Bytes>,
     changes: Database<'static, Bytes, Bytes>,
+    received: Database<'static, Bytes, Bytes>,
 }
 
 /// [`MailStore`]'s databases while their opening transaction is live.
-pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; 8]);
+pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; 9]);
 
 impl OnCommit for MailDatabases<'_> {
     type Committed = MailStore;
     fn on_commit(self, token: &CommitToken) -> MailStore {
-        let [mailboxes, addresses, folders, folder_names, items, uids, bodies, changes] = self.0.on_commit(token);
-        MailStore { mailboxes, addresses, folders, folder_names, items, uids, bodies, changes }
+        let [mailboxes, addresses, folders, folder_names, items, uids, bodies, changes, received] =
+            self.0.on_commit(token);
+        MailStore { mailboxes, addresses, folders, folder_names, items, uids, bodies, changes, received }
     }
 }
 
@@ -105,7 +108,7 @@ impl StateMachine for MailStore {
         for name in TABLES {
             dbs.push(opener.create_database::<Bytes, Bytes>(txn, Some(name))?);
         }
-        let dbs: [Database<'e, Bytes, Bytes>; 8] =
+        let dbs: [Database<'e, Bytes, Bytes>; 9] =
             dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
         Ok(MailDatabases(dbs))
     }
@@ -121,7 +124,7 @@ impl StateMachine for MailStore {
                 None => return Ok(None),
             }
         }
-        let dbs: [Database<'e, Bytes, Bytes>; 8] =
+        let dbs: [Database<'e, Bytes, Bytes>; 9] =
             dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
         Ok(Some(MailDatabases(dbs)))
     }
@@ -242,6 +245,80 @@ impl MailStore {
         Ok(out)
     }
 
+    /// The folder at `path` (names separated by `/`, compared case-insensitively, from the top of the tree:
+    /// `"Inbox/Projects"`).
+    pub fn folder_by_path(&self, txn: &RoTxn<'_>, guid: &Guid, path: &str) -> Result<Option<FolderInfo>> {
+        let Some(mut folder) = self.folder_by_role(txn, guid, FolderRole::Root)? else { return Ok(None) };
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            match self.child_folder(txn, guid, folder.id, name)? {
+                Some(child) => folder = child,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(folder))
+    }
+
+    /// Items of `folder` ordered by received time (newest first when `newest_first`), skipping `offset` and
+    /// returning at most `limit`; folder-associated items are left out.
+    pub fn items_by_received(
+        &self,
+        txn: &RoTxn<'_>,
+        guid: &Guid,
+        folder: FolderId,
+        newest_first: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<ItemInfo>> {
+        let prefix = keys::folder(guid, folder);
+        let ids = self.received.prefix_iter(txn, &prefix)?.map(|e| e.map(|(k, _)| keys::u64_at(k, 32)));
+        let ids: Vec<ItemId> = if newest_first {
+            let mut all = ids.collect::<heed::Result<Vec<_>>>()?;
+            all.reverse();
+            all
+        } else {
+            ids.collect::<heed::Result<Vec<_>>>()?
+        };
+        let mut out = Vec::new();
+        for id in ids.into_iter().skip(offset) {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(item) = self.item(txn, guid, id)?
+                && !item.fai
+            {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appointments of mailbox `guid` (in any folder outside Recoverable Items) that overlap `start..end`
+    /// (microseconds since the Unix epoch): what a free/busy query needs.
+    pub fn appointments_overlapping(
+        &self,
+        txn: &RoTxn<'_>,
+        guid: &Guid,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<ItemInfo>> {
+        let mut out = Vec::new();
+        for folder in self.folders(txn, guid)?.into_iter().filter(|f| !f.hidden) {
+            for item in self.items_by_uid(txn, guid, folder.id, 1, usize::MAX, false)? {
+                if let ItemClass::Appointment { start: s, end: e } = item.class
+                    && s < end
+                    && e > start
+                {
+                    out.push(item);
+                }
+            }
+        }
+        out.sort_by_key(|i| match i.class {
+            ItemClass::Appointment { start, .. } => start,
+            _ => 0,
+        });
+        Ok(out)
+    }
+
     /// The raw RFC 5322 bytes of an item.
     pub fn raw(&self, txn: &RoTxn<'_>, guid: &Guid, id: ItemId) -> Result<Option<Vec<u8>>> {
         Ok(self.bodies.get(txn, &keys::item(guid, id))?.map(<[u8]>::to_vec))
@@ -291,6 +368,7 @@ impl MailStore {
             self.uids,
             self.bodies,
             self.changes,
+            self.received,
         ];
         for (i, table) in tables.iter().enumerate() {
             hasher.update(&(i as u32).to_le_bytes());
@@ -424,4 +502,17 @@ impl MailStore {
         }
         Ok(out)
     }
+}
+
+/// The store driver's delivery: stores `raw` in `folder` (a path such as `"Inbox/Lists"`, the Inbox when
+/// `None`) of mailbox `mailbox`, received now. The folder is looked up before the operation is logged; if it
+/// disappears in between, the delivery is refused with [`Error::NotFound`].
+pub fn deliver(db: &MailEngine, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
+    let target = db.read(|s, txn| match folder {
+        Some(path) => s.folder_by_path(txn, &mailbox, path),
+        None => s.folder_by_role(txn, &mailbox, FolderRole::Inbox),
+    })?;
+    let target = target
+        .ok_or_else(|| Error::NotFound(format!("folder {:?} in mailbox {mailbox}", folder.unwrap_or("Inbox"))))?;
+    Ok(db.commit(MailOp::append(mailbox, target.id, raw, Flags::empty(), Vec::new()))?.output)
 }

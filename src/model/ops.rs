@@ -378,6 +378,21 @@ impl MailOp {
         }
     }
 
+    /// An item of any class (an appointment, a contact, a folder-associated settings item), received now.
+    pub fn append_item(mailbox: Guid, folder: FolderId, raw: Vec<u8>, class: ItemClass, fai: bool) -> MailOp {
+        MailOp::Append {
+            mailbox,
+            folder,
+            flags: Flags::empty(),
+            keywords: Vec::new(),
+            received_micros: now_micros(),
+            class,
+            fai,
+            envelope: Box::new(envelope::parse(&raw)),
+            raw,
+        }
+    }
+
     /// Checks what can be checked without the state: names, sizes, keyword syntax.
     pub(crate) fn validate(&self) -> Result<()> {
         match self {
@@ -625,6 +640,7 @@ impl Tx<'_, '_> {
         self.put_item(&item)?;
         self.s.uids.put(self.txn, &keys::uid(&self.guid, folder.id, item.uid), &item.id.to_be_bytes())?;
         self.s.bodies.put(self.txn, &keys::item(&self.guid, item.id), raw)?;
+        self.s.received.put(self.txn, &keys::received(&self.guid, folder.id, item.received_micros, item.id), &[])?;
         count(m, folder, &item, 1);
         self.record(modseq, ChangeKind::Created, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })?;
         Ok(item)
@@ -641,6 +657,7 @@ impl Tx<'_, '_> {
         self.s.items.delete(self.txn, &keys::item(&self.guid, item.id))?;
         self.s.uids.delete(self.txn, &keys::uid(&self.guid, folder.id, item.uid))?;
         self.s.bodies.delete(self.txn, &keys::item(&self.guid, item.id))?;
+        self.s.received.delete(self.txn, &keys::received(&self.guid, folder.id, item.received_micros, item.id))?;
         count(m, folder, item, -1);
         folder.highest_modseq = modseq;
         self.record(modseq, ChangeKind::Destroyed, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })
@@ -1135,7 +1152,7 @@ pub(crate) fn apply(
             if m.deleted_micros.is_none() {
                 return Err(reject(invalid(format!("mailbox {mailbox} must be deleted before it is purged"))));
             }
-            for table in [s.folders, s.folder_names, s.items, s.uids, s.bodies, s.changes] {
+            for table in [s.folders, s.folder_names, s.items, s.uids, s.bodies, s.changes, s.received] {
                 tx.clear(table)?;
             }
             tx.s.mailboxes.delete(tx.txn, &keys::mailbox(&mailbox))?;
