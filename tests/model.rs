@@ -639,3 +639,48 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
     db.dismount().unwrap();
     assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
 }
+
+#[test]
+fn outbox_submission_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "liam@example.com");
+    let outbox = role(&db, mbx, FolderRole::Outbox);
+    let sent = role(&db, mbx, FolderRole::SentItems);
+    let MailOutput::Submitted { item, uid } = db.commit(MailOp::submit(mbx, message("outgoing", "hi"))).unwrap().output
+    else {
+        panic!()
+    };
+    assert_eq!(uid, 1);
+    db.commit(MailOp::submit(mbx, message("second", "hi"))).unwrap();
+    let queue = db.read(|s, txn| s.submissions(txn)).unwrap();
+    assert_eq!(queue.len(), 2);
+    assert_eq!((queue[0].mailbox, queue[0].item), (mbx, item));
+    let raw = db.read(|s, txn| s.raw(txn, &mbx, item)).unwrap().unwrap();
+    assert_eq!(raw, message("outgoing", "hi"), "the transport reads the bytes from the queue entry");
+    // The transport acknowledges: the message moves to Sent Items and leaves the queue.
+    let MailOutput::Sent { uid } = db.commit(MailOp::AcknowledgeSubmission { mailbox: mbx, item }).unwrap().output
+    else {
+        panic!()
+    };
+    assert_eq!(
+        db.read(|s, txn| s.item_by_uid(txn, &mbx, sent, uid)).unwrap().unwrap().envelope.subject.as_deref(),
+        Some("outgoing")
+    );
+    assert_eq!(folder_info(&db, mbx, outbox).total, 1);
+    assert!(matches!(db.commit(MailOp::AcknowledgeSubmission { mailbox: mbx, item }), Err(Error::NotFound(_))));
+    // Deleting a queued message withdraws it.
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: outbox, uids: vec![2], at_micros: 1 }).unwrap();
+    assert!(db.read(|s, txn| s.submissions(txn)).unwrap().is_empty());
+    // Over the prohibit-send quota, submission is refused (delivery still works below prohibit-send-receive).
+    let size = folder_info(&db, mbx, sent).size;
+    let quota = mailstore::model::Quota {
+        issue_warning: 1,
+        prohibit_send: size - 1,
+        prohibit_send_receive: 1 << 40,
+        ..Default::default()
+    };
+    db.commit(MailOp::SetQuota { mailbox: mbx, quota: Some(quota) }).unwrap();
+    assert!(matches!(db.commit(MailOp::submit(mbx, message("blocked", "x"))), Err(Error::QuotaExceeded { .. })));
+    append(&db, mbx, role(&db, mbx, FolderRole::Inbox), "still delivered");
+}

@@ -24,7 +24,7 @@ use crate::engine::{ApplyContext, ApplyError, Engine, StateMachine};
 use crate::error::{Error, Result};
 use crate::types::Guid;
 
-pub use ops::{Change, ChangeKind, Entity, FlagAction, MailOp, MailOutput};
+pub use ops::{Change, ChangeKind, Entity, FlagAction, MailOp, MailOutput, Submission};
 
 /// The answer to [`MailStore::changes`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub use types::{
 };
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "mail.mailboxes",
     "mail.addresses",
     "mail.folders",
@@ -66,6 +66,7 @@ const TABLES: [&str; 9] = [
     "mail.bodies",
     "mail.changes",
     "mail.received",
+    "mail.submissions",
 ];
 
 /// A mailbox database.
@@ -83,17 +84,18 @@ pub struct MailStore {
     bodies: Database<'static, Bytes, Bytes>,
     changes: Database<'static, Bytes, Bytes>,
     received: Database<'static, Bytes, Bytes>,
+    submissions: Database<'static, Bytes, Bytes>,
 }
 
 /// [`MailStore`]'s databases while their opening transaction is live.
-pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; 9]);
+pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; 10]);
 
 impl OnCommit for MailDatabases<'_> {
     type Committed = MailStore;
     fn on_commit(self, token: &CommitToken) -> MailStore {
-        let [mailboxes, addresses, folders, folder_names, items, uids, bodies, changes, received] =
+        let [mailboxes, addresses, folders, folder_names, items, uids, bodies, changes, received, submissions] =
             self.0.on_commit(token);
-        MailStore { mailboxes, addresses, folders, folder_names, items, uids, bodies, changes, received }
+        MailStore { mailboxes, addresses, folders, folder_names, items, uids, bodies, changes, received, submissions }
     }
 }
 
@@ -108,7 +110,7 @@ impl StateMachine for MailStore {
         for name in TABLES {
             dbs.push(opener.create_database::<Bytes, Bytes>(txn, Some(name))?);
         }
-        let dbs: [Database<'e, Bytes, Bytes>; 9] =
+        let dbs: [Database<'e, Bytes, Bytes>; 10] =
             dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
         Ok(MailDatabases(dbs))
     }
@@ -124,7 +126,7 @@ impl StateMachine for MailStore {
                 None => return Ok(None),
             }
         }
-        let dbs: [Database<'e, Bytes, Bytes>; 9] =
+        let dbs: [Database<'e, Bytes, Bytes>; 10] =
             dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
         Ok(Some(MailDatabases(dbs)))
     }
@@ -319,6 +321,17 @@ impl MailStore {
         Ok(out)
     }
 
+    /// The submission queue of the database, oldest first: messages submitted from Outboxes that a transport
+    /// has not yet acknowledged.
+    pub fn submissions(&self, txn: &RoTxn<'_>) -> Result<Vec<Submission>> {
+        let mut out: Vec<Submission> = Vec::new();
+        for entry in self.submissions.iter(txn)? {
+            out.push(load(entry?.1)?);
+        }
+        out.sort_by_key(|s| (s.submitted_micros, s.mailbox, s.item));
+        Ok(out)
+    }
+
     /// The raw RFC 5322 bytes of an item.
     pub fn raw(&self, txn: &RoTxn<'_>, guid: &Guid, id: ItemId) -> Result<Option<Vec<u8>>> {
         Ok(self.bodies.get(txn, &keys::item(guid, id))?.map(<[u8]>::to_vec))
@@ -369,6 +382,7 @@ impl MailStore {
             self.bodies,
             self.changes,
             self.received,
+            self.submissions,
         ];
         for (i, table) in tables.iter().enumerate() {
             hasher.update(&(i as u32).to_le_bytes());

@@ -75,6 +75,17 @@ pub struct Change {
     pub entity: Entity,
 }
 
+/// A message waiting in the submission queue for a transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The submitting mailbox.
+    pub mailbox: Guid,
+    /// The message, in the mailbox's Outbox.
+    pub item: ItemId,
+    /// When it was submitted.
+    pub submitted_micros: u64,
+}
+
 /// A mutation of the mailbox model: the payload of one log record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MailOp {
@@ -204,6 +215,25 @@ pub enum MailOp {
         /// When (decided before logging).
         at_micros: u64,
     },
+    /// Submits a message for sending: it is stored in the Outbox and queued for a transport. Refused over the
+    /// prohibit-send quota.
+    Submit {
+        /// The sending mailbox.
+        mailbox: Guid,
+        /// When (decided before logging).
+        submitted_micros: u64,
+        /// The envelope, parsed before logging.
+        envelope: Box<Envelope>,
+        /// The raw RFC 5322 bytes.
+        raw: Vec<u8>,
+    },
+    /// A transport has sent a queued message: it leaves the queue and moves from the Outbox to Sent Items.
+    AcknowledgeSubmission {
+        /// The sending mailbox.
+        mailbox: Guid,
+        /// The queued item.
+        item: ItemId,
+    },
     /// Drops the change log below `below` (bounding the history kept for QRESYNC and JMAP `/changes`); asking
     /// for changes since an older state then answers "cannot calculate changes".
     TrimHistory {
@@ -324,6 +354,18 @@ pub enum MailOutput {
     },
     /// The quota was set.
     QuotaSet,
+    /// A message was submitted.
+    Submitted {
+        /// Its item id in the Outbox.
+        item: ItemId,
+        /// Its UID there.
+        uid: Uid,
+    },
+    /// A submission was acknowledged; the message is in Sent Items.
+    Sent {
+        /// Its UID in Sent Items.
+        uid: Uid,
+    },
     /// The change log was trimmed.
     HistoryTrimmed {
         /// Change entries removed.
@@ -378,6 +420,11 @@ impl MailOp {
         }
     }
 
+    /// A message to submit for sending, now.
+    pub fn submit(mailbox: Guid, raw: Vec<u8>) -> MailOp {
+        MailOp::Submit { mailbox, submitted_micros: now_micros(), envelope: Box::new(envelope::parse(&raw)), raw }
+    }
+
     /// An item of any class (an appointment, a contact, a folder-associated settings item), received now.
     pub fn append_item(mailbox: Guid, folder: FolderId, raw: Vec<u8>, class: ItemClass, fai: bool) -> MailOp {
         MailOp::Append {
@@ -428,7 +475,12 @@ impl MailOp {
             MailOp::CopyItems { uids, .. } | MailOp::DeleteItems { uids, .. } | MailOp::RecoverItems { uids, .. } => {
                 check_uids(uids)
             }
-            MailOp::PurgeDeleted { .. }
+            MailOp::Submit { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => {
+                Err(invalid(format!("message of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes", raw.len())))
+            }
+            MailOp::Submit { .. }
+            | MailOp::AcknowledgeSubmission { .. }
+            | MailOp::PurgeDeleted { .. }
             | MailOp::DeleteFolder { .. }
             | MailOp::TrimHistory { .. }
             | MailOp::DeleteMailbox { .. }
@@ -658,6 +710,8 @@ impl Tx<'_, '_> {
         self.s.uids.delete(self.txn, &keys::uid(&self.guid, folder.id, item.uid))?;
         self.s.bodies.delete(self.txn, &keys::item(&self.guid, item.id))?;
         self.s.received.delete(self.txn, &keys::received(&self.guid, folder.id, item.received_micros, item.id))?;
+        // An item that leaves its folder (sent, deleted, moved, expunged) is no longer queued for submission.
+        self.s.submissions.delete(self.txn, &keys::item(&self.guid, item.id))?;
         count(m, folder, item, -1);
         folder.highest_modseq = modseq;
         self.record(modseq, ChangeKind::Destroyed, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })
@@ -1099,6 +1153,60 @@ pub(crate) fn apply(
             Ok(MailOutput::FolderDeleted { folders: subtree, items: moved, modseq })
         }
 
+        MailOp::Submit { mailbox, submitted_micros, envelope, raw } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let limit = m.quota.unwrap_or_default().prohibit_send;
+            if m.size > limit {
+                return Err(reject(Error::QuotaExceeded {
+                    what: format!("prohibit-send quota of mailbox {}", m.address),
+                    size: m.size,
+                    limit,
+                }));
+            }
+            let mut outbox = tx.role_folder(FolderRole::Outbox)?;
+            let modseq = Tx::next_modseq(&mut m);
+            let template = ItemInfo {
+                id: 0,
+                folder: outbox.id,
+                uid: 0,
+                modseq,
+                flags: Flags::SEEN,
+                keywords: Vec::new(),
+                class: ItemClass::Note,
+                received_micros: submitted_micros,
+                size: raw.len() as u64,
+                envelope: *envelope,
+                fai: false,
+                deleted: None,
+            };
+            let item = tx.insert_item(&mut m, &mut outbox, &template, &raw, modseq)?;
+            let queued = Submission { mailbox, item: item.id, submitted_micros };
+            tx.s.submissions.put(tx.txn, &keys::item(&mailbox, item.id), &store(&queued)?)?;
+            tx.put_folder(&outbox)?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::Submitted { item: item.id, uid: item.uid })
+        }
+
+        MailOp::AcknowledgeSubmission { mailbox, item } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let key = keys::item(&mailbox, item);
+            if tx.s.submissions.get(tx.txn, &key)?.is_none() {
+                return Err(reject(Error::NotFound(format!("submission of item {item} in mailbox {mailbox}"))));
+            }
+            let queued = tx.item(item)?.ok_or_else(|| reject(Error::NotFound(format!("item {item}"))))?;
+            let mut outbox = tx.folder(queued.folder)?;
+            let mut sent = tx.role_folder(FolderRole::SentItems)?;
+            let modseq = Tx::next_modseq(&mut m);
+            let uid = tx.move_item(&mut m, &mut outbox, &mut sent, &queued, queued.clone(), modseq)?;
+            tx.s.submissions.delete(tx.txn, &key)?;
+            tx.put_folder(&outbox)?;
+            tx.put_folder(&sent)?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::Sent { uid })
+        }
+
         MailOp::TrimHistory { mailbox, below } => {
             let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
             let mut m = tx.mailbox()?;
@@ -1152,7 +1260,7 @@ pub(crate) fn apply(
             if m.deleted_micros.is_none() {
                 return Err(reject(invalid(format!("mailbox {mailbox} must be deleted before it is purged"))));
             }
-            for table in [s.folders, s.folder_names, s.items, s.uids, s.bodies, s.changes, s.received] {
+            for table in [s.folders, s.folder_names, s.items, s.uids, s.bodies, s.changes, s.received, s.submissions] {
                 tx.clear(table)?;
             }
             tx.s.mailboxes.delete(tx.txn, &keys::mailbox(&mailbox))?;
