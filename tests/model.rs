@@ -684,3 +684,47 @@ fn outbox_submission_queue() {
     assert!(matches!(db.commit(MailOp::submit(mbx, message("blocked", "x"))), Err(Error::QuotaExceeded { .. })));
     append(&db, mbx, role(&db, mbx, FolderRole::Inbox), "still delivered");
 }
+
+#[test]
+fn identical_messages_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let a = create_mailbox(&db, "sis-a@example.com");
+    let b = create_mailbox(&db, "sis-b@example.com");
+    let (ia, ib) = (role(&db, a, FolderRole::Inbox), role(&db, b, FolderRole::Inbox));
+    let newsletter = message("newsletter", &"same content for everyone ".repeat(100));
+    for (mbx, inbox) in [(a, ia), (b, ib), (a, ia)] {
+        db.commit(MailOp::append(mbx, inbox, newsletter.clone(), Flags::empty(), vec![])).unwrap();
+    }
+    db.commit(MailOp::append(a, ia, message("other", "x"), Flags::empty(), vec![])).unwrap();
+    let stored = || db.read(|s, txn| s.stored_contents(txn)).unwrap();
+    assert_eq!(stored(), (2, (newsletter.len() + message("other", "x").len()) as u64));
+    // Copies share the bytes too; every item still reads its own message.
+    let archive = role(&db, a, FolderRole::Archive);
+    db.commit(MailOp::CopyItems { mailbox: a, from: ia, uids: vec![1, 2], to: archive, remove_source: false }).unwrap();
+    assert_eq!(stored().0, 2);
+    let copy = db.read(|s, txn| s.item_by_uid(txn, &a, archive, 1)).unwrap().unwrap();
+    assert_eq!(db.read(|s, txn| s.raw(txn, &a, copy.id)).unwrap().unwrap(), newsletter);
+    // The bytes go when the last item holding them goes, not before.
+    let expunge_all = |mbx: Guid, folder: FolderId| {
+        db.commit(MailOp::StoreFlags {
+            mailbox: mbx,
+            folder,
+            uids: (1..10).collect(),
+            action: FlagAction::Add,
+            flags: Flags::DELETED,
+            keywords: vec![],
+            unchanged_since: None,
+        })
+        .unwrap();
+        db.commit(MailOp::Expunge { mailbox: mbx, folder, uids: None }).unwrap();
+    };
+    expunge_all(a, ia);
+    expunge_all(a, archive);
+    assert_eq!(stored().0, 1, "mailbox b still holds the newsletter");
+    assert_eq!(db.read(|s, txn| s.raw(txn, &b, 1)).unwrap().unwrap(), newsletter);
+    expunge_all(b, ib);
+    assert_eq!(stored(), (0, 0));
+    db.dismount().unwrap();
+    assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
+}

@@ -56,7 +56,7 @@ pub use types::{
 };
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "mail.mailboxes",
     "mail.addresses",
     "mail.folders",
@@ -67,6 +67,7 @@ const TABLES: [&str; 10] = [
     "mail.changes",
     "mail.received",
     "mail.submissions",
+    "mail.blob_refs",
 ];
 
 /// A mailbox database.
@@ -85,17 +86,41 @@ pub struct MailStore {
     changes: Database<'static, Bytes, Bytes>,
     received: Database<'static, Bytes, Bytes>,
     submissions: Database<'static, Bytes, Bytes>,
+    blob_refs: Database<'static, Bytes, Bytes>,
 }
 
 /// [`MailStore`]'s databases while their opening transaction is live.
-pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; 10]);
+pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; 11]);
 
 impl OnCommit for MailDatabases<'_> {
     type Committed = MailStore;
     fn on_commit(self, token: &CommitToken) -> MailStore {
-        let [mailboxes, addresses, folders, folder_names, items, uids, bodies, changes, received, submissions] =
-            self.0.on_commit(token);
-        MailStore { mailboxes, addresses, folders, folder_names, items, uids, bodies, changes, received, submissions }
+        let [
+            mailboxes,
+            addresses,
+            folders,
+            folder_names,
+            items,
+            uids,
+            bodies,
+            changes,
+            received,
+            submissions,
+            blob_refs,
+        ] = self.0.on_commit(token);
+        MailStore {
+            mailboxes,
+            addresses,
+            folders,
+            folder_names,
+            items,
+            uids,
+            bodies,
+            changes,
+            received,
+            submissions,
+            blob_refs,
+        }
     }
 }
 
@@ -110,7 +135,7 @@ impl StateMachine for MailStore {
         for name in TABLES {
             dbs.push(opener.create_database::<Bytes, Bytes>(txn, Some(name))?);
         }
-        let dbs: [Database<'e, Bytes, Bytes>; 10] =
+        let dbs: [Database<'e, Bytes, Bytes>; 11] =
             dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
         Ok(MailDatabases(dbs))
     }
@@ -126,7 +151,7 @@ impl StateMachine for MailStore {
                 None => return Ok(None),
             }
         }
-        let dbs: [Database<'e, Bytes, Bytes>; 10] =
+        let dbs: [Database<'e, Bytes, Bytes>; 11] =
             dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
         Ok(Some(MailDatabases(dbs)))
     }
@@ -321,6 +346,17 @@ impl MailStore {
         Ok(out)
     }
 
+    /// Distinct message contents stored in the database and their total bytes (single-instance storage keeps
+    /// one copy of identical bytes, however many items hold them).
+    pub fn stored_contents(&self, txn: &RoTxn<'_>) -> Result<(u64, u64)> {
+        let (mut count, mut bytes) = (0, 0);
+        for entry in self.bodies.iter(txn)? {
+            count += 1;
+            bytes += entry?.1.len() as u64;
+        }
+        Ok((count, bytes))
+    }
+
     /// The submission queue of the database, oldest first: messages submitted from Outboxes that a transport
     /// has not yet acknowledged.
     pub fn submissions(&self, txn: &RoTxn<'_>) -> Result<Vec<Submission>> {
@@ -334,7 +370,8 @@ impl MailStore {
 
     /// The raw RFC 5322 bytes of an item.
     pub fn raw(&self, txn: &RoTxn<'_>, guid: &Guid, id: ItemId) -> Result<Option<Vec<u8>>> {
-        Ok(self.bodies.get(txn, &keys::item(guid, id))?.map(<[u8]>::to_vec))
+        let Some(item) = self.item(txn, guid, id)? else { return Ok(None) };
+        Ok(self.bodies.get(txn, &item.content)?.map(<[u8]>::to_vec))
     }
 
     /// Bytes `range` of an item's raw message (clamped to its size), for IMAP partial fetches.
@@ -345,7 +382,8 @@ impl MailStore {
         id: ItemId,
         range: std::ops::Range<u64>,
     ) -> Result<Option<Vec<u8>>> {
-        Ok(self.bodies.get(txn, &keys::item(guid, id))?.map(|raw| {
+        let Some(item) = self.item(txn, guid, id)? else { return Ok(None) };
+        Ok(self.bodies.get(txn, &item.content)?.map(|raw| {
             let end = (range.end.min(raw.len() as u64)) as usize;
             let start = (range.start as usize).min(end);
             raw[start..end].to_vec()
@@ -383,6 +421,7 @@ impl MailStore {
             self.changes,
             self.received,
             self.submissions,
+            self.blob_refs,
         ];
         for (i, table) in tables.iter().enumerate() {
             hasher.update(&(i as u32).to_le_bytes());
@@ -441,6 +480,32 @@ impl MailStore {
                     m.address, m.items, m.size, m.recoverable_items, m.recoverable_size
                 ));
             }
+        }
+        // Single-instance storage: every stored copy is referenced exactly as often as its count says.
+        let mut refs: std::collections::BTreeMap<[u8; 32], u64> = Default::default();
+        for entry in self.items.iter(txn)? {
+            let item: ItemInfo = load(entry?.1)?;
+            *refs.entry(item.content).or_default() += 1;
+        }
+        let mut counted = 0usize;
+        for entry in self.blob_refs.iter(txn)? {
+            let (hash, count) = entry?;
+            counted += 1;
+            let count = keys::u64_at(count, 0);
+            let expected = refs.get(hash).copied().unwrap_or(0);
+            if count != expected || self.bodies.get(txn, hash)?.is_none() {
+                problems.push(format!(
+                    "message content {}: reference count {count}, referenced by {expected} item(s){}",
+                    blake3::Hash::from_bytes(hash.try_into().unwrap_or([0; 32])).to_hex(),
+                    if self.bodies.get(txn, hash)?.is_none() { ", bytes missing" } else { "" }
+                ));
+            }
+        }
+        if counted != refs.len() {
+            problems.push(format!(
+                "{} stored message contents are referenced without a count",
+                refs.len().saturating_sub(counted)
+            ));
         }
         Ok(problems)
     }

@@ -673,25 +673,37 @@ impl Tx<'_, '_> {
         m.highest_modseq
     }
 
-    /// Stores a new item in `folder` with a fresh id and UID; updates counters. Returns it.
+    /// Stores a new item in `folder` with a fresh id and UID; updates counters. Returns it. `raw` is the
+    /// content of a new message; `None` reuses the content `template` already references (copy, move).
     fn insert_item(
         &mut self,
         m: &mut MailboxInfo,
         folder: &mut FolderInfo,
         template: &ItemInfo,
-        raw: &[u8],
+        raw: Option<&[u8]>,
         modseq: ModSeq,
     ) -> Result<ItemInfo, ApplyError> {
         if folder.uidnext == Uid::MAX {
             return Err(reject(invalid(format!("folder {} has used up its UIDs", folder.id))));
         }
-        let item = ItemInfo { id: m.next_item_id, folder: folder.id, uid: folder.uidnext, modseq, ..template.clone() };
+        let content = match raw {
+            Some(raw) => *blake3::hash(raw).as_bytes(),
+            None => template.content,
+        };
+        self.add_ref(&content, raw)?;
+        let item = ItemInfo {
+            id: m.next_item_id,
+            folder: folder.id,
+            uid: folder.uidnext,
+            modseq,
+            content,
+            ..template.clone()
+        };
         m.next_item_id += 1;
         folder.uidnext += 1;
         folder.highest_modseq = modseq;
         self.put_item(&item)?;
         self.s.uids.put(self.txn, &keys::uid(&self.guid, folder.id, item.uid), &item.id.to_be_bytes())?;
-        self.s.bodies.put(self.txn, &keys::item(&self.guid, item.id), raw)?;
         self.s.received.put(self.txn, &keys::received(&self.guid, folder.id, item.received_micros, item.id), &[])?;
         count(m, folder, &item, 1);
         self.record(modseq, ChangeKind::Created, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })?;
@@ -708,7 +720,7 @@ impl Tx<'_, '_> {
     ) -> heed::Result<()> {
         self.s.items.delete(self.txn, &keys::item(&self.guid, item.id))?;
         self.s.uids.delete(self.txn, &keys::uid(&self.guid, folder.id, item.uid))?;
-        self.s.bodies.delete(self.txn, &keys::item(&self.guid, item.id))?;
+        self.drop_ref(&item.content)?;
         self.s.received.delete(self.txn, &keys::received(&self.guid, folder.id, item.received_micros, item.id))?;
         // An item that leaves its folder (sent, deleted, moved, expunged) is no longer queued for submission.
         self.s.submissions.delete(self.txn, &keys::item(&self.guid, item.id))?;
@@ -744,13 +756,35 @@ impl Tx<'_, '_> {
         moved: ItemInfo,
         modseq: ModSeq,
     ) -> Result<Uid, ApplyError> {
-        let raw = self.raw(item.id)?;
+        // Insert first: the new reference keeps the stored content alive while the old one is dropped.
+        let uid = self.insert_item(m, dst, &moved, None, modseq)?.uid;
         self.remove_item(m, src, item, modseq)?;
-        Ok(self.insert_item(m, dst, &moved, &raw, modseq)?.uid)
+        Ok(uid)
     }
 
-    fn raw(&self, item: ItemId) -> heed::Result<Vec<u8>> {
-        Ok(self.s.bodies.get(self.txn, &keys::item(&self.guid, item))?.map(<[u8]>::to_vec).unwrap_or_default())
+    /// One more reference to the content `hash`; stores `raw` if this is the first.
+    fn add_ref(&mut self, hash: &[u8; 32], raw: Option<&[u8]>) -> Result<(), ApplyError> {
+        let count = self.s.blob_refs.get(self.txn, hash)?.map_or(0, |c| keys::u64_at(c, 0));
+        if count == 0 {
+            let Some(raw) = raw else {
+                return Err(ApplyError::Storage(heed::Error::Decoding("referenced message content is missing".into())));
+            };
+            self.s.bodies.put(self.txn, hash, raw)?;
+        }
+        self.s.blob_refs.put(self.txn, hash, &(count + 1).to_be_bytes())?;
+        Ok(())
+    }
+
+    /// One reference fewer to the content `hash`; the last one removes the stored bytes.
+    fn drop_ref(&mut self, hash: &[u8; 32]) -> heed::Result<()> {
+        let count = self.s.blob_refs.get(self.txn, hash)?.map_or(0, |c| keys::u64_at(c, 0));
+        if count <= 1 {
+            self.s.blob_refs.delete(self.txn, hash)?;
+            self.s.bodies.delete(self.txn, hash)?;
+        } else {
+            self.s.blob_refs.put(self.txn, hash, &(count - 1).to_be_bytes())?;
+        }
+        Ok(())
     }
 }
 
@@ -950,8 +984,9 @@ pub(crate) fn apply(
                 envelope: *envelope,
                 fai,
                 deleted: None,
+                content: [0; 32],
             };
-            let item = tx.insert_item(&mut m, &mut f, &template, &raw, modseq)?;
+            let item = tx.insert_item(&mut m, &mut f, &template, Some(&raw), modseq)?;
             tx.put_folder(&f)?;
             tx.put_mailbox(&m)?;
             Ok(MailOutput::Appended { item: item.id, uid: item.uid, uidvalidity: f.uidvalidity, modseq })
@@ -1020,8 +1055,7 @@ pub(crate) fn apply(
             for uid in sorted_unique(&uids) {
                 let Some(item) = tx.item_at(from, uid)? else { continue };
                 let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
-                let raw = tx.raw(item.id)?;
-                let copy = tx.insert_item(&mut m, &mut dst, &item, &raw, ms)?;
+                let copy = tx.insert_item(&mut m, &mut dst, &item, None, ms)?;
                 if remove_source {
                     tx.remove_item(&mut m, &mut src, &item, ms)?;
                 }
@@ -1179,8 +1213,9 @@ pub(crate) fn apply(
                 envelope: *envelope,
                 fai: false,
                 deleted: None,
+                content: [0; 32],
             };
-            let item = tx.insert_item(&mut m, &mut outbox, &template, &raw, modseq)?;
+            let item = tx.insert_item(&mut m, &mut outbox, &template, Some(&raw), modseq)?;
             let queued = Submission { mailbox, item: item.id, submitted_micros };
             tx.s.submissions.put(tx.txn, &keys::item(&mailbox, item.id), &store(&queued)?)?;
             tx.put_folder(&outbox)?;
@@ -1260,7 +1295,15 @@ pub(crate) fn apply(
             if m.deleted_micros.is_none() {
                 return Err(reject(invalid(format!("mailbox {mailbox} must be deleted before it is purged"))));
             }
-            for table in [s.folders, s.folder_names, s.items, s.uids, s.bodies, s.changes, s.received, s.submissions] {
+            let mut contents = Vec::new();
+            for entry in tx.s.items.prefix_iter(tx.txn, &keys::mailbox(&mailbox))? {
+                let item: ItemInfo = load(entry?.1)?;
+                contents.push(item.content);
+            }
+            for hash in &contents {
+                tx.drop_ref(hash)?;
+            }
+            for table in [s.folders, s.folder_names, s.items, s.uids, s.changes, s.received, s.submissions] {
                 tx.clear(table)?;
             }
             tx.s.mailboxes.delete(tx.txn, &keys::mailbox(&mailbox))?;

@@ -319,4 +319,6 @@ pub struct ItemInfo {
     pub fai: bool,
     /// Set while the item is in Recoverable Items.
     pub deleted: Option<Deleted>,
+    /// BLAKE3 hash of the raw bytes: the key of the single stored copy (single-instance storage).
+    pub(crate) content: [u8; 32],
 }
