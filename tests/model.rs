@@ -728,3 +728,49 @@ fn identical_messages_are_stored_once() {
     db.dismount().unwrap();
     assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
 }
+
+#[test]
+fn single_item_recovery_litigation_hold_and_retention() {
+    use mailstore::model::DEFAULT_RETENTION_MICROS;
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "mia@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let (deletions, purges) = (role(&db, mbx, FolderRole::Deletions), role(&db, mbx, FolderRole::Purges));
+    assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().retention_micros, DEFAULT_RETENTION_MICROS);
+    for s in ["a", "b", "c"] {
+        append(&db, mbx, inbox, s);
+    }
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 2, 3], at_micros: 1_000 }).unwrap();
+    let retention = |sir, hold| MailOp::SetRetention {
+        mailbox: mbx,
+        single_item_recovery: sir,
+        litigation_hold: hold,
+        retention_micros: 10_000,
+    };
+    // Without single item recovery, a user's purge removes the item at once.
+    db.commit(MailOp::PurgeItems { mailbox: mbx, uids: vec![1] }).unwrap();
+    assert_eq!((folder_info(&db, mbx, deletions).total, folder_info(&db, mbx, purges).total), (2, 0));
+    // With it, purged items wait in Purges until their retention ends.
+    db.commit(retention(true, false)).unwrap();
+    db.commit(MailOp::PurgeItems { mailbox: mbx, uids: vec![2] }).unwrap();
+    assert_eq!((folder_info(&db, mbx, deletions).total, folder_info(&db, mbx, purges).total), (1, 1));
+    // Under litigation hold nothing is purged, however old.
+    db.commit(retention(true, true)).unwrap();
+    let MailOutput::Expunged { uids, .. } =
+        db.commit(MailOp::PurgeExpired { mailbox: mbx, now_micros: u64::MAX }).unwrap().output
+    else {
+        panic!()
+    };
+    assert!(uids.is_empty());
+    // Released from hold: retention (10 ms here) decides; deleted at 1 ms, so still kept at 10.9 ms, purged at 11.
+    db.commit(retention(true, false)).unwrap();
+    let purge = |now| match db.commit(MailOp::PurgeExpired { mailbox: mbx, now_micros: now }).unwrap().output {
+        MailOutput::Expunged { uids, .. } => uids.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(purge(10_900), 0);
+    assert_eq!(purge(11_001), 2, "the item in Deletions and the one in Purges");
+    let m = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
+    assert_eq!((m.recoverable_items, m.recoverable_size), (0, 0));
+}

@@ -51,8 +51,8 @@ pub struct ChangeFeed {
     pub new_state: ModSeq,
 }
 pub use types::{
-    Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo, MailboxInfo, MailboxKind, ModSeq,
-    Quota, QuotaStatus, Uid,
+    DEFAULT_RETENTION_MICROS, Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo,
+    MailboxInfo, MailboxKind, ModSeq, Quota, QuotaStatus, Uid,
 };
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.

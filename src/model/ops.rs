@@ -7,8 +7,8 @@ use crate::engine::{ApplyContext, ApplyError};
 use crate::error::{Error, Result};
 use crate::model::envelope::{self, Envelope};
 use crate::model::types::{
-    Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo, MailboxInfo, MailboxKind, ModSeq,
-    Quota, Uid,
+    DEFAULT_RETENTION_MICROS, Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo,
+    MailboxInfo, MailboxKind, ModSeq, Quota, Uid,
 };
 use crate::model::{MailStore, keys, load, store};
 use crate::types::{Guid, now_micros};
@@ -206,6 +206,33 @@ pub enum MailOp {
         /// Items deleted before this time are purged.
         deleted_before_micros: u64,
     },
+    /// Purges the items of Recoverable Items (Deletions and Purges) whose retention has ended at `now_micros`
+    /// (decided before logging); nothing under litigation hold.
+    PurgeExpired {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The current time.
+        now_micros: u64,
+    },
+    /// Hard-deletes items of Recoverable Items/Deletions (a user's purge): with single item recovery or a
+    /// litigation hold they move to Purges and stay until their retention ends; otherwise they are removed.
+    PurgeItems {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The items, by UID in Deletions.
+        uids: Vec<Uid>,
+    },
+    /// Sets single item recovery, litigation hold and the deleted-item retention of a mailbox.
+    SetRetention {
+        /// The mailbox.
+        mailbox: Guid,
+        /// Keep purged items in Purges until their retention ends.
+        single_item_recovery: bool,
+        /// Purge nothing.
+        litigation_hold: bool,
+        /// Deleted-item retention in microseconds.
+        retention_micros: u64,
+    },
     /// Deletes a folder and its subfolders; their items go to Recoverable Items/Deletions.
     DeleteFolder {
         /// The mailbox.
@@ -352,8 +379,8 @@ pub enum MailOutput {
         /// The MODSEQ of the change.
         modseq: ModSeq,
     },
-    /// The quota was set.
-    QuotaSet,
+    /// A mailbox setting (quota, retention, holds) was set.
+    SettingsChanged,
     /// A message was submitted.
     Submitted {
         /// Its item id in the Outbox.
@@ -478,8 +505,11 @@ impl MailOp {
             MailOp::Submit { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => {
                 Err(invalid(format!("message of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes", raw.len())))
             }
+            MailOp::PurgeItems { uids, .. } => check_uids(uids),
             MailOp::Submit { .. }
             | MailOp::AcknowledgeSubmission { .. }
+            | MailOp::PurgeExpired { .. }
+            | MailOp::SetRetention { .. }
             | MailOp::PurgeDeleted { .. }
             | MailOp::DeleteFolder { .. }
             | MailOp::TrimHistory { .. }
@@ -788,6 +818,36 @@ impl Tx<'_, '_> {
     }
 }
 
+/// Removes the items of Deletions and Purges deleted before `cutoff` (none under litigation hold). The UIDs
+/// reported are those of both folders, Deletions first.
+fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: u64) -> Result<MailOutput, ApplyError> {
+    let mut m = tx.mailbox()?;
+    if m.litigation_hold {
+        return Ok(MailOutput::Expunged { uids: Vec::new(), modseq: None });
+    }
+    let mut modseq = None;
+    let mut purged = Vec::new();
+    for role in [FolderRole::Deletions, FolderRole::Purges] {
+        let mut folder = tx.role_folder(role)?;
+        for uid in tx.uids_of(folder.id)? {
+            let Some(item) = tx.item_at(folder.id, uid)? else { continue };
+            if item.deleted.is_some_and(|d| d.at_micros >= cutoff) {
+                continue;
+            }
+            let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+            tx.remove_item(&mut m, &mut folder, &item, ms)?;
+            purged.push(uid);
+        }
+        if modseq.is_some() {
+            tx.put_folder(&folder)?;
+        }
+    }
+    if modseq.is_some() {
+        tx.put_mailbox(&m)?;
+    }
+    Ok(MailOutput::Expunged { uids: purged, modseq })
+}
+
 /// Adds (`sign` 1) or removes (`sign` -1) an item from the counters of its mailbox and folder.
 fn count(m: &mut MailboxInfo, folder: &mut FolderInfo, item: &ItemInfo, sign: i64) {
     let add = |v: &mut u64, by: u64| *v = if sign > 0 { v.saturating_add(by) } else { v.saturating_sub(by) };
@@ -851,6 +911,9 @@ pub(crate) fn apply(
                 recoverable_items: 0,
                 recoverable_size: 0,
                 quota: None,
+                single_item_recovery: false,
+                litigation_hold: false,
+                retention_micros: DEFAULT_RETENTION_MICROS,
                 history_floor: 0,
                 deleted_micros: None,
                 next_folder_id: 1,
@@ -1125,24 +1188,51 @@ pub(crate) fn apply(
 
         MailOp::PurgeDeleted { mailbox, deleted_before_micros } => {
             let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            purge_older_than(&mut tx, deleted_before_micros)
+        }
+
+        MailOp::PurgeExpired { mailbox, now_micros } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let retention = tx.mailbox()?.retention_micros;
+            purge_older_than(&mut tx, now_micros.saturating_sub(retention))
+        }
+
+        MailOp::PurgeItems { mailbox, uids } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
             let mut m = tx.mailbox()?;
             let mut deletions = tx.role_folder(FolderRole::Deletions)?;
+            let mut purges = tx.role_folder(FolderRole::Purges)?;
+            let keep = m.single_item_recovery || m.litigation_hold;
             let mut modseq = None;
             let mut purged = Vec::new();
-            for uid in tx.uids_of(deletions.id)? {
+            for uid in sorted_unique(&uids) {
                 let Some(item) = tx.item_at(deletions.id, uid)? else { continue };
-                if item.deleted.is_some_and(|d| d.at_micros >= deleted_before_micros) {
-                    continue;
-                }
                 let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
-                tx.remove_item(&mut m, &mut deletions, &item, ms)?;
+                if keep {
+                    tx.move_item(&mut m, &mut deletions, &mut purges, &item, item.clone(), ms)?;
+                } else {
+                    tx.remove_item(&mut m, &mut deletions, &item, ms)?;
+                }
                 purged.push(uid);
             }
             if modseq.is_some() {
                 tx.put_folder(&deletions)?;
+                tx.put_folder(&purges)?;
                 tx.put_mailbox(&m)?;
             }
             Ok(MailOutput::Expunged { uids: purged, modseq })
+        }
+
+        MailOp::SetRetention { mailbox, single_item_recovery, litigation_hold, retention_micros } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let modseq = Tx::next_modseq(&mut m);
+            m.single_item_recovery = single_item_recovery;
+            m.litigation_hold = litigation_hold;
+            m.retention_micros = retention_micros;
+            tx.record(modseq, ChangeKind::Updated, Entity::Mailbox)?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::SettingsChanged)
         }
 
         MailOp::DeleteFolder { mailbox, folder, at_micros } => {
@@ -1317,7 +1407,7 @@ pub(crate) fn apply(
             m.quota = quota;
             tx.record(modseq, ChangeKind::Updated, Entity::Mailbox)?;
             tx.put_mailbox(&m)?;
-            Ok(MailOutput::QuotaSet)
+            Ok(MailOutput::SettingsChanged)
         }
 
         MailOp::Expunge { mailbox, folder, uids } => {

@@ -202,6 +202,9 @@ impl Default for Quota {
     }
 }
 
+/// The default deleted-item retention: 14 days, in microseconds.
+pub const DEFAULT_RETENTION_MICROS: u64 = 14 * 24 * 3600 * 1_000_000;
+
 /// A mailbox's quota state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaStatus {
@@ -258,6 +261,12 @@ pub struct MailboxInfo {
     /// The change log holds every change with a MODSEQ at or above this; changes since an older state cannot
     /// be calculated (JMAP `cannotCalculateChanges`).
     pub history_floor: ModSeq,
+    /// Single item recovery: items purged from Deletions are kept in Purges until their retention ends.
+    pub single_item_recovery: bool,
+    /// Litigation hold: nothing in Recoverable Items is ever purged.
+    pub litigation_hold: bool,
+    /// Deleted-item retention in microseconds (default 14 days).
+    pub retention_micros: u64,
     /// Set while the mailbox is soft-deleted (microseconds since the Unix epoch): its content is kept until it
     /// is purged or restored, and it takes no other operation.
     pub deleted_micros: Option<u64>,
