@@ -165,6 +165,15 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A message is larger than the mailbox accepts; nothing was changed.
+    #[error("message of {size} bytes exceeds the maximum message size of {limit} bytes")]
+    MessageTooLarge {
+        /// The message's size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
     /// A named object exists already.
     #[error("already exists: {0}")]
     AlreadyExists(String),

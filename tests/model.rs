@@ -381,6 +381,7 @@ fn quotas_refuse_delivery_and_report_state() {
         prohibit_send_receive: 3 * msg_size,
         recoverable_warning: msg_size,
         recoverable_hard: 2 * msg_size,
+        max_message_size: 1 << 20,
     };
     db.commit(MailOp::SetQuota { mailbox: mbx, quota: Some(quota) }).unwrap();
     let bad = mailstore::model::Quota { issue_warning: 10, prohibit_send: 5, ..quota };
@@ -773,4 +774,53 @@ fn single_item_recovery_litigation_hold_and_retention() {
     assert_eq!(purge(11_001), 2, "the item in Deletions and the one in Purges");
     let m = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
     assert_eq!((m.recoverable_items, m.recoverable_size), (0, 0));
+}
+
+#[test]
+fn bad_messages_are_refused_or_flagged_never_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "noah@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    // Over the configured maximum: a typed error, nothing written.
+    let quota = mailstore::model::Quota { max_message_size: 1000, ..Default::default() };
+    db.commit(MailOp::SetQuota { mailbox: mbx, quota: Some(quota) }).unwrap();
+    let before = folder_info(&db, mbx, inbox);
+    let big = message("big", &"x".repeat(2000));
+    let refused = db.commit(MailOp::append(mbx, inbox, big.clone(), Flags::empty(), vec![]));
+    assert!(matches!(refused, Err(Error::MessageTooLarge { limit: 1000, .. })), "{refused:?}");
+    assert!(matches!(db.commit(MailOp::submit(mbx, big)), Err(Error::MessageTooLarge { .. })));
+    assert_eq!(folder_info(&db, mbx, inbox), before);
+    // Beyond what any log record may hold: refused before logging.
+    let lsn = db.status().applied_lsn;
+    let huge = vec![b'a'; 49 << 20];
+    assert!(matches!(
+        db.commit(MailOp::append(mbx, inbox, huge, Flags::empty(), vec![])),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(db.status().applied_lsn, lsn);
+    // Malformed MIME is stored and flagged, never a panic.
+    for junk in [&b"\x00\x01\x02 not a message"[..], b"", b"no colon line\r\n\r\nbody", b"Subject: only\r\n"] {
+        let out = db.commit(MailOp::append(mbx, inbox, junk.to_vec(), Flags::empty(), vec![])).unwrap().output;
+        let MailOutput::Appended { uid, .. } = out else { panic!() };
+        let item = db.read(|s, txn| s.item_by_uid(txn, &mbx, inbox, uid)).unwrap().unwrap();
+        assert!(item.envelope.malformed, "{junk:?}");
+        assert_eq!(db.read(|s, txn| s.raw(txn, &mbx, item.id)).unwrap().unwrap(), junk);
+    }
+    // Bad keywords and unknown ids are typed errors too.
+    let bad_keyword = MailOp::StoreFlags {
+        mailbox: mbx,
+        folder: inbox,
+        uids: vec![1],
+        action: FlagAction::Add,
+        flags: Flags::empty(),
+        keywords: vec!["has space".into()],
+        unchanged_since: None,
+    };
+    assert!(matches!(db.commit(bad_keyword), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        db.commit(MailOp::Expunge { mailbox: Guid([1; 16]), folder: inbox, uids: None }),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(db.commit(MailOp::Expunge { mailbox: mbx, folder: 4242, uids: None }), Err(Error::NotFound(_))));
 }

@@ -589,6 +589,14 @@ fn storage(e: Error) -> ApplyError {
     }
 }
 
+fn check_message_size(m: &MailboxInfo, size: usize) -> Result<(), ApplyError> {
+    let limit = m.quota.unwrap_or_default().max_message_size;
+    if size as u64 > limit {
+        return Err(reject(Error::MessageTooLarge { size: size as u64, limit }));
+    }
+    Ok(())
+}
+
 fn check_recoverable_quota(m: &MailboxInfo) -> Result<(), ApplyError> {
     let limit = m.quota.unwrap_or_default().recoverable_hard;
     if m.recoverable_size > limit {
@@ -1024,6 +1032,7 @@ pub(crate) fn apply(
             if f.hidden {
                 return Err(reject(invalid("items cannot be stored in Recoverable Items directly")));
             }
+            check_message_size(&m, raw.len())?;
             let limit = m.quota.unwrap_or_default().prohibit_send_receive;
             let size = m.size.saturating_add(raw.len() as u64);
             if size > limit {
@@ -1280,6 +1289,7 @@ pub(crate) fn apply(
         MailOp::Submit { mailbox, submitted_micros, envelope, raw } => {
             let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
             let mut m = tx.mailbox()?;
+            check_message_size(&m, raw.len())?;
             let limit = m.quota.unwrap_or_default().prohibit_send;
             if m.size > limit {
                 return Err(reject(Error::QuotaExceeded {

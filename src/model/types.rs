@@ -187,6 +187,8 @@ pub struct Quota {
     pub recoverable_warning: u64,
     /// Recoverable Items hard limit: deletions that would pass it are refused (default 30 GB).
     pub recoverable_hard: u64,
+    /// The largest message the mailbox receives or submits (default 35 MB, Exchange Online's limit).
+    pub max_message_size: u64,
 }
 
 impl Default for Quota {
@@ -198,6 +200,7 @@ impl Default for Quota {
             prohibit_send_receive: 2_300_000_000,
             recoverable_warning: 20 * GB,
             recoverable_hard: 30 * GB,
+            max_message_size: 35_000_000,
         }
     }
 }
