@@ -14,6 +14,8 @@ enum Step {
     Store { folder: usize, pick: Vec<usize>, action: u8, flags: u8, keyword: Option<u8>, guarded: bool },
     Copy { from: usize, to: usize, pick: Vec<usize>, remove: bool },
     Expunge { folder: usize, only: Option<Vec<usize>> },
+    Delete { folder: usize, pick: Vec<usize> },
+    Recover { pick: Vec<usize> },
     Remount,
 }
 
@@ -24,7 +26,9 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0usize..3, pick.clone(), 0u8..3, 0u8..32, prop::option::of(0u8..3), any::<bool>())
             .prop_map(|(folder, pick, action, flags, keyword, guarded)| Step::Store { folder, pick, action, flags, keyword, guarded }),
         2 => (0usize..3, 0usize..3, pick.clone(), any::<bool>()).prop_map(|(from, to, pick, remove)| Step::Copy { from, to, pick, remove }),
-        1 => (0usize..3, prop::option::of(pick)).prop_map(|(folder, only)| Step::Expunge { folder, only }),
+        1 => (0usize..3, prop::option::of(pick.clone())).prop_map(|(folder, only)| Step::Expunge { folder, only }),
+        1 => (0usize..3, pick.clone()).prop_map(|(folder, pick)| Step::Delete { folder, pick }),
+        1 => pick.prop_map(|pick| Step::Recover { pick }),
         1 => Just(Step::Remount),
     ]
 }
@@ -35,6 +39,8 @@ struct ModelItem {
     keywords: Vec<String>,
     size: u64,
     modseq: u64,
+    /// The model folder an item in Deletions came from.
+    origin: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -52,6 +58,10 @@ fn check(
 ) -> Result<(), TestCaseError> {
     let info = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
     prop_assert_eq!(info.highest_modseq, modseq);
+    let live = &model[..3];
+    prop_assert_eq!(info.items, live.iter().map(|f| f.items.len() as u64).sum::<u64>());
+    prop_assert_eq!(info.size, live.iter().flat_map(|f| f.items.values()).map(|i| i.size).sum::<u64>());
+    prop_assert_eq!(info.recoverable_items, model[3].items.len() as u64);
     for (id, m) in ids.iter().zip(model) {
         let f = db.read(|s, txn| s.folder(txn, &mbx, *id)).unwrap().unwrap();
         let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, *id, 1, 10_000, true)).unwrap();
@@ -61,7 +71,10 @@ fn check(
         prop_assert_eq!(f.size, m.items.values().map(|i| i.size).sum::<u64>());
         let got: BTreeMap<Uid, ModelItem> = items
             .into_iter()
-            .map(|i| (i.uid, ModelItem { flags: i.flags.0, keywords: i.keywords, size: i.size, modseq: i.modseq }))
+            .map(|i| {
+                let origin = i.deleted.map(|d| ids.iter().position(|id| *id == d.from).unwrap_or(usize::MAX));
+                (i.uid, ModelItem { flags: i.flags.0, keywords: i.keywords, size: i.size, modseq: i.modseq, origin })
+            })
             .collect();
         prop_assert_eq!(&got, &m.items);
         if let Some(max) = m.items.values().map(|i| i.modseq).max() {
@@ -79,11 +92,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let MailOp::CreateMailbox { guid: mbx, .. } = op else { unreachable!() };
     let MailOutput::MailboxCreated { modseq: created, .. } = db.commit(op).unwrap().output else { unreachable!() };
     let mut modseq = created;
-    let ids: Vec<FolderId> = [FolderRole::Inbox, FolderRole::Archive, FolderRole::Drafts]
+    let ids: Vec<FolderId> = [FolderRole::Inbox, FolderRole::Archive, FolderRole::Drafts, FolderRole::Deletions]
         .into_iter()
         .map(|r| db.read(|s, txn| s.folder_by_role(txn, &mbx, r)).unwrap().unwrap().id)
         .collect();
-    let mut model = vec![ModelFolder { uidnext: 1, ..Default::default() }; 3];
+    let mut model = vec![ModelFolder { uidnext: 1, ..Default::default() }; 4];
     let uids_of = |m: &ModelFolder, pick: &[usize]| -> Vec<Uid> {
         let existing: Vec<Uid> = m.items.keys().copied().collect();
         // Mostly existing UIDs, sometimes one that does not exist.
@@ -98,9 +111,10 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let MailOutput::Appended { uid, modseq: m, .. } = out else { unreachable!() };
                 modseq += 1;
                 prop_assert_eq!((uid, m), (model[folder].uidnext, modseq));
-                model[folder]
-                    .items
-                    .insert(uid, ModelItem { flags: flags.0, keywords: vec![], size: size as u64, modseq });
+                model[folder].items.insert(
+                    uid,
+                    ModelItem { flags: flags.0, keywords: vec![], size: size as u64, modseq, origin: None },
+                );
                 model[folder].uidnext += 1;
             }
             Step::Store { folder, pick, action, flags, keyword, guarded } => {
@@ -213,6 +227,55 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     model[folder].items.remove(u);
                 }
                 prop_assert_eq!(gone, expected);
+            }
+            Step::Delete { folder, pick } => {
+                let uids = uids_of(&model[folder], &pick);
+                let out = db
+                    .commit(MailOp::DeleteItems { mailbox: mbx, folder: ids[folder], uids: uids.clone(), at_micros: 5 })
+                    .unwrap()
+                    .output;
+                let MailOutput::DeletedToRecoverable { mapping, .. } = out else { unreachable!() };
+                let mut sorted = uids;
+                sorted.sort_unstable();
+                sorted.dedup();
+                let present: Vec<Uid> = sorted.into_iter().filter(|u| model[folder].items.contains_key(u)).collect();
+                if !present.is_empty() {
+                    modseq += 1;
+                }
+                let mut expected = Vec::new();
+                for uid in present {
+                    let mut item = model[folder].items.remove(&uid).unwrap();
+                    item.modseq = modseq;
+                    item.origin = Some(folder);
+                    let new_uid = model[3].uidnext;
+                    model[3].uidnext += 1;
+                    model[3].items.insert(new_uid, item);
+                    expected.push((uid, new_uid));
+                }
+                prop_assert_eq!(mapping, expected);
+            }
+            Step::Recover { pick } => {
+                let uids = uids_of(&model[3], &pick);
+                let out = db.commit(MailOp::RecoverItems { mailbox: mbx, uids: uids.clone() }).unwrap().output;
+                let MailOutput::Recovered { mapping, .. } = out else { unreachable!() };
+                let mut sorted = uids;
+                sorted.sort_unstable();
+                sorted.dedup();
+                let present: Vec<Uid> = sorted.into_iter().filter(|u| model[3].items.contains_key(u)).collect();
+                if !present.is_empty() {
+                    modseq += 1;
+                }
+                let mut expected = Vec::new();
+                for uid in present {
+                    let mut item = model[3].items.remove(&uid).unwrap();
+                    let to = item.origin.take().unwrap();
+                    item.modseq = modseq;
+                    let new_uid = model[to].uidnext;
+                    model[to].uidnext += 1;
+                    model[to].items.insert(new_uid, item);
+                    expected.push((uid, ids[to], new_uid));
+                }
+                prop_assert_eq!(mapping, expected);
             }
             Step::Remount => {
                 db.dismount().unwrap();
