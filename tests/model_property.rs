@@ -1,10 +1,13 @@
 //! Model-based property test of the mailbox model: random sequences of folder and item operations, with
 //! remounts in between, against a plain in-memory model. UIDs, UIDNEXT, MODSEQs, flags, keywords, counts, unread
-//! counts and sizes must match the model after every step, and the state must survive every remount.
+//! counts, sizes and quota usage must match the model after every step, the state must survive every remount,
+//! and the change feed since every earlier state token must describe exactly what happened to the items.
 
 use std::collections::BTreeMap;
 
-use mailstore::model::{FlagAction, Flags, FolderId, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind, Uid};
+use mailstore::model::{
+    Changes, Entity, FlagAction, Flags, FolderId, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind, Uid,
+};
 use mailstore::{Engine, Guid, Options};
 use proptest::prelude::*;
 
@@ -84,6 +87,42 @@ fn check(
     Ok(())
 }
 
+/// Every item of the checked folders, as change-log entities with their MODSEQ.
+fn items_now(db: &MailEngine, mbx: Guid, ids: &[FolderId]) -> BTreeMap<Entity, u64> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        for i in db.read(|s, txn| s.items_by_uid(txn, &mbx, *id, 1, 10_000, true)).unwrap() {
+            out.insert(Entity::Item { id: i.id, folder: i.folder, uid: i.uid }, i.modseq);
+        }
+    }
+    out
+}
+
+/// The folded change feed since `token` equals the difference between the items then and now.
+fn check_feed(
+    db: &MailEngine,
+    mbx: Guid,
+    ids: &[FolderId],
+    token: u64,
+    then: &BTreeMap<Entity, u64>,
+    modseq: u64,
+) -> Result<(), TestCaseError> {
+    let Changes::Feed(feed) = db.read(|s, txn| s.changes(txn, &mbx, token)).unwrap() else {
+        return Err(TestCaseError::fail("history was never trimmed"));
+    };
+    let now = items_now(db, mbx, ids);
+    let items = |v: &[Entity]| v.iter().filter(|e| matches!(e, Entity::Item { .. })).copied().collect::<Vec<_>>();
+    let created: Vec<Entity> = now.keys().filter(|e| !then.contains_key(e)).copied().collect();
+    let destroyed: Vec<Entity> = then.keys().filter(|e| !now.contains_key(e)).copied().collect();
+    let updated: Vec<Entity> =
+        now.iter().filter(|(e, m)| then.contains_key(e) && **m > token).map(|(e, _)| *e).collect();
+    prop_assert_eq!(items(&feed.created), created);
+    prop_assert_eq!(items(&feed.destroyed), destroyed);
+    prop_assert_eq!(items(&feed.updated), updated);
+    prop_assert_eq!(feed.new_state, modseq);
+    Ok(())
+}
+
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let options = || Options::default().log_target_size(8 << 10).checkpoint_depth(32 << 10);
@@ -97,6 +136,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         .map(|r| db.read(|s, txn| s.folder_by_role(txn, &mbx, r)).unwrap().unwrap().id)
         .collect();
     let mut model = vec![ModelFolder { uidnext: 1, ..Default::default() }; 4];
+    // A state token taken at every remount, with the items that existed then: the change feed since each token
+    // must match what the items themselves say happened.
+    let mut tokens = vec![(created, items_now(&db, mbx, &ids))];
     let uids_of = |m: &ModelFolder, pick: &[usize]| -> Vec<Uid> {
         let existing: Vec<Uid> = m.items.keys().copied().collect();
         // Mostly existing UIDs, sometimes one that does not exist.
@@ -280,9 +322,13 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Remount => {
                 db.dismount().unwrap();
                 db = Engine::mount(dir.path(), options()).unwrap();
+                tokens.push((modseq, items_now(&db, mbx, &ids)));
             }
         }
         check(&db, mbx, &ids, &model, modseq)?;
+        for (token, then) in &tokens {
+            check_feed(&db, mbx, &ids, *token, then, modseq)?;
+        }
     }
     Ok(())
 }
