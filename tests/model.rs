@@ -824,3 +824,63 @@ fn bad_messages_are_refused_or_flagged_never_half_written() {
     ));
     assert!(matches!(db.commit(MailOp::Expunge { mailbox: mbx, folder: 4242, uids: None }), Err(Error::NotFound(_))));
 }
+
+#[test]
+fn edits_keep_originals_in_versions_under_litigation_hold() {
+    use mailstore::model::ItemClass;
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "olga@example.com");
+    let calendar = role(&db, mbx, FolderRole::Calendar);
+    let versions = role(&db, mbx, FolderRole::Versions);
+    db.commit(MailOp::append_item(
+        mbx,
+        calendar,
+        message("standup", "v1"),
+        ItemClass::Appointment { start: 10, end: 20 },
+        false,
+    ))
+    .unwrap();
+    let edit = |uid, body: &str, start| match db
+        .commit(MailOp::replace_item(
+            mbx,
+            calendar,
+            uid,
+            message("standup", body),
+            ItemClass::Appointment { start, end: start + 10 },
+        ))
+        .unwrap()
+        .output
+    {
+        MailOutput::Replaced { uid, original_in_versions, .. } => (uid, original_in_versions),
+        other => panic!("{other:?}"),
+    };
+    // Without a hold the original is simply replaced (a new UID: a message's content never changes under one).
+    let (uid2, kept) = edit(1, "v2", 30);
+    assert_eq!((uid2, kept), (2, None));
+    assert_eq!(folder_info(&db, mbx, calendar).total, 1);
+    // Under litigation hold the original goes to Versions, with where it came from.
+    db.commit(MailOp::SetRetention {
+        mailbox: mbx,
+        single_item_recovery: true,
+        litigation_hold: true,
+        retention_micros: 1,
+    })
+    .unwrap();
+    let (uid3, kept) = edit(uid2, "v3", 50);
+    assert_eq!((uid3, kept), (3, Some(1)));
+    let original = db.read(|s, txn| s.item_by_uid(txn, &mbx, versions, 1)).unwrap().unwrap();
+    assert_eq!(original.class, ItemClass::Appointment { start: 30, end: 40 });
+    assert_eq!(original.deleted.map(|d| d.from), Some(calendar));
+    assert_eq!(db.read(|s, txn| s.raw(txn, &mbx, original.id)).unwrap().unwrap(), message("standup", "v2"));
+    // Free/busy follows the current version only.
+    let busy = db.read(|s, txn| s.appointments_overlapping(txn, &mbx, 0, 100)).unwrap();
+    assert_eq!(busy.len(), 1);
+    assert_eq!(busy[0].class, ItemClass::Appointment { start: 50, end: 60 });
+    assert!(matches!(
+        db.commit(MailOp::replace_item(mbx, calendar, 99, message("x", "y"), ItemClass::Note)),
+        Err(Error::NotFound(_))
+    ));
+    db.dismount().unwrap();
+    assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
+}

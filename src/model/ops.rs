@@ -147,6 +147,25 @@ pub enum MailOp {
         /// The raw RFC 5322 bytes.
         raw: Vec<u8>,
     },
+    /// Replaces an item's content (an edited appointment, contact or draft): the new version gets a new UID in
+    /// the same folder, keeping flags and keywords. Under litigation hold the original is kept in Recoverable
+    /// Items/Versions; otherwise it is removed.
+    ReplaceItem {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// The item's UID.
+        uid: Uid,
+        /// The new class (an appointment's new times, for example).
+        class: ItemClass,
+        /// When (decided before logging): the new version's received time and the original's deletion time.
+        at_micros: u64,
+        /// The new envelope, parsed before logging.
+        envelope: Box<Envelope>,
+        /// The new raw bytes.
+        raw: Vec<u8>,
+    },
     /// Changes flags and keywords of items of one folder, optionally only of those unchanged since a MODSEQ
     /// (IMAP `UNCHANGEDSINCE`).
     StoreFlags {
@@ -338,6 +357,15 @@ pub enum MailOutput {
         /// Its MODSEQ.
         modseq: ModSeq,
     },
+    /// An item was replaced by a new version.
+    Replaced {
+        /// The new version's UID.
+        uid: Uid,
+        /// Where the original went: its UID in Versions under litigation hold.
+        original_in_versions: Option<Uid>,
+        /// The MODSEQ of the change.
+        modseq: ModSeq,
+    },
     /// Flags were stored.
     FlagsStored {
         /// The MODSEQ of the change, if anything changed.
@@ -447,6 +475,19 @@ impl MailOp {
         }
     }
 
+    /// A new version of an item, now.
+    pub fn replace_item(mailbox: Guid, folder: FolderId, uid: Uid, raw: Vec<u8>, class: ItemClass) -> MailOp {
+        MailOp::ReplaceItem {
+            mailbox,
+            folder,
+            uid,
+            class,
+            at_micros: now_micros(),
+            envelope: Box::new(envelope::parse(&raw)),
+            raw,
+        }
+    }
+
     /// A message to submit for sending, now.
     pub fn submit(mailbox: Guid, raw: Vec<u8>) -> MailOp {
         MailOp::Submit { mailbox, submitted_micros: now_micros(), envelope: Box::new(envelope::parse(&raw)), raw }
@@ -506,6 +547,10 @@ impl MailOp {
                 Err(invalid(format!("message of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes", raw.len())))
             }
             MailOp::PurgeItems { uids, .. } => check_uids(uids),
+            MailOp::ReplaceItem { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => {
+                Err(invalid(format!("item of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes", raw.len())))
+            }
+            MailOp::ReplaceItem { .. } => Ok(()),
             MailOp::Submit { .. }
             | MailOp::AcknowledgeSubmission { .. }
             | MailOp::PurgeExpired { .. }
@@ -1062,6 +1107,43 @@ pub(crate) fn apply(
             tx.put_folder(&f)?;
             tx.put_mailbox(&m)?;
             Ok(MailOutput::Appended { item: item.id, uid: item.uid, uidvalidity: f.uidvalidity, modseq })
+        }
+
+        MailOp::ReplaceItem { mailbox, folder, uid, class, at_micros, envelope, raw } => {
+            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
+            let mut m = tx.mailbox()?;
+            let mut f = tx.item_folder(folder)?;
+            if f.hidden {
+                return Err(reject(invalid("items in Recoverable Items are not edited")));
+            }
+            check_message_size(&m, raw.len())?;
+            let Some(original) = tx.item_at(folder, uid)? else {
+                return Err(reject(Error::NotFound(format!("UID {uid} in folder {folder}"))));
+            };
+            let modseq = Tx::next_modseq(&mut m);
+            let template = ItemInfo {
+                class,
+                received_micros: at_micros,
+                size: raw.len() as u64,
+                envelope: *envelope,
+                deleted: None,
+                ..original.clone()
+            };
+            let new_uid = tx.insert_item(&mut m, &mut f, &template, Some(&raw), modseq)?.uid;
+            let original_in_versions = if m.litigation_hold {
+                let mut versions = tx.role_folder(FolderRole::Versions)?;
+                let kept = ItemInfo { deleted: Some(Deleted { from: folder, at_micros }), ..original.clone() };
+                let kept_uid = tx.move_item(&mut m, &mut f, &mut versions, &original, kept, modseq)?;
+                tx.put_folder(&versions)?;
+                check_recoverable_quota(&m)?;
+                Some(kept_uid)
+            } else {
+                tx.remove_item(&mut m, &mut f, &original, modseq)?;
+                None
+            };
+            tx.put_folder(&f)?;
+            tx.put_mailbox(&m)?;
+            Ok(MailOutput::Replaced { uid: new_uid, original_in_versions, modseq })
         }
 
         MailOp::StoreFlags { mailbox, folder, uids, action, flags, keywords, unchanged_since } => {
