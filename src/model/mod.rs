@@ -90,7 +90,16 @@ pub struct MailStore {
 }
 
 /// [`MailStore`]'s databases while their opening transaction is live.
-pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; 11]);
+pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; TABLES.len()]);
+
+impl<'e> MailDatabases<'e> {
+    /// The databases opened in [`TABLES`] order.
+    fn from_vec(dbs: Vec<Database<'e, Bytes, Bytes>>) -> Result<Self> {
+        let dbs: [Database<'e, Bytes, Bytes>; TABLES.len()] =
+            dbs.try_into().map_err(|_| Error::InvalidArgument("the model's table count changed".into()))?;
+        Ok(MailDatabases(dbs))
+    }
+}
 
 impl OnCommit for MailDatabases<'_> {
     type Committed = MailStore;
@@ -135,9 +144,7 @@ impl StateMachine for MailStore {
         for name in TABLES {
             dbs.push(opener.create_database::<Bytes, Bytes>(txn, Some(name))?);
         }
-        let dbs: [Database<'e, Bytes, Bytes>; 11] =
-            dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
-        Ok(MailDatabases(dbs))
+        MailDatabases::from_vec(dbs)
     }
 
     fn open_databases<'e>(
@@ -151,9 +158,7 @@ impl StateMachine for MailStore {
                 None => return Ok(None),
             }
         }
-        let dbs: [Database<'e, Bytes, Bytes>; 11] =
-            dbs.try_into().map_err(|_| Error::InvalidArgument("database count".into()))?;
-        Ok(Some(MailDatabases(dbs)))
+        MailDatabases::from_vec(dbs).map(Some)
     }
 
     fn verify(&self, txn: &RoTxn<'_>) -> Result<Vec<String>> {

@@ -871,6 +871,16 @@ impl Tx<'_, '_> {
     }
 }
 
+/// Changes a mailbox's settings (quota, retention, holds) as one logged change of the mailbox.
+fn change_settings(tx: &mut Tx<'_, '_>, change: impl FnOnce(&mut MailboxInfo)) -> Result<MailOutput, ApplyError> {
+    let mut m = tx.mailbox()?;
+    let modseq = Tx::next_modseq(&mut m);
+    change(&mut m);
+    tx.record(modseq, ChangeKind::Updated, Entity::Mailbox)?;
+    tx.put_mailbox(&m)?;
+    Ok(MailOutput::SettingsChanged)
+}
+
 /// Removes the items of Deletions and Purges deleted before `cutoff` (none under litigation hold). The UIDs
 /// reported are those of both folders, Deletions first.
 fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: u64) -> Result<MailOutput, ApplyError> {
@@ -1315,15 +1325,11 @@ pub(crate) fn apply(
         }
 
         MailOp::SetRetention { mailbox, single_item_recovery, litigation_hold, retention_micros } => {
-            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
-            let mut m = tx.mailbox()?;
-            let modseq = Tx::next_modseq(&mut m);
-            m.single_item_recovery = single_item_recovery;
-            m.litigation_hold = litigation_hold;
-            m.retention_micros = retention_micros;
-            tx.record(modseq, ChangeKind::Updated, Entity::Mailbox)?;
-            tx.put_mailbox(&m)?;
-            Ok(MailOutput::SettingsChanged)
+            change_settings(&mut Tx { s, txn, guid: mailbox, changes: 0 }, |m| {
+                m.single_item_recovery = single_item_recovery;
+                m.litigation_hold = litigation_hold;
+                m.retention_micros = retention_micros;
+            })
         }
 
         MailOp::DeleteFolder { mailbox, folder, at_micros } => {
@@ -1493,13 +1499,7 @@ pub(crate) fn apply(
         }
 
         MailOp::SetQuota { mailbox, quota } => {
-            let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
-            let mut m = tx.mailbox()?;
-            let modseq = Tx::next_modseq(&mut m);
-            m.quota = quota;
-            tx.record(modseq, ChangeKind::Updated, Entity::Mailbox)?;
-            tx.put_mailbox(&m)?;
-            Ok(MailOutput::SettingsChanged)
+            change_settings(&mut Tx { s, txn, guid: mailbox, changes: 0 }, |m| m.quota = quota)
         }
 
         MailOp::Expunge { mailbox, folder, uids } => {
