@@ -13,14 +13,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use std::{env, fs, thread};
 
-use common::Rng;
+use common::{Rng, env_u64, run_killed_child, seed_from};
 use mailstore::kv::{KvEngine, KvOp};
 use mailstore::{Durability, Engine, Options};
 use parking_lot::Mutex;
@@ -208,10 +207,8 @@ fn write_image(files: &BTreeMap<String, Vec<u8>>, dir: &Path) {
 
 #[test]
 fn power_loss() {
-    let iterations: u64 = env::var("MAILSTORE_POWERLOSS_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let seed: u64 = env::var("MAILSTORE_POWERLOSS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let iterations = env_u64("MAILSTORE_POWERLOSS_ITERS", 8);
+    let seed = seed_from("MAILSTORE_POWERLOSS_SEED");
     eprintln!("power loss: {iterations} kills x {IMAGES_PER_KILL} images, MAILSTORE_POWERLOSS_SEED={seed}");
     let shim = build_shim();
     let mut rng = Rng::new(seed);
@@ -221,43 +218,19 @@ fn power_loss() {
         let dir = work.path().canonicalize().unwrap().join("db");
         fs::create_dir_all(&dir).unwrap();
         let journal = work.path().join("journal");
-        let mut child = Command::new(env::current_exe().unwrap())
-            .args(["--exact", "powerloss_child", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, &dir)
-            .env("MAILSTORE_POWERLOSS_CHILD_ITER", iteration.to_string())
-            .env("LD_PRELOAD", &shim)
-            .env("MS_SHIM_ROOT", &dir)
-            .env("MS_SHIM_JOURNAL", &journal)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (mounted_tx, mounted_rx) = std::sync::mpsc::channel();
-        let reader = thread::spawn(move || {
-            let mut highest: HashMap<u64, u64> = HashMap::new();
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                if line.ends_with('\n') {
-                    let words: Vec<&str> = line.split_whitespace().collect();
-                    if words.last() == Some(&"mounted") {
-                        let _ = mounted_tx.send(());
-                    } else if words.first() == Some(&"ack") {
-                        let (t, seq): (u64, u64) = (words[1].parse().unwrap(), words[2].parse().unwrap());
-                        let h = highest.entry(t).or_insert(0);
-                        *h = (*h).max(seq);
-                    }
-                }
-                line.clear();
-            }
-            highest
-        });
-        mounted_rx.recv_timeout(Duration::from_secs(60)).expect("child never mounted");
-        thread::sleep(Duration::from_millis(30 + rng.below(250)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let acked = reader.join().unwrap();
+        let envs = [
+            (CHILD_DIR, dir.display().to_string()),
+            ("MAILSTORE_POWERLOSS_CHILD_ITER", iteration.to_string()),
+            ("LD_PRELOAD", shim.display().to_string()),
+            ("MS_SHIM_ROOT", dir.display().to_string()),
+            ("MS_SHIM_JOURNAL", journal.display().to_string()),
+        ];
+        let mut acked: HashMap<u64, u64> = HashMap::new();
+        for words in run_killed_child("powerloss_child", &envs, Duration::from_millis(30 + rng.below(250))) {
+            let (t, seq): (u64, u64) = (words[1].parse().unwrap(), words[2].parse().unwrap());
+            let h = acked.entry(t).or_insert(0);
+            *h = (*h).max(seq);
+        }
         assert!(!acked.is_empty(), "iteration {iteration}: nothing was acknowledged");
         let ops = parse_journal(&fs::read(&journal).unwrap());
 

@@ -6,9 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use std::{env, thread};
@@ -75,47 +73,16 @@ struct Acks {
 }
 
 fn run_child(dir: &Path, iteration: u64, kill_after: Duration) -> Acks {
-    let mut child = Command::new(env::current_exe().unwrap())
-        .args(["--exact", "torture_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_ITER, iteration.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (mounted_tx, mounted_rx) = std::sync::mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut acks = Acks { highest: HashMap::new(), max_lsn: 0, count: 0 };
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        // A line cut short by the kill has no newline: it was never a complete acknowledgement.
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.ends_with('\n') {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                // The test harness prints "test torture_child ... " before the child's first line.
-                if words.last() == Some(&"mounted") {
-                    let _ = mounted_tx.send(());
-                } else if words.first() == Some(&"ack") {
-                    let n: Vec<u64> = words[1..].iter().map(|w| w.parse().unwrap()).collect();
-                    let entry = acks.highest.entry((n[0], n[1])).or_insert(0);
-                    *entry = (*entry).max(n[2]);
-                    acks.max_lsn = acks.max_lsn.max(n[3]);
-                    acks.count += 1;
-                }
-            }
-            line.clear();
-        }
-        acks
-    });
-    // Most kills land under load; a few land during mount and recovery.
-    if kill_after > Duration::from_millis(15) {
-        let _ = mounted_rx.recv_timeout(Duration::from_secs(30));
+    let envs = [(CHILD_DIR, dir.display().to_string()), (CHILD_ITER, iteration.to_string())];
+    let mut acks = Acks { highest: HashMap::new(), max_lsn: 0, count: 0 };
+    for words in run_killed_child("torture_child", &envs, kill_after) {
+        let n: Vec<u64> = words[1..].iter().map(|w| w.parse().unwrap()).collect();
+        let entry = acks.highest.entry((n[0], n[1])).or_insert(0);
+        *entry = (*entry).max(n[2]);
+        acks.max_lsn = acks.max_lsn.max(n[3]);
+        acks.count += 1;
     }
-    thread::sleep(kill_after);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    reader.join().unwrap()
+    acks
 }
 
 #[test]

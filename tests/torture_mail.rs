@@ -7,14 +7,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use std::{env, thread};
 
-use common::Rng;
+use common::{Rng, env_u64, run_killed_child, seed_from};
 use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind};
 use mailstore::{Engine, Guid, Options};
 use parking_lot::Mutex;
@@ -94,48 +92,17 @@ fn mail_torture_child() {
 
 /// Acknowledged deliveries of one run: subject → flagged seen.
 fn run_child(dir: &Path, iteration: u64, kill_after: Duration) -> HashMap<String, bool> {
-    let mut child = Command::new(env::current_exe().unwrap())
-        .args(["--exact", "mail_torture_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_ITER, iteration.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (mounted_tx, mounted_rx) = std::sync::mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut acks = HashMap::new();
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.ends_with('\n') {
-                let w: Vec<&str> = line.split_whitespace().collect();
-                if w.last() == Some(&"mounted") {
-                    let _ = mounted_tx.send(());
-                } else if w.first() == Some(&"ack") {
-                    acks.insert(format!("i{}-t{}-{}", w[1], w[2], w[3]), w[4] == "1");
-                }
-            }
-            line.clear();
-        }
-        acks
-    });
-    if kill_after > Duration::from_millis(15) {
-        let _ = mounted_rx.recv_timeout(Duration::from_secs(30));
-    }
-    thread::sleep(kill_after);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    reader.join().unwrap()
+    let envs = [(CHILD_DIR, dir.display().to_string()), (CHILD_ITER, iteration.to_string())];
+    run_killed_child("mail_torture_child", &envs, kill_after)
+        .into_iter()
+        .map(|w| (format!("i{}-t{}-{}", w[1], w[2], w[3]), w[4] == "1"))
+        .collect()
 }
 
 #[test]
 fn mail_crash_torture() {
-    let iterations: u64 = env::var("MAILSTORE_TORTURE_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let seed: u64 = env::var("MAILSTORE_TORTURE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let iterations = env_u64("MAILSTORE_TORTURE_ITERS", 20);
+    let seed = seed_from("MAILSTORE_TORTURE_SEED");
     eprintln!("mail crash torture: {iterations} kills, MAILSTORE_TORTURE_SEED={seed}");
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();

@@ -73,3 +73,58 @@ pub fn flip_byte(path: &Path, offset: u64) {
     bytes[offset as usize] ^= 0x40;
     fs::write(path, bytes).unwrap();
 }
+
+/// A `u64` from the environment variable `name`, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The seed from `name`, or a fresh one from the clock (print it so a failure can be replayed).
+pub fn seed_from(name: &str) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    })
+}
+
+/// Runs this test binary's ignored test `child` in a child process with `envs`, waits for its `mounted` line
+/// (unless `kill_after` is under 15 ms: some kills land during mount and recovery), lets it run for
+/// `kill_after`, kills it with SIGKILL, and returns the words of every complete line it printed that starts with
+/// `ack` (a line cut short by the kill was never a complete acknowledgement).
+pub fn run_killed_child(child: &str, envs: &[(&str, String)], kill_after: std::time::Duration) -> Vec<Vec<String>> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"]);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut process = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = process.stdout.take().unwrap();
+    let (mounted_tx, mounted_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut acks = Vec::new();
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.ends_with('\n') {
+                let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+                // The test harness prints "test NAME ... " before the child's first line.
+                if words.last().map(String::as_str) == Some("mounted") {
+                    let _ = mounted_tx.send(());
+                } else if words.first().map(String::as_str) == Some("ack") {
+                    acks.push(words);
+                }
+            }
+            line.clear();
+        }
+        acks
+    });
+    if kill_after > Duration::from_millis(15) {
+        let _ = mounted_rx.recv_timeout(Duration::from_secs(60));
+    }
+    std::thread::sleep(kill_after);
+    process.kill().unwrap(); // SIGKILL
+    process.wait().unwrap();
+    reader.join().unwrap()
+}
