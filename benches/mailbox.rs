@@ -1,0 +1,1332 @@
+//! Mailbox workloads of the mailbox model, each measured against a SQLite baseline in the same run.
+//!
+//! One run measures:
+//!
+//! * `deliver_10k/mailstore`: durable deliveries (`MailOp::append` + `Engine::commit`, `Durability::Full`,
+//!   default options) of a 10 KiB RFC 5322 message into one Inbox, from 32 threads at once;
+//! * `deliver_10k/mailstore_16m_generations`: the same with 16 MiB log generations instead of the default 1 MiB
+//!   (not a target: it shows what rolling and deleting a generation every ~100 deliveries costs);
+//! * `deliver_10k/sqlite`: the same deliveries into SQLite (rusqlite, bundled SQLite, WAL, `synchronous=FULL`),
+//!   32 threads each with its own connection, `busy_timeout` set, `BEGIN IMMEDIATE` retried on `SQLITE_BUSY`;
+//! * `deliver_10k/sqlite_serialized`: the SQLite baseline again, with the 32 threads taking one process-wide
+//!   mutex around each transaction, so that they queue in the process instead of sleeping in SQLite's busy
+//!   handler (the best a single-writer SQLite can do with 32 delivering threads; shown for context);
+//! * `newest50/mailstore` and `newest50/sqlite`: the envelopes of the 50 newest messages of a 100,000-message
+//!   folder, one query per iteration, one thread;
+//! * and, outside criterion, the latency of every one of 5,000 newest-50 queries per store (measured with
+//!   `Instant` around each query, the two stores interleaved in blocks of 100), for p50 / p90 / p99 / max.
+//!
+//! Every delivery builds its own message (unique `Subject` and `Message-ID`, 10,240 bytes) and parses its
+//! envelope with `mailstore::model::envelope::parse`, on both sides (`MailOp::append` parses it; the SQLite path
+//! calls the same function). A SQLite delivery is one transaction doing what `MailOp::Append` does: take the next
+//! MODSEQ of the mailbox and update its counters, take the next UID of the folder and update its counters
+//! (`uidnext`, `highest_modseq`, `total`, `unread`, `size`), insert the message (envelope columns and the raw
+//! body as a BLOB; unique index on `(folder, uid)`), and insert one change-log row.
+//!
+//! The 100,000-message folders are filled once per run, before their first query: the mailstore one by 32
+//! deliverers into an engine mounted `Durability::Relaxed`, which is then dismounted and mounted again with
+//! `Durability::Full` (default options); the SQLite one by one connection in transactions of 1,000 deliveries,
+//! then closed and opened again. Filling is not measured by criterion; its time is printed.
+//!
+//! The engine's counters are read around every criterion sample; after criterion's report, a summary table gives
+//! over the measurement samples (warm-up excluded) deliveries/s, deliveries per log `fdatasync`, bytes written to
+//! the block device per delivery and deliveries per device cache flush (`/sys/class/block/DEV/stat`, read around
+//! every sample; whole-device counters, so meaningful on an idle machine only), the latency
+//! percentiles, the ratios and whether the issue's targets are met. No timed assertion: nothing fails on a
+//! figure.
+//!
+//! The files go to `MAILSTORE_BENCH_DIR` if set, else to the system temporary directory unless that is a memory
+//! file system (`tmpfs`, where `fdatasync` costs nothing and the comparison would be meaningless), in which case
+//! they go under the crate's `target/bench-tmp`. A full run needs about 3 GB of free space there.
+//! `MAILSTORE_BENCH_QUICK=1` shrinks the run to a smoke test (5,000-message folders, short samples); so does
+//! criterion's test mode (`-- --test`, or `cargo test --benches`).
+//!
+//! ```text
+//! cargo bench --bench mailbox
+//! MAILSTORE_BENCH_QUICK=1 cargo bench --bench mailbox
+//! cargo bench --bench mailbox -- --test
+//! ```
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::hint::black_box;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use mailstore::model::envelope::{self, Address, Envelope};
+use mailstore::model::{Flags, FolderId, FolderRole, ItemInfo, MailEngine, MailOp, MailOutput, MailboxKind, Uid};
+use mailstore::{Durability, Engine, EngineStats, Guid, Options};
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior, params};
+
+/// Size of every delivered message, headers included.
+const MESSAGE_SIZE: usize = 10 * 1024;
+/// Threads delivering at once.
+const DELIVERERS: usize = 32;
+/// Envelopes per newest-N query.
+const NEWEST: u32 = 50;
+/// Messages in the folder the queries read (full run).
+const FOLDER_MESSAGES: u64 = 100_000;
+/// Messages in that folder in a smoke run.
+const QUICK_FOLDER_MESSAGES: u64 = 5_000;
+/// Queries timed one by one, per store (full run).
+const LATENCY_QUERIES: usize = 5_000;
+/// Queries run per store before the timed ones.
+const LATENCY_WARM_UP: usize = 500;
+/// The two stores' timed queries alternate in blocks of this many.
+const LATENCY_BLOCK: usize = 100;
+/// Deliveries per SQLite transaction while filling the read folder.
+const SQLITE_FILL_BATCH: u64 = 1_000;
+/// Log generation size of the `mailstore_16m_generations` variant.
+const BIG_GENERATION: u64 = 16 << 20;
+/// SQLite's busy timeout for the delivering connections.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long criterion runs each benchmark, and how big the fixtures are.
+struct Config {
+    quick: bool,
+    test: bool,
+    sample_size: usize,
+    warm_up: Duration,
+    measurement: Duration,
+    folder_messages: u64,
+    latency_queries: usize,
+}
+
+impl Config {
+    fn from_env() -> Self {
+        let quick = env::var("MAILSTORE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        // Criterion's test mode (`cargo bench -- --test`, or `cargo test --benches`, which passes no `--bench`) runs
+        // every routine once: a check that the bench works, so keep the fixtures small.
+        let args: Vec<String> = env::args().collect();
+        let test = args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench");
+        if quick || test {
+            Config {
+                quick,
+                test,
+                sample_size: 10,
+                warm_up: Duration::from_millis(100),
+                measurement: Duration::from_millis(300),
+                folder_messages: QUICK_FOLDER_MESSAGES,
+                latency_queries: 500,
+            }
+        } else {
+            Config {
+                quick,
+                test,
+                sample_size: 10,
+                warm_up: Duration::from_secs(1),
+                measurement: Duration::from_secs(4),
+                folder_messages: FOLDER_MESSAGES,
+                latency_queries: LATENCY_QUERIES,
+            }
+        }
+    }
+
+    fn apply(&self, group: &mut BenchmarkGroup<'_, WallTime>) {
+        group.sample_size(self.sample_size).warm_up_time(self.warm_up).measurement_time(self.measurement);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Records of what was measured.
+
+/// The engine counters this bench looks at (a subset of [`EngineStats`], so that new fields don't matter).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    commits: u64,
+    rejected: u64,
+    batches: u64,
+    log_syncs: u64,
+    state_commits: u64,
+    checkpoints: u64,
+    map_resizes: u64,
+    generations_created: u64,
+    generations_recycled: u64,
+    bytes_logged: u64,
+    /// SQLite only: transactions retried after `SQLITE_BUSY`.
+    busy_retries: u64,
+    /// Bytes written to the bench directory's block device (all processes: see [`device_stat`]).
+    dev_bytes: u64,
+    /// Cache flushes the device completed (what `fsync`/`fdatasync` become at the device; all processes).
+    dev_flushes: u64,
+}
+
+impl Counts {
+    fn of(s: &EngineStats) -> Self {
+        Counts {
+            commits: s.commits,
+            rejected: s.rejected,
+            batches: s.batches,
+            log_syncs: s.log_syncs,
+            state_commits: s.state_commits,
+            checkpoints: s.checkpoints,
+            map_resizes: s.map_resizes,
+            generations_created: s.generations_created,
+            generations_recycled: s.generations_recycled,
+            bytes_logged: s.bytes_logged,
+            busy_retries: 0,
+            ..Counts::device()
+        }
+    }
+
+    fn since(self, before: Counts) -> Self {
+        Counts {
+            commits: self.commits - before.commits,
+            rejected: self.rejected - before.rejected,
+            batches: self.batches - before.batches,
+            log_syncs: self.log_syncs - before.log_syncs,
+            state_commits: self.state_commits - before.state_commits,
+            checkpoints: self.checkpoints - before.checkpoints,
+            map_resizes: self.map_resizes - before.map_resizes,
+            generations_created: self.generations_created - before.generations_created,
+            generations_recycled: self.generations_recycled - before.generations_recycled,
+            bytes_logged: self.bytes_logged - before.bytes_logged,
+            busy_retries: self.busy_retries - before.busy_retries,
+            dev_bytes: self.dev_bytes.saturating_sub(before.dev_bytes),
+            dev_flushes: self.dev_flushes.saturating_sub(before.dev_flushes),
+        }
+    }
+
+    fn add(&mut self, o: Counts) {
+        self.commits += o.commits;
+        self.rejected += o.rejected;
+        self.batches += o.batches;
+        self.log_syncs += o.log_syncs;
+        self.state_commits += o.state_commits;
+        self.checkpoints += o.checkpoints;
+        self.map_resizes += o.map_resizes;
+        self.generations_created += o.generations_created;
+        self.generations_recycled += o.generations_recycled;
+        self.bytes_logged += o.bytes_logged;
+        self.busy_retries += o.busy_retries;
+        self.dev_bytes += o.dev_bytes;
+        self.dev_flushes += o.dev_flushes;
+    }
+
+    /// Only the device counters, now.
+    fn device() -> Self {
+        let (dev_bytes, dev_flushes) = device_stat();
+        Counts { dev_bytes, dev_flushes, ..Counts::default() }
+    }
+}
+
+/// One call of an `iter_custom` routine: criterion makes the warm-up calls first, then one per sample.
+#[derive(Clone, Copy, Debug)]
+struct Call {
+    iters: u64,
+    elapsed: Duration,
+    counts: Counts,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    DeliverMailstore,
+    DeliverMailstoreBigGenerations,
+    DeliverSqlite,
+    DeliverSqliteSerialized,
+    NewestMailstore,
+    NewestSqlite,
+}
+
+impl Kind {
+    fn is_delivery(self) -> bool {
+        self.is_mailstore_delivery() || matches!(self, Kind::DeliverSqlite | Kind::DeliverSqliteSerialized)
+    }
+
+    fn is_mailstore_delivery(self) -> bool {
+        matches!(self, Kind::DeliverMailstore | Kind::DeliverMailstoreBigGenerations)
+    }
+}
+
+/// What one benchmark recorded.
+struct Record {
+    name: String,
+    kind: Kind,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+static RECORDS: Mutex<Vec<Record>> = Mutex::new(Vec::new());
+/// Per-query latencies collected outside criterion: (store, latencies).
+static LATENCIES: Mutex<Vec<(Kind, Vec<Duration>)>> = Mutex::new(Vec::new());
+/// Lines about the fixtures (fill times, sizes) for the summary.
+static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn register(name: &str, kind: Kind) -> Arc<Mutex<Vec<Call>>> {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    RECORDS.lock().unwrap().push(Record { name: name.to_string(), kind, calls: Arc::clone(&calls) });
+    calls
+}
+
+fn note(line: String) {
+    println!("{line}");
+    NOTES.lock().unwrap().push(line);
+}
+
+/// Figures over the measurement samples of one benchmark.
+struct Summary {
+    name: String,
+    kind: Kind,
+    samples: usize,
+    ops: u64,
+    elapsed: Duration,
+    median_ns: f64,
+    counts: Counts,
+}
+
+impl Summary {
+    /// The last `sample_size` calls are criterion's samples; the ones before them were warm-up.
+    fn of(record: &Record, sample_size: usize) -> Option<Self> {
+        let calls = record.calls.lock().unwrap();
+        let samples = &calls[calls.len().saturating_sub(sample_size)..];
+        if samples.is_empty() {
+            return None;
+        }
+        let mut per_op: Vec<f64> = samples.iter().map(|c| c.elapsed.as_nanos() as f64 / c.iters as f64).collect();
+        per_op.sort_by(f64::total_cmp);
+        let mid = per_op.len() / 2;
+        let median_ns =
+            if per_op.len().is_multiple_of(2) { (per_op[mid - 1] + per_op[mid]) / 2.0 } else { per_op[mid] };
+        let mut counts = Counts::default();
+        for c in samples {
+            counts.add(c.counts);
+        }
+        Some(Summary {
+            name: record.name.clone(),
+            kind: record.kind,
+            samples: samples.len(),
+            ops: samples.iter().map(|c| c.iters).sum(),
+            elapsed: samples.iter().map(|c| c.elapsed).sum(),
+            median_ns,
+            counts,
+        })
+    }
+
+    /// Operations per second over all samples (total operations / total time).
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Mean time per operation over all samples.
+    fn mean_ns(&self) -> f64 {
+        self.elapsed.as_nanos() as f64 / self.ops as f64
+    }
+}
+
+/// Percentiles of one latency collection.
+struct Percentiles {
+    count: usize,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+    mean: Duration,
+}
+
+impl Percentiles {
+    fn of(latencies: &[Duration]) -> Option<Self> {
+        if latencies.is_empty() {
+            return None;
+        }
+        let mut sorted = latencies.to_vec();
+        sorted.sort_unstable();
+        // Nearest rank: the smallest value with at least p % of the values at or below it.
+        let rank = |p: f64| sorted[((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+        Some(Percentiles {
+            count: sorted.len(),
+            p50: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            max: sorted[sorted.len() - 1],
+            mean: sorted.iter().sum::<Duration>() / sorted.len() as u32,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Where the files go (as in benches/engine.rs).
+
+/// The mount that holds `path`: (mount point, file system type, source), from `/proc/self/mountinfo`.
+fn mount_of(path: &Path) -> Option<(PathBuf, String, String)> {
+    let path = fs::canonicalize(path).ok()?;
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(PathBuf, String, String)> = None;
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some(mount_point) = left.split(' ').nth(4).map(unescape) else { continue };
+        let mut right = right.split(' ');
+        let (Some(fstype), Some(source)) = (right.next(), right.next()) else { continue };
+        let mount_point = PathBuf::from(mount_point);
+        // Later lines are mounted on top of earlier ones, so on a tie the later wins.
+        if path.starts_with(&mount_point)
+            && best.as_ref().is_none_or(|(b, _, _)| mount_point.as_os_str().len() >= b.as_os_str().len())
+        {
+            best = Some((mount_point, fstype.to_string(), unescape(source)));
+        }
+    }
+    best
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(Ok(code)) = s.get(i + 1..i + 4).map(|o| u8::from_str_radix(o, 8))
+        {
+            out.push(code);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_memory_fs(fstype: &str) -> bool {
+    matches!(fstype, "tmpfs" | "ramfs" | "devtmpfs" | "hugetlbfs")
+}
+
+/// Picks the directory the benchmark files go under and says why.
+fn bench_root() -> PathBuf {
+    let root = if let Some(dir) = env::var_os("MAILSTORE_BENCH_DIR") {
+        PathBuf::from(dir)
+    } else {
+        let tmp = env::temp_dir();
+        match mount_of(&tmp) {
+            Some((_, fstype, _)) if is_memory_fs(&fstype) => {
+                let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-tmp");
+                println!(
+                    "note: {} is {fstype}, where fdatasync costs nothing; using {} instead",
+                    tmp.display(),
+                    fallback.display()
+                );
+                fallback
+            }
+            _ => tmp,
+        }
+    };
+    fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create bench dir {}: {e}", root.display()));
+    let mount = mount_of(&root);
+    let stat = mount.as_ref().and_then(|(_, _, source)| {
+        let name = Path::new(source).file_name()?;
+        let path = Path::new("/sys/class/block").join(name).join("stat");
+        path.exists().then_some(path)
+    });
+    match &stat {
+        Some(path) => println!("device counters: {}", path.display()),
+        None => println!("device counters: none found for the bench dir's file system"),
+    }
+    DEVICE_STAT.set(stat).expect("bench_root is called once");
+    match mount {
+        Some((mount_point, fstype, source)) => {
+            println!(
+                "bench dir: {} (file system {fstype}, {source} mounted on {})",
+                root.display(),
+                mount_point.display()
+            );
+            if is_memory_fs(&fstype) {
+                println!("warning: {fstype} keeps files in memory: fdatasync is free and the ratios mean nothing");
+            }
+        }
+        None => println!("bench dir: {} (file system unknown)", root.display()),
+    }
+    root
+}
+
+/// The `stat` file of the block device holding the bench directory (set by [`bench_root`]).
+static DEVICE_STAT: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// (bytes written, cache flushes completed) of the bench directory's block device since boot, from
+/// `/sys/class/block/DEV/stat`; (0, 0) when unknown. These count every process's I/O, the file system's journal
+/// included: run on an otherwise idle machine. (`/proc/self/io` would be per process, but it counts whole page
+/// cache folios as they are dirtied, which with large folios says little about the bytes actually written.)
+fn device_stat() -> (u64, u64) {
+    let Some(Some(path)) = DEVICE_STAT.get() else { return (0, 0) };
+    let Ok(stat) = fs::read_to_string(path) else { return (0, 0) };
+    let fields: Vec<u64> = stat.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // Field 7 is sectors written (512 bytes each), field 16 flush requests completed.
+    (fields.get(6).map_or(0, |s| s * 512), fields.get(15).copied().unwrap_or(0))
+}
+
+/// Bytes of the files under `path`.
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(path) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The messages.
+
+/// Plain text for the bodies: 76-character lines of prose, CRLF-terminated, longer than any body needs.
+fn body_text() -> &'static [u8] {
+    static TEXT: OnceLock<Vec<u8>> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        const PROSE: &str = "Thanks for the notes from Tuesday. I went through the numbers for the second quarter \
+            again and the picture is mostly the same as in the draft: the support backlog is down, the migration \
+            of the remaining mailboxes is on schedule, and the storage budget needs another look before we commit \
+            to the new retention policy. Could you check the figures in the attached summary against what finance \
+            sent last week? If they agree, I would like to circulate the plan to the wider team on Friday and \
+            schedule the review for the week after. Let me know if anything is unclear or missing. ";
+        let words: Vec<&str> = PROSE.split_whitespace().collect();
+        let mut text = Vec::with_capacity(2 * MESSAGE_SIZE);
+        let mut line = String::new();
+        let mut i = 0;
+        while text.len() < 2 * MESSAGE_SIZE {
+            let word = words[i % words.len()];
+            i += 1;
+            if line.len() + 1 + word.len() > 76 {
+                text.extend_from_slice(line.as_bytes());
+                text.extend_from_slice(b"\r\n");
+                line.clear();
+                if i % 53 == 0 {
+                    text.extend_from_slice(b"\r\n");
+                }
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        text
+    })
+}
+
+/// Message number `n`: a plain-text message of exactly [`MESSAGE_SIZE`] bytes with a unique subject and id.
+fn message(n: u64) -> Vec<u8> {
+    let sender = n % 97;
+    let (h, m, s) = ((n / 3600) % 24, (n / 60) % 60, n % 60);
+    // 3 March 2026 is a Tuesday.
+    let date = format!("Tue, 3 Mar 2026 {h:02}:{m:02}:{s:02} +0100");
+    let mut out = Vec::with_capacity(MESSAGE_SIZE);
+    write!(
+        out,
+        "Return-Path: <sender{sender}@example.org>\r\n\
+         Received: from mx{sender}.example.org (mx{sender}.example.org [192.0.2.{ip}])\r\n\
+         \tby mx.example.com with ESMTPS id {n:016x}\r\n\
+         \tfor <alice@example.com>; {date}\r\n\
+         From: \"Sender Number {sender}\" <sender{sender}@example.org>\r\n\
+         To: \"Alice Example\" <alice@example.com>\r\n\
+         Subject: Quarterly planning notes, part {n}\r\n\
+         Date: {date}\r\n\
+         Message-ID: <{n:016x}.{sender}@example.org>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n",
+        ip = sender + 1,
+    )
+    .expect("write to a Vec");
+    let need = MESSAGE_SIZE - out.len() - 2;
+    out.extend_from_slice(&body_text()[..need]);
+    if out.last() == Some(&b'\r') {
+        *out.last_mut().unwrap() = b'.';
+    }
+    out.extend_from_slice(b"\r\n");
+    debug_assert_eq!(out.len(), MESSAGE_SIZE);
+    out
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Runs `iters` units of `work` spread over one thread per element of `states` (at most `iters` threads),
+/// released together; returns the wall time until the last one finished, and the sum of what `work` returned.
+fn run_parallel<S: Send>(states: &mut [S], iters: u64, work: impl Fn(&mut S) -> u64 + Sync) -> (Duration, u64) {
+    let threads = (states.len() as u64).min(iters).max(1) as usize;
+    let barrier = Barrier::new(threads + 1);
+    let total = AtomicU64::new(0);
+    let elapsed = thread::scope(|s| {
+        let handles: Vec<_> = states
+            .iter_mut()
+            .take(threads)
+            .enumerate()
+            .map(|(t, state)| {
+                let share = iters / threads as u64 + u64::from((t as u64) < iters % threads as u64);
+                let (barrier, work, total) = (&barrier, &work, &total);
+                s.spawn(move || {
+                    barrier.wait();
+                    let mut sum = 0;
+                    for _ in 0..share {
+                        sum += work(state);
+                    }
+                    total.fetch_add(sum, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for h in handles {
+            h.join().expect("worker panicked");
+        }
+        start.elapsed()
+    });
+    (elapsed, total.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// mailstore.
+
+/// One mailbox in a mounted engine, and where its files are.
+struct MailFixture {
+    db: MailEngine,
+    guid: Guid,
+    inbox: FolderId,
+    next: AtomicU64,
+}
+
+fn mail_mount(dir: &Path, options: Options) -> MailEngine {
+    Engine::mount(dir, options).expect("mount")
+}
+
+/// Mounts a new engine in `dir` and creates a user mailbox in it.
+fn mail_create(dir: &Path, options: Options) -> MailFixture {
+    let db = mail_mount(dir, options);
+    let op = MailOp::create_mailbox("alice@example.com", "Alice Example", MailboxKind::User);
+    let MailOp::CreateMailbox { guid, .. } = op else { unreachable!() };
+    db.commit(op).expect("create mailbox");
+    let inbox = mail_inbox(&db, guid);
+    MailFixture { db, guid, inbox, next: AtomicU64::new(0) }
+}
+
+fn mail_inbox(db: &MailEngine, guid: Guid) -> FolderId {
+    db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).expect("read").expect("an Inbox").id
+}
+
+fn mail_deliver(f: &MailFixture) -> u64 {
+    let raw = message(f.next.fetch_add(1, Ordering::Relaxed));
+    match f.db.commit(MailOp::append(f.guid, f.inbox, raw, Flags::empty(), vec![])).expect("deliver").output {
+        MailOutput::Appended { .. } => 0,
+        other => panic!("append returned {other:?}"),
+    }
+}
+
+/// The envelopes (item records) of the newest [`NEWEST`] messages of the Inbox, in one snapshot.
+fn mail_newest(f: &MailFixture) -> Vec<ItemInfo> {
+    f.db.read(|s, txn| {
+        let uidnext = s.folder(txn, &f.guid, f.inbox)?.expect("the Inbox").uidnext;
+        s.items_by_uid(txn, &f.guid, f.inbox, uidnext.saturating_sub(NEWEST), NEWEST as usize, false)
+    })
+    .expect("read")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SQLite.
+
+const SQLITE_SCHEMA: &str = "
+    CREATE TABLE mailboxes (
+        id INTEGER PRIMARY KEY,
+        guid BLOB NOT NULL UNIQUE,
+        address TEXT NOT NULL UNIQUE,
+        highest_modseq INTEGER NOT NULL,
+        items INTEGER NOT NULL,
+        size INTEGER NOT NULL
+    );
+    CREATE TABLE folders (
+        id INTEGER PRIMARY KEY,
+        mailbox INTEGER NOT NULL REFERENCES mailboxes(id),
+        parent INTEGER,
+        name TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uidnext INTEGER NOT NULL,
+        highest_modseq INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        unread INTEGER NOT NULL,
+        size INTEGER NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        folder INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        flags INTEGER NOT NULL,
+        received INTEGER NOT NULL,
+        subject TEXT,
+        from_addr TEXT NOT NULL,
+        to_addr TEXT NOT NULL,
+        date INTEGER,
+        message_id TEXT,
+        size INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX messages_folder_uid ON messages(folder, uid);
+    CREATE TABLE changes (
+        mailbox INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        folder INTEGER,
+        item INTEGER,
+        uid INTEGER,
+        PRIMARY KEY (mailbox, modseq, seq)
+    ) WITHOUT ROWID;
+";
+
+/// The row ids of the mailbox and its Inbox.
+#[derive(Clone, Copy, Debug)]
+struct SqlIds {
+    mailbox: i64,
+    inbox: i64,
+}
+
+/// A SQLite database with one mailbox, and one connection per deliverer.
+struct SqlFixture {
+    path: PathBuf,
+    ids: SqlIds,
+    conns: Vec<Connection>,
+    next: AtomicU64,
+}
+
+/// Opens a connection as every connection of the baseline is configured: WAL, `synchronous=FULL`, a busy timeout.
+fn sqlite_open(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("open SQLite");
+    conn.busy_timeout(BUSY_TIMEOUT).expect("busy_timeout");
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).expect("journal_mode");
+    assert_eq!(mode, "wal", "SQLite refused WAL mode");
+    conn.pragma_update(None, "synchronous", "FULL").expect("synchronous");
+    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("synchronous");
+    assert_eq!(sync, 2, "synchronous is not FULL");
+    conn
+}
+
+/// Creates the database in `dir` with one mailbox and its Inbox; opens `conns` connections to it.
+fn sqlite_create(dir: &Path, conns: usize) -> SqlFixture {
+    let path = dir.join("mail.sqlite");
+    let conn = sqlite_open(&path);
+    conn.execute_batch(SQLITE_SCHEMA).expect("schema");
+    let uidvalidity = (now_micros() / 1_000_000) as i64;
+    conn.execute(
+        "INSERT INTO mailboxes (guid, address, highest_modseq, items, size) VALUES (?1, ?2, 1, 0, 0)",
+        params![Guid::new_random().as_bytes().as_slice(), "alice@example.com"],
+    )
+    .expect("mailbox");
+    let mailbox = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO folders (mailbox, parent, name, uidvalidity, uidnext, highest_modseq, total, unread, size) \
+         VALUES (?1, NULL, '', ?2, 1, 1, 0, 0, 0)",
+        params![mailbox, uidvalidity],
+    )
+    .expect("root folder");
+    let root = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO folders (mailbox, parent, name, uidvalidity, uidnext, highest_modseq, total, unread, size) \
+         VALUES (?1, ?2, 'Inbox', ?3, 1, 1, 0, 0, 0)",
+        params![mailbox, root, uidvalidity],
+    )
+    .expect("inbox");
+    let inbox = conn.last_insert_rowid();
+    let mut all = vec![conn];
+    all.extend((1..conns).map(|_| sqlite_open(&path)));
+    SqlFixture { path, ids: SqlIds { mailbox, inbox }, conns: all, next: AtomicU64::new(0) }
+}
+
+fn addresses(list: &[Address]) -> String {
+    let mut out = String::new();
+    for a in list {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        match (&a.name, &a.email) {
+            (Some(name), Some(email)) => write!(out, "\"{name}\" <{email}>").expect("write to a String"),
+            (None, Some(email)) => out.push_str(email),
+            (Some(name), None) => out.push_str(name),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// What `MailOp::Append` does, inside the caller's transaction: next MODSEQ and counters of the mailbox, next
+/// UID and counters of the folder, the message row, one change-log row.
+fn sqlite_append(tx: &Transaction<'_>, ids: SqlIds, raw: &[u8], env: &Envelope, received: u64) -> rusqlite::Result<()> {
+    let size = raw.len() as i64;
+    let modseq: i64 = tx
+        .prepare_cached(
+            "UPDATE mailboxes SET highest_modseq = highest_modseq + 1, items = items + 1, size = size + ?2 \
+             WHERE id = ?1 RETURNING highest_modseq",
+        )?
+        .query_row(params![ids.mailbox, size], |r| r.get(0))?;
+    let uid: i64 = tx
+        .prepare_cached(
+            "UPDATE folders SET uidnext = uidnext + 1, highest_modseq = ?2, total = total + 1, \
+             unread = unread + 1, size = size + ?3 WHERE id = ?1 RETURNING uidnext - 1",
+        )?
+        .query_row(params![ids.inbox, modseq, size], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO messages (folder, uid, modseq, flags, received, subject, from_addr, to_addr, date, \
+         message_id, size, body) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        ids.inbox,
+        uid,
+        modseq,
+        received as i64,
+        env.subject,
+        addresses(&env.from),
+        addresses(&env.to),
+        env.date,
+        env.message_id,
+        size,
+        raw
+    ])?;
+    let item = tx.last_insert_rowid();
+    tx.prepare_cached(
+        "INSERT INTO changes (mailbox, modseq, seq, kind, folder, item, uid) VALUES (?1, ?2, 0, 0, ?3, ?4, ?5)",
+    )?
+    .execute(params![ids.mailbox, modseq, ids.inbox, item, uid])?;
+    Ok(())
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+}
+
+/// Process-wide lock of the serialized SQLite variant.
+static SQLITE_WRITER: Mutex<()> = Mutex::new(());
+
+/// One delivery as its own transaction (`BEGIN IMMEDIATE`, retried on `SQLITE_BUSY`); returns the retries.
+/// With `serialize`, the transaction runs under [`SQLITE_WRITER`].
+fn sqlite_deliver(conn: &mut Connection, ids: SqlIds, n: u64, serialize: bool) -> u64 {
+    let raw = message(n);
+    let env = envelope::parse(&raw);
+    let received = now_micros();
+    let mut retries = 0;
+    loop {
+        let _guard = serialize.then(|| SQLITE_WRITER.lock().unwrap());
+        let result = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .and_then(|tx| sqlite_append(&tx, ids, &raw, &env, received).and_then(|()| tx.commit()));
+        match result {
+            Ok(()) => return retries,
+            Err(e) if is_busy(&e) => retries += 1,
+            Err(e) => panic!("SQLite delivery failed: {e}"),
+        }
+    }
+}
+
+/// One row of a newest-N answer.
+#[allow(dead_code)] // read through `black_box` only
+#[derive(Debug)]
+struct EnvelopeRow {
+    id: i64,
+    uid: Uid,
+    modseq: i64,
+    flags: u8,
+    received: i64,
+    subject: Option<String>,
+    from: String,
+    to: String,
+    date: Option<i64>,
+    message_id: Option<String>,
+    size: i64,
+}
+
+/// The envelopes of the newest [`NEWEST`] messages of the Inbox (newest first).
+fn sqlite_newest(conn: &Connection, ids: SqlIds) -> Vec<EnvelopeRow> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, uid, modseq, flags, received, subject, from_addr, to_addr, date, message_id, size \
+             FROM messages WHERE folder = ?1 ORDER BY uid DESC LIMIT ?2",
+        )
+        .expect("prepare");
+    let rows = stmt
+        .query_map(params![ids.inbox, NEWEST], |r| {
+            Ok(EnvelopeRow {
+                id: r.get(0)?,
+                uid: r.get(1)?,
+                modseq: r.get(2)?,
+                flags: r.get(3)?,
+                received: r.get(4)?,
+                subject: r.get(5)?,
+                from: r.get(6)?,
+                to: r.get(7)?,
+                date: r.get(8)?,
+                message_id: r.get(9)?,
+                size: r.get(10)?,
+            })
+        })
+        .expect("query");
+    rows.collect::<rusqlite::Result<Vec<_>>>().expect("row")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Deliveries.
+
+fn bench_deliveries(c: &mut Criterion, cfg: &Config, root: &Path) {
+    let mut group = c.benchmark_group("deliver_10k");
+    cfg.apply(&mut group);
+    group.throughput(Throughput::Elements(1));
+
+    // One database per benchmark, made on its first call (so that filtered-out benchmarks make no files),
+    // used for all its samples: creating it is not what is measured.
+    // `mailstore` is the benchmark of the issue (default options); `mailstore_16m_generations` is the same with
+    // 16 MiB log generations instead of 1 MiB, to show what rolling and deleting generations costs here.
+    for (name, kind, options) in [
+        ("mailstore", Kind::DeliverMailstore, Options::default()),
+        (
+            "mailstore_16m_generations",
+            Kind::DeliverMailstoreBigGenerations,
+            Options::default().log_target_size(BIG_GENERATION),
+        ),
+    ] {
+        let dir = tempfile::tempdir_in(root).expect("tempdir");
+        let mut fixture: Option<MailFixture> = None;
+        let calls = register(&format!("deliver_10k/{name}"), kind);
+        group.bench_function(name, |b| {
+            let f = fixture.get_or_insert_with(|| mail_create(dir.path(), options.clone()));
+            b.iter_custom(|iters| {
+                let before = Counts::of(&f.db.stats());
+                let mut states = vec![(); DELIVERERS];
+                let (elapsed, _) = run_parallel(&mut states, iters, |_| mail_deliver(f));
+                // The writer counts a batch before it answers its committers, so every delivery is in here.
+                let counts = Counts::of(&f.db.stats()).since(before);
+                calls.lock().unwrap().push(Call { iters, elapsed, counts });
+                elapsed
+            })
+        });
+        if let Some(f) = fixture {
+            let (deliveries, bytes) = (f.next.load(Ordering::Relaxed), dir_size(dir.path()));
+            let stats = f.db.stats();
+            f.db.dismount().expect("dismount");
+            note(format!(
+                "deliver_10k/{name}: {deliveries} deliveries in all (warm-up included), {:.0} MiB on disk at the \
+                 end ({} checkpoints, {} generations created, {} recycled, {} map resizes since mount)",
+                mib(bytes),
+                stats.checkpoints,
+                stats.generations_created,
+                stats.generations_recycled,
+                stats.map_resizes
+            ));
+        }
+    }
+
+    for (name, kind, serialize) in
+        [("sqlite", Kind::DeliverSqlite, false), ("sqlite_serialized", Kind::DeliverSqliteSerialized, true)]
+    {
+        let dir = tempfile::tempdir_in(root).expect("tempdir");
+        let mut fixture: Option<SqlFixture> = None;
+        let calls = register(&format!("deliver_10k/{name}"), kind);
+        group.bench_function(name, |b| {
+            let f = fixture.get_or_insert_with(|| sqlite_create(dir.path(), DELIVERERS));
+            b.iter_custom(|iters| {
+                let (ids, next) = (f.ids, &f.next);
+                let before = Counts::device();
+                let (elapsed, retries) = run_parallel(&mut f.conns, iters, |conn| {
+                    sqlite_deliver(conn, ids, next.fetch_add(1, Ordering::Relaxed), serialize)
+                });
+                let counts = Counts { commits: iters, busy_retries: retries, ..Counts::device() }.since(before);
+                calls.lock().unwrap().push(Call { iters, elapsed, counts });
+                elapsed
+            })
+        });
+        if let Some(f) = fixture {
+            let deliveries = f.next.load(Ordering::Relaxed);
+            let total: i64 = f.conns[0]
+                .query_row("SELECT total FROM folders WHERE id = ?1", [f.ids.inbox], |r| r.get(0))
+                .expect("count");
+            let bytes = dir_size(dir.path());
+            drop(f.conns);
+            note(format!(
+                "deliver_10k/{name}: {deliveries} deliveries in all (warm-up included; folder total {total}), \
+                 {:.0} MiB on disk at the end ({})",
+                mib(bytes),
+                f.path.display()
+            ));
+        }
+    }
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Newest 50 of a big folder.
+
+/// Fills a mailstore Inbox with `count` messages (32 deliverers, `Relaxed`), then remounts it `Full`.
+fn mail_fill(dir: &Path, count: u64) -> MailFixture {
+    let start = Instant::now();
+    let mut f = mail_create(dir, Options::default().durability(Durability::Relaxed));
+    let mut states = vec![(); DELIVERERS];
+    let (delivering, _) = run_parallel(&mut states, count, |_| mail_deliver(&f));
+    let stats = f.db.stats();
+    f.db.dismount().expect("dismount");
+    f.db = mail_mount(dir, Options::default());
+    let folder = f.db.read(|s, txn| s.folder(txn, &f.guid, f.inbox)).expect("read").expect("the Inbox");
+    note(format!(
+        "newest50/mailstore fixture: {} messages ({:.0} MiB) delivered in {:.1} s ({:.0}/s, Relaxed, {DELIVERERS} \
+         deliverers, {} checkpoints, {} map resizes), remounted Full; {:.1} s in all; {:.0} MiB on disk",
+        folder.total,
+        mib(folder.size),
+        delivering.as_secs_f64(),
+        count as f64 / delivering.as_secs_f64(),
+        stats.checkpoints,
+        stats.map_resizes,
+        start.elapsed().as_secs_f64(),
+        mib(dir_size(dir)),
+    ));
+    f
+}
+
+/// Fills a SQLite Inbox with `count` messages (one connection, transactions of [`SQLITE_FILL_BATCH`]), then
+/// closes it and opens it again.
+fn sqlite_fill(dir: &Path, count: u64) -> SqlFixture {
+    let start = Instant::now();
+    let mut f = sqlite_create(dir, 1);
+    let conn = &mut f.conns[0];
+    let mut n = 0;
+    while n < count {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).expect("begin");
+        for _ in 0..SQLITE_FILL_BATCH.min(count - n) {
+            let raw = message(n);
+            let env = envelope::parse(&raw);
+            sqlite_append(&tx, f.ids, &raw, &env, now_micros()).expect("insert");
+            n += 1;
+        }
+        tx.commit().expect("commit");
+    }
+    let filling = start.elapsed();
+    drop(f.conns);
+    f.conns = vec![sqlite_open(&f.path)];
+    let total: i64 =
+        f.conns[0].query_row("SELECT total FROM folders WHERE id = ?1", [f.ids.inbox], |r| r.get(0)).expect("total");
+    note(format!(
+        "newest50/sqlite fixture: {total} messages inserted in {:.1} s ({:.0}/s, transactions of \
+         {SQLITE_FILL_BATCH}), closed and reopened; {:.1} s in all; {:.0} MiB on disk",
+        filling.as_secs_f64(),
+        count as f64 / filling.as_secs_f64(),
+        start.elapsed().as_secs_f64(),
+        mib(dir_size(dir)),
+    ));
+    f
+}
+
+fn bench_newest(c: &mut Criterion, cfg: &Config, root: &Path) {
+    let mut group = c.benchmark_group("newest50");
+    cfg.apply(&mut group);
+    group.throughput(Throughput::Elements(1));
+
+    let mail_dir = tempfile::tempdir_in(root).expect("tempdir");
+    let mut mail: Option<MailFixture> = None;
+    let calls = register("newest50/mailstore", Kind::NewestMailstore);
+    group.bench_function("mailstore", |b| {
+        let f = mail.get_or_insert_with(|| mail_fill(mail_dir.path(), cfg.folder_messages));
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(mail_newest(f));
+            }
+            let elapsed = start.elapsed();
+            calls.lock().unwrap().push(Call { iters, elapsed, counts: Counts::default() });
+            elapsed
+        })
+    });
+
+    let sql_dir = tempfile::tempdir_in(root).expect("tempdir");
+    let mut sql: Option<SqlFixture> = None;
+    let calls = register("newest50/sqlite", Kind::NewestSqlite);
+    group.bench_function("sqlite", |b| {
+        let f = sql.get_or_insert_with(|| sqlite_fill(sql_dir.path(), cfg.folder_messages));
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(sqlite_newest(&f.conns[0], f.ids));
+            }
+            let elapsed = start.elapsed();
+            calls.lock().unwrap().push(Call { iters, elapsed, counts: Counts::default() });
+            elapsed
+        })
+    });
+    group.finish();
+
+    // Per-query latencies, outside criterion, for the stores whose benchmark ran.
+    if let Some(f) = &mail {
+        let newest = mail_newest(f);
+        let uids = (newest.first().map(|i| i.uid), newest.last().map(|i| i.uid));
+        println!("newest50/mailstore answers {} items, UIDs {:?}..={:?}", newest.len(), uids.0, uids.1);
+    }
+    if let Some(f) = &sql {
+        let newest = sqlite_newest(&f.conns[0], f.ids);
+        let uids = (newest.last().map(|r| r.uid), newest.first().map(|r| r.uid));
+        println!("newest50/sqlite answers {} rows, UIDs {:?}..={:?}", newest.len(), uids.0, uids.1);
+    }
+    let mut queries: Vec<(Kind, Box<dyn Fn() + '_>)> = Vec::new();
+    if let Some(f) = &mail {
+        queries.push((Kind::NewestMailstore, Box::new(move || drop(black_box(mail_newest(f))))));
+    }
+    if let Some(f) = &sql {
+        queries.push((Kind::NewestSqlite, Box::new(move || drop(black_box(sqlite_newest(&f.conns[0], f.ids))))));
+    }
+    if !queries.is_empty() {
+        let count = cfg.latency_queries;
+        for (_, query) in &queries {
+            for _ in 0..LATENCY_WARM_UP {
+                query();
+            }
+        }
+        let mut latencies: Vec<Vec<Duration>> = queries.iter().map(|_| Vec::with_capacity(count)).collect();
+        let mut done = 0;
+        while done < count {
+            let block = LATENCY_BLOCK.min(count - done);
+            for ((_, query), out) in queries.iter().zip(&mut latencies) {
+                for _ in 0..block {
+                    let start = Instant::now();
+                    query();
+                    out.push(start.elapsed());
+                }
+            }
+            done += block;
+        }
+        let mut all = LATENCIES.lock().unwrap();
+        for ((kind, _), l) in queries.iter().zip(latencies) {
+            all.push((*kind, l));
+        }
+    }
+    drop(queries);
+    if let Some(f) = mail {
+        f.db.dismount().expect("dismount");
+    }
+    drop(sql);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Summary.
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn print_summary(cfg: &Config) {
+    let records = RECORDS.lock().unwrap();
+    let summaries: Vec<Summary> = records.iter().filter_map(|r| Summary::of(r, cfg.sample_size)).collect();
+    let latencies = LATENCIES.lock().unwrap();
+    if summaries.is_empty() && latencies.is_empty() {
+        return;
+    }
+    let find = |kind: Kind| summaries.iter().find(|s| s.kind == kind);
+
+    println!();
+    println!(
+        "mailstore mailbox summary{} (criterion measurement samples only, warm-up excluded; rate = total ops / \
+         total time)",
+        if cfg.quick || cfg.test { " [smoke run: QUICK or --test, figures not meaningful]" } else { "" }
+    );
+    for line in NOTES.lock().unwrap().iter() {
+        println!("  {line}");
+    }
+
+    println!();
+    println!(
+        "{:<38} {:>7} {:>9} {:>8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>6} {:>5} {:>10} {:>10} {:>9} {:>8}",
+        "deliveries (10 KiB, 32 threads)",
+        "samples",
+        "ops",
+        "ops/s",
+        "median/s",
+        "batches",
+        "fsyncs",
+        "per fsync",
+        "LMDB cmt",
+        "ckpts",
+        "gens",
+        "KiB log/op",
+        "dev KiB/op",
+        "ops/flush",
+        "busy rtr"
+    );
+    for s in summaries.iter().filter(|s| s.kind.is_delivery()) {
+        let k = s.counts;
+        let mail = s.kind.is_mailstore_delivery();
+        let field = |v: u64| if mail { v.to_string() } else { "-".to_string() };
+        let per_sync = if mail && k.log_syncs > 0 {
+            format!("{:.1}", k.commits as f64 / k.log_syncs as f64)
+        } else {
+            "-".to_string()
+        };
+        let log_per_op =
+            if mail { format!("{:.2}", k.bytes_logged as f64 / 1024.0 / k.commits.max(1) as f64) } else { "-".into() };
+        println!(
+            "{:<38} {:>7} {:>9} {:>8.0} {:>9.0} {:>8} {:>8} {:>9} {:>8} {:>6} {:>5} {:>10} {:>10.1} {:>9.1} {:>8}",
+            s.name,
+            s.samples,
+            s.ops,
+            s.rate(),
+            1e9 / s.median_ns,
+            field(k.batches),
+            field(k.log_syncs),
+            per_sync,
+            field(k.state_commits),
+            field(k.checkpoints),
+            field(k.generations_created + k.generations_recycled),
+            log_per_op,
+            k.dev_bytes as f64 / 1024.0 / s.ops.max(1) as f64,
+            s.ops as f64 / k.dev_flushes.max(1) as f64,
+            if mail { "-".to_string() } else { k.busy_retries.to_string() },
+        );
+        if mail {
+            if k.commits != s.ops || k.rejected > 0 {
+                println!(
+                    "  note: the engine counted {} commits ({} rejected) for {} timed deliveries",
+                    k.commits, k.rejected, s.ops
+                );
+            }
+            if k.batches > 0 {
+                println!(
+                    "  {:.1} deliveries/batch, {:.0} us/batch, {} map resizes",
+                    k.commits as f64 / k.batches as f64,
+                    s.elapsed.as_secs_f64() * 1e6 / k.batches as f64,
+                    k.map_resizes
+                );
+            }
+        }
+    }
+    println!(
+        "fsyncs: log fdatasyncs that made batches durable (generation rolls and checkpoints sync too, not counted); \
+         per fsync: deliveries per such fdatasync; LMDB cmt: LMDB write transactions; ckpts: checkpoints; gens: log \
+         generations started; dev KiB/op, ops/flush: KiB written to the block device per \
+         delivery and deliveries per device cache flush, from /sys/class/block/DEV/stat (every process's I/O, the \
+         file system journal included); busy rtr: SQLite transactions retried after SQLITE_BUSY"
+    );
+
+    println!();
+    println!(
+        "{:<22} {:>7} {:>9} {:>13} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "newest 50 (1 thread)", "samples", "queries", "crit. median", "crit. mean", "p50", "p90", "p99", "max", "mean"
+    );
+    let pct = |kind: Kind| latencies.iter().find(|(k, _)| *k == kind).and_then(|(_, l)| Percentiles::of(l));
+    for kind in [Kind::NewestMailstore, Kind::NewestSqlite] {
+        let s = find(kind);
+        let p = pct(kind);
+        if s.is_none() && p.is_none() {
+            continue;
+        }
+        let name = match kind {
+            Kind::NewestMailstore => "newest50/mailstore",
+            _ => "newest50/sqlite",
+        };
+        let crit = |f: &dyn Fn(&Summary) -> f64| s.map_or_else(|| "-".to_string(), |s| format!("{:.1} us", f(s) / 1e3));
+        let lat = |f: &dyn Fn(&Percentiles) -> Duration| {
+            p.as_ref().map_or_else(|| "-".to_string(), |p| format!("{:.1}", us(f(p))))
+        };
+        println!(
+            "{:<22} {:>7} {:>9} {:>13} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            name,
+            s.map_or(0, |s| s.samples),
+            p.as_ref().map_or(0, |p| p.count),
+            crit(&|s| s.median_ns),
+            crit(&|s| s.mean_ns()),
+            lat(&|p| p.p50),
+            lat(&|p| p.p90),
+            lat(&|p| p.p99),
+            lat(&|p| p.max),
+            lat(&|p| p.mean),
+        );
+    }
+    println!(
+        "crit.: criterion's samples (median / mean time per query); p50..mean: {} queries per store timed one by \
+         one with Instant, in microseconds, after {LATENCY_WARM_UP} unrecorded ones, the stores alternating every \
+         {LATENCY_BLOCK}",
+        cfg.latency_queries
+    );
+
+    // The issue's targets.
+    println!();
+    let mail = find(Kind::DeliverMailstore);
+    let sqlite = find(Kind::DeliverSqlite);
+    let serialized = find(Kind::DeliverSqliteSerialized);
+    if summaries.iter().any(|s| s.samples < cfg.sample_size) || cfg.test {
+        println!("targets not evaluated: too few samples (criterion --test, or a partial run)");
+        return;
+    }
+    if cfg.quick {
+        println!("(smoke run: the verdicts below are not meaningful)");
+    }
+    if let Some(m) = mail {
+        let per_sync = m.counts.commits as f64 / m.counts.log_syncs.max(1) as f64;
+        println!("target deliveries per log fsync >= 10: {per_sync:.1} ({})", met(per_sync >= 10.0));
+    }
+    for (candidate, label) in
+        [(mail, "default options"), (find(Kind::DeliverMailstoreBigGenerations), "16 MiB generations, not the target")]
+    {
+        let Some(m) = candidate else { continue };
+        for (baseline, which) in
+            [(sqlite, "the SQLite baseline (busy_timeout)"), (serialized, "the serialized SQLite variant")]
+        {
+            let Some(q) = baseline else { continue };
+            let times = m.rate() / q.rate();
+            println!(
+                "{}deliveries >= 5x {which} [mailstore {label}]: {:.0}/s vs {:.0}/s = {times:.1}x ({})",
+                if m.kind == Kind::DeliverMailstore { "target " } else { "  extra: " },
+                m.rate(),
+                q.rate(),
+                met(times >= 5.0)
+            );
+        }
+    }
+    if let (Some(pm), Some(ps)) = (pct(Kind::NewestMailstore), pct(Kind::NewestSqlite)) {
+        println!(
+            "target newest-50 p99 <= 200 us: {:.1} us ({})",
+            us(pm.p99),
+            met(pm.p99 <= Duration::from_micros(200))
+        );
+        let p99 = ps.p99.as_secs_f64() / pm.p99.as_secs_f64();
+        let p50 = ps.p50.as_secs_f64() / pm.p50.as_secs_f64();
+        println!(
+            "target newest-50 >= 3x faster than SQLite: p99 {:.1} vs {:.1} us = {p99:.1}x ({}), p50 {:.1} vs {:.1} us \
+             = {p50:.1}x ({})",
+            us(pm.p99),
+            us(ps.p99),
+            met(p99 >= 3.0),
+            us(pm.p50),
+            us(ps.p50),
+            met(p50 >= 3.0)
+        );
+        if let (Some(cm), Some(cs)) = (find(Kind::NewestMailstore), find(Kind::NewestSqlite)) {
+            println!("  (criterion medians: {:.1} vs {:.1} us = {:.1}x)", cm.median_ns / 1e3, cs.median_ns / 1e3, {
+                cs.median_ns / cm.median_ns
+            });
+        }
+    }
+}
+
+fn main() {
+    let cfg = Config::from_env();
+    let root = bench_root();
+    if cfg.quick {
+        println!("MAILSTORE_BENCH_QUICK is set: short smoke run with {}-message folders", cfg.folder_messages);
+    } else if cfg.test {
+        println!("--test: every routine once, {}-message folders", cfg.folder_messages);
+    }
+    let mut c = Criterion::default()
+        .sample_size(cfg.sample_size)
+        .warm_up_time(cfg.warm_up)
+        .measurement_time(cfg.measurement)
+        .configure_from_args();
+    let start = Instant::now();
+    bench_deliveries(&mut c, &cfg, &root);
+    bench_newest(&mut c, &cfg, &root);
+    c.final_summary();
+    print_summary(&cfg);
+    println!("\nbench wall time: {:.0} s", start.elapsed().as_secs_f64());
+}
