@@ -623,11 +623,7 @@ fn mail_deliver(f: &MailFixture) -> u64 {
 
 /// The envelopes (item records) of the newest [`NEWEST`] messages of the Inbox, in one snapshot.
 fn mail_newest(f: &MailFixture) -> Vec<ItemInfo> {
-    f.db.read(|s, txn| {
-        let uidnext = s.folder(txn, &f.guid, f.inbox)?.expect("the Inbox").uidnext;
-        s.items_by_uid(txn, &f.guid, f.inbox, uidnext.saturating_sub(NEWEST), NEWEST as usize, false)
-    })
-    .expect("read")
+    f.db.read(|s, txn| s.newest_by_uid(txn, &f.guid, f.inbox, NEWEST as usize)).expect("read")
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -58,6 +58,28 @@ mod tests {
         assert!(matches!(decode::<Op>(&bytes), Err(Error::Codec(_))));
     }
 
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct AsBytes {
+        #[serde(with = "serde_bytes")]
+        raw: Vec<u8>,
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct AsSeq {
+        raw: Vec<u8>,
+    }
+
+    #[test]
+    fn byte_fields_keep_their_wire_format() {
+        // `serde_bytes` only changes how fast byte fields encode, not the bytes: logs written either way read
+        // back either way.
+        let raw: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let fast = encode(&AsBytes { raw: raw.clone() }).unwrap();
+        let slow = encode(&AsSeq { raw: raw.clone() }).unwrap();
+        assert_eq!(fast, slow);
+        assert_eq!(decode::<AsBytes>(&slow).unwrap().raw, raw);
+    }
+
     #[test]
     fn hostile_length_does_not_allocate() {
         // Variant 1 (Delete) followed by a varint length of u64::MAX-ish: must fail, not allocate.

@@ -22,6 +22,7 @@ pub enum KvOp {
         /// The key (1 ..= [`MAX_KEY_LEN`] bytes).
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Removes `key` (a no-op when absent).

@@ -884,3 +884,29 @@ fn edits_keep_originals_in_versions_under_litigation_hold() {
     db.dismount().unwrap();
     assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
 }
+
+#[test]
+fn newest_by_uid_skips_expunged_uids() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "pia@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    for i in 0..6 {
+        append(&db, mbx, inbox, &format!("m{i}"));
+    }
+    db.commit(MailOp::StoreFlags {
+        mailbox: mbx,
+        folder: inbox,
+        uids: vec![5, 6],
+        action: FlagAction::Add,
+        flags: Flags::DELETED,
+        keywords: vec![],
+        unchanged_since: None,
+    })
+    .unwrap();
+    db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap();
+    let newest = db.read(|s, txn| s.newest_by_uid(txn, &mbx, inbox, 3)).unwrap();
+    assert_eq!(newest.iter().map(|i| i.uid).collect::<Vec<_>>(), [4, 3, 2]);
+    let page = db.read(|s, txn| s.items_by_received(txn, &mbx, inbox, true, 1, 2)).unwrap();
+    assert_eq!(page.len(), 2, "offset and limit apply lazily");
+}

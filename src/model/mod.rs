@@ -302,23 +302,35 @@ impl MailStore {
         limit: usize,
     ) -> Result<Vec<ItemInfo>> {
         let prefix = keys::folder(guid, folder);
-        let ids = self.received.prefix_iter(txn, &prefix)?.map(|e| e.map(|(k, _)| keys::u64_at(k, 32)));
-        let ids: Vec<ItemId> = if newest_first {
-            let mut all = ids.collect::<heed::Result<Vec<_>>>()?;
-            all.reverse();
-            all
-        } else {
-            ids.collect::<heed::Result<Vec<_>>>()?
-        };
         let mut out = Vec::new();
-        for id in ids.into_iter().skip(offset) {
+        let mut skipped = 0;
+        // Walk the index lazily, in the direction asked: a page costs its own size, not the folder's.
+        let mut visit = |key: &[u8]| -> Result<bool> {
             if out.len() >= limit {
-                break;
+                return Ok(false);
             }
-            if let Some(item) = self.item(txn, guid, id)?
+            if let Some(item) = self.item(txn, guid, keys::u64_at(key, 32))?
                 && !item.fai
             {
-                out.push(item);
+                if skipped < offset {
+                    skipped += 1;
+                } else {
+                    out.push(item);
+                }
+            }
+            Ok(true)
+        };
+        if newest_first {
+            for entry in self.received.rev_prefix_iter(txn, &prefix)? {
+                if !visit(entry?.0)? {
+                    break;
+                }
+            }
+        } else {
+            for entry in self.received.prefix_iter(txn, &prefix)? {
+                if !visit(entry?.0)? {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -370,6 +382,24 @@ impl MailStore {
             out.push(load(entry?.1)?);
         }
         out.sort_by_key(|s| (s.submitted_micros, s.mailbox, s.item));
+        Ok(out)
+    }
+
+    /// The `limit` items of `folder` with the highest UIDs, newest first (IMAP `FETCH` of the last N, a webmail's
+    /// first page); folder-associated items are left out. Unlike counting back from UIDNEXT, this finds N items
+    /// even when the newest UIDs were expunged.
+    pub fn newest_by_uid(&self, txn: &RoTxn<'_>, guid: &Guid, folder: FolderId, limit: usize) -> Result<Vec<ItemInfo>> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in self.uids.rev_prefix_iter(txn, &keys::folder(guid, folder))? {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(item) = self.item(txn, guid, keys::u64_at(entry?.1, 0))?
+                && !item.fai
+            {
+                out.push(item);
+            }
+        }
         Ok(out)
     }
 

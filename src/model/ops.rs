@@ -145,6 +145,7 @@ pub enum MailOp {
         /// The envelope, parsed once before logging so replay never re-parses.
         envelope: Box<Envelope>,
         /// The raw RFC 5322 bytes.
+        #[serde(with = "serde_bytes")]
         raw: Vec<u8>,
     },
     /// Replaces an item's content (an edited appointment, contact or draft): the new version gets a new UID in
@@ -164,6 +165,7 @@ pub enum MailOp {
         /// The new envelope, parsed before logging.
         envelope: Box<Envelope>,
         /// The new raw bytes.
+        #[serde(with = "serde_bytes")]
         raw: Vec<u8>,
     },
     /// Changes flags and keywords of items of one folder, optionally only of those unchanged since a MODSEQ
@@ -271,6 +273,7 @@ pub enum MailOp {
         /// The envelope, parsed before logging.
         envelope: Box<Envelope>,
         /// The raw RFC 5322 bytes.
+        #[serde(with = "serde_bytes")]
         raw: Vec<u8>,
     },
     /// A transport has sent a queued message: it leaves the queue and moves from the Outbox to Sent Items.
