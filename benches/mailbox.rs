@@ -58,6 +58,9 @@ use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::{bench_root, mount_of};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use mailstore::model::envelope::{self, Address, Envelope};
 use mailstore::model::{Flags, FolderId, FolderRole, ItemInfo, MailEngine, MailOp, MailOutput, MailboxKind, Uid};
@@ -349,75 +352,13 @@ impl Percentiles {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Where the files go (as in benches/engine.rs).
+// Where the files go (`common::bench_root`, shared with benches/engine.rs) and the device counters beside it.
 
-/// The mount that holds `path`: (mount point, file system type, source), from `/proc/self/mountinfo`.
-fn mount_of(path: &Path) -> Option<(PathBuf, String, String)> {
-    let path = fs::canonicalize(path).ok()?;
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut best: Option<(PathBuf, String, String)> = None;
-    for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        let Some(mount_point) = left.split(' ').nth(4).map(unescape) else { continue };
-        let mut right = right.split(' ');
-        let (Some(fstype), Some(source)) = (right.next(), right.next()) else { continue };
-        let mount_point = PathBuf::from(mount_point);
-        // Later lines are mounted on top of earlier ones, so on a tie the later wins.
-        if path.starts_with(&mount_point)
-            && best.as_ref().is_none_or(|(b, _, _)| mount_point.as_os_str().len() >= b.as_os_str().len())
-        {
-            best = Some((mount_point, fstype.to_string(), unescape(source)));
-        }
-    }
-    best
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(Ok(code)) = s.get(i + 1..i + 4).map(|o| u8::from_str_radix(o, 8))
-        {
-            out.push(code);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn is_memory_fs(fstype: &str) -> bool {
-    matches!(fstype, "tmpfs" | "ramfs" | "devtmpfs" | "hugetlbfs")
-}
-
-/// Picks the directory the benchmark files go under and says why.
-fn bench_root() -> PathBuf {
-    let root = if let Some(dir) = env::var_os("MAILSTORE_BENCH_DIR") {
-        PathBuf::from(dir)
-    } else {
-        let tmp = env::temp_dir();
-        match mount_of(&tmp) {
-            Some((_, fstype, _)) if is_memory_fs(&fstype) => {
-                let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-tmp");
-                println!(
-                    "note: {} is {fstype}, where fdatasync costs nothing; using {} instead",
-                    tmp.display(),
-                    fallback.display()
-                );
-                fallback
-            }
-            _ => tmp,
-        }
-    };
-    fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create bench dir {}: {e}", root.display()));
-    let mount = mount_of(&root);
-    let stat = mount.as_ref().and_then(|(_, _, source)| {
-        let name = Path::new(source).file_name()?;
+/// The bench directory, with the block device counters of its file system located (see [`DEVICE_STAT`]).
+fn bench_root_with_device() -> PathBuf {
+    let root = bench_root();
+    let stat = mount_of(&root).and_then(|(_, _, source)| {
+        let name = Path::new(&source).file_name()?.to_owned();
         let path = Path::new("/sys/class/block").join(name).join("stat");
         path.exists().then_some(path)
     });
@@ -425,24 +366,11 @@ fn bench_root() -> PathBuf {
         Some(path) => println!("device counters: {}", path.display()),
         None => println!("device counters: none found for the bench dir's file system"),
     }
-    DEVICE_STAT.set(stat).expect("bench_root is called once");
-    match mount {
-        Some((mount_point, fstype, source)) => {
-            println!(
-                "bench dir: {} (file system {fstype}, {source} mounted on {})",
-                root.display(),
-                mount_point.display()
-            );
-            if is_memory_fs(&fstype) {
-                println!("warning: {fstype} keeps files in memory: fdatasync is free and the ratios mean nothing");
-            }
-        }
-        None => println!("bench dir: {} (file system unknown)", root.display()),
-    }
+    DEVICE_STAT.set(stat).expect("the bench root is chosen once");
     root
 }
 
-/// The `stat` file of the block device holding the bench directory (set by [`bench_root`]).
+/// The `stat` file of the block device holding the bench directory (set by [`bench_root_with_device`]).
 static DEVICE_STAT: OnceLock<Option<PathBuf>> = OnceLock::new();
 
 /// (bytes written, cache flushes completed) of the bench directory's block device since boot, from
@@ -1308,7 +1236,7 @@ fn print_summary(cfg: &Config) {
 
 fn main() {
     let cfg = Config::from_env();
-    let root = bench_root();
+    let root = bench_root_with_device();
     if cfg.quick {
         println!("MAILSTORE_BENCH_QUICK is set: short smoke run with {}-message folders", cfg.folder_messages);
     } else if cfg.test {
