@@ -910,3 +910,40 @@ fn newest_by_uid_skips_expunged_uids() {
     let page = db.read(|s, txn| s.items_by_received(txn, &mbx, inbox, true, 1, 2)).unwrap();
     assert_eq!(page.len(), 2, "offset and limit apply lazily");
 }
+
+#[test]
+fn holds_cannot_be_bypassed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    let mbx = create_mailbox(&db, "quinn@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let deletions = role(&db, mbx, FolderRole::Deletions);
+    append(&db, mbx, inbox, "evidence");
+    db.commit(MailOp::SetRetention {
+        mailbox: mbx,
+        single_item_recovery: true,
+        litigation_hold: true,
+        retention_micros: 1,
+    })
+    .unwrap();
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1], at_micros: 1 }).unwrap();
+    // IMAP-style \Deleted + EXPUNGE inside Recoverable Items is refused.
+    db.commit(MailOp::StoreFlags {
+        mailbox: mbx,
+        folder: deletions,
+        uids: vec![1],
+        action: FlagAction::Add,
+        flags: Flags::DELETED,
+        keywords: vec![],
+        unchanged_since: None,
+    })
+    .unwrap();
+    assert!(matches!(
+        db.commit(MailOp::Expunge { mailbox: mbx, folder: deletions, uids: None }),
+        Err(Error::InvalidArgument(_))
+    ));
+    // A mailbox on hold is not purged even once deleted.
+    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 2 }).unwrap();
+    assert!(matches!(db.commit(MailOp::PurgeMailbox { mailbox: mbx }), Err(Error::InvalidArgument(_))));
+    assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().recoverable_items, 1);
+}

@@ -1486,6 +1486,9 @@ pub(crate) fn apply(
             if m.deleted_micros.is_none() {
                 return Err(reject(invalid(format!("mailbox {mailbox} must be deleted before it is purged"))));
             }
+            if m.litigation_hold {
+                return Err(reject(invalid(format!("mailbox {mailbox} is on litigation hold and cannot be purged"))));
+            }
             let mut contents = Vec::new();
             for entry in tx.s.items.prefix_iter(tx.txn, &keys::mailbox(&mailbox))? {
                 let item: ItemInfo = load(entry?.1)?;
@@ -1509,6 +1512,10 @@ pub(crate) fn apply(
             let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
             let mut m = tx.mailbox()?;
             let mut f = tx.item_folder(folder)?;
+            if f.hidden {
+                // Retention, single item recovery and holds decide what leaves Recoverable Items.
+                return Err(reject(invalid("items leave Recoverable Items by PurgeItems and PurgeExpired only")));
+            }
             let candidates: Vec<Uid> = match uids {
                 Some(uids) => sorted_unique(&uids),
                 None => tx.uids_of(folder)?,
