@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::bench_root;
+use common::{Call, Record, Summary, Tally, bench_root};
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use mailstore::kv::{KvEngine, KvOp};
 use mailstore::{Durability, Engine, EngineStats, Options};
@@ -95,6 +95,12 @@ struct Counts {
     bytes_logged: u64,
 }
 
+impl Tally for Counts {
+    fn add(&mut self, other: Counts) {
+        self.add_counts(other);
+    }
+}
+
 impl Counts {
     fn of(s: &EngineStats) -> Self {
         Counts {
@@ -122,7 +128,7 @@ impl Counts {
         }
     }
 
-    fn add(&mut self, o: Counts) {
+    fn add_counts(&mut self, o: Counts) {
         self.commits += o.commits;
         self.batches += o.batches;
         self.log_syncs += o.log_syncs;
@@ -134,14 +140,6 @@ impl Counts {
     }
 }
 
-/// One call of an `iter_custom` routine: criterion makes the warm-up calls first, then one per sample.
-#[derive(Clone, Copy, Debug)]
-struct Call {
-    iters: u64,
-    elapsed: Duration,
-    counts: Counts,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     RawAppend,
@@ -149,69 +147,11 @@ enum Kind {
     Commit { durability: Durability, committers: usize },
 }
 
-/// What one benchmark recorded.
-struct Record {
-    name: String,
-    kind: Kind,
-    calls: Arc<Mutex<Vec<Call>>>,
-}
+/// Every benchmark of this run, in registration order.
+static RECORDS: Mutex<Vec<Record<Kind, Counts>>> = Mutex::new(Vec::new());
 
-static RECORDS: Mutex<Vec<Record>> = Mutex::new(Vec::new());
-
-fn register(name: String, kind: Kind) -> Arc<Mutex<Vec<Call>>> {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    RECORDS.lock().unwrap().push(Record { name, kind, calls: Arc::clone(&calls) });
-    calls
-}
-
-/// Figures over the measurement samples of one benchmark.
-struct Summary {
-    name: String,
-    kind: Kind,
-    samples: usize,
-    ops: u64,
-    elapsed: Duration,
-    median_ns: f64,
-    counts: Counts,
-}
-
-impl Summary {
-    /// The last `sample_size` calls are criterion's samples; the ones before them were warm-up.
-    fn of(record: &Record, sample_size: usize) -> Option<Self> {
-        let calls = record.calls.lock().unwrap();
-        let samples = &calls[calls.len().saturating_sub(sample_size)..];
-        if samples.is_empty() {
-            return None;
-        }
-        let mut per_op: Vec<f64> = samples.iter().map(|c| c.elapsed.as_nanos() as f64 / c.iters as f64).collect();
-        per_op.sort_by(f64::total_cmp);
-        let mid = per_op.len() / 2;
-        let median_ns =
-            if per_op.len().is_multiple_of(2) { (per_op[mid - 1] + per_op[mid]) / 2.0 } else { per_op[mid] };
-        let mut counts = Counts::default();
-        for c in samples {
-            counts.add(c.counts);
-        }
-        Some(Summary {
-            name: record.name.clone(),
-            kind: record.kind,
-            samples: samples.len(),
-            ops: samples.iter().map(|c| c.iters).sum(),
-            elapsed: samples.iter().map(|c| c.elapsed).sum(),
-            median_ns,
-            counts,
-        })
-    }
-
-    /// Operations per second over all samples (total operations / total time).
-    fn rate(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Operations per second at criterion's median time per operation.
-    fn median_rate(&self) -> f64 {
-        1e9 / self.median_ns
-    }
+fn register(name: String, kind: Kind) -> Arc<Mutex<Vec<Call<Counts>>>> {
+    common::register(&RECORDS, name, kind)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -373,7 +313,8 @@ fn bench_engine(c: &mut Criterion, cfg: &Config, root: &Path) {
 
 fn print_summary(cfg: &Config) {
     let records = RECORDS.lock().unwrap();
-    let summaries: Vec<Summary> = records.iter().filter_map(|r| Summary::of(r, cfg.sample_size)).collect();
+    let summaries: Vec<Summary<Kind, Counts>> =
+        records.iter().filter_map(|r| Summary::of(r, cfg.sample_size)).collect();
     if summaries.is_empty() {
         return;
     }

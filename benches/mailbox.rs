@@ -60,7 +60,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 
-use common::{bench_root, mount_of};
+use common::{Call, Record, Summary, Tally, bench_root, mount_of};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use mailstore::model::envelope::{self, Address, Envelope};
 use mailstore::model::{Flags, FolderId, FolderRole, ItemInfo, MailEngine, MailOp, MailOutput, MailboxKind, Uid};
@@ -160,6 +160,12 @@ struct Counts {
     dev_flushes: u64,
 }
 
+impl Tally for Counts {
+    fn add(&mut self, other: Counts) {
+        self.add_counts(other);
+    }
+}
+
 impl Counts {
     fn of(s: &EngineStats) -> Self {
         Counts {
@@ -196,7 +202,7 @@ impl Counts {
         }
     }
 
-    fn add(&mut self, o: Counts) {
+    fn add_counts(&mut self, o: Counts) {
         self.commits += o.commits;
         self.rejected += o.rejected;
         self.batches += o.batches;
@@ -219,14 +225,6 @@ impl Counts {
     }
 }
 
-/// One call of an `iter_custom` routine: criterion makes the warm-up calls first, then one per sample.
-#[derive(Clone, Copy, Debug)]
-struct Call {
-    iters: u64,
-    elapsed: Duration,
-    counts: Counts,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     DeliverMailstore,
@@ -247,78 +245,20 @@ impl Kind {
     }
 }
 
-/// What one benchmark recorded.
-struct Record {
-    name: String,
-    kind: Kind,
-    calls: Arc<Mutex<Vec<Call>>>,
-}
-
-static RECORDS: Mutex<Vec<Record>> = Mutex::new(Vec::new());
+/// Every benchmark of this run, in registration order.
+static RECORDS: Mutex<Vec<Record<Kind, Counts>>> = Mutex::new(Vec::new());
 /// Per-query latencies collected outside criterion: (store, latencies).
 static LATENCIES: Mutex<Vec<(Kind, Vec<Duration>)>> = Mutex::new(Vec::new());
 /// Lines about the fixtures (fill times, sizes) for the summary.
 static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-fn register(name: &str, kind: Kind) -> Arc<Mutex<Vec<Call>>> {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    RECORDS.lock().unwrap().push(Record { name: name.to_string(), kind, calls: Arc::clone(&calls) });
-    calls
+fn register(name: &str, kind: Kind) -> Arc<Mutex<Vec<Call<Counts>>>> {
+    common::register(&RECORDS, name.to_string(), kind)
 }
 
 fn note(line: String) {
     println!("{line}");
     NOTES.lock().unwrap().push(line);
-}
-
-/// Figures over the measurement samples of one benchmark.
-struct Summary {
-    name: String,
-    kind: Kind,
-    samples: usize,
-    ops: u64,
-    elapsed: Duration,
-    median_ns: f64,
-    counts: Counts,
-}
-
-impl Summary {
-    /// The last `sample_size` calls are criterion's samples; the ones before them were warm-up.
-    fn of(record: &Record, sample_size: usize) -> Option<Self> {
-        let calls = record.calls.lock().unwrap();
-        let samples = &calls[calls.len().saturating_sub(sample_size)..];
-        if samples.is_empty() {
-            return None;
-        }
-        let mut per_op: Vec<f64> = samples.iter().map(|c| c.elapsed.as_nanos() as f64 / c.iters as f64).collect();
-        per_op.sort_by(f64::total_cmp);
-        let mid = per_op.len() / 2;
-        let median_ns =
-            if per_op.len().is_multiple_of(2) { (per_op[mid - 1] + per_op[mid]) / 2.0 } else { per_op[mid] };
-        let mut counts = Counts::default();
-        for c in samples {
-            counts.add(c.counts);
-        }
-        Some(Summary {
-            name: record.name.clone(),
-            kind: record.kind,
-            samples: samples.len(),
-            ops: samples.iter().map(|c| c.iters).sum(),
-            elapsed: samples.iter().map(|c| c.elapsed).sum(),
-            median_ns,
-            counts,
-        })
-    }
-
-    /// Operations per second over all samples (total operations / total time).
-    fn rate(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Mean time per operation over all samples.
-    fn mean_ns(&self) -> f64 {
-        self.elapsed.as_nanos() as f64 / self.ops as f64
-    }
 }
 
 /// Percentiles of one latency collection.
@@ -1043,7 +983,8 @@ fn met(ok: bool) -> &'static str {
 
 fn print_summary(cfg: &Config) {
     let records = RECORDS.lock().unwrap();
-    let summaries: Vec<Summary> = records.iter().filter_map(|r| Summary::of(r, cfg.sample_size)).collect();
+    let summaries: Vec<Summary<Kind, Counts>> =
+        records.iter().filter_map(|r| Summary::of(r, cfg.sample_size)).collect();
     let latencies = LATENCIES.lock().unwrap();
     if summaries.is_empty() && latencies.is_empty() {
         return;
@@ -1149,7 +1090,9 @@ fn print_summary(cfg: &Config) {
             Kind::NewestMailstore => "newest50/mailstore",
             _ => "newest50/sqlite",
         };
-        let crit = |f: &dyn Fn(&Summary) -> f64| s.map_or_else(|| "-".to_string(), |s| format!("{:.1} us", f(s) / 1e3));
+        let crit = |f: &dyn Fn(&Summary<Kind, Counts>) -> f64| {
+            s.map_or_else(|| "-".to_string(), |s| format!("{:.1} us", f(s) / 1e3))
+        };
         let lat = |f: &dyn Fn(&Percentiles) -> Duration| {
             p.as_ref().map_or_else(|| "-".to_string(), |p| format!("{:.1}", us(f(p))))
         };

@@ -84,3 +84,93 @@ pub fn bench_root() -> PathBuf {
     }
     root
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// What each benchmark recorded, and the figures over its measurement samples.
+
+/// Counters a benchmark adds up over its samples.
+pub trait Tally: Copy + Default {
+    /// Adds `other` to `self`.
+    fn add(&mut self, other: Self);
+}
+
+/// One call of an `iter_custom` routine: criterion makes the warm-up calls first, then one per sample.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<C> {
+    pub iters: u64,
+    pub elapsed: std::time::Duration,
+    pub counts: C,
+}
+
+/// What one benchmark recorded.
+pub struct Record<K, C> {
+    pub name: String,
+    pub kind: K,
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<Call<C>>>>,
+}
+
+/// Registers a benchmark in `records` and returns where its routine pushes its calls.
+pub fn register<K, C>(
+    records: &std::sync::Mutex<Vec<Record<K, C>>>,
+    name: String,
+    kind: K,
+) -> std::sync::Arc<std::sync::Mutex<Vec<Call<C>>>> {
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    records.lock().unwrap().push(Record { name, kind, calls: std::sync::Arc::clone(&calls) });
+    calls
+}
+
+/// Figures over the measurement samples of one benchmark.
+pub struct Summary<K, C> {
+    pub name: String,
+    pub kind: K,
+    pub samples: usize,
+    pub ops: u64,
+    pub elapsed: std::time::Duration,
+    pub median_ns: f64,
+    pub counts: C,
+}
+
+impl<K: Copy, C: Tally> Summary<K, C> {
+    /// The last `sample_size` calls are criterion's samples; the ones before them were warm-up.
+    pub fn of(record: &Record<K, C>, sample_size: usize) -> Option<Self> {
+        let calls = record.calls.lock().unwrap();
+        let samples = &calls[calls.len().saturating_sub(sample_size)..];
+        if samples.is_empty() {
+            return None;
+        }
+        let mut per_op: Vec<f64> = samples.iter().map(|c| c.elapsed.as_nanos() as f64 / c.iters as f64).collect();
+        per_op.sort_by(f64::total_cmp);
+        let mid = per_op.len() / 2;
+        let median_ns =
+            if per_op.len().is_multiple_of(2) { (per_op[mid - 1] + per_op[mid]) / 2.0 } else { per_op[mid] };
+        let mut counts = C::default();
+        for c in samples {
+            counts.add(c.counts);
+        }
+        Some(Summary {
+            name: record.name.clone(),
+            kind: record.kind,
+            samples: samples.len(),
+            ops: samples.iter().map(|c| c.iters).sum(),
+            elapsed: samples.iter().map(|c| c.elapsed).sum(),
+            median_ns,
+            counts,
+        })
+    }
+
+    /// Operations per second over all samples (total operations / total time).
+    pub fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Operations per second at criterion's median time per operation.
+    pub fn median_rate(&self) -> f64 {
+        1e9 / self.median_ns
+    }
+
+    /// Mean time per operation over all samples.
+    pub fn mean_ns(&self) -> f64 {
+        self.elapsed.as_nanos() as f64 / self.ops as f64
+    }
+}
