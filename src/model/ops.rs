@@ -815,6 +815,29 @@ impl Tx<'_, '_> {
         self.record(modseq, ChangeKind::Destroyed, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })
     }
 
+    /// Removes the items of `folder` among `uids` that `matches`, taking the operation's MODSEQ (in `modseq`)
+    /// with the first removal. Returns their UIDs.
+    fn remove_matching(
+        &mut self,
+        m: &mut MailboxInfo,
+        folder: &mut FolderInfo,
+        uids: Vec<Uid>,
+        modseq: &mut Option<ModSeq>,
+        matches: impl Fn(&ItemInfo) -> bool,
+    ) -> Result<Vec<Uid>, ApplyError> {
+        let mut removed = Vec::new();
+        for uid in uids {
+            let Some(item) = self.item_at(folder.id, uid)? else { continue };
+            if !matches(&item) {
+                continue;
+            }
+            let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(m));
+            self.remove_item(m, folder, &item, ms)?;
+            removed.push(uid);
+        }
+        Ok(removed)
+    }
+
     /// The folder with a well-known role.
     fn role_folder(&self, role: FolderRole) -> Result<FolderInfo, ApplyError> {
         match self.s.folder_by_role(self.txn, &self.guid, role).map_err(storage)? {
@@ -895,15 +918,9 @@ fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: u64) -> Result<MailOutput, Appl
     let mut purged = Vec::new();
     for role in [FolderRole::Deletions, FolderRole::Purges] {
         let mut folder = tx.role_folder(role)?;
-        for uid in tx.uids_of(folder.id)? {
-            let Some(item) = tx.item_at(folder.id, uid)? else { continue };
-            if item.deleted.is_some_and(|d| d.at_micros >= cutoff) {
-                continue;
-            }
-            let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
-            tx.remove_item(&mut m, &mut folder, &item, ms)?;
-            purged.push(uid);
-        }
+        let uids = tx.uids_of(folder.id)?;
+        let expired = |item: &ItemInfo| !item.deleted.is_some_and(|d| d.at_micros >= cutoff);
+        purged.extend(tx.remove_matching(&mut m, &mut folder, uids, &mut modseq, expired)?);
         if modseq.is_some() {
             tx.put_folder(&folder)?;
         }
@@ -912,6 +929,26 @@ fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: u64) -> Result<MailOutput, Appl
         tx.put_mailbox(&m)?;
     }
     Ok(MailOutput::Expunged { uids: purged, modseq })
+}
+
+/// A new message as it arrives: unflagged `IPM.Note`; `insert_item` gives it its id, folder, UID, MODSEQ and
+/// content reference.
+fn incoming(received_micros: u64, size: usize, envelope: Envelope) -> ItemInfo {
+    ItemInfo {
+        id: 0,
+        folder: 0,
+        uid: 0,
+        modseq: 0,
+        flags: Flags::empty(),
+        keywords: Vec::new(),
+        class: ItemClass::Note,
+        received_micros,
+        size: size as u64,
+        envelope,
+        fai: false,
+        deleted: None,
+        content: [0; 32],
+    }
 }
 
 /// Adds (`sign` 1) or removes (`sign` -1) an item from the counters of its mailbox and folder.
@@ -1102,19 +1139,11 @@ pub(crate) fn apply(
             }
             let modseq = Tx::next_modseq(&mut m);
             let template = ItemInfo {
-                id: 0,
-                folder,
-                uid: 0,
-                modseq,
                 flags: Flags(flags.0 & Flags::ALL.0),
                 keywords: normalise_keywords(&keywords),
                 class,
-                received_micros,
-                size: raw.len() as u64,
-                envelope: *envelope,
                 fai,
-                deleted: None,
-                content: [0; 32],
+                ..incoming(received_micros, raw.len(), *envelope)
             };
             let item = tx.insert_item(&mut m, &mut f, &template, Some(&raw), modseq)?;
             tx.put_folder(&f)?;
@@ -1391,21 +1420,7 @@ pub(crate) fn apply(
             }
             let mut outbox = tx.role_folder(FolderRole::Outbox)?;
             let modseq = Tx::next_modseq(&mut m);
-            let template = ItemInfo {
-                id: 0,
-                folder: outbox.id,
-                uid: 0,
-                modseq,
-                flags: Flags::SEEN,
-                keywords: Vec::new(),
-                class: ItemClass::Note,
-                received_micros: submitted_micros,
-                size: raw.len() as u64,
-                envelope: *envelope,
-                fai: false,
-                deleted: None,
-                content: [0; 32],
-            };
+            let template = ItemInfo { flags: Flags::SEEN, ..incoming(submitted_micros, raw.len(), *envelope) };
             let item = tx.insert_item(&mut m, &mut outbox, &template, Some(&raw), modseq)?;
             let queued = Submission { mailbox, item: item.id, submitted_micros };
             tx.s.submissions.put(tx.txn, &keys::item(&mailbox, item.id), &store(&queued)?)?;
@@ -1521,16 +1536,8 @@ pub(crate) fn apply(
                 None => tx.uids_of(folder)?,
             };
             let mut modseq = None;
-            let mut expunged = Vec::new();
-            for uid in candidates {
-                let Some(item) = tx.item_at(folder, uid)? else { continue };
-                if !item.flags.contains(Flags::DELETED) {
-                    continue;
-                }
-                let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
-                tx.remove_item(&mut m, &mut f, &item, ms)?;
-                expunged.push(uid);
-            }
+            let deleted = |item: &ItemInfo| item.flags.contains(Flags::DELETED);
+            let expunged = tx.remove_matching(&mut m, &mut f, candidates, &mut modseq, deleted)?;
             if modseq.is_some() {
                 tx.put_folder(&f)?;
                 tx.put_mailbox(&m)?;
