@@ -919,7 +919,7 @@ fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: u64) -> Result<MailOutput, Appl
     for role in [FolderRole::Deletions, FolderRole::Purges] {
         let mut folder = tx.role_folder(role)?;
         let uids = tx.uids_of(folder.id)?;
-        let expired = |item: &ItemInfo| !item.deleted.is_some_and(|d| d.at_micros >= cutoff);
+        let expired = |item: &ItemInfo| item.deleted.is_none_or(|d| d.at_micros < cutoff);
         purged.extend(tx.remove_matching(&mut m, &mut folder, uids, &mut modseq, expired)?);
         if modseq.is_some() {
             tx.put_folder(&folder)?;
