@@ -234,16 +234,7 @@ fn concurrent_delivery_keeps_imap_invariants() {
                     let (uid, modseq) = append(&db, mbx, inbox, &format!("t{t}-{i}"));
                     // Flag some, concurrently with other deliveries.
                     if i % 3 == 0 {
-                        db.commit(MailOp::StoreFlags {
-                            mailbox: mbx,
-                            folder: inbox,
-                            uids: vec![uid],
-                            action: FlagAction::Add,
-                            flags: Flags::SEEN,
-                            keywords: vec![],
-                            unchanged_since: None,
-                        })
-                        .unwrap();
+                        db.commit(MailOp::store_flags(mbx, inbox, vec![uid], FlagAction::Add, Flags::SEEN)).unwrap();
                     }
                     seen.push((uid, modseq));
                 }
@@ -491,18 +482,8 @@ fn change_feed_folds_and_knows_when_history_is_gone() {
     let state = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().highest_modseq;
     let (flagged, _) = append(&db, mbx, inbox, "flagged later");
     let (gone, _) = append(&db, mbx, inbox, "created then expunged");
-    let store = |uids: Vec<Uid>, flags| {
-        db.commit(MailOp::StoreFlags {
-            mailbox: mbx,
-            folder: inbox,
-            uids,
-            action: FlagAction::Add,
-            flags,
-            keywords: vec![],
-            unchanged_since: None,
-        })
-        .unwrap()
-    };
+    let store =
+        |uids: Vec<Uid>, flags| db.commit(MailOp::store_flags(mbx, inbox, uids, FlagAction::Add, flags)).unwrap();
     store(vec![1, flagged], Flags::SEEN);
     store(vec![gone], Flags::DELETED);
     db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap();
@@ -708,16 +689,7 @@ fn identical_messages_are_stored_once() {
     assert_eq!(db.read(|s, txn| s.raw(txn, &a, copy.id)).unwrap().unwrap(), newsletter);
     // The bytes go when the last item holding them goes, not before.
     let expunge_all = |mbx: Guid, folder: FolderId| {
-        db.commit(MailOp::StoreFlags {
-            mailbox: mbx,
-            folder,
-            uids: (1..10).collect(),
-            action: FlagAction::Add,
-            flags: Flags::DELETED,
-            keywords: vec![],
-            unchanged_since: None,
-        })
-        .unwrap();
+        db.commit(MailOp::store_flags(mbx, folder, (1..10).collect(), FlagAction::Add, Flags::DELETED)).unwrap();
         db.commit(MailOp::Expunge { mailbox: mbx, folder, uids: None }).unwrap();
     };
     expunge_all(a, ia);
@@ -894,16 +866,7 @@ fn newest_by_uid_skips_expunged_uids() {
     for i in 0..6 {
         append(&db, mbx, inbox, &format!("m{i}"));
     }
-    db.commit(MailOp::StoreFlags {
-        mailbox: mbx,
-        folder: inbox,
-        uids: vec![5, 6],
-        action: FlagAction::Add,
-        flags: Flags::DELETED,
-        keywords: vec![],
-        unchanged_since: None,
-    })
-    .unwrap();
+    db.commit(MailOp::store_flags(mbx, inbox, vec![5, 6], FlagAction::Add, Flags::DELETED)).unwrap();
     db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap();
     let newest = db.read(|s, txn| s.newest_by_uid(txn, &mbx, inbox, 3)).unwrap();
     assert_eq!(newest.iter().map(|i| i.uid).collect::<Vec<_>>(), [4, 3, 2]);
@@ -928,16 +891,7 @@ fn holds_cannot_be_bypassed() {
     .unwrap();
     db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1], at_micros: 1 }).unwrap();
     // IMAP-style \Deleted + EXPUNGE inside Recoverable Items is refused.
-    db.commit(MailOp::StoreFlags {
-        mailbox: mbx,
-        folder: deletions,
-        uids: vec![1],
-        action: FlagAction::Add,
-        flags: Flags::DELETED,
-        keywords: vec![],
-        unchanged_since: None,
-    })
-    .unwrap();
+    db.commit(MailOp::store_flags(mbx, deletions, vec![1], FlagAction::Add, Flags::DELETED)).unwrap();
     assert!(matches!(
         db.commit(MailOp::Expunge { mailbox: mbx, folder: deletions, uids: None }),
         Err(Error::InvalidArgument(_))

@@ -66,16 +66,8 @@ fn mail_torture_child() {
                     let MailOutput::Appended { uid, .. } = db.commit(op).unwrap().output else { unreachable!() };
                     let seen = seq % 3 == 0;
                     if seen {
-                        db.commit(MailOp::StoreFlags {
-                            mailbox: MAILBOX,
-                            folder: inbox,
-                            uids: vec![uid],
-                            action: FlagAction::Add,
-                            flags: Flags::SEEN,
-                            keywords: vec![],
-                            unchanged_since: None,
-                        })
-                        .unwrap();
+                        db.commit(MailOp::store_flags(MAILBOX, inbox, vec![uid], FlagAction::Add, Flags::SEEN))
+                            .unwrap();
                     }
                     use std::io::Write;
                     let mut out = out.lock();

@@ -491,6 +491,12 @@ impl MailOp {
         }
     }
 
+    /// Sets (`FlagAction::Add`), clears or replaces system flags of items, unconditionally and without keywords
+    /// (IMAP `STORE +FLAGS`); build [`MailOp::StoreFlags`] directly for keywords or `UNCHANGEDSINCE`.
+    pub fn store_flags(mailbox: Guid, folder: FolderId, uids: Vec<Uid>, action: FlagAction, flags: Flags) -> MailOp {
+        MailOp::StoreFlags { mailbox, folder, uids, action, flags, keywords: Vec::new(), unchanged_since: None }
+    }
+
     /// A message to submit for sending, now.
     pub fn submit(mailbox: Guid, raw: Vec<u8>) -> MailOp {
         MailOp::Submit { mailbox, submitted_micros: now_micros(), envelope: Box::new(envelope::parse(&raw)), raw }
