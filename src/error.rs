@@ -182,6 +182,69 @@ pub enum Error {
     #[error("busy: {0}")]
     Busy(String),
 
+    /// A newer epoch of this database exists elsewhere (a passive copy was activated): this copy may no longer
+    /// write. Bring it back as a passive copy (resynchronize) instead.
+    #[error(
+        "fenced: epoch {epoch} of this database exists elsewhere; this copy is at epoch {current} and may not write"
+    )]
+    Fenced {
+        /// The newer epoch.
+        epoch: u64,
+        /// This copy's epoch.
+        current: u64,
+    },
+
+    /// Synchronous mode: the commit at `lsn` is durable and applied **locally**, but fewer than `required`
+    /// passive copies confirmed holding it within the timeout, so a failover may lose it.
+    #[error("commit at LSN {lsn} is durable locally but only {copies} of the {required} required copies hold it")]
+    NotReplicated {
+        /// The commit's LSN.
+        lsn: Lsn,
+        /// Copies that hold it.
+        copies: usize,
+        /// Copies the policy requires.
+        required: usize,
+    },
+
+    /// A chunk of shipped log failed inspection; nothing of it was written or replayed.
+    #[error("shipped log rejected: {reason}")]
+    ChunkRejected {
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// Log shipping failed: the source refused a request, the transport broke, or the peer misbehaved.
+    #[error("log shipping: {0}")]
+    Shipping(String),
+
+    /// The source no longer has the generation a copy asked for (it was truncated): reseed the copy.
+    #[error("generation {generation} is no longer on the source (its oldest is {oldest}): reseed the copy")]
+    LogTruncated {
+        /// The generation asked for.
+        generation: u64,
+        /// The oldest generation the source still has.
+        oldest: u64,
+    },
+
+    /// Activation was refused by the mount dial: too much of the log is missing on this copy.
+    #[error("activation refused: {missing} generations missing, the mount dial {dial} allows {allowed}")]
+    ActivationRefused {
+        /// Generations the copy lacks.
+        missing: u64,
+        /// Generations the dial allows.
+        allowed: u64,
+        /// The dial.
+        dial: String,
+    },
+
+    /// A passive copy cannot continue from its source: its log diverged beyond repair, or its state needs a
+    /// reseed. The copy is Failed (or FailedAndSuspended); nothing was merged.
+    #[error("copy failed: {reason}")]
+    CopyFailed {
+        /// Why.
+        reason: String,
+    },
+
     /// Encoding or decoding an operation failed.
     #[error("codec error: {0}")]
     Codec(String),

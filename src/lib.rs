@@ -33,12 +33,13 @@ pub mod fuzzing;
 pub mod kv;
 pub mod log;
 pub mod model;
+pub mod replication;
 pub mod store;
 mod types;
 
 pub use engine::{
-    ApplyContext, ApplyError, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogPolicy,
-    LogRetention, Options, RecoveryMode, RecoveryReport, StateMachine,
+    ApplyContext, ApplyError, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogPolicy, LogPosition,
+    LogRetention, OnSyncTimeout, Options, RecoveryMode, RecoveryReport, StateMachine, SyncPolicy,
 };
 pub use error::{Error, Result};
 pub use store::Store;

@@ -14,12 +14,13 @@
 //! DIR/logs/        generations 0000000000000001.log, 0000000000000002.log, ...
 //! ```
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod inspect;
 pub(crate) mod lock;
 mod machine;
 mod recovery;
-mod state;
+mod ship;
+pub(crate) mod state;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ pub use inspect::{
 pub use lock::LOCK_FILE;
 pub use machine::{ApplyContext, ApplyError, StateMachine};
 pub use recovery::{RecoveryReport, TailTruncation};
+pub use ship::{FENCE_FILE, LogPosition, OnSyncTimeout, SyncPolicy, read_fence, write_fence};
 pub use state::STATE_DIR;
 
 use crate::codec;
@@ -48,6 +50,7 @@ use crate::log::MAX_RECORD_LEN;
 use crate::types::{Guid, Lsn};
 use checkpoint::CheckpointFile;
 use lock::DirLock;
+pub(crate) use ship::Shipping;
 use state::StateStore;
 use writer::{Control, Pending, Queue, Slot};
 
@@ -124,6 +127,9 @@ pub struct Options {
     pub log_policy: Option<LogPolicy>,
     /// Create the database when the directory holds none (default true).
     pub create_if_missing: bool,
+    /// Synchronous replication (default `None`: commits never wait for passive copies). See [`SyncPolicy`];
+    /// it can also be changed while mounted with [`Engine::set_sync_policy`].
+    pub sync: Option<SyncPolicy>,
 }
 
 impl Default for Options {
@@ -135,6 +141,7 @@ impl Default for Options {
             checkpoint_depth: 20 << 20,
             log_policy: None,
             create_if_missing: true,
+            sync: None,
         }
     }
 }
@@ -178,6 +185,12 @@ impl Options {
     /// Sets [`Options::create_if_missing`].
     pub fn create_if_missing(mut self, on: bool) -> Self {
         self.create_if_missing = on;
+        self
+    }
+
+    /// Sets [`Options::sync`].
+    pub fn synchronous(mut self, policy: SyncPolicy) -> Self {
+        self.sync = Some(policy);
         self
     }
 
@@ -236,6 +249,14 @@ pub struct EngineStatus {
     pub last_shutdown_clean: bool,
     /// Why the engine is poisoned, if it is.
     pub poisoned: Option<String>,
+    /// The durable end of the log: what a passive copy can be shipped.
+    pub position: LogPosition,
+    /// The newer epoch that fences this copy, if one is known: it refuses writes.
+    pub fenced_by: Option<u64>,
+    /// The synchronous-replication policy in force.
+    pub sync: Option<SyncPolicy>,
+    /// Synchronous mode timed out and degraded to local durability ([`OnSyncTimeout::Degrade`]).
+    pub sync_degraded: bool,
 }
 
 /// Counters since mount.
@@ -375,6 +396,7 @@ pub(crate) struct Inner<M: StateMachine> {
     checkpoint: Mutex<CheckpointFile>,
     pins: Arc<PinSet>,
     stats: Counters,
+    pub(crate) shipping: Arc<Shipping>,
 }
 
 impl<M: StateMachine> Inner<M> {
@@ -391,6 +413,15 @@ impl<M: StateMachine> Inner<M> {
             None => Ok(()),
         }
     }
+
+    /// Refuses writes once a newer epoch is known to exist.
+    pub(crate) fn check_fence(&self) -> Result<()> {
+        let current = self.live.lock().epoch;
+        match self.shipping.fence() {
+            Some(epoch) if epoch > current => Err(Error::Fenced { epoch, current }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One mounted database.
@@ -403,7 +434,7 @@ pub struct Engine<M: StateMachine> {
     // reference this is once the writer has exited) is closed before the directory lock is released, and a new
     // mount can never open the environment while this one still has it open.
     writer: Option<JoinHandle<()>>,
-    inner: Arc<Inner<M>>,
+    pub(crate) inner: Arc<Inner<M>>,
     report: RecoveryReport,
     _lock: DirLock,
 }
@@ -417,6 +448,13 @@ impl<M: StateMachine> Engine<M> {
     /// store has not applied, through the same `apply` used at commit time; what happened is in
     /// [`Engine::recovery_report`].
     pub fn mount(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
+        Self::mount_with(dir, options, None)
+    }
+
+    /// Mounts like [`Engine::mount`]; with `activate = Some(min_epoch)` the log continues in a new generation
+    /// of a new epoch (at least `min_epoch`, above every epoch this copy has seen or been fenced by): how a
+    /// passive copy becomes the active one ([`crate::replication::PassiveCopy::activate`]).
+    pub(crate) fn mount_with(dir: impl AsRef<Path>, options: Options, activate: Option<u64>) -> Result<Self> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         if !dir.exists() {
@@ -426,8 +464,21 @@ impl<M: StateMachine> Engine<M> {
             fs::create_dir_all(&dir).at(&dir)?;
         }
         let lock = DirLock::exclusive(&dir)?;
-        let recovered = recovery::mount(&dir, &options)?;
+        let fence = ship::read_fence(&dir)?;
+        let recovered = recovery::mount(&dir, &options, activate.map(|min| min.max(fence.unwrap_or(0) + 1)))?;
         let recovery::Mounted { state, checkpoint, log, present, report, epoch, policy } = recovered;
+        if let Some(newer) = fence
+            && newer > epoch
+        {
+            return Err(Error::Fenced { epoch: newer, current: epoch });
+        }
+        let position = LogPosition {
+            generation: log.header().generation,
+            offset: log.offset(),
+            lsn: report.applied_lsn_after,
+            epoch,
+        };
+        let shipping = Arc::new(Shipping::new(&dir, position, options.sync)?);
         let current = checkpoint.current();
         let oldest = present.front().map(|g| (g.number, g.first_lsn)).unwrap_or((1, 1));
         let live = Live {
@@ -451,6 +502,7 @@ impl<M: StateMachine> Engine<M> {
             checkpoint: Mutex::new(checkpoint),
             pins: Arc::new(PinSet::default()),
             stats: Counters::default(),
+            shipping,
         });
         let writer = writer::spawn(Arc::clone(&inner), log, present, epoch, report.applied_lsn_after)?;
         Ok(Engine { writer: Some(writer), inner, report, _lock: lock })
@@ -485,6 +537,7 @@ impl<M: StateMachine> Engine<M> {
     /// After a write or sync failure the engine is poisoned and this returns [`Error::Poisoned`].
     pub fn commit(&self, op: M::Op) -> Result<Committed<M::Output>> {
         self.inner.check_poison()?;
+        self.inner.check_fence()?;
         self.inner.state.machine.validate(&op)?;
         let payload = codec::encode(&op)?;
         if payload.len() > MAX_RECORD_LEN {
@@ -522,6 +575,12 @@ impl<M: StateMachine> Engine<M> {
     /// durable in the checkpoint file before this returns.
     pub fn backup_completed(&self, lsn: Lsn) -> Result<Lsn> {
         self.control(|slot| Control::BackupCompleted(lsn, slot))
+    }
+
+    /// Closes the current generation now and starts the next one; returns the new generation's number. File-mode
+    /// passive copies receive only closed generations: rolling ships everything committed so far to them.
+    pub fn roll_log(&self) -> Result<u64> {
+        self.control(Control::Roll)
     }
 
     fn control(&self, make: impl FnOnce(Arc<Slot<Result<Lsn>>>) -> Control) -> Result<Lsn> {
@@ -573,7 +632,36 @@ impl<M: StateMachine> Engine<M> {
             log_policy: self.inner.policy,
             last_shutdown_clean: self.report.was_clean,
             poisoned: self.inner.poison.lock().clone(),
+            position: self.inner.shipping.position(),
+            fenced_by: self.inner.shipping.fence().filter(|&f| f > live.epoch),
+            sync: self.inner.shipping.policy().0,
+            sync_degraded: self.inner.shipping.policy().1,
         }
+    }
+
+    /// The durable end of the log.
+    pub fn log_position(&self) -> LogPosition {
+        self.inner.shipping.position()
+    }
+
+    /// Records durably (in `DIR/fence`) that epoch `epoch` of this database exists elsewhere. If it is newer
+    /// than this engine's epoch, every later commit fails with [`Error::Fenced`], and so does every later mount:
+    /// an old active that learns of a newer one stops writing. Commits already acknowledged stay acknowledged.
+    pub fn fence(&self, epoch: u64) -> Result<()> {
+        self.inner.shipping.set_fence(epoch)
+    }
+
+    /// Changes the synchronous-replication policy ([`Options::sync`]); `None` stops waiting for copies.
+    pub fn set_sync_policy(&self, policy: Option<SyncPolicy>) {
+        self.inner.shipping.set_policy(policy);
+    }
+
+    /// Writes a consistent copy of the state store to `path` (one LMDB file, compacted) and syncs it. Returns
+    /// the applied LSN of the copy: the log from the LSN after it, replayed onto the copy, reproduces the
+    /// state. Used to seed passive copies; the engine keeps taking commits meanwhile.
+    pub fn snapshot_state(&self, path: &Path) -> Result<Lsn> {
+        self.inner.check_poison()?;
+        self.inner.state.snapshot_to(path)
     }
 
     /// Counters since mount.

@@ -74,9 +74,11 @@ pub(crate) struct Mounted<M: StateMachine> {
     pub(crate) policy: LogPolicy,
 }
 
-pub(crate) fn mount<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> {
+/// Mounts `dir`. With `activate = Some(epoch)`, the log then continues in a new generation of epoch
+/// `max(epoch, current epoch + 1)` (activation of a passive copy).
+pub(crate) fn mount<M: StateMachine>(dir: &Path, options: &Options, activate: Option<u64>) -> Result<Mounted<M>> {
     if dir.join(CHECKPOINT_FILE).exists() {
-        open_existing(dir, options)
+        open_existing(dir, options, activate)
     } else if options.create_if_missing {
         create(dir, options)
     } else {
@@ -127,7 +129,7 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
     Ok(Mounted { state, checkpoint, log, present, report, epoch, policy })
 }
 
-fn open_existing<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> {
+fn open_existing<M: StateMachine>(dir: &Path, options: &Options, activate: Option<u64>) -> Result<Mounted<M>> {
     let logs = dir.join(LOGS_DIR);
     let mut checkpoint = CheckpointFile::open(dir)?;
     let ck = checkpoint.current();
@@ -213,18 +215,26 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mount
             reason: damage.reason.to_string(),
         });
     }
-    let log = LogWriter::resume(&logs, last, options.log_target_size)?;
+    let mut log = LogWriter::resume(&logs, last, options.log_target_size)?;
+    let mut present: VecDeque<GenInfo> = walk
+        .present
+        .iter()
+        .map(|(h, path)| GenInfo { number: h.generation, first_lsn: h.first_lsn, path: path.clone() })
+        .collect();
+    let mut epoch = values.epoch.max(log.header().epoch);
+    if let Some(min) = activate {
+        // Activation: close the last generation as it is and continue in a new epoch. Its header records the
+        // checksum of the last generation, which is how a returning old active finds where it diverged.
+        epoch = min.max(epoch + 1);
+        log.roll(epoch, None)?;
+        let header = *log.header();
+        present.push_back(GenInfo { number: header.generation, first_lsn: header.first_lsn, path: log.path().into() });
+    }
 
     // Make the replayed state durable and mark the database mounted (dirty).
     state.env.force_sync()?;
-    let epoch = values.epoch.max(log.header().epoch);
     checkpoint.write(Checkpoint { lsn: report.applied_lsn_after, epoch, clean: false, ..ck })?;
-    let present = walk.present.iter().map(|(h, path)| GenInfo {
-        number: h.generation,
-        first_lsn: h.first_lsn,
-        path: path.clone(),
-    });
-    Ok(Mounted { state, checkpoint, log, present: present.collect(), report, epoch, policy })
+    Ok(Mounted { state, checkpoint, log, present, report, epoch, policy })
 }
 
 /// Replays every record above `applied`, in batches, through the commit path's apply.

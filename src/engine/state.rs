@@ -198,6 +198,20 @@ impl<M: StateMachine> StateStore<M> {
         f(&self.machine, &txn)
     }
 
+    /// Writes a compacted, consistent copy of the environment to `path` and syncs it. Returns an LSN the copy
+    /// has applied at least (the copy's own metadata holds the exact one): LMDB copies from a read transaction
+    /// it opens itself, after the one this reads.
+    pub(crate) fn snapshot_to(&self, path: &Path) -> Result<Lsn> {
+        let _gate = self.gate.read_recursive();
+        let applied = {
+            let txn = self.env.read_txn()?;
+            self.meta.read(&txn)?.map_or(0, |m| m.applied_lsn)
+        };
+        let file = self.env.copy_to_path(path, heed::CompactionOption::Enabled)?;
+        file.sync_all().at(path)?;
+        Ok(applied)
+    }
+
     /// Applies `records` (consecutive LSNs) in one LMDB write transaction, each operation inside its own nested
     /// transaction so a rejected one leaves no trace, and records the last LSN as applied in the same
     /// transaction. Grows the map and retries when it is full. This is the only path by which logged

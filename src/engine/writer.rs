@@ -13,7 +13,9 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::engine::{Checkpoint, Committed, Counters, Durability, Inner, LogRetention, PinSet, StateMachine};
+use crate::engine::{
+    Checkpoint, Committed, Counters, Durability, Inner, LogPosition, LogRetention, PinSet, StateMachine,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::log::writer::RollKind;
 use crate::log::{LogWriter, RecordRef, generation};
@@ -133,6 +135,7 @@ impl<O> Drop for Pending<O> {
 pub(crate) enum Control {
     Checkpoint(Arc<Slot<Result<Lsn>>>),
     BackupCompleted(Lsn, Arc<Slot<Result<Lsn>>>),
+    Roll(Arc<Slot<Result<Lsn>>>),
 }
 
 /// What committers hand the writer.
@@ -271,7 +274,7 @@ impl<M: StateMachine> Drop for PanicGuard<'_, M> {
             // Dropping unanswered commits answers them with `Poisoned`; controls likewise.
             queue.pending.clear();
             for control in queue.controls.drain(..) {
-                let (Control::Checkpoint(slot) | Control::BackupCompleted(_, slot)) = control;
+                let (Control::Checkpoint(slot) | Control::BackupCompleted(_, slot) | Control::Roll(slot)) = control;
                 slot.fill(Err(Error::Poisoned { reason: "the writer thread panicked".into() }));
             }
         }
@@ -316,8 +319,28 @@ impl<M: StateMachine> Writer<M> {
             }
             return;
         }
+        if let Err(Error::Fenced { epoch, current }) = self.inner.check_fence() {
+            for p in batch.drain(..) {
+                p.reply(Err(Error::Fenced { epoch, current }));
+            }
+            return;
+        }
         match self.write_and_apply(batch) {
-            Ok(outcomes) => {
+            Ok(mut outcomes) => {
+                // Synchronous mode: acknowledge only once enough copies hold the batch (or the policy says what
+                // else to do). The batch is durable and applied locally either way.
+                let last = self.applied;
+                if let Err(e) = self.inner.shipping.wait_replicated(last) {
+                    let (copies, required) = match e {
+                        Error::NotReplicated { copies, required, .. } => (copies, required),
+                        _ => (0, 0),
+                    };
+                    for outcome in &mut outcomes {
+                        if let Ok(committed) = outcome {
+                            *outcome = Err(Error::NotReplicated { lsn: committed.lsn, copies, required });
+                        }
+                    }
+                }
                 answer_batch(batch.iter_mut().filter_map(Pending::take_slot).zip(outcomes));
                 batch.clear();
             }
@@ -346,6 +369,7 @@ impl<M: StateMachine> Writer<M> {
             self.log.sync()?;
             Counters::add(&stats.log_syncs, 1);
         }
+        self.publish_position(last);
         let records: Vec<RecordRef<'_>> = batch
             .iter()
             .enumerate()
@@ -373,6 +397,16 @@ impl<M: StateMachine> Writer<M> {
                 // An explicit checkpoint returns once the generations it truncated are gone from disk.
                 let result = self.guarded_checkpoint(None);
                 self.deleter.flush();
+                (slot, result)
+            }
+            Control::Roll(slot) => {
+                let result = self.inner.check_poison().and_then(|()| {
+                    self.roll().map(|()| self.log.header().generation).map_err(|e| {
+                        let reason = format!("rolling the log failed: {e}");
+                        self.inner.poison(reason.clone());
+                        Error::Poisoned { reason }
+                    })
+                });
                 (slot, result)
             }
             Control::BackupCompleted(lsn, slot) => {
@@ -455,7 +489,19 @@ impl<M: StateMachine> Writer<M> {
         }
         self.publish_extent();
         drop(pins);
+        self.publish_position(self.applied);
         Ok(())
+    }
+
+    /// Publishes the durable end of the log to shipping sources.
+    fn publish_position(&self, lsn: Lsn) {
+        let header = self.log.header();
+        self.inner.shipping.publish(LogPosition {
+            generation: header.generation,
+            offset: self.log.offset(),
+            lsn,
+            epoch: header.epoch,
+        });
     }
 
     /// Makes the state durable up to `applied`, records it in the checkpoint file, and truncates the log.

@@ -1,0 +1,1425 @@
+//! A passive copy: a database directory that receives its active's log, inspects it, and replays it.
+//!
+//! Two threads work on it. The **copier** asks the source for the next bytes of the log (long-polling),
+//! **inspects** them — framing, checksums, GUID, epoch, generation sequence, previous-generation chain, LSN
+//! continuity, and that every record decodes — and only then writes them to the copy's own `logs/` (byte for
+//! byte what the active has, end marker after) and syncs them. The **replayer** reads inspected records back
+//! from the copy's log and applies them through the same [`StateMachine::apply`] the active used (the engine's
+//! `apply_records`), holding back by the replay lag, and takes a deep checkpoint every
+//! [`CopyOptions::checkpoint_depth`] bytes.
+//!
+//! Durability of a passive copy: every chunk is `fdatasync`ed before the copy asks for (and acknowledges) the
+//! next one, and the state store runs with the flags of [`Durability::Full`](crate::Durability::Full), so a
+//! copy survives a process crash and a power loss with everything it acknowledged; after one it resumes from
+//! its own log.
+//!
+//! A copy directory holds what a database directory holds (`checkpoint`, `state/`, `logs/`), plus `copy` (its
+//! identity and admin state) and `fence` (the newest epoch it knows exists).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::engine::checkpoint::CheckpointFile;
+use crate::engine::lock::DirLock;
+use crate::engine::state::{self, Meta, StateStore};
+use crate::engine::{
+    CHECKPOINT_FILE, Checkpoint, Counters, Durability, Engine, LOGS_DIR, Options, StateMachine, read_fence, write_fence,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::log::format::{FRAME_HEADER_LEN, Frame, GenerationHeader, HEADER_LEN, RecordSeal};
+use crate::log::generation::{self, RecordRef, TMP_SUFFIX};
+use crate::log::verify;
+use crate::replication::protocol::{
+    Chunk, CopyId, Hello, LogSource, ReadRequest, SnapshotRequest, SourceInfo, SourceRole,
+};
+use crate::types::{Guid, Lsn, now_micros};
+
+/// Name of the file that makes a directory a passive copy.
+pub const COPY_FILE: &str = "copy";
+/// The longest replay or truncation lag (Exchange's limit).
+pub const MAX_LAG: Duration = Duration::from_secs(14 * 24 * 3600);
+const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
+/// Records replayed per LMDB transaction.
+const REPLAY_BATCH_RECORDS: usize = 1024;
+/// Payload bytes replayed per LMDB transaction.
+const REPLAY_BATCH_BYTES: usize = 16 << 20;
+
+/// How a passive copy copies and replays.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CopyOptions {
+    /// Block mode (default): ship the durable bytes of the generation being written, as they are written.
+    /// File mode (`false`): ship closed generations only.
+    pub block_mode: bool,
+    /// Replay a generation only once this long has passed since it was closed (default 0, at most 14 days).
+    pub replay_lag: Duration,
+    /// Keep a replayed generation this long after it was closed before deleting it (default 0, at most 14
+    /// days); the active keeps it as long too.
+    pub truncation_lag: Duration,
+    /// Bytes of replayed log between deep checkpoints (default 100 MiB).
+    pub checkpoint_depth: u64,
+    /// The most bytes asked for per request (default 4 MiB).
+    pub chunk_bytes: u32,
+    /// How long one request may wait at the source for new log (default 200 ms). Activation waits for the
+    /// request in flight, so this also bounds how long activation takes to stop copying.
+    pub poll: Duration,
+    /// Activation preference for [`best_copy`](crate::replication::best_copy): lower is preferred (default 1).
+    pub activation_preference: u32,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            block_mode: true,
+            replay_lag: Duration::ZERO,
+            truncation_lag: Duration::ZERO,
+            checkpoint_depth: 100 << 20,
+            chunk_bytes: 4 << 20,
+            poll: Duration::from_millis(200),
+            activation_preference: 1,
+        }
+    }
+}
+
+impl CopyOptions {
+    /// Sets [`CopyOptions::block_mode`].
+    pub fn block_mode(mut self, on: bool) -> Self {
+        self.block_mode = on;
+        self
+    }
+    /// Sets [`CopyOptions::replay_lag`].
+    pub fn replay_lag(mut self, lag: Duration) -> Self {
+        self.replay_lag = lag;
+        self
+    }
+    /// Sets [`CopyOptions::truncation_lag`].
+    pub fn truncation_lag(mut self, lag: Duration) -> Self {
+        self.truncation_lag = lag;
+        self
+    }
+    /// Sets [`CopyOptions::checkpoint_depth`].
+    pub fn checkpoint_depth(mut self, bytes: u64) -> Self {
+        self.checkpoint_depth = bytes;
+        self
+    }
+    /// Sets [`CopyOptions::chunk_bytes`].
+    pub fn chunk_bytes(mut self, bytes: u32) -> Self {
+        self.chunk_bytes = bytes;
+        self
+    }
+    /// Sets [`CopyOptions::poll`].
+    pub fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+    /// Sets [`CopyOptions::activation_preference`].
+    pub fn activation_preference(mut self, preference: u32) -> Self {
+        self.activation_preference = preference;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.replay_lag > MAX_LAG || self.truncation_lag > MAX_LAG {
+            return Err(Error::InvalidArgument("replay and truncation lags are limited to 14 days".into()));
+        }
+        if self.checkpoint_depth == 0 || self.chunk_bytes < 4096 {
+            return Err(Error::InvalidArgument("checkpoint_depth must be positive and chunk_bytes >= 4096".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The state of a copy, as Exchange names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CopyState {
+    /// Opened, not yet in contact with its source.
+    Initializing,
+    /// Copying and replaying.
+    Healthy,
+    /// Finding where its log diverged from the new active's and discarding what diverged.
+    Resynchronizing,
+    /// Receiving a snapshot.
+    Seeding,
+    /// Serving a snapshot to a copy being seeded (and otherwise healthy).
+    SeedingSource,
+    /// Suspended by an administrator: neither copying nor replaying.
+    Suspended,
+    /// Stopped by an error it cannot get past alone (see the reason); resume or reseed it.
+    Failed,
+    /// Failed and suspended: needs an administrator (a divergence that could not be resolved ends here).
+    FailedAndSuspended,
+    /// Its source is unreachable; what it has is sound and it retries.
+    DisconnectedAndHealthy,
+    /// It was activated: it is now the mounted active copy.
+    Mounted,
+    /// Closed.
+    Dismounted,
+}
+
+/// What a passive copy reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyStatus {
+    /// The copy.
+    pub copy: CopyId,
+    /// The database.
+    pub database: Guid,
+    /// Its state.
+    pub state: CopyState,
+    /// Why it failed, or why it is disconnected.
+    pub reason: Option<String>,
+    /// Copy queue length: generations the source has of which the copy lacks some bytes.
+    pub copy_queue_length: u64,
+    /// Replay queue length: generations copied and inspected but not completely replayed.
+    pub replay_queue_length: u64,
+    /// Last LSN copied (received and written).
+    pub last_copied_lsn: Lsn,
+    /// When (microseconds since the Unix epoch; 0: never).
+    pub last_copied_micros: u64,
+    /// Last LSN inspected (every copied record is inspected before it is written).
+    pub last_inspected_lsn: Lsn,
+    /// When.
+    pub last_inspected_micros: u64,
+    /// Last LSN replayed into the copy's state.
+    pub last_replayed_lsn: Lsn,
+    /// When.
+    pub last_replayed_micros: u64,
+    /// The source's durable end as last seen.
+    pub source_lsn: Lsn,
+    /// The source's head generation as last seen.
+    pub source_generation: u64,
+    /// When the source last answered (0: never).
+    pub source_contact_micros: u64,
+    /// The newest epoch the copy knows exists.
+    pub epoch: u64,
+    /// Replay lag in force.
+    pub replay_lag: Duration,
+    /// Truncation lag in force.
+    pub truncation_lag: Duration,
+    /// A play-down (replay to the head regardless of lag) is in progress.
+    pub playing_down: bool,
+    /// Activation preference (lower is preferred).
+    pub activation_preference: u32,
+    /// The copy's last deep checkpoint.
+    pub checkpoint_lsn: Lsn,
+}
+
+/// The mount dial of activation (Exchange's `AutoDatabaseMountDial`): how many generations may be missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountDial {
+    /// Mount only with nothing missing.
+    Lossless,
+    /// Mount with at most 6 generations missing.
+    GoodAvailability,
+    /// Mount with at most 12 generations missing.
+    BestAvailability,
+}
+
+impl MountDial {
+    /// Generations the dial allows to be missing.
+    pub fn allowed(self) -> u64 {
+        match self {
+            MountDial::Lossless => 0,
+            MountDial::GoodAvailability => 6,
+            MountDial::BestAvailability => 12,
+        }
+    }
+}
+
+impl std::fmt::Display for MountDial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The copy's identity and administrative state, in `DIR/copy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CopyFile {
+    pub(crate) id: CopyId,
+    pub(crate) suspended: bool,
+    pub(crate) failed: Option<String>,
+}
+
+pub(crate) fn read_copy_file(dir: &Path) -> Result<Option<CopyFile>> {
+    let path = dir.join(COPY_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    if bytes.len() > 64 << 10 || bytes.len() < 4 {
+        return Err(Error::corrupted(&path, 0, "copy file has an impossible length"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err(Error::corrupted(&path, 0, "copy file checksum mismatch"));
+    }
+    codec::decode(body).map(Some).map_err(|e| Error::corrupted(&path, 0, e.to_string()))
+}
+
+pub(crate) fn write_copy_file(dir: &Path, file: &CopyFile) -> Result<()> {
+    let mut bytes = codec::encode(file)?;
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let path = dir.join(COPY_FILE);
+    let tmp = dir.join(format!("{COPY_FILE}.tmp"));
+    (|| {
+        fs::write(&tmp, &bytes)?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, &path)
+    })()
+    .at(&path)?;
+    generation::sync_dir(dir)
+}
+
+/// True when `dir` holds a passive copy.
+pub fn is_passive_copy(dir: &Path) -> bool {
+    dir.join(COPY_FILE).is_file()
+}
+
+/// One generation of the copy's log.
+#[derive(Clone, Debug)]
+struct LocalGen {
+    header: GenerationHeader,
+    path: PathBuf,
+    /// End of its records as inspected so far.
+    end_offset: u64,
+    /// LSN of its last record (`first_lsn - 1` when it has none).
+    last_lsn: Lsn,
+    /// When it was closed: the creation time of the next generation.
+    closed_micros: Option<u64>,
+}
+
+/// The end of the copy's log, as the copier appends to it.
+struct Tail {
+    generation: u64,
+    header: GenerationHeader,
+    seal: RecordSeal,
+    file: File,
+    path: PathBuf,
+    offset: u64,
+    next_lsn: Lsn,
+    /// CRC32 of bytes `0..offset`: the next generation's `prev_checksum`.
+    chain: crc32fast::Hasher,
+    /// The source said this generation is complete.
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Progress {
+    state: CopyState,
+    reason: Option<String>,
+    suspended: bool,
+    failed: bool,
+    copied_lsn: Lsn,
+    copied_micros: u64,
+    copied_generation: u64,
+    copied_offset: u64,
+    replayed_lsn: Lsn,
+    replayed_micros: u64,
+    source: Option<SourceInfo>,
+    source_micros: u64,
+    known_epoch: u64,
+    gens: BTreeMap<u64, LocalGen>,
+    play_down: bool,
+    checkpoint_lsn: Lsn,
+    seeding_others: u32,
+    /// The copier is between deciding to copy and having written what it got.
+    copier_busy: bool,
+}
+
+struct Shared<M: StateMachine> {
+    dir: PathBuf,
+    id: CopyId,
+    guid: Guid,
+    options: CopyOptions,
+    source: Arc<dyn LogSource>,
+    state: StateStore<M>,
+    checkpoint: Mutex<CheckpointFile>,
+    progress: Mutex<Progress>,
+    changed: Condvar,
+    stop: AtomicBool,
+    snapshots: super::source::SnapshotServer,
+}
+
+impl<M: StateMachine> Shared<M> {
+    fn fail(&self, reason: String) {
+        let mut p = self.progress.lock();
+        p.failed = true;
+        p.reason = Some(reason.clone());
+        let suspended = p.suspended;
+        drop(p);
+        let _ = write_copy_file(&self.dir, &CopyFile { id: self.id, suspended, failed: Some(reason) });
+        self.changed.notify_all();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Waits for a change or `timeout`.
+    fn idle(&self, timeout: Duration) {
+        let mut p = self.progress.lock();
+        if !self.stopped() {
+            self.changed.wait_for(&mut p, timeout);
+        }
+    }
+
+    /// The lowest LSN the copy still needs from the source.
+    fn keep_lsn(&self, p: &Progress) -> Lsn {
+        let next = p.copied_lsn + 1;
+        if self.options.truncation_lag.is_zero() {
+            next
+        } else {
+            p.gens.values().next().map_or(next, |g| g.header.first_lsn.min(next))
+        }
+    }
+}
+
+/// A passive copy of one database; see the module documentation. Dropping it (or [`PassiveCopy::close`])
+/// stops both threads and writes a clean checkpoint.
+pub struct PassiveCopy<M: StateMachine> {
+    shared: Arc<Shared<M>>,
+    copier: Option<JoinHandle<()>>,
+    replayer: Option<JoinHandle<()>>,
+    /// Set once the state was closed cleanly (by `close` or `activate`).
+    closed: bool,
+    _lock: DirLock,
+}
+
+/// Progress of a seeding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedProgress {
+    /// Snapshot bytes received.
+    pub bytes: u64,
+    /// Snapshot bytes in all.
+    pub total: u64,
+}
+
+impl<M: StateMachine> PassiveCopy<M> {
+    /// Opens the passive copy in `dir` (made by [`PassiveCopy::seed`] or [`resync`](super::resync)) and starts
+    /// copying from `source` and replaying.
+    pub fn open(dir: impl AsRef<Path>, source: Arc<dyn LogSource>, options: CopyOptions) -> Result<Self> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let lock = DirLock::exclusive(&dir)?;
+        let copy = read_copy_file(&dir)?.ok_or_else(|| Error::NotADatabase {
+            path: dir.clone(),
+            reason: "it is not a passive copy (no copy file); seed it first".into(),
+        })?;
+        let env = state::open_env(&dir, Durability::Full, false)?;
+        let no_meta = || Error::NotADatabase {
+            path: dir.join(state::STATE_DIR),
+            reason: "the copy's state holds no metadata".into(),
+        };
+        let meta = Meta::open(&env)?.ok_or_else(no_meta)?;
+        let values = {
+            let txn = env.read_txn()?;
+            meta.read(&txn)?.ok_or_else(no_meta)?
+        };
+        if values.machine != M::NAME {
+            return Err(Error::NotADatabase {
+                path: dir.clone(),
+                reason: format!("it is a copy of a {:?} database, not {:?}", values.machine, M::NAME),
+            });
+        }
+        let state = StateStore::<M>::create(env)?;
+        let checkpoint = CheckpointFile::open(&dir)?;
+        let guid = values.guid;
+        let logs = dir.join(LOGS_DIR);
+        fs::create_dir_all(&logs).at(&logs)?;
+        let listing = generation::list(&logs)?;
+        for leftover in &listing.leftovers {
+            fs::remove_file(leftover).at(leftover)?;
+        }
+
+        // The local log: headers of all, a scan of the last (a torn chunk write is discarded; it is copied again).
+        let mut gens = BTreeMap::new();
+        let mut known_epoch = values.epoch.max(read_fence(&dir)?.unwrap_or(0));
+        let mut previous: Option<u64> = None;
+        for (number, path) in &listing.generations {
+            let header = generation::read_header(path, Some(guid))?;
+            if let Some(prev) = previous
+                && prev + 1 != *number
+            {
+                return Err(Error::MissingGeneration {
+                    generation: prev + 1,
+                    file: logs.join(generation::file_name(prev + 1)),
+                });
+            }
+            previous = Some(*number);
+            known_epoch = known_epoch.max(header.epoch);
+            if let Some(last) = gens.values_mut().last() {
+                let last: &mut LocalGen = last;
+                last.closed_micros = Some(header.created_micros);
+                last.last_lsn = header.first_lsn - 1;
+            }
+            gens.insert(
+                *number,
+                LocalGen {
+                    header,
+                    path: path.clone(),
+                    end_offset: 0,
+                    last_lsn: header.first_lsn - 1,
+                    closed_micros: None,
+                },
+            );
+        }
+        // Scan every generation replay still needs (end offsets), and the last one for the tail.
+        let replayed = values.applied_lsn;
+        let mut tail = None;
+        let numbers: Vec<u64> = gens.keys().copied().collect();
+        for (i, number) in numbers.iter().enumerate() {
+            let is_last = i + 1 == numbers.len();
+            let Some(local) = gens.get_mut(number) else { continue };
+            if !is_last && local.last_lsn <= replayed {
+                continue;
+            }
+            let scan = generation::scan(&local.path, Some(guid), |_| Ok(()))?;
+            if let Some(damage) = &scan.damage {
+                if !is_last || damage.valid_record_after.is_some() {
+                    return Err(Error::corrupted(&local.path, damage.offset, damage.reason));
+                }
+                verify::truncate_tail(&scan)?;
+            }
+            local.end_offset = scan.end_offset;
+            local.last_lsn = scan.last_lsn;
+            if is_last {
+                let file = OpenOptions::new().read(true).write(true).open(&scan.path).at(&scan.path)?;
+                tail = Some(Tail {
+                    generation: *number,
+                    header: scan.header,
+                    seal: RecordSeal::for_header(&scan.header),
+                    file,
+                    path: scan.path.clone(),
+                    offset: scan.end_offset,
+                    next_lsn: scan.next_lsn(),
+                    chain: crc32fast::Hasher::new_with_initial_len(scan.checksum, scan.end_offset),
+                    closed: false,
+                });
+            }
+        }
+        let copied_lsn = tail.as_ref().map_or(replayed, |t| t.next_lsn - 1).max(replayed);
+        if replayed > copied_lsn {
+            return Err(Error::StateAheadOfLog { applied: replayed, log_end: copied_lsn });
+        }
+        let checkpoint_lsn = checkpoint.current().lsn;
+        let progress = Progress {
+            state: CopyState::Initializing,
+            reason: copy.failed.clone(),
+            suspended: copy.suspended,
+            failed: copy.failed.is_some(),
+            copied_lsn,
+            copied_micros: 0,
+            copied_generation: tail.as_ref().map_or(0, |t| t.generation),
+            copied_offset: tail.as_ref().map_or(0, |t| t.offset),
+            replayed_lsn: replayed,
+            replayed_micros: 0,
+            source: None,
+            source_micros: 0,
+            known_epoch,
+            gens,
+            play_down: false,
+            checkpoint_lsn,
+            seeding_others: 0,
+            copier_busy: false,
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            id: copy.id,
+            guid,
+            options,
+            source,
+            state,
+            checkpoint: Mutex::new(checkpoint),
+            progress: Mutex::new(progress),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            snapshots: super::source::SnapshotServer::new(),
+        });
+        let copier = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("mailstore-copier".into())
+                .spawn(move || Copier { shared, tail }.run())
+                .at(&dir)?
+        };
+        let replayer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("mailstore-replayer".into())
+                .spawn(move || Replayer::new(shared).run())
+                .at(&dir)?
+        };
+        Ok(PassiveCopy { shared, copier: Some(copier), replayer: Some(replayer), closed: false, _lock: lock })
+    }
+
+    /// Creates a passive copy in `dir` from a consistent snapshot served by `snapshot_from` (the active or a
+    /// healthy passive), then opens it: it catches up from `source`'s log while the active keeps taking
+    /// writes. `dir` may hold a failed copy or an old active: its state and log are replaced (its `diverged/`
+    /// directory is kept). `progress` is called after every piece of the snapshot.
+    pub fn seed(
+        dir: impl AsRef<Path>,
+        snapshot_from: &dyn LogSource,
+        source: Arc<dyn LogSource>,
+        options: CopyOptions,
+        mut progress: impl FnMut(SeedProgress),
+    ) -> Result<Self> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).at(&dir)?;
+        {
+            let _lock = DirLock::exclusive(&dir)?;
+            let id = read_copy_file(&dir).ok().flatten().map_or_else(Guid::new_random, |c| c.id);
+            // Replace whatever was there (a failed copy, an old active's state).
+            for name in [CHECKPOINT_FILE, super::source::COPIES_FILE] {
+                let path = dir.join(name);
+                if path.exists() {
+                    fs::remove_file(&path).at(&path)?;
+                }
+            }
+            for name in [state::STATE_DIR, LOGS_DIR] {
+                let path = dir.join(name);
+                if path.exists() {
+                    fs::remove_dir_all(&path).at(&path)?;
+                }
+            }
+            write_copy_file(&dir, &CopyFile { id, suspended: false, failed: None })?;
+            let known_epoch = read_fence(&dir)?.unwrap_or(0);
+
+            // Pin the log on the active from where the snapshot source stands, before the snapshot is taken.
+            let info = source.hello(Hello { copy: id, known_epoch, keep_lsn: 0 })?;
+            let from = snapshot_from.hello(Hello { copy: id, known_epoch, keep_lsn: 0 })?;
+            if from.guid != info.guid {
+                return Err(Error::Shipping(format!(
+                    "the snapshot source serves database {}, the log source {}",
+                    from.guid, info.guid
+                )));
+            }
+            source.hello(Hello { copy: id, known_epoch, keep_lsn: from.position.lsn.min(info.position.lsn) + 1 })?;
+
+            let state_dir = dir.join(state::STATE_DIR);
+            fs::create_dir_all(&state_dir).at(&state_dir)?;
+            let tmp = state_dir.join("data.mdb.seeding");
+            let file = File::create(&tmp).at(&tmp)?;
+            let mut offset = 0u64;
+            loop {
+                let part =
+                    snapshot_from.snapshot(SnapshotRequest { copy: id, offset, max_bytes: options.chunk_bytes })?;
+                if part.offset != offset || part.bytes.is_empty() && offset < part.total {
+                    return Err(Error::Shipping(format!("snapshot piece at {} answered for {offset}", part.offset)));
+                }
+                file.write_all_at(&part.bytes, offset).at(&tmp)?;
+                offset += part.bytes.len() as u64;
+                progress(SeedProgress { bytes: offset, total: part.total });
+                if offset >= part.total {
+                    break;
+                }
+            }
+            file.sync_all().at(&tmp)?;
+            let data = state_dir.join("data.mdb");
+            fs::rename(&tmp, &data).at(&data)?;
+            generation::sync_dir(&state_dir)?;
+
+            let env = state::open_env(&dir, Durability::Full, false)?;
+            let values = Meta::open(&env)?
+                .and_then(|m| env.read_txn().ok().and_then(|t| m.read(&t).ok().flatten()))
+                .ok_or_else(|| Error::Shipping("the snapshot holds no engine metadata".into()))?;
+            if values.guid != info.guid {
+                return Err(Error::Shipping("the snapshot belongs to another database".into()));
+            }
+            drop(env);
+            CheckpointFile::create(
+                &dir,
+                Checkpoint {
+                    guid: values.guid,
+                    sequence: 0,
+                    lsn: values.applied_lsn,
+                    epoch: values.epoch,
+                    backup_lsn: 0,
+                    clean: true,
+                },
+            )?;
+            let logs = dir.join(LOGS_DIR);
+            fs::create_dir_all(&logs).at(&logs)?;
+            generation::sync_dir(&dir)?;
+        }
+        Self::open(dir, source, options)
+    }
+
+    /// The copy's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The copy's identity.
+    pub fn id(&self) -> CopyId {
+        self.shared.id
+    }
+
+    /// The database's GUID.
+    pub fn guid(&self) -> Guid {
+        self.shared.guid
+    }
+
+    /// What the copy reports.
+    pub fn status(&self) -> CopyStatus {
+        status_of(&self.shared)
+    }
+
+    /// Runs `f` over a consistent read-only snapshot of the copy's state (as replayed so far).
+    pub fn read<T>(&self, f: impl FnOnce(&M, &heed::RoTxn<'_>) -> Result<T>) -> Result<T> {
+        self.shared.state.read(f)
+    }
+
+    /// Waits until the copy has replayed `lsn` (or `timeout` passes); returns whether it did.
+    pub fn wait_replayed(&self, lsn: Lsn, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut p = self.shared.progress.lock();
+        while p.replayed_lsn < lsn {
+            if self.shared.changed.wait_until(&mut p, deadline).timed_out() {
+                return p.replayed_lsn >= lsn;
+            }
+        }
+        true
+    }
+
+    /// Suspends copying and replaying (the source keeps the log the copy needs; see
+    /// [`SourceOptions::max_pinned_generations`](super::SourceOptions) for the guard). Survives a restart.
+    /// Returns once the copier has finished the request it had in flight: nothing more is copied after it.
+    pub fn suspend(&self) -> Result<()> {
+        self.set_admin(true, false)?;
+        let mut p = self.shared.progress.lock();
+        while p.copier_busy && !self.shared.stopped() {
+            self.shared.changed.wait_for(&mut p, Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Resumes a suspended or failed copy (clearing the failure: the copier retries where it stopped).
+    pub fn resume(&self) -> Result<()> {
+        self.set_admin(false, true)
+    }
+
+    fn set_admin(&self, suspended: bool, clear_failure: bool) -> Result<()> {
+        let mut p = self.shared.progress.lock();
+        p.suspended = suspended;
+        if clear_failure {
+            p.failed = false;
+            p.reason = None;
+        }
+        let failed = if p.failed { p.reason.clone() } else { None };
+        write_copy_file(&self.shared.dir, &CopyFile { id: self.shared.id, suspended, failed })?;
+        drop(p);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Replays everything copied, ignoring the replay lag, until the copy reaches what it had copied when
+    /// called (or `timeout` passes); returns whether it did. The lag applies again afterwards.
+    pub fn play_down(&self, timeout: Duration) -> bool {
+        let target = {
+            let mut p = self.shared.progress.lock();
+            p.play_down = true;
+            p.copied_lsn
+        };
+        self.shared.changed.notify_all();
+        let done = self.wait_replayed(target, timeout);
+        self.shared.progress.lock().play_down = false;
+        done
+    }
+
+    /// Learns that epoch `epoch` exists (from a coordinator, or another copy's status): the copy then refuses
+    /// log from any older active. Stored durably.
+    pub fn learn_epoch(&self, epoch: u64) -> Result<()> {
+        learn_epoch(&self.shared, epoch)
+    }
+
+    /// Generations missing on this copy compared with what its source last reported; `Err` when the mount dial
+    /// does not allow activating with that many.
+    pub fn check_activation(&self, dial: MountDial) -> Result<u64> {
+        let missing = self.status().copy_queue_length;
+        if missing > dial.allowed() {
+            return Err(Error::ActivationRefused { missing, allowed: dial.allowed(), dial: dial.to_string() });
+        }
+        Ok(missing)
+    }
+
+    /// Activates the copy: stops copying, checks the mount dial, replays what is left (ignoring the replay
+    /// lag), starts a new epoch (at least `min_epoch`, above every epoch the copy knows) in a new generation,
+    /// and mounts the database as the active copy with `options`. On a refusal the copy is closed; open it
+    /// again to go on copying.
+    ///
+    /// Give `min_epoch` as one more than the highest epoch any candidate copy reports, so that two copies
+    /// activated one after the other can never share an epoch.
+    pub fn activate(mut self, dial: MountDial, min_epoch: u64, options: Options) -> Result<Engine<M>> {
+        self.stop_threads();
+        self.check_activation(dial)?;
+        let epoch = min_epoch.max(self.shared.progress.lock().known_epoch + 1);
+        let dir = self.shared.dir.clone();
+        self.close_state()?;
+        self.closed = true;
+        // The state store must be closed before the engine opens it: no other reference may remain.
+        let weak = Arc::downgrade(&self.shared);
+        drop(self);
+        if weak.upgrade().is_some() {
+            return Err(Error::Busy("the copy's state is still in use (a seeding in progress)".into()));
+        }
+        let engine = Engine::mount_with(&dir, options.create_if_missing(false), Some(epoch))?;
+        // The directory is an active database now.
+        let path = dir.join(COPY_FILE);
+        fs::remove_file(&path).at(&path)?;
+        generation::sync_dir(&dir)?;
+        Ok(engine)
+    }
+
+    /// Stops copying and replaying and writes a clean checkpoint.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_threads();
+        self.closed = true;
+        self.close_state()
+    }
+
+    fn stop_threads(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.changed.notify_all();
+        for handle in [self.copier.take(), self.replayer.take()].into_iter().flatten() {
+            let _ = handle.join();
+        }
+    }
+
+    fn close_state(&self) -> Result<()> {
+        let shared = &self.shared;
+        shared.state.env.force_sync()?;
+        let replayed = shared.progress.lock().replayed_lsn;
+        let mut ck = shared.checkpoint.lock();
+        let current = ck.current();
+        ck.write(Checkpoint { lsn: replayed, clean: true, ..current })?;
+        shared.progress.lock().state = CopyState::Dismounted;
+        Ok(())
+    }
+
+    /// A [`LogSource`] that serves snapshots of this copy's state, to seed another copy from it (a seeding
+    /// source); it serves no log.
+    pub fn seeding_source(&self) -> Arc<dyn LogSource> {
+        Arc::new(PassiveSnapshots { shared: Arc::downgrade(&self.shared) })
+    }
+}
+
+impl<M: StateMachine> Drop for PassiveCopy<M> {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.stop_threads();
+            let _ = self.close_state();
+        }
+    }
+}
+
+fn learn_epoch<M: StateMachine>(shared: &Shared<M>, epoch: u64) -> Result<()> {
+    let mut p = shared.progress.lock();
+    if epoch > p.known_epoch {
+        write_fence(&shared.dir, epoch)?;
+        p.known_epoch = epoch;
+    }
+    Ok(())
+}
+
+fn status_of<M: StateMachine>(shared: &Shared<M>) -> CopyStatus {
+    let p = shared.progress.lock();
+    let state = if p.state == CopyState::Dismounted {
+        CopyState::Dismounted
+    } else if p.failed && p.suspended {
+        CopyState::FailedAndSuspended
+    } else if p.failed {
+        CopyState::Failed
+    } else if p.suspended {
+        CopyState::Suspended
+    } else if p.seeding_others > 0 {
+        CopyState::SeedingSource
+    } else {
+        p.state
+    };
+    let (source_lsn, source_generation, source_offset) =
+        p.source.map_or((0, 0, 0), |s| (s.position.lsn, s.position.generation, s.position.offset));
+    // Generations of which the copy lacks bytes: from the one it is copying to the source's head.
+    let caught_up =
+        p.copied_lsn >= source_lsn || (p.copied_generation == source_generation && p.copied_offset >= source_offset);
+    let copy_queue_length =
+        if p.source.is_none() || caught_up { 0 } else { source_generation.saturating_sub(p.copied_generation) + 1 };
+    let replay_queue_length = if p.replayed_lsn >= p.copied_lsn {
+        0
+    } else {
+        let holding = |lsn: Lsn| p.gens.iter().rev().find(|(_, g)| g.header.first_lsn <= lsn).map_or(0, |(n, _)| *n);
+        holding(p.copied_lsn).saturating_sub(holding(p.replayed_lsn + 1)) + 1
+    };
+    CopyStatus {
+        copy: shared.id,
+        database: shared.guid,
+        state,
+        reason: p.reason.clone(),
+        copy_queue_length,
+        replay_queue_length,
+        last_copied_lsn: p.copied_lsn,
+        last_copied_micros: p.copied_micros,
+        last_inspected_lsn: p.copied_lsn,
+        last_inspected_micros: p.copied_micros,
+        last_replayed_lsn: p.replayed_lsn,
+        last_replayed_micros: p.replayed_micros,
+        source_lsn,
+        source_generation,
+        source_contact_micros: p.source_micros,
+        epoch: p.known_epoch,
+        replay_lag: shared.options.replay_lag,
+        truncation_lag: shared.options.truncation_lag,
+        playing_down: p.play_down,
+        activation_preference: shared.options.activation_preference,
+        checkpoint_lsn: p.checkpoint_lsn,
+    }
+}
+
+/// The copier + inspector thread.
+struct Copier<M: StateMachine> {
+    shared: Arc<Shared<M>>,
+    tail: Option<Tail>,
+}
+
+impl<M: StateMachine> Copier<M> {
+    fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        let mut backoff = Duration::from_millis(50);
+        while !shared.stopped() {
+            {
+                let mut p = shared.progress.lock();
+                if p.suspended || p.failed {
+                    drop(p);
+                    shared.idle(Duration::from_millis(200));
+                    continue;
+                }
+                p.copier_busy = true;
+            }
+            let outcome = self.step();
+            shared.progress.lock().copier_busy = false;
+            shared.changed.notify_all();
+            match outcome {
+                Ok(()) => backoff = Duration::from_millis(50),
+                Err(e @ (Error::Shipping(_) | Error::Io { .. })) if !is_local_io(&e, &shared.dir) => {
+                    let mut p = shared.progress.lock();
+                    p.state = CopyState::DisconnectedAndHealthy;
+                    p.reason = Some(e.to_string());
+                    drop(p);
+                    shared.changed.notify_all();
+                    shared.idle(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(Error::Fenced { epoch, current }) => {
+                    // The source is an old active: it fenced itself; we wait for the new active.
+                    let mut p = shared.progress.lock();
+                    p.state = CopyState::DisconnectedAndHealthy;
+                    p.reason = Some(format!("the source is an old active (epoch {current}; epoch {epoch} exists)"));
+                    drop(p);
+                    shared.idle(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => shared.fail(e.to_string()),
+            }
+        }
+    }
+
+    /// One request and what comes of it.
+    fn step(&mut self) -> Result<()> {
+        let shared = &self.shared;
+        let (generation, offset) = match &self.tail {
+            Some(t) if t.closed => (t.generation + 1, 0),
+            Some(t) => (t.generation, t.offset),
+            None => (self.seed_generation()?, 0),
+        };
+        let (known_epoch, durable_lsn, keep_lsn) = {
+            let p = shared.progress.lock();
+            (p.known_epoch, p.copied_lsn, shared.keep_lsn(&p))
+        };
+        let chunk = shared.source.read(ReadRequest {
+            copy: shared.id,
+            known_epoch,
+            generation,
+            offset,
+            durable_lsn,
+            keep_lsn,
+            max_bytes: shared.options.chunk_bytes,
+            wait_millis: shared.options.poll.as_millis().min(u128::from(u32::MAX)) as u32,
+            block_mode: shared.options.block_mode,
+        })?;
+        {
+            let mut p = shared.progress.lock();
+            p.source_micros = now_micros();
+            if p.state == CopyState::Initializing || p.state == CopyState::DisconnectedAndHealthy {
+                p.state = CopyState::Healthy;
+                p.reason = None;
+            }
+        }
+        self.accept(generation, offset, chunk)
+    }
+
+    /// The generation holding the first record the state needs, for a freshly seeded copy with no log yet.
+    fn seed_generation(&self) -> Result<u64> {
+        let want = self.shared.progress.lock().replayed_lsn + 1;
+        let mut found = None;
+        let mut from = 1;
+        loop {
+            let headers = self.shared.source.headers(from)?;
+            let Some(last) = headers.last() else { break };
+            for raw in &headers {
+                let header = GenerationHeader::decode(raw)
+                    .map_err(|e| Error::ChunkRejected { reason: format!("source header: {e}") })?;
+                if header.first_lsn <= want {
+                    found = Some(header.generation);
+                }
+            }
+            let last = GenerationHeader::decode(last)
+                .map_err(|e| Error::ChunkRejected { reason: format!("source header: {e}") })?;
+            if headers.len() < 4096 {
+                break;
+            }
+            from = last.generation + 1;
+        }
+        found.ok_or_else(|| Error::CopyFailed {
+            reason: format!("the source no longer has the log from LSN {want}: reseed the copy"),
+        })
+    }
+
+    /// Inspects a chunk and, only if all of it passes, writes and syncs it.
+    fn accept(&mut self, generation: u64, offset: u64, chunk: Chunk) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let reject = |reason: String| Err(Error::ChunkRejected { reason });
+        if chunk.source.guid != shared.guid {
+            return reject(format!("the source serves database {}, not {}", chunk.source.guid, shared.guid));
+        }
+        let known_epoch = shared.progress.lock().known_epoch;
+        if chunk.source.epoch < known_epoch {
+            return reject(format!(
+                "the source is at epoch {} but epoch {known_epoch} exists: an old active's log is never accepted",
+                chunk.source.epoch
+            ));
+        }
+        if chunk.generation != generation || chunk.offset != offset {
+            return reject(format!(
+                "chunk for generation {} offset {} answers a request for generation {generation} offset {offset} \
+                 (duplicated or reordered)",
+                chunk.generation, chunk.offset
+            ));
+        }
+        if chunk.bytes.is_empty() {
+            if chunk.closed
+                && let Some(t) = &mut self.tail
+                && t.generation == generation
+            {
+                t.closed = true;
+            }
+            self.note_source(chunk.source);
+            return Ok(());
+        }
+        // Inspect.
+        let (header, seal, records_from, mut expected) = if offset == 0 {
+            let header = GenerationHeader::decode(&chunk.bytes)
+                .map_err(|e| Error::ChunkRejected { reason: format!("generation {generation}: {e}") })?;
+            self.check_header(&header, generation, chunk.source.epoch)?;
+            (Some(header), RecordSeal::for_header(&header), HEADER_LEN, header.first_lsn)
+        } else {
+            let Some(t) = &self.tail else { return reject("a chunk continues a generation the copy lacks".into()) };
+            (None, t.seal.clone(), 0, t.next_lsn)
+        };
+        let bytes = &chunk.bytes;
+        let mut at = records_from;
+        let mut records = 0u64;
+        while at < bytes.len() {
+            match seal.decode(&bytes[at..]) {
+                Frame::Record { lsn, payload, frame_len } if lsn == expected => {
+                    codec::decode::<M::Op>(payload).map_err(|e| Error::ChunkRejected {
+                        reason: format!("generation {generation}: record LSN {lsn} does not decode: {e}"),
+                    })?;
+                    at += frame_len;
+                    expected += 1;
+                    records += 1;
+                }
+                Frame::Record { lsn, .. } => {
+                    return reject(format!("generation {generation}: record LSN {lsn} where {expected} was due"));
+                }
+                Frame::End => return reject(format!("generation {generation}: end marker inside a chunk")),
+                Frame::Invalid(why) => {
+                    return reject(format!("generation {generation} offset {}: {why}", offset + at as u64));
+                }
+            }
+        }
+        let last_lsn = expected - 1;
+        // Write and sync, then publish.
+        if let Some(header) = header {
+            let tail = self.create_generation(header, bytes)?;
+            let mut p = shared.progress.lock();
+            if let Some(prev) = p.gens.values_mut().last() {
+                prev.closed_micros = Some(header.created_micros);
+            }
+            p.gens.insert(
+                generation,
+                LocalGen {
+                    header,
+                    path: tail.path.clone(),
+                    end_offset: bytes.len() as u64,
+                    last_lsn,
+                    closed_micros: None,
+                },
+            );
+            drop(p);
+            self.tail = Some(tail);
+        } else if let Some(t) = &mut self.tail {
+            let mut out = Vec::with_capacity(bytes.len() + FRAME_HEADER_LEN);
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(&END_MARKER);
+            t.file.write_all_at(&out, t.offset).at(&t.path)?;
+            t.file.sync_data().at(&t.path)?;
+            t.chain.update(bytes);
+            t.offset += bytes.len() as u64;
+            t.next_lsn = expected;
+            let mut p = shared.progress.lock();
+            if let Some(local) = p.gens.get_mut(&generation) {
+                local.end_offset = t.offset;
+                local.last_lsn = last_lsn;
+            }
+        }
+        if let Some(t) = &mut self.tail {
+            t.closed = chunk.closed;
+        }
+        {
+            let mut p = shared.progress.lock();
+            if records > 0 || header.is_some() {
+                p.copied_lsn = p.copied_lsn.max(last_lsn);
+                p.copied_micros = now_micros();
+            }
+            if let Some(t) = &self.tail {
+                p.copied_generation = t.generation;
+                p.copied_offset = t.offset;
+            }
+        }
+        self.note_source(chunk.source);
+        shared.changed.notify_all();
+        Ok(())
+    }
+
+    fn note_source(&self, source: SourceInfo) {
+        let mut p = self.shared.progress.lock();
+        p.source = Some(source);
+        if source.epoch > p.known_epoch {
+            drop(p);
+            if let Err(e) = learn_epoch(&self.shared, source.epoch) {
+                self.shared.fail(format!("recording epoch {}: {e}", source.epoch));
+            }
+        }
+    }
+
+    /// The checks a new generation's header must pass against the copy's log.
+    fn check_header(&self, header: &GenerationHeader, generation: u64, source_epoch: u64) -> Result<()> {
+        let reject = |reason: String| Err(Error::ChunkRejected { reason });
+        if header.guid != self.shared.guid {
+            return reject(format!("generation {generation} belongs to database {}", header.guid));
+        }
+        if header.generation != generation {
+            return reject(format!("generation {generation} carries the header of generation {}", header.generation));
+        }
+        if header.epoch > source_epoch {
+            return reject(format!("generation {generation} has epoch {} beyond its source's", header.epoch));
+        }
+        match &self.tail {
+            Some(t) => {
+                if header.epoch < t.header.epoch {
+                    return reject(format!(
+                        "generation {generation} has epoch {} after epoch {}",
+                        header.epoch, t.header.epoch
+                    ));
+                }
+                if header.first_lsn != t.next_lsn {
+                    return reject(format!(
+                        "generation {generation} starts at LSN {} but the log ends at LSN {}",
+                        header.first_lsn,
+                        t.next_lsn - 1
+                    ));
+                }
+                if header.prev_checksum != t.chain.clone().finalize() {
+                    return reject(format!(
+                        "generation {generation} does not chain to the copy's generation {} (checksum mismatch: \
+                         the logs diverged)",
+                        t.generation
+                    ));
+                }
+            }
+            None => {
+                let want = self.shared.progress.lock().replayed_lsn + 1;
+                if header.first_lsn > want {
+                    return reject(format!(
+                        "generation {generation} starts at LSN {} but the copy needs LSN {want}",
+                        header.first_lsn
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a generation file holding `bytes` (header and records) and an end marker, durably.
+    fn create_generation(&self, header: GenerationHeader, bytes: &[u8]) -> Result<Tail> {
+        let logs = self.shared.dir.join(LOGS_DIR);
+        let path = logs.join(generation::file_name(header.generation));
+        let tmp = logs.join(format!("{:016}{TMP_SUFFIX}", header.generation));
+        let file = (|| -> std::io::Result<File> {
+            let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+            let mut out = Vec::with_capacity(bytes.len() + FRAME_HEADER_LEN);
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(&END_MARKER);
+            file.write_all_at(&out, 0)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            Ok(file)
+        })()
+        .at(&path)?;
+        generation::sync_dir(&logs)?;
+        let mut chain = crc32fast::Hasher::new();
+        chain.update(bytes);
+        let records_end = bytes.len() as u64;
+        Ok(Tail {
+            generation: header.generation,
+            header,
+            seal: RecordSeal::for_header(&header),
+            file,
+            path,
+            offset: records_end,
+            next_lsn: next_lsn_after(&header, bytes),
+            chain,
+            closed: false,
+        })
+    }
+}
+
+/// The LSN after the last record in a freshly inspected generation's bytes.
+fn next_lsn_after(header: &GenerationHeader, bytes: &[u8]) -> Lsn {
+    let seal = RecordSeal::for_header(header);
+    let mut at = HEADER_LEN;
+    let mut next = header.first_lsn;
+    while at < bytes.len() {
+        match seal.decode(&bytes[at..]) {
+            Frame::Record { lsn, frame_len, .. } => {
+                next = lsn + 1;
+                at += frame_len;
+            }
+            _ => break,
+        }
+    }
+    next
+}
+
+/// I/O errors on the copy's own files are failures; I/O errors elsewhere (a transport) are disconnections.
+fn is_local_io(e: &Error, dir: &Path) -> bool {
+    matches!(e, Error::Io { path, .. } if path.starts_with(dir))
+}
+
+/// The replayer thread.
+struct Replayer<M: StateMachine> {
+    shared: Arc<Shared<M>>,
+    since_checkpoint: u64,
+    stats: Counters,
+}
+
+impl<M: StateMachine> Replayer<M> {
+    fn new(shared: Arc<Shared<M>>) -> Self {
+        Replayer { shared, since_checkpoint: 0, stats: Counters::default() }
+    }
+
+    fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        while !shared.stopped() {
+            let blocked = {
+                let p = shared.progress.lock();
+                p.suspended || p.failed
+            };
+            if blocked {
+                shared.idle(Duration::from_millis(200));
+                continue;
+            }
+            match self.step() {
+                Ok(true) => {}
+                Ok(false) => shared.idle(Duration::from_millis(100)),
+                Err(e) => shared.fail(format!("replay: {e}")),
+            }
+        }
+    }
+
+    /// The last LSN replay may reach now: everything copied, or with a lag the end of the newest generation
+    /// closed at least the lag ago.
+    fn limit(&self, p: &Progress) -> Lsn {
+        let lag = self.shared.options.replay_lag;
+        if lag.is_zero() || p.play_down {
+            return p.copied_lsn;
+        }
+        let cutoff = now_micros().saturating_sub(lag.as_micros() as u64);
+        p.gens.values().filter(|g| g.closed_micros.is_some_and(|c| c <= cutoff)).map(|g| g.last_lsn).max().unwrap_or(0)
+    }
+
+    /// Replays one batch; `Ok(false)` when there was nothing to replay.
+    fn step(&mut self) -> Result<bool> {
+        let (from, limit, gens) = {
+            let p = self.shared.progress.lock();
+            let limit = self.limit(&p).min(p.copied_lsn);
+            if limit <= p.replayed_lsn {
+                return Ok(false);
+            }
+            let from = p.replayed_lsn + 1;
+            let gens: Vec<LocalGen> =
+                p.gens.values().filter(|g| g.last_lsn >= from && g.header.first_lsn <= limit).cloned().collect();
+            (from, limit, gens)
+        };
+        let mut batch: Vec<(Lsn, u64, Vec<u8>)> = Vec::new();
+        let mut bytes = 0usize;
+        'gens: for g in &gens {
+            let file = File::open(&g.path).at(&g.path)?;
+            let len =
+                usize::try_from(g.end_offset).map_err(|_| Error::corrupted(&g.path, 0, "generation too large"))?;
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, 0).at(&g.path)?;
+            let seal = RecordSeal::for_header(&g.header);
+            let mut at = HEADER_LEN;
+            while at < buf.len() {
+                match seal.decode(&buf[at..]) {
+                    Frame::Record { lsn, payload, frame_len } => {
+                        at += frame_len;
+                        if lsn < from {
+                            continue;
+                        }
+                        if lsn > limit {
+                            break 'gens;
+                        }
+                        bytes += payload.len();
+                        batch.push((lsn, g.header.epoch, payload.to_vec()));
+                        if batch.len() >= REPLAY_BATCH_RECORDS || bytes >= REPLAY_BATCH_BYTES {
+                            break 'gens;
+                        }
+                    }
+                    Frame::End => break,
+                    Frame::Invalid(why) => return Err(Error::corrupted(&g.path, at as u64, why)),
+                }
+            }
+        }
+        let Some(&(last, _, _)) = batch.last() else { return Ok(false) };
+        if batch[0].0 != from {
+            return Err(Error::corrupted(&self.shared.dir, 0, format!("the copy's log lacks LSN {from}")));
+        }
+        let records: Vec<RecordRef<'_>> =
+            batch.iter().map(|(lsn, epoch, payload)| RecordRef { lsn: *lsn, epoch: *epoch, payload }).collect();
+        // Rejections were rejections on the active too: the record is a no-op either way.
+        self.shared.state.apply_records(&records, &self.stats)?;
+        {
+            let mut p = self.shared.progress.lock();
+            p.replayed_lsn = last;
+            p.replayed_micros = now_micros();
+        }
+        self.shared.changed.notify_all();
+        self.since_checkpoint += bytes as u64;
+        if self.since_checkpoint >= self.shared.options.checkpoint_depth {
+            self.checkpoint()?;
+        }
+        Ok(true)
+    }
+
+    /// A deep checkpoint: sync the state, record it, and delete generations nobody needs any more.
+    fn checkpoint(&mut self) -> Result<()> {
+        let shared = &self.shared;
+        shared.state.env.force_sync()?;
+        let replayed = shared.progress.lock().replayed_lsn;
+        {
+            let mut ck = shared.checkpoint.lock();
+            let current = ck.current();
+            ck.write(Checkpoint { lsn: replayed, clean: false, ..current })?;
+        }
+        self.since_checkpoint = 0;
+        let cutoff = now_micros().saturating_sub(shared.options.truncation_lag.as_micros() as u64);
+        let doomed: Vec<(u64, PathBuf)> = {
+            let mut p = shared.progress.lock();
+            p.checkpoint_lsn = replayed;
+            let newest = p.gens.keys().next_back().copied().unwrap_or(0);
+            let doomed: Vec<(u64, PathBuf)> = p
+                .gens
+                .iter()
+                .take_while(|(n, g)| {
+                    **n < newest && g.last_lsn <= replayed && g.closed_micros.is_some_and(|c| c <= cutoff)
+                })
+                .map(|(n, g)| (*n, g.path.clone()))
+                .collect();
+            for (n, _) in &doomed {
+                p.gens.remove(n);
+            }
+            doomed
+        };
+        for (_, path) in &doomed {
+            fs::remove_file(path).at(path)?;
+        }
+        if !doomed.is_empty() {
+            generation::sync_dir(&shared.dir.join(LOGS_DIR))?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves snapshots of a passive copy's state (seeding from a passive).
+struct PassiveSnapshots<M: StateMachine> {
+    shared: std::sync::Weak<Shared<M>>,
+}
+
+impl<M: StateMachine> PassiveSnapshots<M> {
+    fn shared(&self) -> Result<Arc<Shared<M>>> {
+        self.shared.upgrade().ok_or_else(|| Error::Shipping("the seeding source copy is closed".into()))
+    }
+}
+
+impl<M: StateMachine> LogSource for PassiveSnapshots<M> {
+    fn hello(&self, _hello: Hello) -> Result<SourceInfo> {
+        let shared = self.shared()?;
+        let p = shared.progress.lock();
+        Ok(SourceInfo {
+            guid: shared.guid,
+            epoch: p.known_epoch,
+            position: crate::engine::LogPosition {
+                generation: p.copied_generation,
+                offset: p.copied_offset,
+                lsn: p.replayed_lsn,
+                epoch: p.known_epoch,
+            },
+            oldest_generation: p.gens.keys().next().copied().unwrap_or(0),
+            role: SourceRole::Passive,
+        })
+    }
+
+    fn read(&self, _request: ReadRequest) -> Result<Chunk> {
+        Err(Error::Shipping("a passive copy serves snapshots, not log: copy the log from the active".into()))
+    }
+
+    fn headers(&self, from: u64) -> Result<Vec<Vec<u8>>> {
+        super::source::generation_headers(&self.shared()?.dir.join(LOGS_DIR), from)
+    }
+
+    fn snapshot(&self, request: SnapshotRequest) -> Result<crate::replication::protocol::SnapshotPart> {
+        let shared = self.shared()?;
+        shared.progress.lock().seeding_others += 1;
+        let result = shared.snapshots.serve(request, |path| shared.state.snapshot_to(path), &shared.dir);
+        let mut p = shared.progress.lock();
+        p.seeding_others = p.seeding_others.saturating_sub(1);
+        result
+    }
+
+    fn goodbye(&self, _copy: CopyId) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,412 @@
+//! The shipping source on the active copy: serves its generations (closed ones in file mode, and the durable
+//! bytes of the current one in block mode), snapshots of its state for seeding, and keeps the log its copies
+//! still need.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::engine::{Engine, LOGS_DIR, LogPin, LogPosition, StateMachine};
+use crate::error::{Error, IoContext, Result};
+use crate::log::format::{FRAME_HEADER_LEN, HEADER_LEN};
+use crate::log::generation;
+use crate::replication::protocol::{
+    Chunk, CopyId, Hello, LogSource, MAX_CHUNK_BYTES, ReadRequest, SnapshotPart, SnapshotRequest, SourceInfo,
+    SourceRole,
+};
+use crate::types::Lsn;
+
+/// File in the active's directory listing the copies and the LSN each still needs, so that their log survives
+/// a restart of the active until they reconnect.
+pub const COPIES_FILE: &str = "copies";
+/// Longest a read may long-poll.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How a source treats its copies.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SourceOptions {
+    /// The guard against a suspended or vanished copy filling the disk: a copy whose pinned log is more than
+    /// this many generations behind the head loses its pin (it then needs a reseed), and the log is
+    /// truncated as if it did not exist. Default 4096 generations (4 GiB with the default 1 MiB generations).
+    pub max_pinned_generations: u64,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions { max_pinned_generations: 4096 }
+    }
+}
+
+struct CopyEntry {
+    pin: Option<LogPin>,
+    /// The generation the copy last asked for: how far behind it is.
+    generation: u64,
+}
+
+struct SnapshotFile {
+    path: PathBuf,
+    file: File,
+    total: u64,
+    applied_lsn: Lsn,
+}
+
+/// Serves an active engine's log to passive copies (see [`LogSource`]). Create it right after mounting: it
+/// re-pins the log for the copies recorded in `DIR/copies`.
+///
+/// It holds the engine (`Arc`), so drop it before dismounting.
+pub struct ShippingSource<M: StateMachine> {
+    engine: Arc<Engine<M>>,
+    options: SourceOptions,
+    copies: Mutex<BTreeMap<CopyId, CopyEntry>>,
+    /// End of the records of closed generations (found by a scan once).
+    ends: Mutex<HashMap<u64, u64>>,
+    snapshots: Mutex<HashMap<CopyId, SnapshotFile>>,
+}
+
+impl<M: StateMachine> ShippingSource<M> {
+    /// A source for `engine`, re-pinning the log of the copies recorded in its directory.
+    pub fn new(engine: Arc<Engine<M>>, options: SourceOptions) -> Result<Self> {
+        let source = ShippingSource {
+            engine,
+            options,
+            copies: Mutex::new(BTreeMap::new()),
+            ends: Mutex::new(HashMap::new()),
+            snapshots: Mutex::new(HashMap::new()),
+        };
+        for (copy, lsn) in read_copies(source.engine.dir())? {
+            let pin = source.engine.pin_log(lsn.max(source.engine.status().oldest_lsn)).ok();
+            source.copies.lock().insert(copy, CopyEntry { pin, generation: 0 });
+        }
+        Ok(source)
+    }
+
+    /// The engine served.
+    pub fn engine(&self) -> &Arc<Engine<M>> {
+        &self.engine
+    }
+
+    /// The copies known to this source, with the LSN each keeps pinned (`None`: its pin was dropped).
+    pub fn copies(&self) -> Vec<(CopyId, Option<Lsn>)> {
+        self.copies.lock().iter().map(|(id, c)| (*id, c.pin.as_ref().map(LogPin::lsn))).collect()
+    }
+
+    fn info(&self) -> SourceInfo {
+        let status = self.engine.status();
+        SourceInfo {
+            guid: status.guid,
+            epoch: status.epoch,
+            position: status.position,
+            oldest_generation: status.oldest_generation,
+            role: SourceRole::Active,
+        }
+    }
+
+    /// Fences the engine when the copy knows a newer epoch.
+    fn check_epoch(&self, known_epoch: u64) -> Result<()> {
+        let epoch = self.engine.status().epoch;
+        if known_epoch > epoch {
+            self.engine.fence(known_epoch)?;
+            return Err(Error::Fenced { epoch: known_epoch, current: epoch });
+        }
+        Ok(())
+    }
+
+    /// Registers or advances a copy's pin, enforcing the disk guard.
+    fn keep(&self, copy: CopyId, keep_lsn: Lsn, generation: u64) -> Result<()> {
+        let head = self.engine.status().head_generation;
+        let mut copies = self.copies.lock();
+        let mut changed = false;
+        let entry = copies.entry(copy).or_insert_with(|| {
+            changed = true;
+            CopyEntry { pin: None, generation }
+        });
+        entry.generation = entry.generation.max(generation);
+        if keep_lsn > 0 {
+            match &entry.pin {
+                Some(pin) => pin.advance(keep_lsn),
+                None => {
+                    entry.pin = Some(self.engine.pin_log(keep_lsn)?);
+                    changed = true;
+                }
+            }
+        }
+        // The guard: a copy too far behind stops holding the log.
+        for entry in copies.values_mut() {
+            if entry.pin.is_some()
+                && entry.generation > 0
+                && head.saturating_sub(entry.generation) > self.options.max_pinned_generations
+            {
+                entry.pin = None;
+                changed = true;
+            }
+        }
+        if changed {
+            write_copies(self.engine.dir(), &copies)?;
+        }
+        Ok(())
+    }
+
+    /// The end of the records of closed generation `generation`.
+    fn closed_end(&self, generation: u64, path: &Path) -> Result<u64> {
+        if let Some(end) = self.ends.lock().get(&generation) {
+            return Ok(*end);
+        }
+        let scan = generation::scan(path, Some(self.engine.guid()), |_| Ok(()))?;
+        if let Some(damage) = scan.damage {
+            return Err(Error::corrupted(path, damage.offset, damage.reason));
+        }
+        let mut ends = self.ends.lock();
+        if ends.len() > 4096 {
+            ends.clear();
+        }
+        ends.insert(generation, scan.end_offset);
+        Ok(scan.end_offset)
+    }
+}
+
+/// Reads `[offset, end)` of `file` cut at the last whole record frame that fits in `max` bytes (at least one
+/// whole frame, however large). `offset` is 0 (the header comes first) or a frame boundary.
+fn read_frames(file: &File, path: &Path, offset: u64, end: u64, max: usize) -> Result<Vec<u8>> {
+    let start = offset;
+    let mut at = if offset == 0 { HEADER_LEN as u64 } else { offset };
+    let limit = start + max as u64;
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    while at + FRAME_HEADER_LEN as u64 <= end {
+        file.read_exact_at(&mut header, at).at(path)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        let next = at + FRAME_HEADER_LEN as u64 + len;
+        if len == 0 || next > end {
+            return Err(Error::corrupted(path, at, "frame does not end within the durable log"));
+        }
+        if next > limit && at > start.max(HEADER_LEN as u64) {
+            break;
+        }
+        at = next;
+        if at >= limit {
+            break;
+        }
+    }
+    let len = usize::try_from(at - start).map_err(|_| Error::corrupted(path, start, "chunk too large"))?;
+    if len > MAX_CHUNK_BYTES {
+        return Err(Error::corrupted(path, start, "chunk larger than the largest record"));
+    }
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, start).at(path)?;
+    Ok(bytes)
+}
+
+impl<M: StateMachine> LogSource for ShippingSource<M> {
+    fn hello(&self, hello: Hello) -> Result<SourceInfo> {
+        self.check_epoch(hello.known_epoch)?;
+        self.keep(hello.copy, hello.keep_lsn, 0)?;
+        Ok(self.info())
+    }
+
+    fn read(&self, request: ReadRequest) -> Result<Chunk> {
+        self.check_epoch(request.known_epoch)?;
+        let shipping = &self.engine.inner.shipping;
+        shipping.acknowledge(request.copy, request.durable_lsn);
+        self.keep(request.copy, request.keep_lsn, request.generation)?;
+        let deadline = Instant::now() + Duration::from_millis(u64::from(request.wait_millis)).min(MAX_WAIT);
+        let max = (request.max_bytes as usize).clamp(FRAME_HEADER_LEN + 1, MAX_CHUNK_BYTES);
+        loop {
+            let info = self.info();
+            let position: LogPosition = info.position;
+            if request.generation < info.oldest_generation {
+                return Err(Error::LogTruncated { generation: request.generation, oldest: info.oldest_generation });
+            }
+            let available = request.generation < position.generation
+                || (request.generation == position.generation
+                    && request.block_mode
+                    && (request.offset == 0 || request.offset < position.offset));
+            if available {
+                let path = self.engine.dir().join(LOGS_DIR).join(generation::file_name(request.generation));
+                let closed = request.generation < position.generation;
+                let end = if closed { self.closed_end(request.generation, &path)? } else { position.offset };
+                if request.offset > end || (request.offset != 0 && request.offset < HEADER_LEN as u64) {
+                    return Err(Error::Shipping(format!(
+                        "offset {} is outside generation {} (its records end at {end})",
+                        request.offset, request.generation
+                    )));
+                }
+                let file = File::open(&path).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        Error::LogTruncated { generation: request.generation, oldest: info.oldest_generation }
+                    }
+                    _ => Error::io(&path, e),
+                })?;
+                let bytes = read_frames(&file, &path, request.offset, end, max)?;
+                let reached = request.offset + bytes.len() as u64;
+                return Ok(Chunk {
+                    generation: request.generation,
+                    offset: request.offset,
+                    closed: closed && reached == end,
+                    bytes,
+                    source: info,
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Chunk {
+                    generation: request.generation,
+                    offset: request.offset,
+                    bytes: Vec::new(),
+                    closed: false,
+                    source: info,
+                });
+            }
+            shipping.wait_past(position, deadline - now);
+        }
+    }
+
+    fn headers(&self, from: u64) -> Result<Vec<Vec<u8>>> {
+        generation_headers(&self.engine.dir().join(LOGS_DIR), from)
+    }
+
+    fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPart> {
+        let mut snapshots = self.snapshots.lock();
+        if request.offset == 0 {
+            // A new snapshot: pin the log first, from an LSN the snapshot will have applied at least.
+            let applied = self.engine.status().applied_lsn;
+            self.keep(request.copy, applied + 1, 0)?;
+            let path = self.engine.dir().join(format!("seed-{}.mdb", request.copy));
+            let applied_lsn = self.engine.snapshot_state(&path)?;
+            let file = File::open(&path).at(&path)?;
+            let total = file.metadata().at(&path)?.len();
+            if let Some(old) = snapshots.insert(request.copy, SnapshotFile { path, file, total, applied_lsn }) {
+                drop(old.file);
+            }
+        }
+        serve_snapshot(&mut snapshots, request)
+    }
+
+    fn goodbye(&self, copy: CopyId) -> Result<()> {
+        self.engine.inner.shipping.forget(copy);
+        let mut copies = self.copies.lock();
+        if copies.remove(&copy).is_some() {
+            write_copies(self.engine.dir(), &copies)?;
+        }
+        if let Some(s) = self.snapshots.lock().remove(&copy) {
+            let _ = fs::remove_file(&s.path);
+        }
+        Ok(())
+    }
+}
+
+/// Serves one piece of a prepared snapshot, deleting the file once its last byte was served.
+fn serve_snapshot(snapshots: &mut HashMap<CopyId, SnapshotFile>, request: SnapshotRequest) -> Result<SnapshotPart> {
+    let snap = snapshots
+        .get(&request.copy)
+        .ok_or_else(|| Error::Shipping("no snapshot in progress for this copy; start at offset 0".into()))?;
+    if request.offset > snap.total {
+        return Err(Error::Shipping(format!("snapshot offset {} beyond its length {}", request.offset, snap.total)));
+    }
+    let len = (snap.total - request.offset).min(u64::from(request.max_bytes).clamp(4096, MAX_CHUNK_BYTES as u64));
+    let mut bytes = vec![0u8; len as usize];
+    snap.file.read_exact_at(&mut bytes, request.offset).at(&snap.path)?;
+    let part = SnapshotPart { offset: request.offset, bytes, total: snap.total, applied_lsn: snap.applied_lsn };
+    if request.offset + len == snap.total
+        && let Some(done) = snapshots.remove(&request.copy)
+    {
+        fs::remove_file(&done.path).at(&done.path)?;
+    }
+    Ok(part)
+}
+
+/// Prepares a snapshot of a passive copy's state for `copy` (seeding from a passive) and serves its pieces.
+pub(crate) struct SnapshotServer {
+    snapshots: Mutex<HashMap<CopyId, SnapshotFile>>,
+}
+
+impl SnapshotServer {
+    pub(crate) fn new() -> Self {
+        SnapshotServer { snapshots: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn serve(
+        &self,
+        request: SnapshotRequest,
+        prepare: impl FnOnce(&Path) -> Result<Lsn>,
+        dir: &Path,
+    ) -> Result<SnapshotPart> {
+        let mut snapshots = self.snapshots.lock();
+        if request.offset == 0 {
+            let path = dir.join(format!("seed-{}.mdb", request.copy));
+            let applied_lsn = prepare(&path)?;
+            let file = File::open(&path).at(&path)?;
+            let total = file.metadata().at(&path)?.len();
+            snapshots.insert(request.copy, SnapshotFile { path, file, total, applied_lsn });
+        }
+        serve_snapshot(&mut snapshots, request)
+    }
+}
+
+/// The raw headers of the generations in `logs` from `from` on (at most 4096).
+pub(crate) fn generation_headers(logs: &Path, from: u64) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for (number, path) in generation::list(logs)?.generations {
+        if number < from {
+            continue;
+        }
+        if out.len() >= 4096 {
+            break;
+        }
+        match generation::read_header(&path, None) {
+            Ok(header) => out.push(header.encode().to_vec()),
+            // Truncated while listing: the ones after it are still there.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn read_copies(dir: &Path) -> Result<Vec<(CopyId, Lsn)>> {
+    let path = dir.join(COPIES_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let (body, crc) = bytes.split_at(bytes.len().saturating_sub(4));
+    if crc.len() != 4 || crc32fast::hash(body).to_le_bytes() != crc || body.len() % 24 != 0 {
+        return Err(Error::corrupted(&path, 0, "copies file does not verify"));
+    }
+    Ok(body
+        .chunks_exact(24)
+        .map(|c| {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&c[..16]);
+            let mut lsn = [0u8; 8];
+            lsn.copy_from_slice(&c[16..]);
+            (crate::types::Guid(id), u64::from_le_bytes(lsn))
+        })
+        .collect())
+}
+
+fn write_copies(dir: &Path, copies: &BTreeMap<CopyId, CopyEntry>) -> Result<()> {
+    let mut body = Vec::with_capacity(copies.len() * 24 + 4);
+    for (id, entry) in copies {
+        if let Some(pin) = &entry.pin {
+            body.extend_from_slice(id.as_bytes());
+            body.extend_from_slice(&pin.lsn().to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    let path = dir.join(COPIES_FILE);
+    let tmp = dir.join(format!("{COPIES_FILE}.tmp"));
+    (|| {
+        fs::write(&tmp, &body)?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, &path)
+    })()
+    .at(&path)?;
+    generation::sync_dir(dir)
+}

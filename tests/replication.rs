@@ -1,0 +1,511 @@
+//! Passive copies: catch-up under load, inspection of bad chunks, lag, activation, fencing, resync, TCP.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Rng, env_u64, key, put};
+use mailstore::kv::{Kv, KvEngine};
+use mailstore::replication::{
+    Chunk, CopyId, CopyOptions, CopyState, Hello, LogSource, MountDial, PassiveCopy, ReadRequest, ResyncOutcome,
+    ShippingKey, ShippingSource, SnapshotPart, SnapshotRequest, SourceInfo, SourceOptions, TcpShippingServer,
+    TcpSource, resync,
+};
+use mailstore::{Engine, Error, OnSyncTimeout, Options, Result, SyncPolicy};
+use tempfile::TempDir;
+
+type Copy = PassiveCopy<Kv>;
+
+fn small_gens() -> Options {
+    Options::default().log_target_size(16 << 10)
+}
+
+fn copy_options() -> CopyOptions {
+    CopyOptions::default().poll(Duration::from_millis(50)).checkpoint_depth(64 << 10)
+}
+
+fn dump_engine(db: &KvEngine) -> Vec<(Vec<u8>, Vec<u8>)> {
+    db.read(|kv, txn| kv.dump(txn)).unwrap()
+}
+
+fn dump_copy(copy: &Copy) -> Vec<(Vec<u8>, Vec<u8>)> {
+    copy.read(|kv, txn| kv.dump(txn)).unwrap()
+}
+
+fn active(dir: &Path) -> (Arc<KvEngine>, Arc<ShippingSource<Kv>>) {
+    let db = Arc::new(Engine::mount(dir, small_gens()).unwrap());
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
+    (db, source)
+}
+
+fn seed(dir: &Path, source: &Arc<ShippingSource<Kv>>, options: CopyOptions) -> Copy {
+    let log: Arc<dyn LogSource> = source.clone();
+    PassiveCopy::seed(dir, source.as_ref(), log, options, |_| {}).unwrap()
+}
+
+/// Waits until the copy has replayed everything the active applied.
+fn catch_up(copy: &Copy, db: &KvEngine) {
+    let target = db.status().applied_lsn;
+    assert!(copy.wait_replayed(target, Duration::from_secs(30)), "copy stuck: {:?}", copy.status());
+}
+
+/// Commits `n` puts from `threads` threads; returns the keys written.
+fn load(db: &KvEngine, threads: u64, n: u64, prefix: &str) {
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for i in 0..n {
+                    db.commit(put(&format!("{prefix}-{t}-{}", key(i)), &"v".repeat((i % 200) as usize + 1))).unwrap();
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn catch_up_under_concurrent_load_gives_equal_state_in_block_and_file_mode() {
+    let seeds = env_u64("MAILSTORE_REPLICATION_SEEDS", 3);
+    for seed_no in 0..seeds {
+        for block_mode in [true, false] {
+            let tmp = TempDir::new().unwrap();
+            let (db, source) = active(&tmp.path().join("active"));
+            let mut rng = Rng::new(seed_no);
+            // Some state before the copy exists: it arrives in the snapshot.
+            load(&db, 2, 50 + rng.below(100), "before");
+            let copy = seed(&tmp.path().join("passive"), &source, copy_options().block_mode(block_mode));
+            // Writes while it catches up.
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = copy.status();
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                });
+                load(&db, 4, 100 + rng.below(200), "during");
+                stop.store(true, Ordering::Relaxed);
+            });
+            if !block_mode {
+                // File mode ships closed generations only.
+                db.roll_log().unwrap();
+            }
+            catch_up(&copy, &db);
+            assert_eq!(dump_copy(&copy), dump_engine(&db), "seed {seed_no}, block mode {block_mode}");
+            let status = copy.status();
+            assert_eq!(status.state, CopyState::Healthy, "{status:?}");
+            assert_eq!(status.replay_queue_length, 0);
+            assert!(db.status().head_generation > 3, "the load should span several generations");
+        }
+    }
+}
+
+#[test]
+fn mailbox_databases_replicate_with_equal_digests() {
+    use mailstore::model::{MailOp, MailStore, MailboxKind, deliver};
+    let tmp = TempDir::new().unwrap();
+    let db: Arc<Engine<MailStore>> = Arc::new(Engine::mount(tmp.path().join("a"), small_gens()).unwrap());
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
+    let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
+    let MailOp::CreateMailbox { guid, .. } = &op else { unreachable!() };
+    let guid = *guid;
+    db.commit(op).unwrap();
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy: PassiveCopy<MailStore> =
+        PassiveCopy::seed(tmp.path().join("p"), source.as_ref(), log, copy_options(), |_| {}).unwrap();
+    for i in 0..60 {
+        let raw = format!("From: bob@example.com\r\nTo: alice@example.com\r\nSubject: note {i}\r\n\r\nbody {i}\r\n");
+        deliver(&db, guid, None, raw.into_bytes()).unwrap();
+    }
+    assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)));
+    let a = db.read(|m, txn| m.digest(txn)).unwrap();
+    let p = copy.read(|m, txn| m.digest(txn)).unwrap();
+    assert_eq!(a, p);
+}
+
+/// How a [`Tamper`] source damages the next chunk it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Damage {
+    None,
+    FlipPayloadByte,
+    Truncate,
+    Duplicate,
+    Reorder,
+    Foreign,
+}
+
+/// A source that damages the chunks of a real source.
+struct Tamper {
+    real: Arc<ShippingSource<Kv>>,
+    foreign: Arc<ShippingSource<Kv>>,
+    damage: parking_lot::Mutex<Damage>,
+    previous: parking_lot::Mutex<Option<Chunk>>,
+}
+
+impl LogSource for Tamper {
+    fn hello(&self, hello: Hello) -> Result<SourceInfo> {
+        self.real.hello(hello)
+    }
+    fn read(&self, request: ReadRequest) -> Result<Chunk> {
+        let damage = *self.damage.lock();
+        let mut chunk = match damage {
+            Damage::Foreign => self.foreign.read(ReadRequest { offset: 0, ..request })?,
+            Damage::Reorder => {
+                self.real.read(ReadRequest { generation: request.generation + 1, offset: 0, ..request })?
+            }
+            _ => self.real.read(request)?,
+        };
+        if !chunk.bytes.is_empty() {
+            match damage {
+                Damage::FlipPayloadByte => {
+                    let at = chunk.bytes.len() - 3;
+                    chunk.bytes[at] ^= 0x10;
+                }
+                Damage::Truncate => {
+                    let len = chunk.bytes.len() - 5;
+                    chunk.bytes.truncate(len);
+                }
+                Damage::Duplicate => {
+                    if let Some(prev) = self.previous.lock().clone() {
+                        chunk = prev;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !chunk.bytes.is_empty() && damage == Damage::None {
+            *self.previous.lock() = Some(chunk.clone());
+        }
+        Ok(chunk)
+    }
+    fn headers(&self, from: u64) -> Result<Vec<Vec<u8>>> {
+        self.real.headers(from)
+    }
+    fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPart> {
+        self.real.snapshot(request)
+    }
+    fn goodbye(&self, copy: CopyId) -> Result<()> {
+        self.real.goodbye(copy)
+    }
+}
+
+#[test]
+fn corrupt_truncated_duplicated_reordered_and_foreign_chunks_are_rejected_and_nothing_applied() {
+    for damage in [Damage::FlipPayloadByte, Damage::Truncate, Damage::Duplicate, Damage::Reorder, Damage::Foreign] {
+        let tmp = TempDir::new().unwrap();
+        let (db, real) = active(&tmp.path().join("active"));
+        let (_other, foreign) = active(&tmp.path().join("other"));
+        _other.commit(put("foreign", "x")).unwrap();
+        load(&db, 1, 20, "a");
+        let tamper = Arc::new(Tamper {
+            real: Arc::clone(&real),
+            foreign,
+            damage: parking_lot::Mutex::new(Damage::None),
+            previous: parking_lot::Mutex::new(None),
+        });
+        let log: Arc<dyn LogSource> = tamper.clone();
+        let copy: Copy = PassiveCopy::seed(tmp.path().join("p"), real.as_ref(), log, copy_options(), |_| {}).unwrap();
+        load(&db, 1, 30, "b");
+        catch_up(&copy, &db);
+        let good = dump_copy(&copy);
+        let good_lsn = copy.status().last_replayed_lsn;
+
+        copy.suspend().unwrap();
+        *tamper.damage.lock() = damage;
+        copy.resume().unwrap();
+        if damage == Damage::Reorder {
+            // The next generation must exist for a reordered chunk to be served.
+            db.roll_log().unwrap();
+        }
+        load(&db, 1, 40, "c");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while copy.status().state != CopyState::Failed {
+            assert!(std::time::Instant::now() < deadline, "{damage:?} not rejected: {:?}", copy.status());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let status = copy.status();
+        assert!(status.reason.as_deref().unwrap_or("").contains("rejected"), "{damage:?}: {status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(copy.status().last_replayed_lsn, good_lsn, "{damage:?}: nothing of the bad chunk replayed");
+        assert_eq!(dump_copy(&copy), good, "{damage:?}");
+
+        // With the damage gone, resuming catches up.
+        *tamper.damage.lock() = Damage::None;
+        copy.resume().unwrap();
+        catch_up(&copy, &db);
+        assert_eq!(dump_copy(&copy), dump_engine(&db), "{damage:?}");
+    }
+}
+
+#[test]
+fn lagged_copy_replays_nothing_before_its_lag_and_plays_down_to_the_head() {
+    let tmp = TempDir::new().unwrap();
+    let (db, source) = active(&tmp.path().join("active"));
+    let lag = Duration::from_secs(3600);
+    let copy = seed(&tmp.path().join("lagged"), &source, copy_options().replay_lag(lag).truncation_lag(lag));
+    let seeded = copy.status().last_replayed_lsn;
+    load(&db, 2, 200, "x");
+    let head = db.status().applied_lsn;
+    // Everything is copied and inspected ...
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while copy.status().last_inspected_lsn < head {
+        assert!(std::time::Instant::now() < deadline, "{:?}", copy.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // ... but nothing replayed before the lag.
+    let status = copy.status();
+    assert_eq!(status.last_replayed_lsn, seeded, "{status:?}");
+    assert!(status.replay_queue_length > 0);
+    // The active keeps what the lagged copy still keeps.
+    db.checkpoint().unwrap();
+    assert!(db.status().oldest_lsn <= seeded + 1, "{:?}", db.status());
+    // A play-down reaches the head.
+    assert!(copy.play_down(Duration::from_secs(30)));
+    assert_eq!(copy.status().last_replayed_lsn, head);
+    assert_eq!(dump_copy(&copy), dump_engine(&db));
+}
+
+#[test]
+fn activation_obeys_the_mount_dial() {
+    let tmp = TempDir::new().unwrap();
+    let (db, source) = active(&tmp.path().join("active"));
+    let copy = seed(&tmp.path().join("p"), &source, copy_options());
+    load(&db, 1, 20, "a");
+    catch_up(&copy, &db);
+    copy.suspend().unwrap();
+    // Nine generations the copy will not have.
+    for _ in 0..9 {
+        db.commit(put("filler", "f")).unwrap();
+        db.roll_log().unwrap();
+    }
+    let info = source.hello(Hello { copy: copy.id(), known_epoch: 0, keep_lsn: 0 }).unwrap();
+    assert!(info.position.generation >= 10);
+    drop(source);
+    let dir = copy.dir().to_path_buf();
+    drop(copy);
+    drop(db);
+
+    // Reopen the copy against a source that knows the position but serves nothing new (a dead active's last
+    // word): a source that only answers hello.
+    struct Dead(SourceInfo);
+    impl LogSource for Dead {
+        fn hello(&self, _: Hello) -> Result<SourceInfo> {
+            Ok(self.0)
+        }
+        fn read(&self, r: ReadRequest) -> Result<Chunk> {
+            Ok(Chunk { generation: r.generation, offset: r.offset, bytes: Vec::new(), closed: false, source: self.0 })
+        }
+        fn headers(&self, _: u64) -> Result<Vec<Vec<u8>>> {
+            Ok(Vec::new())
+        }
+        fn snapshot(&self, _: SnapshotRequest) -> Result<SnapshotPart> {
+            Err(Error::Shipping("dead".into()))
+        }
+        fn goodbye(&self, _: CopyId) -> Result<()> {
+            Ok(())
+        }
+    }
+    let copy: Copy = PassiveCopy::open(&dir, Arc::new(Dead(info)), copy_options()).unwrap();
+    copy.resume().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while copy.status().source_generation == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let missing = copy.status().copy_queue_length;
+    assert!((7..=12).contains(&missing), "missing {missing}: {:?}", copy.status());
+    assert!(matches!(copy.check_activation(MountDial::Lossless), Err(Error::ActivationRefused { .. })));
+    assert!(matches!(copy.check_activation(MountDial::GoodAvailability), Err(Error::ActivationRefused { .. })));
+    let engine = copy.activate(MountDial::BestAvailability, 2, small_gens()).unwrap();
+    let status = engine.status();
+    assert_eq!(status.epoch, 2);
+    engine.commit(put("after", "failover")).unwrap();
+    assert_eq!(common::get(&engine, "after").as_deref(), Some(&b"failover"[..]));
+}
+
+#[test]
+fn failover_fences_the_old_active_and_it_reseeds_with_its_diverged_commits_reported() {
+    let tmp = TempDir::new().unwrap();
+    let (old, old_source) = active(&tmp.path().join("a"));
+    let copy = seed(&tmp.path().join("b"), &old_source, copy_options());
+    load(&old, 2, 50, "shared");
+    catch_up(&copy, &old);
+    // The link breaks; the old active goes on alone (its clients see success: asynchronous mode).
+    copy.suspend().unwrap();
+    let shared_lsn = copy.status().last_copied_lsn;
+    load(&old, 1, 25, "diverged");
+    let old_last = old.status().applied_lsn;
+    assert_eq!(old_last - shared_lsn, 25);
+
+    // Activate the copy (BestAvailability: it may miss what the old active wrote alone).
+    let new: Arc<KvEngine> = Arc::new(copy.activate(MountDial::BestAvailability, 2, small_gens()).unwrap());
+    assert_eq!(new.status().epoch, 2);
+    load(&new, 1, 30, "new");
+    let new_source = Arc::new(ShippingSource::new(Arc::clone(&new), SourceOptions::default()).unwrap());
+
+    // Split brain: a copy that knows epoch 2 talks to the old active: it fences itself, and writes stop.
+    let refused = old_source.hello(Hello { copy: mailstore::Guid::new_random(), known_epoch: 2, keep_lsn: 0 });
+    assert!(matches!(refused, Err(Error::Fenced { epoch: 2, current: 1 })), "{refused:?}");
+    assert!(matches!(old.commit(put("late", "x")), Err(Error::Fenced { .. })));
+    assert_eq!(old.status().fenced_by, Some(2));
+    drop(old_source);
+    let old = Arc::try_unwrap(old).ok().unwrap();
+    old.dismount().unwrap();
+    // A fenced database refuses to mount as an active.
+    let again = Engine::<Kv>::mount(tmp.path().join("a"), small_gens());
+    assert!(matches!(again, Err(Error::Fenced { .. })), "{again:?}");
+
+    // The old active comes back: its state applied diverged commits, so it must be reseeded; they are reported.
+    let outcome = resync::<Kv>(tmp.path().join("a"), new_source.as_ref()).unwrap();
+    let ResyncOutcome::NeedsReseed(diverged) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(diverged.common_lsn, shared_lsn);
+    assert_eq!(diverged.records(), 25);
+    let log: Arc<dyn LogSource> = new_source.clone();
+    let reseeded: Copy =
+        PassiveCopy::seed(tmp.path().join("a"), new_source.as_ref(), log, copy_options(), |_| {}).unwrap();
+    catch_up(&reseeded, &new);
+    let state = dump_copy(&reseeded);
+    assert_eq!(state, dump_engine(&new));
+    assert!(!state.iter().any(|(k, _)| k.starts_with(b"diverged")), "diverged commits must never be merged");
+}
+
+#[test]
+fn a_lagged_copy_with_diverged_log_resynchronizes_by_discarding_it() {
+    let tmp = TempDir::new().unwrap();
+    let (a, a_source) = active(&tmp.path().join("a"));
+    let b = seed(&tmp.path().join("b"), &a_source, copy_options());
+    let lag = Duration::from_secs(3600);
+    let c = seed(&tmp.path().join("c"), &a_source, copy_options().replay_lag(lag));
+    load(&a, 1, 40, "shared");
+    catch_up(&b, &a);
+    b.suspend().unwrap();
+    let common = b.status().last_copied_lsn;
+    load(&a, 1, 15, "only-c");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while c.status().last_inspected_lsn < a.status().applied_lsn {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(a_source);
+    drop(a);
+    // B becomes active; C copied more than B has, but replayed none of it (lag).
+    let b_engine: Arc<KvEngine> = Arc::new(b.activate(MountDial::BestAvailability, 2, small_gens()).unwrap());
+    load(&b_engine, 1, 20, "b");
+    let b_source = Arc::new(ShippingSource::new(Arc::clone(&b_engine), SourceOptions::default()).unwrap());
+    let c_dir = c.dir().to_path_buf();
+    c.close().unwrap();
+    let outcome = resync::<Kv>(&c_dir, b_source.as_ref()).unwrap();
+    let ResyncOutcome::Resynchronized(diverged) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(diverged.common_lsn, common);
+    assert_eq!(diverged.records(), 15);
+    assert!(!diverged.files.is_empty() && diverged.files.iter().all(|f| f.exists()));
+    let log: Arc<dyn LogSource> = b_source.clone();
+    let c: Copy = PassiveCopy::open(&c_dir, log, copy_options()).unwrap();
+    assert!(c.play_down(Duration::from_secs(30)));
+    catch_up(&c, &b_engine);
+    assert_eq!(dump_copy(&c), dump_engine(&b_engine));
+}
+
+#[test]
+fn synchronous_mode_acknowledges_only_what_a_copy_holds() {
+    let tmp = TempDir::new().unwrap();
+    let policy = SyncPolicy { copies: 1, timeout: Duration::from_millis(300), on_timeout: OnSyncTimeout::Fail };
+    let db = Arc::new(Engine::<Kv>::mount(tmp.path().join("a"), small_gens().synchronous(policy)).unwrap());
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
+    // No copy yet: the commit is durable locally but reported as not replicated.
+    let lonely = db.commit(put("lonely", "1"));
+    assert!(matches!(lonely, Err(Error::NotReplicated { copies: 0, required: 1, .. })), "{lonely:?}");
+    let copy = seed(&tmp.path().join("p"), &source, copy_options());
+    let acked = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let db = &db;
+            let copy = &copy;
+            let acked = &acked;
+            s.spawn(move || {
+                for i in 0..50 {
+                    let committed = db.commit(put(&format!("k{t}-{i}"), "v")).unwrap();
+                    // Acknowledged means the copy has it in its log.
+                    assert!(copy.status().last_copied_lsn >= committed.lsn);
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(acked.load(Ordering::Relaxed), 200);
+    // Degrade: without copies, commits go on after one timeout.
+    db.set_sync_policy(Some(SyncPolicy { on_timeout: OnSyncTimeout::Degrade, ..policy }));
+    copy.close().unwrap();
+    source.goodbye(mailstore::Guid::new_random()).unwrap();
+    // The closed copy still counts until it says goodbye; forget it through the source.
+    for (id, _) in source.copies() {
+        source.goodbye(id).unwrap();
+    }
+    db.commit(put("degraded", "1")).unwrap();
+    assert!(db.status().sync_degraded);
+}
+
+#[test]
+fn tcp_transport_refuses_a_wrong_key_and_resumes_a_cut_connection_without_loss_or_duplication() {
+    let tmp = TempDir::new().unwrap();
+    let (db, source) = active(&tmp.path().join("a"));
+    load(&db, 1, 30, "a");
+    let key = ShippingKey::from_passphrase("correct horse");
+    let server = TcpShippingServer::bind("127.0.0.1:0", source.clone(), key.clone()).unwrap();
+    let addr = server.local_addr().to_string();
+
+    let wrong = TcpSource::new(&addr, ShippingKey::from_passphrase("wrong")).retry_for(Duration::from_millis(200));
+    let refused = wrong.hello(Hello { copy: mailstore::Guid::new_random(), known_epoch: 0, keep_lsn: 0 });
+    assert!(matches!(&refused, Err(Error::Shipping(m)) if m.contains("authentication")), "{refused:?}");
+
+    let tcp = Arc::new(TcpSource::new(&addr, key));
+    let log: Arc<dyn LogSource> = tcp.clone();
+    let copy: Copy = PassiveCopy::seed(tmp.path().join("p"), tcp.as_ref(), log, copy_options(), |_| {}).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let stop = &stop;
+        let tcp = &tcp;
+        s.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(15));
+                tcp.disconnect();
+            }
+        });
+        // Keep writing until the link has been cut several times.
+        for round in 0..200 {
+            load(&db, 2, 20, &format!("b{round}"));
+            if tcp.connects() > 5 {
+                break;
+            }
+        }
+        catch_up(&copy, &db);
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(tcp.connects() > 5, "the connection should have been cut and remade");
+    assert_eq!(dump_copy(&copy), dump_engine(&db));
+    assert_eq!(copy.status().state, CopyState::Healthy);
+}
+
+#[test]
+fn seeding_from_a_healthy_passive_while_the_active_takes_writes() {
+    let tmp = TempDir::new().unwrap();
+    let (db, source) = active(&tmp.path().join("a"));
+    load(&db, 2, 100, "a");
+    let first = seed(&tmp.path().join("p1"), &source, copy_options());
+    catch_up(&first, &db);
+    let from_passive = first.seeding_source();
+    let log: Arc<dyn LogSource> = source.clone();
+    let mut progress = Vec::new();
+    let second: Copy = std::thread::scope(|s| {
+        let db = &db;
+        s.spawn(move || load(db, 2, 100, "during"));
+        PassiveCopy::seed(tmp.path().join("p2"), from_passive.as_ref(), log, copy_options(), |p| progress.push(p))
+            .unwrap()
+    });
+    assert!(progress.last().is_some_and(|p| p.bytes == p.total && p.total > 0));
+    catch_up(&second, &db);
+    assert_eq!(dump_copy(&second), dump_engine(&db));
+}
