@@ -509,3 +509,122 @@ fn seeding_from_a_healthy_passive_while_the_active_takes_writes() {
     catch_up(&second, &db);
     assert_eq!(dump_copy(&second), dump_engine(&db));
 }
+
+/// Child process of [`sigkill_of_a_synchronous_active_loses_no_acknowledged_commit`]: an active in synchronous
+/// mode serving its log over TCP, committing from four threads and printing every acknowledged key.
+#[test]
+#[ignore = "run as a child process by sigkill_of_a_synchronous_active_loses_no_acknowledged_commit"]
+fn sync_active_child() {
+    use std::io::Write;
+    let Ok(dir) = std::env::var("MAILSTORE_SYNC_DIR") else { return };
+    let policy = SyncPolicy { copies: 1, timeout: Duration::from_secs(5), on_timeout: OnSyncTimeout::Fail };
+    let db = Arc::new(Engine::<Kv>::mount(&dir, small_gens().synchronous(policy)).unwrap());
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
+    let server = TcpShippingServer::bind("127.0.0.1:0", source, ShippingKey::from_passphrase("k")).unwrap();
+    println!("port {}", server.local_addr().port());
+    println!("mounted");
+    std::io::stdout().flush().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let db = &db;
+            s.spawn(move || {
+                for i in 0.. {
+                    let k = format!("t{t}-{i:08}");
+                    if db.commit(put(&k, "v")).is_ok() {
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "ack {k}");
+                        let _ = out.flush();
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn sigkill_of_a_synchronous_active_loses_no_acknowledged_commit() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let rounds = env_u64("MAILSTORE_SYNC_KILLS", 3);
+    let mut rng = Rng::new(common::seed_from("MAILSTORE_SYNC_SEED"));
+    for round in 0..rounds {
+        let tmp = TempDir::new().unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sync_active_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("MAILSTORE_SYNC_DIR", tmp.path().join("active"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    [.., "port", port] => {
+                        let _ = port_tx.send(port.parse::<u16>().unwrap());
+                    }
+                    ["ack", k] => acks.push((*k).to_owned()),
+                    _ => {}
+                }
+            }
+            acks
+        });
+        let port = port_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        let tcp = Arc::new(
+            TcpSource::new(format!("127.0.0.1:{port}"), ShippingKey::from_passphrase("k"))
+                .retry_for(Duration::from_millis(200)),
+        );
+        let log: Arc<dyn LogSource> = tcp.clone();
+        let copy: Copy =
+            PassiveCopy::seed(tmp.path().join("passive"), tcp.as_ref(), log, copy_options(), |_| {}).unwrap();
+        std::thread::sleep(Duration::from_millis(200 + rng.below(600)));
+        child.kill().unwrap(); // SIGKILL, mid-stream
+        child.wait().unwrap();
+        let acked = reader.join().unwrap();
+        assert!(!acked.is_empty(), "round {round}: the child acknowledged nothing");
+        let engine = copy.activate(MountDial::Lossless, 2, small_gens()).unwrap();
+        let lost: Vec<&String> = acked.iter().filter(|k| common::get(&engine, k).is_none()).collect();
+        assert!(lost.is_empty(), "round {round}: {} of {} acknowledged commits lost: {lost:?}", lost.len(), acked.len());
+    }
+}
+
+#[test]
+fn a_suspended_copy_pins_the_log_only_up_to_the_guard() {
+    let tmp = TempDir::new().unwrap();
+    let db = Arc::new(Engine::<Kv>::mount(tmp.path().join("a"), small_gens()).unwrap());
+    let options = SourceOptions::default().max_pinned_generations(4);
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), options).unwrap());
+    let copy = seed(&tmp.path().join("p"), &source, copy_options());
+    load(&db, 1, 10, "a");
+    catch_up(&copy, &db);
+    copy.suspend().unwrap();
+    let pinned_from = db.status().oldest_generation;
+    // Within the guard, the suspended copy's generations stay.
+    for _ in 0..3 {
+        db.commit(put("x", "y")).unwrap();
+        db.roll_log().unwrap();
+    }
+    db.checkpoint().unwrap();
+    assert_eq!(db.status().oldest_generation, pinned_from, "the suspended copy's log must be kept");
+    // Past the guard (noticed at the next request of any copy), its pin goes and the log is truncated.
+    for _ in 0..6 {
+        db.commit(put("x", "y")).unwrap();
+        db.roll_log().unwrap();
+    }
+    let other = seed(&tmp.path().join("q"), &source, copy_options());
+    catch_up(&other, &db);
+    db.checkpoint().unwrap();
+    assert!(db.status().oldest_generation > pinned_from, "{:?}", db.status());
+    // The suspended copy, resumed, finds its log gone: it fails and asks for a reseed.
+    copy.resume().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while copy.status().state != CopyState::Failed {
+        assert!(std::time::Instant::now() < deadline, "{:?}", copy.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(copy.status().reason.unwrap().contains("reseed"));
+}

@@ -464,6 +464,12 @@ impl<M: StateMachine> Engine<M> {
             fs::create_dir_all(&dir).at(&dir)?;
         }
         let lock = DirLock::exclusive(&dir)?;
+        if activate.is_none() && crate::replication::is_passive_copy(&dir) {
+            return Err(Error::NotADatabase {
+                path: dir,
+                reason: "it is a passive copy: activate it (PassiveCopy::activate, `mailstore activate`)".into(),
+            });
+        }
         let fence = ship::read_fence(&dir)?;
         let recovered = recovery::mount(&dir, &options, activate.map(|min| min.max(fence.unwrap_or(0) + 1)))?;
         let recovery::Mounted { state, checkpoint, log, present, report, epoch, policy } = recovered;

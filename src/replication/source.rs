@@ -37,6 +37,14 @@ pub struct SourceOptions {
     pub max_pinned_generations: u64,
 }
 
+impl SourceOptions {
+    /// Sets [`SourceOptions::max_pinned_generations`].
+    pub fn max_pinned_generations(mut self, generations: u64) -> Self {
+        self.max_pinned_generations = generations;
+        self
+    }
+}
+
 impl Default for SourceOptions {
     fn default() -> Self {
         SourceOptions { max_pinned_generations: 4096 }
@@ -131,7 +139,9 @@ impl<M: StateMachine> ShippingSource<M> {
             match &entry.pin {
                 Some(pin) => pin.advance(keep_lsn),
                 None => {
-                    entry.pin = Some(self.engine.pin_log(keep_lsn)?);
+                    // What the copy keeps below the oldest record here, it keeps in its own log.
+                    let oldest = self.engine.status().oldest_lsn;
+                    entry.pin = Some(self.engine.pin_log(keep_lsn.max(oldest))?);
                     changed = true;
                 }
             }
@@ -212,6 +222,10 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
         self.check_epoch(request.known_epoch)?;
         let shipping = &self.engine.inner.shipping;
         shipping.acknowledge(request.copy, request.durable_lsn);
+        let oldest = self.engine.status().oldest_generation;
+        if request.generation < oldest {
+            return Err(Error::LogTruncated { generation: request.generation, oldest });
+        }
         self.keep(request.copy, request.keep_lsn, request.generation)?;
         let deadline = Instant::now() + Duration::from_millis(u64::from(request.wait_millis)).min(MAX_WAIT);
         let max = (request.max_bytes as usize).clamp(FRAME_HEADER_LEN + 1, MAX_CHUNK_BYTES);
