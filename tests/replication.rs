@@ -588,7 +588,12 @@ fn sigkill_of_a_synchronous_active_loses_no_acknowledged_commit() {
         assert!(!acked.is_empty(), "round {round}: the child acknowledged nothing");
         let engine = copy.activate(MountDial::Lossless, 2, small_gens()).unwrap();
         let lost: Vec<&String> = acked.iter().filter(|k| common::get(&engine, k).is_none()).collect();
-        assert!(lost.is_empty(), "round {round}: {} of {} acknowledged commits lost: {lost:?}", lost.len(), acked.len());
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} of {} acknowledged commits lost: {lost:?}",
+            lost.len(),
+            acked.len()
+        );
     }
 }
 
@@ -627,4 +632,30 @@ fn a_suspended_copy_pins_the_log_only_up_to_the_guard() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(copy.status().reason.unwrap().contains("reseed"));
+}
+
+#[test]
+fn a_copy_behind_the_activated_one_resyncs_without_divergence_and_catches_up() {
+    let tmp = TempDir::new().unwrap();
+    let (a, a_source) = active(&tmp.path().join("a"));
+    let behind = seed(&tmp.path().join("b"), &a_source, copy_options());
+    let ahead = seed(&tmp.path().join("c"), &a_source, copy_options());
+    load(&a, 1, 30, "x");
+    catch_up(&behind, &a);
+    behind.suspend().unwrap();
+    load(&a, 1, 10, "y");
+    catch_up(&ahead, &a);
+    drop(a_source);
+    drop(a);
+    let c: Arc<KvEngine> = Arc::new(ahead.activate(MountDial::Lossless, 2, small_gens()).unwrap());
+    load(&c, 1, 10, "z");
+    let c_source = Arc::new(ShippingSource::new(Arc::clone(&c), SourceOptions::default()).unwrap());
+    let dir = behind.dir().to_path_buf();
+    behind.close().unwrap();
+    let outcome = resync::<Kv>(&dir, c_source.as_ref()).unwrap();
+    assert!(matches!(outcome, ResyncOutcome::InSync { .. }), "{outcome:?}");
+    let log: Arc<dyn LogSource> = c_source.clone();
+    let b: Copy = PassiveCopy::open(&dir, log, copy_options()).unwrap();
+    catch_up(&b, &c);
+    assert_eq!(dump_copy(&b), dump_engine(&c));
 }

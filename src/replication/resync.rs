@@ -132,6 +132,13 @@ pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) ->
                     "the logs diverge at generation {split}, before the oldest generation this copy has: reseed it"
                 ));
             };
+            if split > last_header.generation && our_last <= n {
+                // We are behind the source inside our last generation: nothing diverged that we can see. The
+                // copier checks the rest when it receives it (the next header's chain must match our bytes).
+                write_fence(dir, info.epoch.max(known_epoch))?;
+                write_copy_file(dir, &CopyFile { id, suspended: false, failed: None })?;
+                return Ok(ResyncOutcome::InSync { lsn: our_last });
+            }
             match prefix_through(prev_path, prev_header, n)? {
                 Some((_, crc)) if crc == next.prev_checksum => n,
                 _ => {
