@@ -466,3 +466,61 @@ fn mailbox_listings() {
     let recover = mailstore(&["recover"], dir.path());
     assert_eq!(recover.code, 0, "{recover:?}");
 }
+
+#[test]
+fn seed_copy_status_and_activate_over_tcp() {
+    use mailstore::replication::{ShippingKey, ShippingSource, SourceOptions, TcpShippingServer};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Arc::new(KvEngine::mount(tmp.path().join("active"), Options::default().log_target_size(8192)).unwrap());
+    for i in 0..200 {
+        db.commit(KvOp::Put { key: key(0, i), value: value(0, i, 64) }).unwrap();
+    }
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
+    let server = TcpShippingServer::bind("127.0.0.1:0", source, ShippingKey::from_passphrase("cli test")).unwrap();
+    let addr = server.local_addr().to_string();
+    let copy = tmp.path().join("copy");
+    let copy_arg = copy.display().to_string();
+    let run = |args: &[&str], key: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_mailstore"))
+            .args(args)
+            .env("MAILSTORE_SHIPPING_KEY", key)
+            .output()
+            .unwrap();
+        let run = Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        };
+        eprintln!("$ mailstore {}\n{}{}[exit {}]", args.join(" "), run.stdout, run.stderr, run.code);
+        run
+    };
+    // A wrong key is refused.
+    let refused = run(&["seed", &copy_arg, "--source", &addr, "--machine", "kv"], "wrong");
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("authentication"), "{refused:?}");
+
+    let seeded = run(&["seed", &copy_arg, "--source", &addr, "--machine", "kv"], "cli test");
+    assert_eq!(seeded.code, 0, "{seeded:?}");
+    assert_eq!(field(&seeded.stdout, "last replayed LSN"), Some("200"));
+
+    // The active goes on; the offline copy measures its queue against it.
+    for i in 0..200 {
+        db.commit(KvOp::Put { key: key(1, i), value: value(1, i, 64) }).unwrap();
+    }
+    let status = run(&["copy-status", &copy_arg, "--source", &addr], "cli test");
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(field(&status.stdout, "state"), Some("Dismounted"));
+    let queue: u64 = field(&status.stdout, "copy queue length").unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(queue > 0, "{status:?}");
+
+    // Activation with the active still reachable copies what is left first; Lossless then holds.
+    let activated = run(&["activate", &copy_arg, "--dial", "lossless", "--source", &addr], "cli test");
+    assert_eq!(activated.code, 0, "{activated:?}");
+    assert!(activated.stdout.contains("epoch 2"), "{activated:?}");
+    drop(server);
+    let expected = db.read(|kv, txn| kv.dump(txn)).unwrap();
+    let new = KvEngine::mount(&copy, Options::default().create_if_missing(false)).unwrap();
+    assert_eq!(new.read(|kv, txn| kv.dump(txn)).unwrap(), expected);
+    assert_eq!(new.status().epoch, 2);
+}

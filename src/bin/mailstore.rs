@@ -23,6 +23,21 @@
 //!   policy stored in it (so generations a backup still needs stay). A database damaged inside its log (not
 //!   just at its tail) is refused, unchanged.
 //!
+//! - `mailstore copy-status PATH [--source HOST:PORT]`: the status of a passive copy that is not open: its
+//!   state, copy and replay queue lengths (against the active at `--source` when given, otherwise against the
+//!   position the copy last saw), last copied and replayed LSN, epoch.
+//! - `mailstore seed PATH --source HOST:PORT [--from HOST:PORT] [--machine mail|kv]`: creates a passive copy in
+//!   `PATH` from a consistent snapshot of the active at `--source` (or of the healthy passive serving snapshots
+//!   at `--from`), printing progress, then copies and replays the log until it has caught up with where the
+//!   active stood, and closes it cleanly. A failed copy or an old active in `PATH` is replaced.
+//! - `mailstore activate PATH [--dial lossless|good|best] [--epoch N] [--source HOST:PORT]`: activates a
+//!   passive copy: refuses when more generations are missing than the dial allows (Lossless 0,
+//!   GoodAvailability 6, BestAvailability 12), otherwise replays what it has, starts a new epoch (at least `N`)
+//!   and leaves `PATH` an active database, dismounted cleanly, ready to mount.
+//!
+//! Shipping commands authenticate with the shared key in the environment variable `MAILSTORE_SHIPPING_KEY` (a
+//! passphrase).
+//!
 //! Exit codes:
 //!
 //! - `0`: success; for `check`, the database is healthy.
@@ -40,6 +55,9 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 use heed::RoTxn;
 use mailstore::engine::{
@@ -47,6 +65,10 @@ use mailstore::engine::{
 };
 use mailstore::kv::Kv;
 use mailstore::model::{MailStore, MailboxInfo};
+use mailstore::replication::{
+    self, CopyOptions, CopyState, CopyStatus, Hello, LogSource, MountDial, NoSource, PassiveCopy, ShippingKey,
+    TcpSource,
+};
 use mailstore::{Engine, Guid, Options, RecoveryMode, RecoveryReport, StateMachine, store};
 
 /// Administration of mailstore databases (each command works on a dismounted database).
@@ -83,6 +105,42 @@ enum Command {
     Mailboxes {
         /// A database directory, or a store root (every database in it).
         path: PathBuf,
+    },
+    /// Show the status of a passive copy that is not open.
+    CopyStatus {
+        /// The copy's directory.
+        path: PathBuf,
+        /// The active's shipping address (HOST:PORT), to measure the queues against.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Create a passive copy from a snapshot of a running active, and catch it up.
+    Seed {
+        /// The copy's directory (created; a failed copy or an old active there is replaced).
+        path: PathBuf,
+        /// The active's shipping address (HOST:PORT).
+        #[arg(long)]
+        source: String,
+        /// Take the snapshot from a healthy passive serving snapshots at this address instead.
+        #[arg(long)]
+        from: Option<String>,
+        /// The database's state machine.
+        #[arg(long, default_value = "mail")]
+        machine: String,
+    },
+    /// Activate a passive copy under a mount dial: it becomes an active database with a new epoch.
+    Activate {
+        /// The copy's directory.
+        path: PathBuf,
+        /// How many missing generations to accept: lossless (0), good (6) or best (12).
+        #[arg(long, default_value = "lossless")]
+        dial: String,
+        /// The lowest epoch to start (give one more than any copy reports).
+        #[arg(long, default_value_t = 0)]
+        epoch: u64,
+        /// The active's shipping address, to copy what is left first (leave out when the active is gone).
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Show the folder tree of one mailbox with its IMAP counters.
     Folders {
@@ -132,6 +190,13 @@ fn main() -> ExitCode {
         Command::Check { path } => (path, &check),
         Command::Recover { path } => (path, &recover),
         Command::Mailboxes { path } => (path, &mailboxes),
+        Command::CopyStatus { path, source } => return report(copy_status(path, source.as_deref())),
+        Command::Seed { path, source, from, machine } => {
+            return report(seed(path, source, from.as_deref(), machine));
+        }
+        Command::Activate { path, dial, epoch, source } => {
+            return report(activate(path, dial, *epoch, source.as_deref()));
+        }
         Command::Folders { path, mailbox } => {
             if store::is_store(path) {
                 return report(store_database_holding(path, mailbox).and_then(|dir| folders(&dir, mailbox)));
@@ -466,4 +531,128 @@ fn print_recovery(dir: &Path, r: &RecoveryReport) {
         ],
     );
     println!("dismounted cleanly");
+}
+
+/// The shipping key from `MAILSTORE_SHIPPING_KEY`.
+fn shipping_key() -> Result<ShippingKey, Failure> {
+    let passphrase = std::env::var("MAILSTORE_SHIPPING_KEY")
+        .map_err(|_| Failure::error("set MAILSTORE_SHIPPING_KEY to the shipping passphrase"))?;
+    Ok(ShippingKey::from_passphrase(&passphrase))
+}
+
+fn tcp_source(addr: &str) -> Result<Arc<dyn LogSource>, Failure> {
+    Ok(Arc::new(TcpSource::new(addr, shipping_key()?)))
+}
+
+fn print_copy_status(dir: &Path, s: &CopyStatus) {
+    let micros = |m: u64| if m == 0 { "never".to_string() } else { format!("{m} µs since the Unix epoch") };
+    print_fields(
+        "",
+        &[
+            ("copy", dir.display().to_string()),
+            ("copy id", s.copy.to_string()),
+            ("database", s.database.to_string()),
+            ("state", format!("{:?}", s.state)),
+            ("reason", s.reason.clone().unwrap_or_else(|| "-".into())),
+            ("copy queue length", format!("{} generation(s)", s.copy_queue_length)),
+            ("replay queue length", format!("{} generation(s)", s.replay_queue_length)),
+            ("last copied LSN", format!("{} ({})", s.last_copied_lsn, micros(s.last_copied_micros))),
+            ("last inspected LSN", s.last_inspected_lsn.to_string()),
+            ("last replayed LSN", s.last_replayed_lsn.to_string()),
+            ("checkpoint LSN", s.checkpoint_lsn.to_string()),
+            ("source", format!("generation {}, LSN {}", s.source_generation, s.source_lsn)),
+            ("epoch", s.epoch.to_string()),
+        ],
+    );
+}
+
+fn copy_status(dir: &Path, source: Option<&str>) -> Result<ExitCode, Failure> {
+    let source = source.map(tcp_source).transpose()?;
+    let s = replication::offline_copy_status(dir, source.as_deref())?;
+    print_copy_status(dir, &s);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn seed(dir: &Path, source: &str, from: Option<&str>, machine: &str) -> Result<ExitCode, Failure> {
+    match machine {
+        "mail" => seed_as::<MailStore>(dir, source, from),
+        "kv" => seed_as::<Kv>(dir, source, from),
+        other => Err(Failure::error(format_args!("unknown state machine {other:?} (mail or kv)"))),
+    }
+}
+
+fn seed_as<M: StateMachine>(dir: &Path, source: &str, from: Option<&str>) -> Result<ExitCode, Failure> {
+    let log = tcp_source(source)?;
+    let snapshots = match from {
+        Some(addr) => tcp_source(addr)?,
+        None => Arc::clone(&log),
+    };
+    let mut shown = 0u64;
+    let copy = PassiveCopy::<M>::seed(dir, snapshots.as_ref(), Arc::clone(&log), CopyOptions::default(), |p| {
+        if p.bytes == p.total || p.bytes >= shown + (16 << 20) {
+            println!("snapshot: {} of {} KiB", p.bytes >> 10, p.total >> 10);
+            shown = p.bytes;
+        }
+    })?;
+    let target = log.hello(Hello { copy: copy.id(), known_epoch: 0, keep_lsn: 0 })?.position.lsn;
+    println!("seeded; catching up to LSN {target}");
+    while !copy.wait_replayed(target, Duration::from_secs(2)) {
+        let s = copy.status();
+        if matches!(s.state, CopyState::Failed | CopyState::FailedAndSuspended) {
+            return Err(Failure::error(format_args!("the copy failed: {}", s.reason.unwrap_or_default())));
+        }
+        println!("  copied LSN {}, replayed LSN {}, state {:?}", s.last_copied_lsn, s.last_replayed_lsn, s.state);
+    }
+    let status = copy.status();
+    copy.close()?;
+    print_copy_status(dir, &status);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn activate(dir: &Path, dial: &str, epoch: u64, source: Option<&str>) -> Result<ExitCode, Failure> {
+    let dial = match dial {
+        "lossless" => MountDial::Lossless,
+        "good" => MountDial::GoodAvailability,
+        "best" => MountDial::BestAvailability,
+        other => return Err(Failure::error(format_args!("unknown mount dial {other:?} (lossless, good, best)"))),
+    };
+    let machine = engine::machine_name(dir)?;
+    match machine.as_str() {
+        <Kv as StateMachine>::NAME => activate_as::<Kv>(dir, dial, epoch, source),
+        <MailStore as StateMachine>::NAME => activate_as::<MailStore>(dir, dial, epoch, source),
+        other => Err(Failure::error(format_args!("{} holds state machine {other:?}, unknown here", dir.display()))),
+    }
+}
+
+fn activate_as<M: StateMachine>(
+    dir: &Path,
+    dial: MountDial,
+    epoch: u64,
+    source: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let source: Arc<dyn LogSource> = match source {
+        Some(addr) => tcp_source(addr)?,
+        None => Arc::new(NoSource),
+    };
+    let reachable = source.hello(Hello { copy: Guid::new_random(), known_epoch: 0, keep_lsn: 0 }).is_ok();
+    let copy = PassiveCopy::<M>::open(dir, Arc::clone(&source), CopyOptions::default())?;
+    copy.resume()?;
+    if reachable {
+        // Copy what the source still has before deciding.
+        let target = source.hello(Hello { copy: copy.id(), known_epoch: 0, keep_lsn: 0 })?.position.lsn;
+        copy.wait_replayed(target, Duration::from_secs(60));
+    }
+    let before = copy.status();
+    print_copy_status(dir, &before);
+    let db = copy.activate(dial, epoch.max(before.epoch + 1), Options::default().create_if_missing(false))?;
+    let status = db.status();
+    db.dismount()?;
+    println!(
+        "activated {} under {dial}: epoch {}, log continues at generation {} after LSN {}; dismounted cleanly",
+        dir.display(),
+        status.epoch,
+        status.head_generation,
+        status.applied_lsn
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -247,6 +247,8 @@ pub(crate) struct CopyFile {
     pub(crate) id: CopyId,
     pub(crate) suspended: bool,
     pub(crate) failed: Option<String>,
+    /// The source as last seen: what activation measures missing generations against when the source is gone.
+    pub(crate) source: Option<SourceInfo>,
 }
 
 pub(crate) fn read_copy_file(dir: &Path) -> Result<Option<CopyFile>> {
@@ -355,11 +357,16 @@ impl<M: StateMachine> Shared<M> {
     fn fail(&self, reason: String) {
         let mut p = self.progress.lock();
         p.failed = true;
-        p.reason = Some(reason.clone());
-        let suspended = p.suspended;
+        p.reason = Some(reason);
+        let _ = self.save_admin(&p);
         drop(p);
-        let _ = write_copy_file(&self.dir, &CopyFile { id: self.id, suspended, failed: Some(reason) });
         self.changed.notify_all();
+    }
+
+    /// Writes the copy file from the progress (admin state and the source's last known position).
+    fn save_admin(&self, p: &Progress) -> Result<()> {
+        let failed = if p.failed { p.reason.clone() } else { None };
+        write_copy_file(&self.dir, &CopyFile { id: self.id, suspended: p.suspended, failed, source: p.source })
     }
 
     fn stopped(&self) -> bool {
@@ -524,7 +531,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             copied_offset: tail.as_ref().map_or(0, |t| t.offset),
             replayed_lsn: replayed,
             replayed_micros: 0,
-            source: None,
+            source: copy.source,
             source_micros: 0,
             known_epoch,
             gens,
@@ -593,7 +600,7 @@ impl<M: StateMachine> PassiveCopy<M> {
                     fs::remove_dir_all(&path).at(&path)?;
                 }
             }
-            write_copy_file(&dir, &CopyFile { id, suspended: false, failed: None })?;
+            write_copy_file(&dir, &CopyFile { id, suspended: false, failed: None, source: None })?;
             let known_epoch = read_fence(&dir)?.unwrap_or(0);
 
             // Pin the log on the active from where the snapshot source stands, before the snapshot is taken.
@@ -717,8 +724,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             p.failed = false;
             p.reason = None;
         }
-        let failed = if p.failed { p.reason.clone() } else { None };
-        write_copy_file(&self.shared.dir, &CopyFile { id: self.shared.id, suspended, failed })?;
+        self.shared.save_admin(&p)?;
         drop(p);
         self.shared.changed.notify_all();
         Ok(())
@@ -804,7 +810,9 @@ impl<M: StateMachine> PassiveCopy<M> {
         let mut ck = shared.checkpoint.lock();
         let current = ck.current();
         ck.write(Checkpoint { lsn: replayed, clean: true, ..current })?;
-        shared.progress.lock().state = CopyState::Dismounted;
+        let mut p = shared.progress.lock();
+        shared.save_admin(&p)?;
+        p.state = CopyState::Dismounted;
         Ok(())
     }
 
@@ -824,6 +832,96 @@ impl<M: StateMachine> Drop for PassiveCopy<M> {
     }
 }
 
+/// The status of a passive copy that is not open, from its files alone (for admin tools). `source`, when given,
+/// is asked where its log ends (for the copy queue length); otherwise the position the copy last saw is used.
+/// Lags and preference are options of an open copy and read as their defaults here.
+pub fn offline_copy_status(dir: impl AsRef<Path>, source: Option<&dyn LogSource>) -> Result<CopyStatus> {
+    let dir = dir.as_ref();
+    let _lock = DirLock::shared(dir)?;
+    let copy = read_copy_file(dir)?
+        .ok_or_else(|| Error::NotADatabase { path: dir.to_path_buf(), reason: "it is not a passive copy".into() })?;
+    let env = state::open_env(dir, Durability::Full, true)?;
+    let no_meta =
+        || Error::NotADatabase { path: dir.to_path_buf(), reason: "the copy's state holds no metadata".into() };
+    let values = {
+        let meta = Meta::open(&env)?.ok_or_else(no_meta)?;
+        let txn = env.read_txn()?;
+        meta.read(&txn)?.ok_or_else(no_meta)?
+    };
+    drop(env);
+    let mut gens = BTreeMap::new();
+    let mut known_epoch = values.epoch.max(read_fence(dir)?.unwrap_or(0));
+    let mut copied = (values.applied_lsn, 0, 0);
+    let listing = generation::list(&dir.join(LOGS_DIR))?;
+    for (i, (number, path)) in listing.generations.iter().enumerate() {
+        let header = generation::read_header(path, Some(values.guid))?;
+        known_epoch = known_epoch.max(header.epoch);
+        let mut local =
+            LocalGen { header, path: path.clone(), end_offset: 0, last_lsn: header.first_lsn - 1, closed_micros: None };
+        if i + 1 == listing.generations.len() {
+            let scan = generation::scan(path, Some(values.guid), |_| Ok(()))?;
+            local.last_lsn = scan.last_lsn;
+            local.end_offset = scan.end_offset;
+            copied = (scan.last_lsn.max(values.applied_lsn), *number, scan.end_offset);
+        }
+        if let Some(prev) = gens.values_mut().last() {
+            let prev: &mut LocalGen = prev;
+            prev.last_lsn = header.first_lsn - 1;
+            prev.closed_micros = Some(header.created_micros);
+        }
+        gens.insert(*number, local);
+    }
+    let source = match source {
+        Some(s) => Some(s.hello(Hello { copy: copy.id, known_epoch, keep_lsn: 0 })?),
+        None => copy.source,
+    };
+    let progress = Progress {
+        state: CopyState::Dismounted,
+        reason: copy.failed.clone(),
+        suspended: copy.suspended,
+        failed: copy.failed.is_some(),
+        copied_lsn: copied.0,
+        copied_micros: 0,
+        copied_generation: copied.1,
+        copied_offset: copied.2,
+        replayed_lsn: values.applied_lsn,
+        replayed_micros: 0,
+        source,
+        source_micros: 0,
+        known_epoch,
+        gens,
+        play_down: false,
+        checkpoint_lsn: CheckpointFile::open(dir).map(|c| c.current().lsn).unwrap_or(0),
+        seeding_others: 0,
+        copier_busy: false,
+    };
+    Ok(compute_status(copy.id, values.guid, &CopyOptions::default(), &progress))
+}
+
+/// A source for a copy whose active is gone: every request fails. Open a copy with it to activate the copy
+/// from what it has ([`PassiveCopy::activate`] measures the missing generations against the source position
+/// the copy last saw).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSource;
+
+impl LogSource for NoSource {
+    fn hello(&self, _: Hello) -> Result<SourceInfo> {
+        Err(Error::Shipping("no source: the copy is offline".into()))
+    }
+    fn read(&self, _: ReadRequest) -> Result<Chunk> {
+        Err(Error::Shipping("no source: the copy is offline".into()))
+    }
+    fn headers(&self, _: u64) -> Result<Vec<Vec<u8>>> {
+        Err(Error::Shipping("no source: the copy is offline".into()))
+    }
+    fn snapshot(&self, _: SnapshotRequest) -> Result<crate::replication::protocol::SnapshotPart> {
+        Err(Error::Shipping("no source: the copy is offline".into()))
+    }
+    fn goodbye(&self, _: CopyId) -> Result<()> {
+        Ok(())
+    }
+}
+
 fn learn_epoch<M: StateMachine>(shared: &Shared<M>, epoch: u64) -> Result<()> {
     let mut p = shared.progress.lock();
     if epoch > p.known_epoch {
@@ -835,6 +933,10 @@ fn learn_epoch<M: StateMachine>(shared: &Shared<M>, epoch: u64) -> Result<()> {
 
 fn status_of<M: StateMachine>(shared: &Shared<M>) -> CopyStatus {
     let p = shared.progress.lock();
+    compute_status(shared.id, shared.guid, &shared.options, &p)
+}
+
+fn compute_status(id: CopyId, guid: Guid, options: &CopyOptions, p: &Progress) -> CopyStatus {
     let state = if p.state == CopyState::Dismounted {
         CopyState::Dismounted
     } else if p.failed && p.suspended {
@@ -862,8 +964,8 @@ fn status_of<M: StateMachine>(shared: &Shared<M>) -> CopyStatus {
         holding(p.copied_lsn).saturating_sub(holding(p.replayed_lsn + 1)) + 1
     };
     CopyStatus {
-        copy: shared.id,
-        database: shared.guid,
+        copy: id,
+        database: guid,
         state,
         reason: p.reason.clone(),
         copy_queue_length,
@@ -878,10 +980,10 @@ fn status_of<M: StateMachine>(shared: &Shared<M>) -> CopyStatus {
         source_generation,
         source_contact_micros: p.source_micros,
         epoch: p.known_epoch,
-        replay_lag: shared.options.replay_lag,
-        truncation_lag: shared.options.truncation_lag,
+        replay_lag: options.replay_lag,
+        truncation_lag: options.truncation_lag,
         playing_down: p.play_down,
-        activation_preference: shared.options.activation_preference,
+        activation_preference: options.activation_preference,
         checkpoint_lsn: p.checkpoint_lsn,
     }
 }
@@ -1114,7 +1216,16 @@ impl<M: StateMachine> Copier<M> {
 
     fn note_source(&self, source: SourceInfo) {
         let mut p = self.shared.progress.lock();
+        let moved = p.source.is_none_or(|s| s.position.generation != source.position.generation);
         p.source = Some(source);
+        if moved {
+            // Once per generation: the last known source position survives a restart of the copy.
+            if let Err(e) = self.shared.save_admin(&p) {
+                drop(p);
+                self.shared.fail(format!("recording the source position: {e}"));
+                return;
+            }
+        }
         if source.epoch > p.known_epoch {
             drop(p);
             if let Err(e) = learn_epoch(&self.shared, source.epoch) {

@@ -25,7 +25,8 @@ mod source;
 mod tcp;
 
 pub use copy::{
-    COPY_FILE, CopyOptions, CopyState, CopyStatus, MAX_LAG, MountDial, PassiveCopy, SeedProgress, is_passive_copy,
+    COPY_FILE, CopyOptions, CopyState, CopyStatus, MAX_LAG, MountDial, NoSource, PassiveCopy, SeedProgress,
+    is_passive_copy, offline_copy_status,
 };
 pub use protocol::{
     Chunk, CopyId, Hello, LogSource, MAX_CHUNK_BYTES, ReadRequest, Refusal, Request, Response, SnapshotPart,

@@ -107,7 +107,7 @@ pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) ->
         return Err(Error::Shipping(format!("the source serves database {}, not {guid}", info.guid)));
     }
     let fail = |reason: String| -> Result<ResyncOutcome> {
-        write_copy_file(dir, &CopyFile { id, suspended: true, failed: Some(reason.clone()) })?;
+        write_copy_file(dir, &CopyFile { id, suspended: true, failed: Some(reason.clone()), source: None })?;
         Err(Error::CopyFailed { reason })
     };
     let first = ours[0].0.generation;
@@ -136,7 +136,7 @@ pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) ->
                 // We are behind the source inside our last generation: nothing diverged that we can see. The
                 // copier checks the rest when it receives it (the next header's chain must match our bytes).
                 write_fence(dir, info.epoch.max(known_epoch))?;
-                write_copy_file(dir, &CopyFile { id, suspended: false, failed: None })?;
+                write_copy_file(dir, &CopyFile { id, suspended: false, failed: None, source: None })?;
                 return Ok(ResyncOutcome::InSync { lsn: our_last });
             }
             match prefix_through(prev_path, prev_header, n)? {
@@ -160,7 +160,7 @@ pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) ->
     };
     write_fence(dir, info.epoch.max(known_epoch))?;
     if our_last <= common && split > last_header.generation {
-        write_copy_file(dir, &CopyFile { id, suspended: false, failed: None })?;
+        write_copy_file(dir, &CopyFile { id, suspended: false, failed: None, source: None })?;
         return Ok(ResyncOutcome::InSync { lsn: our_last });
     }
     let mut diverged =
@@ -191,7 +191,7 @@ pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) ->
     }
     generation::sync_dir(&logs)?;
     generation::sync_dir(&aside)?;
-    write_copy_file(dir, &CopyFile { id, suspended: false, failed: None })?;
+    write_copy_file(dir, &CopyFile { id, suspended: false, failed: None, source: None })?;
     Ok(ResyncOutcome::Resynchronized(diverged))
 }
 
