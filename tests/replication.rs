@@ -311,7 +311,7 @@ fn activation_obeys_the_mount_dial() {
     let copy: Copy = PassiveCopy::open(&dir, Arc::new(Dead(info)), copy_options()).unwrap();
     copy.resume().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while copy.status().source_generation == 0 {
+    while copy.status().source_generation < info.position.generation {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }

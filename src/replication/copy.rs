@@ -345,16 +345,24 @@ struct Shared<M: StateMachine> {
     guid: Guid,
     options: CopyOptions,
     source: Arc<dyn LogSource>,
-    state: StateStore<M>,
     checkpoint: Mutex<CheckpointFile>,
     progress: Mutex<Progress>,
     changed: Condvar,
     stop: AtomicBool,
+    /// Held by the copier whenever it writes (log, copy file, fence), and checked against `stop` under it: once
+    /// activation has set `stop` and taken the gate, the copier never writes again, even if it is still blocked
+    /// in a request and is left to finish on its own.
+    write_gate: Mutex<()>,
     snapshots: super::source::SnapshotServer,
+    _machine: std::marker::PhantomData<fn() -> M>,
 }
 
 impl<M: StateMachine> Shared<M> {
     fn fail(&self, reason: String) {
+        let _gate = self.write_gate.lock();
+        if self.stopped() {
+            return;
+        }
         let mut p = self.progress.lock();
         p.failed = true;
         p.reason = Some(reason);
@@ -396,6 +404,9 @@ impl<M: StateMachine> Shared<M> {
 /// stops both threads and writes a clean checkpoint.
 pub struct PassiveCopy<M: StateMachine> {
     shared: Arc<Shared<M>>,
+    /// The copy's state store: held here and by the replayer only, so activation can close it without waiting
+    /// for a copier blocked in a request.
+    state: Arc<StateStore<M>>,
     copier: Option<JoinHandle<()>>,
     replayer: Option<JoinHandle<()>>,
     /// Set once the state was closed cleanly (by `close` or `activate`).
@@ -546,13 +557,15 @@ impl<M: StateMachine> PassiveCopy<M> {
             guid,
             options,
             source,
-            state,
             checkpoint: Mutex::new(checkpoint),
             progress: Mutex::new(progress),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            write_gate: Mutex::new(()),
             snapshots: super::source::SnapshotServer::new(),
+            _machine: std::marker::PhantomData,
         });
+        let state = Arc::new(state);
         let copier = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -562,12 +575,13 @@ impl<M: StateMachine> PassiveCopy<M> {
         };
         let replayer = {
             let shared = Arc::clone(&shared);
+            let state = Arc::clone(&state);
             std::thread::Builder::new()
                 .name("mailstore-replayer".into())
-                .spawn(move || Replayer::new(shared).run())
+                .spawn(move || Replayer::new(shared, state).run())
                 .at(&dir)?
         };
-        Ok(PassiveCopy { shared, copier: Some(copier), replayer: Some(replayer), closed: false, _lock: lock })
+        Ok(PassiveCopy { shared, state, copier: Some(copier), replayer: Some(replayer), closed: false, _lock: lock })
     }
 
     /// Creates a passive copy in `dir` from a consistent snapshot served by `snapshot_from` (the active or a
@@ -685,7 +699,7 @@ impl<M: StateMachine> PassiveCopy<M> {
 
     /// Runs `f` over a consistent read-only snapshot of the copy's state (as replayed so far).
     pub fn read<T>(&self, f: impl FnOnce(&M, &heed::RoTxn<'_>) -> Result<T>) -> Result<T> {
-        self.shared.state.read(f)
+        self.state.read(f)
     }
 
     /// Waits until the copy has replayed `lsn` (or `timeout` passes); returns whether it did.
@@ -768,14 +782,16 @@ impl<M: StateMachine> PassiveCopy<M> {
     /// Give `min_epoch` as one more than the highest epoch any candidate copy reports, so that two copies
     /// activated one after the other can never share an epoch.
     pub fn activate(mut self, dial: MountDial, min_epoch: u64, options: Options) -> Result<Engine<M>> {
-        self.stop_threads();
+        // A copier blocked in a request to a dead or idle source is not waited for: once `stop` is set and the
+        // write gate taken, it never writes again (see `Shared::write_gate`).
+        self.stop_replayer_and_fence_copier();
         self.check_activation(dial)?;
         let epoch = min_epoch.max(self.shared.progress.lock().known_epoch + 1);
         let dir = self.shared.dir.clone();
         self.close_state()?;
         self.closed = true;
         // The state store must be closed before the engine opens it: no other reference may remain.
-        let weak = Arc::downgrade(&self.shared);
+        let weak = Arc::downgrade(&self.state);
         drop(self);
         if weak.upgrade().is_some() {
             return Err(Error::Busy("the copy's state is still in use (a seeding in progress)".into()));
@@ -803,9 +819,21 @@ impl<M: StateMachine> PassiveCopy<M> {
         }
     }
 
+    /// Stops the replayer (joined) and the copier (fenced off by the write gate, left to return on its own).
+    fn stop_replayer_and_fence_copier(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.changed.notify_all();
+        if let Some(handle) = self.replayer.take() {
+            let _ = handle.join();
+        }
+        drop(self.shared.write_gate.lock());
+        self.shared.progress.lock().copier_busy = false;
+        drop(self.copier.take());
+    }
+
     fn close_state(&self) -> Result<()> {
         let shared = &self.shared;
-        shared.state.env.force_sync()?;
+        self.state.env.force_sync()?;
         let replayed = shared.progress.lock().replayed_lsn;
         let mut ck = shared.checkpoint.lock();
         let current = ck.current();
@@ -819,7 +847,7 @@ impl<M: StateMachine> PassiveCopy<M> {
     /// A [`LogSource`] that serves snapshots of this copy's state, to seed another copy from it (a seeding
     /// source); it serves no log.
     pub fn seeding_source(&self) -> Arc<dyn LogSource> {
-        Arc::new(PassiveSnapshots { shared: Arc::downgrade(&self.shared) })
+        Arc::new(PassiveSnapshots { shared: Arc::downgrade(&self.shared), state: Arc::downgrade(&self.state) })
     }
 }
 
@@ -1067,6 +1095,11 @@ impl<M: StateMachine> Copier<M> {
                 p.reason = None;
             }
         }
+        let shared = Arc::clone(&self.shared);
+        let _gate = shared.write_gate.lock();
+        if shared.stopped() {
+            return Ok(());
+        }
         self.accept(generation, offset, chunk)
     }
 
@@ -1125,8 +1158,7 @@ impl<M: StateMachine> Copier<M> {
             {
                 t.closed = true;
             }
-            self.note_source(chunk.source);
-            return Ok(());
+            return self.note_source(chunk.source);
         }
         // Inspect.
         let (header, seal, records_from, mut expected) = if offset == 0 {
@@ -1209,29 +1241,21 @@ impl<M: StateMachine> Copier<M> {
                 p.copied_offset = t.offset;
             }
         }
-        self.note_source(chunk.source);
         shared.changed.notify_all();
-        Ok(())
+        self.note_source(chunk.source)
     }
 
-    fn note_source(&self, source: SourceInfo) {
+    /// Records the source's position (durably once per generation: it survives a restart of the copy) and any
+    /// newer epoch. Called with the write gate held.
+    fn note_source(&self, source: SourceInfo) -> Result<()> {
         let mut p = self.shared.progress.lock();
         let moved = p.source.is_none_or(|s| s.position.generation != source.position.generation);
         p.source = Some(source);
         if moved {
-            // Once per generation: the last known source position survives a restart of the copy.
-            if let Err(e) = self.shared.save_admin(&p) {
-                drop(p);
-                self.shared.fail(format!("recording the source position: {e}"));
-                return;
-            }
+            self.shared.save_admin(&p)?;
         }
-        if source.epoch > p.known_epoch {
-            drop(p);
-            if let Err(e) = learn_epoch(&self.shared, source.epoch) {
-                self.shared.fail(format!("recording epoch {}: {e}", source.epoch));
-            }
-        }
+        drop(p);
+        learn_epoch(&self.shared, source.epoch)
     }
 
     /// The checks a new generation's header must pass against the copy's log.
@@ -1341,13 +1365,14 @@ fn is_local_io(e: &Error, dir: &Path) -> bool {
 /// The replayer thread.
 struct Replayer<M: StateMachine> {
     shared: Arc<Shared<M>>,
+    state: Arc<StateStore<M>>,
     since_checkpoint: u64,
     stats: Counters,
 }
 
 impl<M: StateMachine> Replayer<M> {
-    fn new(shared: Arc<Shared<M>>) -> Self {
-        Replayer { shared, since_checkpoint: 0, stats: Counters::default() }
+    fn new(shared: Arc<Shared<M>>, state: Arc<StateStore<M>>) -> Self {
+        Replayer { shared, state, since_checkpoint: 0, stats: Counters::default() }
     }
 
     fn run(mut self) {
@@ -1431,7 +1456,7 @@ impl<M: StateMachine> Replayer<M> {
         let records: Vec<RecordRef<'_>> =
             batch.iter().map(|(lsn, epoch, payload)| RecordRef { lsn: *lsn, epoch: *epoch, payload }).collect();
         // Rejections were rejections on the active too: the record is a no-op either way.
-        self.shared.state.apply_records(&records, &self.stats)?;
+        self.state.apply_records(&records, &self.stats)?;
         {
             let mut p = self.shared.progress.lock();
             p.replayed_lsn = last;
@@ -1448,7 +1473,7 @@ impl<M: StateMachine> Replayer<M> {
     /// A deep checkpoint: sync the state, record it, and delete generations nobody needs any more.
     fn checkpoint(&mut self) -> Result<()> {
         let shared = &self.shared;
-        shared.state.env.force_sync()?;
+        self.state.env.force_sync()?;
         let replayed = shared.progress.lock().replayed_lsn;
         {
             let mut ck = shared.checkpoint.lock();
@@ -1487,6 +1512,7 @@ impl<M: StateMachine> Replayer<M> {
 /// Serves snapshots of a passive copy's state (seeding from a passive).
 struct PassiveSnapshots<M: StateMachine> {
     shared: std::sync::Weak<Shared<M>>,
+    state: std::sync::Weak<StateStore<M>>,
 }
 
 impl<M: StateMachine> PassiveSnapshots<M> {
@@ -1524,7 +1550,8 @@ impl<M: StateMachine> LogSource for PassiveSnapshots<M> {
     fn snapshot(&self, request: SnapshotRequest) -> Result<crate::replication::protocol::SnapshotPart> {
         let shared = self.shared()?;
         shared.progress.lock().seeding_others += 1;
-        let result = shared.snapshots.serve(request, |path| shared.state.snapshot_to(path), &shared.dir);
+        let state = self.state.upgrade().ok_or_else(|| Error::Shipping("the seeding source copy is closed".into()))?;
+        let result = shared.snapshots.serve(request, |path| state.snapshot_to(path), &shared.dir);
         let mut p = shared.progress.lock();
         p.seeding_others = p.seeding_others.saturating_sub(1);
         result
