@@ -702,6 +702,18 @@ impl<M: StateMachine> PassiveCopy<M> {
         self.state.read(f)
     }
 
+    /// Waits until the copy has copied and inspected `lsn` (or `timeout` passes); returns whether it did.
+    pub fn wait_copied(&self, lsn: Lsn, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut p = self.shared.progress.lock();
+        while p.copied_lsn < lsn {
+            if self.shared.changed.wait_until(&mut p, deadline).timed_out() {
+                return p.copied_lsn >= lsn;
+            }
+        }
+        true
+    }
+
     /// Waits until the copy has replayed `lsn` (or `timeout` passes); returns whether it did.
     pub fn wait_replayed(&self, lsn: Lsn, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
@@ -785,6 +797,13 @@ impl<M: StateMachine> PassiveCopy<M> {
         // A copier blocked in a request to a dead or idle source is not waited for: once `stop` is set and the
         // write gate taken, it never writes again (see `Shared::write_gate`).
         self.stop_replayer_and_fence_copier();
+        if self.shared.progress.lock().gens.is_empty() {
+            return Err(Error::CopyFailed {
+                reason: "the copy holds no log yet (seeded, but it has not copied a generation): it cannot start \
+                         the next one"
+                    .into(),
+            });
+        }
         self.check_activation(dial)?;
         let epoch = min_epoch.max(self.shared.progress.lock().known_epoch + 1);
         let dir = self.shared.dir.clone();
@@ -981,8 +1000,10 @@ fn compute_status(id: CopyId, guid: Guid, options: &CopyOptions, p: &Progress) -
     let (source_lsn, source_generation, source_offset) =
         p.source.map_or((0, 0, 0), |s| (s.position.lsn, s.position.generation, s.position.offset));
     // Generations of which the copy lacks bytes: from the one it is copying to the source's head.
-    let caught_up =
-        p.copied_lsn >= source_lsn || (p.copied_generation == source_generation && p.copied_offset >= source_offset);
+    // A freshly seeded copy holds no generation yet: it lacks at least the one its source is writing.
+    let caught_up = !p.gens.is_empty()
+        && (p.copied_lsn >= source_lsn
+            || (p.copied_generation == source_generation && p.copied_offset >= source_offset));
     let copy_queue_length =
         if p.source.is_none() || caught_up { 0 } else { source_generation.saturating_sub(p.copied_generation) + 1 };
     let replay_queue_length = if p.replayed_lsn >= p.copied_lsn {

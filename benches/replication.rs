@@ -1,0 +1,210 @@
+//! Passive copies, measured in one run against the active they follow (mailbox deliveries, `Durability::Full`):
+//!
+//! * **active commit rate**: 4 KiB deliveries from 32 threads into one mailbox database for `SECONDS`, while
+//!   two passive copies follow it in block mode over the in-process transport: a healthy one and a lagged one
+//!   (replay lag 14 days: it copies and inspects everything, replays nothing);
+//! * **shipping lag**: meanwhile a sampler thread delivers one more message every 2 ms and measures the time from
+//!   its acknowledgement (`commit` returned) to the healthy copy having inspected it, and from the moment it
+//!   called `commit` (p50 / p99 / max);
+//! * **replay rate**: after the load, the lagged copy plays down everything it holds; records per second
+//!   against the active's commit rate (target ≥ 5×);
+//! * **activation**: the caught-up healthy copy is activated (Lossless) while the source is still there and
+//!   idle, and again for five small fresh copies whose active is gone; wall time from `activate` to a mounted
+//!   engine (target ≤ 500 ms).
+//!
+//! The files go where `benches/common` says (never a memory file system). `MAILSTORE_BENCH_QUICK=1` runs a
+//! two-second smoke test.
+//!
+//! ```text
+//! cargo bench --bench replication
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::bench_root;
+use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailStore, MailboxKind};
+use mailstore::replication::{CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions};
+use mailstore::{Engine, Guid, Options};
+
+const DELIVERERS: usize = 32;
+const MESSAGE: usize = 4096;
+
+fn message(n: u64) -> Vec<u8> {
+    let mut raw = format!(
+        "From: sender@example.net\r\nTo: alice@example.com\r\nSubject: replication {n}\r\nMessage-ID: <{n}@bench>\r\n\r\n"
+    )
+    .into_bytes();
+    raw.resize(MESSAGE, b'x');
+    raw.extend_from_slice(b"\r\n");
+    raw
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` from the test harness
+    }
+    let quick = std::env::var_os("MAILSTORE_BENCH_QUICK").is_some();
+    let seconds = if quick { 2 } else { 10 };
+    let root = bench_root().join(format!("replication-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+
+    let db: Arc<MailEngine> = Arc::new(Engine::mount(root.join("active"), Options::default()).expect("mount"));
+    let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
+    let MailOp::CreateMailbox { guid, .. } = &op else { unreachable!() };
+    let mailbox: Guid = *guid;
+    db.commit(op).expect("mailbox");
+    let inbox = db.read(|m, txn| m.folder_by_role(txn, &mailbox, FolderRole::Inbox)).expect("read").expect("inbox").id;
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).expect("source"));
+    let log: Arc<dyn LogSource> = source.clone();
+    let healthy: PassiveCopy<MailStore> =
+        PassiveCopy::seed(root.join("healthy"), source.as_ref(), Arc::clone(&log), CopyOptions::default(), |_| {})
+            .expect("seed");
+    let lagged: PassiveCopy<MailStore> = PassiveCopy::seed(
+        root.join("lagged"),
+        source.as_ref(),
+        Arc::clone(&log),
+        CopyOptions::default().replay_lag(mailstore::replication::MAX_LAG),
+        |_| {},
+    )
+    .expect("seed");
+    let start_lsn = db.status().applied_lsn;
+
+    // Load, with the lag sampler.
+    let stop = AtomicBool::new(false);
+    let counter = AtomicU64::new(0);
+    let mut from_ack = Vec::new();
+    let mut from_call = Vec::new();
+    let started = Instant::now();
+    thread::scope(|s| {
+        for _ in 0..DELIVERERS {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    db.commit(MailOp::append(mailbox, inbox, message(n), Flags::empty(), Vec::new())).expect("deliver");
+                }
+            });
+        }
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let called = Instant::now();
+                let lsn = db
+                    .commit(MailOp::append(mailbox, inbox, message(n), Flags::empty(), Vec::new()))
+                    .expect("deliver")
+                    .lsn;
+                let acked = Instant::now();
+                if healthy.wait_copied(lsn, Duration::from_secs(10)) {
+                    let done = Instant::now();
+                    from_ack.push(done - acked);
+                    from_call.push(done - called);
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        });
+        thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let elapsed = started.elapsed();
+    let head = db.status().applied_lsn;
+    let commits = head - start_lsn;
+    let commit_rate = commits as f64 / elapsed.as_secs_f64();
+    let stats = db.stats();
+
+    // Replay rate: the lagged copy holds everything and replayed nothing.
+    assert!(lagged.wait_copied(head, Duration::from_secs(120)), "lagged copy did not copy everything");
+    let before = lagged.status().last_replayed_lsn;
+    let t = Instant::now();
+    assert!(lagged.play_down(Duration::from_secs(600)), "play-down did not finish");
+    let replay_time = t.elapsed();
+    let replayed = lagged.status().last_replayed_lsn - before;
+    let replay_rate = replayed as f64 / replay_time.as_secs_f64();
+
+    // Activation of the caught-up healthy copy (its source still up and idle).
+    assert!(healthy.wait_replayed(head, Duration::from_secs(120)), "healthy copy did not catch up");
+    let t = Instant::now();
+    let activated = healthy.activate(MountDial::Lossless, 2, Options::default()).expect("activate");
+    let activation_big = t.elapsed();
+    let big_epoch = activated.status().epoch;
+    drop(activated);
+    drop(lagged);
+    drop(log);
+    drop(source);
+
+    // Activation of small copies whose active is gone.
+    let mut small = Vec::new();
+    for i in 0..5 {
+        let dir = root.join(format!("small-{i}"));
+        let db: Arc<MailEngine> = Arc::new(Engine::mount(dir.join("a"), Options::default()).expect("mount"));
+        let op = MailOp::create_mailbox("bob@example.com", "Bob", MailboxKind::User);
+        db.commit(op).expect("mailbox");
+        let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).expect("source"));
+        let log: Arc<dyn LogSource> = source.clone();
+        let copy: PassiveCopy<MailStore> =
+            PassiveCopy::seed(dir.join("p"), source.as_ref(), log, CopyOptions::default(), |_| {}).expect("seed");
+        // One commit after the seed, so the copy holds the log's current generation.
+        let lsn = db.commit(MailOp::create_mailbox("carol@example.com", "Carol", MailboxKind::User)).expect("c").lsn;
+        assert!(copy.wait_replayed(lsn, Duration::from_secs(30)));
+        drop(source);
+        drop(db);
+        let t = Instant::now();
+        let engine = copy.activate(MountDial::Lossless, 2, Options::default()).expect("activate");
+        small.push(t.elapsed());
+        drop(engine);
+    }
+    small.sort();
+    from_ack.sort();
+    from_call.sort();
+
+    println!();
+    println!("replication, {seconds} s of 4 KiB deliveries from {DELIVERERS} threads (Durability::Full)");
+    println!(
+        "  active:     {commits} commits in {:.2} s = {commit_rate:.0} commits/s ({:.1} per log fsync), with 2 copies following",
+        elapsed.as_secs_f64(),
+        stats.commits as f64 / stats.log_syncs.max(1) as f64
+    );
+    println!(
+        "  replay:     {replayed} records in {:.2} s = {replay_rate:.0} records/s = {:.1}x the active's commit rate (target >= 5x)",
+        replay_time.as_secs_f64(),
+        replay_rate / commit_rate
+    );
+    println!(
+        "  lag, acknowledged -> inspected on the copy ({} samples): p50 {}  p99 {}  max {}",
+        from_ack.len(),
+        ms(percentile(&from_ack, 0.5)),
+        ms(percentile(&from_ack, 0.99)),
+        ms(from_ack.last().copied().unwrap_or_default())
+    );
+    println!(
+        "  lag, commit called -> inspected on the copy:                p50 {}  p99 {}  max {}",
+        ms(percentile(&from_call, 0.5)),
+        ms(percentile(&from_call, 0.99)),
+        ms(from_call.last().copied().unwrap_or_default())
+    );
+    println!(
+        "  activation, caught-up copy of {head} records, source up and idle: {} (epoch {big_epoch}) (target <= 500 ms)",
+        ms(activation_big)
+    );
+    println!(
+        "  activation, 5 small caught-up copies, source gone: min {}  median {}  max {}",
+        ms(small[0]),
+        ms(small[small.len() / 2]),
+        ms(small[small.len() - 1])
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
