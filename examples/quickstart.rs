@@ -1,5 +1,6 @@
 //! A tour of `mailstore`: a store with two mailbox databases, mailboxes, deliveries from many threads, listing,
-//! flags, move, delete and recover, quota and the change feed, then a clean dismount and a remount.
+//! flags, move, delete and recover, quota and the change feed, a passive copy with a switchover to it and a
+//! failback, then a clean dismount and a remount.
 //!
 //! ```text
 //! cargo run --release --example quickstart            # in a temporary directory
@@ -12,9 +13,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailStore, MailboxKind};
+use mailstore::replication::{CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions, resync};
 use mailstore::{Guid, Options, Store};
 
 const DELIVERERS: usize = 8;
@@ -149,8 +151,62 @@ fn main() -> Result<()> {
         println!("  MODSEQ {:>5}  {:?} {:?}", c.modseq, c.kind, c.entity);
     }
 
+    // A passive copy of db2: seeded from a snapshot while db2 stays mounted, then following its log.
+    let db2_dir = root.join(mailstore::store::DATABASES_DIR).join("db2");
+    let copy_dir = root.join("copies").join("db2");
+    if copy_dir.exists() {
+        std::fs::remove_dir_all(&copy_dir)?; // the copy left by an earlier run of this tour
+    }
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db2), SourceOptions::default())?);
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy: PassiveCopy<MailStore> =
+        PassiveCopy::seed(&copy_dir, source.as_ref(), log, CopyOptions::default(), |_| {})?;
+    let lsn = db2.commit(MailOp::append(bob, bob_inbox, message(0, 1), Flags::empty(), vec![]))?.lsn;
+    copy.wait_replayed(lsn, Duration::from_secs(30));
+    let status = copy.status();
+    println!(
+        "passive copy of db2 in {}: {:?}, copy queue {}, replay queue {}, replayed LSN {} of {}",
+        copy_dir.display(),
+        status.state,
+        status.copy_queue_length,
+        status.replay_queue_length,
+        status.last_replayed_lsn,
+        db2.status().applied_lsn
+    );
+
+    // Switchover: fence the active (it refuses writes from now on), activate the copy with a new epoch.
+    let epoch = status.epoch + 1;
+    db2.fence(epoch)?;
+    let started = Instant::now();
+    let new_db2 = Arc::new(copy.activate(MountDial::Lossless, epoch, Options::default())?);
+    println!(
+        "activated the copy (Lossless) in {:.0} ms: epoch {}, the old active refuses writes: {}",
+        started.elapsed().as_secs_f64() * 1e3,
+        new_db2.status().epoch,
+        db2.commit(MailOp::append(bob, bob_inbox, message(0, 3), Flags::empty(), vec![])).is_err()
+    );
+    drop((source, db2));
+    store.dismount_database("db2")?;
+    new_db2.commit(MailOp::append(bob, bob_inbox, message(0, 5), Flags::empty(), vec![]))?;
+    let bob_count = new_db2.read(|s, txn| s.folder(txn, &bob, bob_inbox))?.ok_or("no Inbox")?.total;
+    println!("delivered to Bob on the new active: his Inbox holds {bob_count} messages");
+
+    // Failback: the old db2 resynchronizes as a passive copy of the new active, catches up, and is activated.
+    let new_source = Arc::new(ShippingSource::new(Arc::clone(&new_db2), SourceOptions::default())?);
+    let outcome = resync::<MailStore>(&db2_dir, new_source.as_ref())?;
+    println!("old db2 resynchronized: {outcome:?}");
+    let log: Arc<dyn LogSource> = new_source.clone();
+    let back: PassiveCopy<MailStore> = PassiveCopy::open(&db2_dir, log, CopyOptions::default())?;
+    back.wait_replayed(new_db2.status().applied_lsn, Duration::from_secs(30));
+    new_db2.fence(epoch + 1)?;
+    let db2_again = back.activate(MountDial::Lossless, epoch + 1, Options::default())?;
+    println!("failed back to db2: epoch {}, applied LSN {}", db2_again.status().epoch, db2_again.status().applied_lsn);
+    db2_again.dismount()?;
+    drop(new_source);
+    Arc::try_unwrap(new_db2).map_err(|_| "new active still shared")?.dismount()?;
+
     // Dismount everything cleanly, then open the store again: nothing to replay, everything there.
-    drop((db1, db2));
+    drop(db1);
     store.close()?;
     let store: Store<MailStore> = Store::open(&root, Options::default())?;
     println!("remounted");

@@ -97,14 +97,12 @@ impl Shipping {
         *self.position.lock()
     }
 
-    /// Waits until the durable end differs from `seen`, at most `timeout`; returns the position either way.
+    /// Waits until the durable end differs from `seen` or someone wakes the waiters (a copy leaving), at most
+    /// `timeout`; returns the position either way. Callers re-check their own conditions and wait again.
     pub(crate) fn wait_past(&self, seen: LogPosition, timeout: Duration) -> LogPosition {
-        let deadline = Instant::now() + timeout;
         let mut position = self.position.lock();
-        while *position == seen {
-            if self.advanced.wait_until(&mut position, deadline).timed_out() {
-                break;
-            }
+        if *position == seen {
+            self.advanced.wait_for(&mut position, timeout);
         }
         *position
     }

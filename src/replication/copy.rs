@@ -847,7 +847,24 @@ impl<M: StateMachine> PassiveCopy<M> {
         }
         drop(self.shared.write_gate.lock());
         self.shared.progress.lock().copier_busy = false;
-        drop(self.copier.take());
+        // The copy leaves its source (which drops its pin and wakes its waiting request); over a transport that
+        // call may have to wait for the request in flight, so it runs on its own thread.
+        let source = Arc::clone(&self.shared.source);
+        let id = self.shared.id;
+        let _ = std::thread::Builder::new().name("mailstore-goodbye".into()).spawn(move || {
+            let _ = source.goodbye(id);
+        });
+        // A copier that returns promptly is joined (it then holds nothing of the source); one blocked in a
+        // request to a dead source is left to return on its own.
+        if let Some(handle) = self.copier.take() {
+            let deadline = std::time::Instant::now() + Duration::from_millis(100);
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
     }
 
     fn close_state(&self) -> Result<()> {

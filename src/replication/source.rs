@@ -266,7 +266,8 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
                 });
             }
             let now = Instant::now();
-            if now >= deadline {
+            // A copy that said goodbye (it was activated or closed) stops waiting at once.
+            if now >= deadline || !self.copies.lock().contains_key(&request.copy) {
                 return Ok(Chunk {
                     generation: request.generation,
                     offset: request.offset,
@@ -301,11 +302,15 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
     }
 
     fn goodbye(&self, copy: CopyId) -> Result<()> {
-        self.engine.inner.shipping.forget(copy);
+        let shipping = &self.engine.inner.shipping;
+        shipping.forget(copy);
         let mut copies = self.copies.lock();
         if copies.remove(&copy).is_some() {
             write_copies(self.engine.dir(), &copies)?;
         }
+        drop(copies);
+        // Wake its request if one is waiting for new log.
+        shipping.publish(shipping.position());
         if let Some(s) = self.snapshots.lock().remove(&copy) {
             let _ = fs::remove_file(&s.path);
         }
