@@ -1404,13 +1404,15 @@ fn is_local_io(e: &Error, dir: &Path) -> bool {
 struct Replayer<M: StateMachine> {
     shared: Arc<Shared<M>>,
     state: Arc<StateStore<M>>,
+    /// Where the next record to replay starts: (generation, offset, its LSN).
+    cursor: Option<(u64, u64, Lsn)>,
     since_checkpoint: u64,
     stats: Counters,
 }
 
 impl<M: StateMachine> Replayer<M> {
     fn new(shared: Arc<Shared<M>>, state: Arc<StateStore<M>>) -> Self {
-        Replayer { shared, state, since_checkpoint: 0, stats: Counters::default() }
+        Replayer { shared, state, cursor: None, since_checkpoint: 0, stats: Counters::default() }
     }
 
     fn run(mut self) {
@@ -1458,32 +1460,42 @@ impl<M: StateMachine> Replayer<M> {
         };
         let mut batch: Vec<(Lsn, u64, Vec<u8>)> = Vec::new();
         let mut bytes = 0usize;
+        let mut cursor = None;
         'gens: for g in &gens {
+            // Resume where the previous batch stopped instead of reading the generation from its start.
+            let start = match self.cursor {
+                Some((generation, offset, next)) if generation == g.header.generation && next == from => offset,
+                _ => HEADER_LEN as u64,
+            };
+            if start >= g.end_offset {
+                continue;
+            }
             let file = File::open(&g.path).at(&g.path)?;
-            let len =
-                usize::try_from(g.end_offset).map_err(|_| Error::corrupted(&g.path, 0, "generation too large"))?;
+            let len = usize::try_from(g.end_offset - start)
+                .map_err(|_| Error::corrupted(&g.path, start, "generation too large"))?;
             let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, 0).at(&g.path)?;
+            file.read_exact_at(&mut buf, start).at(&g.path)?;
             let seal = RecordSeal::for_header(&g.header);
-            let mut at = HEADER_LEN;
+            let mut at = 0;
             while at < buf.len() {
                 match seal.decode(&buf[at..]) {
                     Frame::Record { lsn, payload, frame_len } => {
+                        if lsn > limit {
+                            break 'gens;
+                        }
                         at += frame_len;
                         if lsn < from {
                             continue;
                         }
-                        if lsn > limit {
-                            break 'gens;
-                        }
                         bytes += payload.len();
                         batch.push((lsn, g.header.epoch, payload.to_vec()));
+                        cursor = Some((g.header.generation, start + at as u64, lsn + 1));
                         if batch.len() >= REPLAY_BATCH_RECORDS || bytes >= REPLAY_BATCH_BYTES {
                             break 'gens;
                         }
                     }
                     Frame::End => break,
-                    Frame::Invalid(why) => return Err(Error::corrupted(&g.path, at as u64, why)),
+                    Frame::Invalid(why) => return Err(Error::corrupted(&g.path, start + at as u64, why)),
                 }
             }
         }
@@ -1495,6 +1507,7 @@ impl<M: StateMachine> Replayer<M> {
             batch.iter().map(|(lsn, epoch, payload)| RecordRef { lsn: *lsn, epoch: *epoch, payload }).collect();
         // Rejections were rejections on the active too: the record is a no-op either way.
         self.state.apply_records(&records, &self.stats)?;
+        self.cursor = cursor;
         {
             let mut p = self.shared.progress.lock();
             p.replayed_lsn = last;
