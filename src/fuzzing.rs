@@ -111,3 +111,44 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// Inspects `data[1..]` as a shipped chunk against a fixed copy: `data[0]` chooses a new generation 2 (whose
+/// header must chain to a fixed generation 1 that ends at LSN 3), a continuation of generation 1 at LSN 4, or a
+/// freshly seeded copy that needs LSN 1. Rejections are fine; a panic is not.
+pub fn chunk_inspection(data: &[u8]) {
+    use crate::replication::inspect::{Expect, TailView, inspect};
+    use crate::replication::{Chunk, SourceInfo, SourceRole};
+    let Some((&mode, bytes)) = data.split_first() else { return };
+    let header = fixed_header();
+    let tail = TailView { header, next_lsn: 4, chain: 0x1234_5678 };
+    let (generation, offset, tail) = match mode % 3 {
+        0 => (2, 0, Some(tail)),
+        1 => (1, HEADER_LEN as u64 + 100, Some(tail)),
+        _ => (1, 0, None),
+    };
+    let expect = Expect { guid: header.guid, known_epoch: 1, generation, offset, tail, want_lsn: 1 };
+    let source = SourceInfo {
+        guid: header.guid,
+        epoch: 1,
+        position: crate::engine::LogPosition { generation: 2, offset: 4096, lsn: 100, epoch: 1 },
+        oldest_generation: 1,
+        role: SourceRole::Active,
+    };
+    let chunk = Chunk { generation, offset, bytes: bytes.to_vec(), closed: false, source };
+    if let Ok(inspected) = inspect::<crate::kv::KvOp>(&expect, &chunk) {
+        assert!(inspected.records <= bytes.len() as u64 / (FRAME_HEADER_LEN as u64 + 1), "more records than bytes");
+    }
+}
+
+/// Decodes `data` as a shipping request and as a response (what a TCP peer sends), and answers a decoded
+/// request from a source that refuses everything.
+pub fn shipping_message(data: &[u8]) {
+    use crate::replication::{LogSource, NoSource, Request, Response, serve};
+    if let Ok(request) = crate::codec::decode::<Request>(data) {
+        let source: &dyn LogSource = &NoSource;
+        let _ = crate::codec::encode(&serve(source, request));
+    }
+    if let Ok(Response::Refused(refusal)) = crate::codec::decode::<Response>(data) {
+        let _ = refusal.into_error().to_string();
+    }
+}

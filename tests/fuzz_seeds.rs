@@ -135,6 +135,16 @@ fn checkpoint_decoder_seeds_and_mutations() {
     replay("checkpoint_decoder", fuzzing::checkpoint_decoder, 400);
 }
 
+#[test]
+fn chunk_inspection_seeds_and_mutations() {
+    replay("chunk_inspection", fuzzing::chunk_inspection, 400);
+}
+
+#[test]
+fn shipping_message_seeds_and_mutations() {
+    replay("shipping_message", fuzzing::shipping_message, 400);
+}
+
 /// Recovery builds and mounts a database per input: the seeds and only a few mutations.
 #[test]
 fn recovery_seeds_and_mutations() {
@@ -341,6 +351,71 @@ fn recovery_seeds() -> Vec<Seed> {
     ]
 }
 
+fn chunk_inspection_seeds() -> Vec<Seed> {
+    use mailstore::log::format::GenerationHeader;
+    let fixed = mailstore::fuzzing::fixed_header();
+    let next = GenerationHeader { generation: 2, first_lsn: 4, prev_checksum: 0x1234_5678, ..fixed };
+    let mode = |m: u8, bytes: Vec<u8>| {
+        let mut out = vec![m];
+        out.extend_from_slice(&bytes);
+        out
+    };
+    let next_seal = RecordSeal::for_header(&next);
+    let mut gen2 = next.encode().to_vec();
+    next_seal.encode_into(4, &put(b"a", b"b"), &mut gen2);
+    next_seal.encode_into(5, &put(b"c", b"d"), &mut gen2);
+    let mut seeded = fixed.encode().to_vec();
+    seeded.extend_from_slice(&frames(&[(1, put(b"k", b"v"))]));
+    vec![
+        ("new_generation_two_records.bin", mode(0, gen2.clone())),
+        ("new_generation_torn.bin", mode(0, gen2[..gen2.len() - 3].to_vec())),
+        ("new_generation_bad_chain.bin", mode(0, patch_and_reseal(&gen2, 64, &[0; 4]))),
+        ("continuation_lsn4.bin", mode(1, frames(&[(4, put(b"x", b"y")), (5, put(b"z", b"w"))]))),
+        ("continuation_lsn_gap.bin", mode(1, frames(&[(4, put(b"x", b"y")), (6, put(b"z", b"w"))]))),
+        ("continuation_end_marker.bin", mode(1, with_end(frames(&[(4, put(b"x", b"y"))])))),
+        ("seeded_copy_generation1.bin", mode(2, seeded)),
+    ]
+}
+
+fn shipping_message_seeds() -> Vec<Seed> {
+    use mailstore::replication::{Hello, ReadRequest, Refusal, Request, Response};
+    let copy = Guid([3; 16]);
+    let enc = |v: &dyn Fn() -> Vec<u8>| v();
+    vec![
+        (
+            "hello.bin",
+            enc(&|| mailstore::codec::encode(&Request::Hello(Hello { copy, known_epoch: 2, keep_lsn: 7 })).unwrap()),
+        ),
+        (
+            "read.bin",
+            enc(&|| {
+                mailstore::codec::encode(&Request::Read(ReadRequest {
+                    copy,
+                    known_epoch: 1,
+                    generation: 3,
+                    offset: 128,
+                    durable_lsn: 9,
+                    keep_lsn: 10,
+                    max_bytes: 1 << 20,
+                    wait_millis: 0,
+                    block_mode: true,
+                }))
+                .unwrap()
+            }),
+        ),
+        ("headers.bin", mailstore::codec::encode(&Request::Headers(1)).unwrap()),
+        ("goodbye.bin", mailstore::codec::encode(&Request::Goodbye(copy)).unwrap()),
+        (
+            "refused_fenced.bin",
+            mailstore::codec::encode(&Response::Refused(Refusal::Fenced { epoch: 3, current: 2 })).unwrap(),
+        ),
+        (
+            "refused_gone.bin",
+            mailstore::codec::encode(&Response::Refused(Refusal::Gone { generation: 1, oldest: 5 })).unwrap(),
+        ),
+    ]
+}
+
 #[test]
 fn crc32_matches_the_encoders() {
     let header = mailstore::fuzzing::fixed_header().encode();
@@ -354,11 +429,13 @@ fn crc32_matches_the_encoders() {
 #[test]
 #[ignore = "writes into fuzz/corpus"]
 fn regenerate_seed_corpus() {
-    let targets: [(&str, SeedMaker); 4] = [
+    let targets: [(&str, SeedMaker); 6] = [
         ("record_decoder", record_decoder_seeds),
         ("header_decoder", header_decoder_seeds),
         ("checkpoint_decoder", checkpoint_decoder_seeds),
         ("recovery", recovery_seeds),
+        ("chunk_inspection", chunk_inspection_seeds),
+        ("shipping_message", shipping_message_seeds),
     ];
     for (target, make) in targets {
         let dir = corpus_dir(target);

@@ -39,6 +39,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::log::format::{FRAME_HEADER_LEN, Frame, GenerationHeader, HEADER_LEN, RecordSeal};
 use crate::log::generation::{self, RecordRef, TMP_SUFFIX};
 use crate::log::verify;
+use crate::replication::inspect::{Expect, Inspected, TailView, inspect, inspect_origin};
 use crate::replication::protocol::{
     Chunk, CopyId, Hello, LogSource, ReadRequest, SnapshotRequest, SourceInfo, SourceRole,
 };
@@ -305,7 +306,6 @@ struct LocalGen {
 struct Tail {
     generation: u64,
     header: GenerationHeader,
-    seal: RecordSeal,
     file: File,
     path: PathBuf,
     offset: u64,
@@ -516,7 +516,6 @@ impl<M: StateMachine> PassiveCopy<M> {
                 tail = Some(Tail {
                     generation: *number,
                     header: scan.header,
-                    seal: RecordSeal::for_header(&scan.header),
                     file,
                     path: scan.path.clone(),
                     offset: scan.end_offset,
@@ -1171,25 +1170,25 @@ impl<M: StateMachine> Copier<M> {
     /// Inspects a chunk and, only if all of it passes, writes and syncs it.
     fn accept(&mut self, generation: u64, offset: u64, chunk: Chunk) -> Result<()> {
         let shared = Arc::clone(&self.shared);
-        let reject = |reason: String| Err(Error::ChunkRejected { reason });
-        if chunk.source.guid != shared.guid {
-            return reject(format!("the source serves database {}, not {}", chunk.source.guid, shared.guid));
-        }
-        let known_epoch = shared.progress.lock().known_epoch;
-        if chunk.source.epoch < known_epoch {
-            return reject(format!(
-                "the source is at epoch {} but epoch {known_epoch} exists: an old active's log is never accepted",
-                chunk.source.epoch
-            ));
-        }
-        if chunk.generation != generation || chunk.offset != offset {
-            return reject(format!(
-                "chunk for generation {} offset {} answers a request for generation {generation} offset {offset} \
-                 (duplicated or reordered)",
-                chunk.generation, chunk.offset
-            ));
-        }
+        let (known_epoch, want_lsn) = {
+            let p = shared.progress.lock();
+            (p.known_epoch, p.replayed_lsn + 1)
+        };
+        let expect = Expect {
+            guid: shared.guid,
+            known_epoch,
+            generation,
+            offset,
+            tail: self.tail.as_ref().map(|t| TailView {
+                header: t.header,
+                next_lsn: t.next_lsn,
+                chain: t.chain.clone().finalize(),
+            }),
+            want_lsn,
+        };
         if chunk.bytes.is_empty() {
+            // Nothing to inspect but who sent it and for which position.
+            inspect_origin(&expect, &chunk)?;
             if chunk.closed
                 && let Some(t) = &mut self.tail
                 && t.generation == generation
@@ -1198,39 +1197,9 @@ impl<M: StateMachine> Copier<M> {
             }
             return self.note_source(chunk.source);
         }
-        // Inspect.
-        let (header, seal, records_from, mut expected) = if offset == 0 {
-            let header = GenerationHeader::decode(&chunk.bytes)
-                .map_err(|e| Error::ChunkRejected { reason: format!("generation {generation}: {e}") })?;
-            self.check_header(&header, generation, chunk.source.epoch)?;
-            (Some(header), RecordSeal::for_header(&header), HEADER_LEN, header.first_lsn)
-        } else {
-            let Some(t) = &self.tail else { return reject("a chunk continues a generation the copy lacks".into()) };
-            (None, t.seal.clone(), 0, t.next_lsn)
-        };
+        let Inspected { header, last_lsn, records } = inspect::<M::Op>(&expect, &chunk)?;
         let bytes = &chunk.bytes;
-        let mut at = records_from;
-        let mut records = 0u64;
-        while at < bytes.len() {
-            match seal.decode(&bytes[at..]) {
-                Frame::Record { lsn, payload, frame_len } if lsn == expected => {
-                    codec::decode::<M::Op>(payload).map_err(|e| Error::ChunkRejected {
-                        reason: format!("generation {generation}: record LSN {lsn} does not decode: {e}"),
-                    })?;
-                    at += frame_len;
-                    expected += 1;
-                    records += 1;
-                }
-                Frame::Record { lsn, .. } => {
-                    return reject(format!("generation {generation}: record LSN {lsn} where {expected} was due"));
-                }
-                Frame::End => return reject(format!("generation {generation}: end marker inside a chunk")),
-                Frame::Invalid(why) => {
-                    return reject(format!("generation {generation} offset {}: {why}", offset + at as u64));
-                }
-            }
-        }
-        let last_lsn = expected - 1;
+        let expected = last_lsn + 1;
         // Write and sync, then publish.
         if let Some(header) = header {
             let tail = self.create_generation(header, bytes)?;
@@ -1296,54 +1265,6 @@ impl<M: StateMachine> Copier<M> {
         learn_epoch(&self.shared, source.epoch)
     }
 
-    /// The checks a new generation's header must pass against the copy's log.
-    fn check_header(&self, header: &GenerationHeader, generation: u64, source_epoch: u64) -> Result<()> {
-        let reject = |reason: String| Err(Error::ChunkRejected { reason });
-        if header.guid != self.shared.guid {
-            return reject(format!("generation {generation} belongs to database {}", header.guid));
-        }
-        if header.generation != generation {
-            return reject(format!("generation {generation} carries the header of generation {}", header.generation));
-        }
-        if header.epoch > source_epoch {
-            return reject(format!("generation {generation} has epoch {} beyond its source's", header.epoch));
-        }
-        match &self.tail {
-            Some(t) => {
-                if header.epoch < t.header.epoch {
-                    return reject(format!(
-                        "generation {generation} has epoch {} after epoch {}",
-                        header.epoch, t.header.epoch
-                    ));
-                }
-                if header.first_lsn != t.next_lsn {
-                    return reject(format!(
-                        "generation {generation} starts at LSN {} but the log ends at LSN {}",
-                        header.first_lsn,
-                        t.next_lsn - 1
-                    ));
-                }
-                if header.prev_checksum != t.chain.clone().finalize() {
-                    return reject(format!(
-                        "generation {generation} does not chain to the copy's generation {} (checksum mismatch: \
-                         the logs diverged)",
-                        t.generation
-                    ));
-                }
-            }
-            None => {
-                let want = self.shared.progress.lock().replayed_lsn + 1;
-                if header.first_lsn > want {
-                    return reject(format!(
-                        "generation {generation} starts at LSN {} but the copy needs LSN {want}",
-                        header.first_lsn
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Creates a generation file holding `bytes` (header and records) and an end marker, durably.
     fn create_generation(&self, header: GenerationHeader, bytes: &[u8]) -> Result<Tail> {
         let logs = self.shared.dir.join(LOGS_DIR);
@@ -1367,7 +1288,6 @@ impl<M: StateMachine> Copier<M> {
         Ok(Tail {
             generation: header.generation,
             header,
-            seal: RecordSeal::for_header(&header),
             file,
             path,
             offset: records_end,

@@ -19,6 +19,7 @@
 //! - [`best_copy`] ranks activation candidates.
 
 mod copy;
+pub(crate) mod inspect;
 mod protocol;
 mod resync;
 mod source;
