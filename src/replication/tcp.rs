@@ -43,6 +43,8 @@ const GREETING: &[u8; 8] = b"MSSHIP01";
 /// The largest frame payload: a chunk and its envelope.
 const MAX_FRAME: usize = MAX_CHUNK_BYTES + 4096;
 const MAC_LEN: usize = 16;
+/// Connections served at once; more are closed at once (a guard against connection floods: copies need one each).
+const MAX_CONNECTIONS: u64 = 64;
 
 /// The shared key of a shipping link: 32 bytes, or derived from a passphrase.
 #[derive(Clone)]
@@ -154,19 +156,31 @@ impl TcpShippingServer {
         let accepter = {
             let stop = Arc::clone(&stop);
             let connections = Arc::clone(&connections);
+            let live = Arc::new(AtomicU64::new(0));
             std::thread::Builder::new()
                 .name("mailstore-ship-accept".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Acquire) {
                         match listener.accept() {
                             Ok((stream, _)) => {
+                                if live.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                                    let _ = stream.shutdown(Shutdown::Both);
+                                    continue;
+                                }
                                 let source = Arc::clone(&source);
                                 let key = key.clone();
                                 let stop = Arc::clone(&stop);
+                                let served = Arc::clone(&live);
                                 connections.fetch_add(1, Ordering::Relaxed);
-                                let _ = std::thread::Builder::new()
-                                    .name("mailstore-ship-conn".into())
-                                    .spawn(move || serve_connection(stream, source.as_ref(), &key, &stop));
+                                live.fetch_add(1, Ordering::AcqRel);
+                                let spawned =
+                                    std::thread::Builder::new().name("mailstore-ship-conn".into()).spawn(move || {
+                                        serve_connection(stream, source.as_ref(), &key, &stop);
+                                        served.fetch_sub(1, Ordering::AcqRel);
+                                    });
+                                if spawned.is_err() {
+                                    live.fetch_sub(1, Ordering::AcqRel);
+                                }
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                                 std::thread::sleep(Duration::from_millis(20));
