@@ -632,6 +632,20 @@ fn a_suspended_copy_pins_the_log_only_up_to_the_guard() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(copy.status().reason.unwrap().contains("reseed"));
+    // Reseeding the failed copy in place brings it back.
+    let dir = copy.dir().to_path_buf();
+    let id = copy.id();
+    copy.close().unwrap();
+    let log: Arc<dyn LogSource> = source.clone();
+    let reseeded: Copy = PassiveCopy::seed(&dir, source.as_ref(), log, copy_options(), |_| {}).unwrap();
+    assert_eq!(reseeded.id(), id, "a reseed keeps the copy's identity");
+    catch_up(&reseeded, &db);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reseeded.status().state != CopyState::Healthy {
+        assert!(std::time::Instant::now() < deadline, "{:?}", reseeded.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(dump_copy(&reseeded), dump_engine(&db));
 }
 
 #[test]
