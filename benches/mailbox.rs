@@ -11,10 +11,16 @@
 //! * `deliver_10k/sqlite_serialized`: the SQLite baseline again, with the 32 threads taking one process-wide
 //!   mutex around each transaction, so that they queue in the process instead of sleeping in SQLite's busy
 //!   handler (the best a single-writer SQLite can do with 32 delivering threads; shown for context);
-//! * `newest50/mailstore` and `newest50/sqlite`: the envelopes of the 50 newest messages of a 100,000-message
-//!   folder, one query per iteration, one thread;
-//! * and, outside criterion, the latency of every one of 5,000 newest-50 queries per store (measured with
-//!   `Instant` around each query, the two stores interleaved in blocks of 100), for p50 / p90 / p99 / max.
+//! * `newest50/mailstore` and `newest50/sqlite`: the listing of the 50 newest messages of a 100,000-message
+//!   folder (id, UID, MODSEQ, flags, received time, subject, From, To, `Date`, Message-ID, size), one query per
+//!   iteration, one thread, every row read **in place** on both sides: mailstore's `MailStore::newest_summaries`
+//!   (`ItemSummary` views borrowing from the read transaction) and SQLite rows read with `Row::get_ref` (`&str`
+//!   borrowed from the statement), each field of each row handed to `black_box` the same way (`use_summary`,
+//!   `use_row`) — the issue's targets are evaluated on this pair;
+//! * `newest50_owned/mailstore` and `newest50_owned/sqlite`: the same query with every row copied into owned
+//!   values (`MailStore::newest_by_uid`, whole `ItemInfo`s; SQLite rows into structs of `String`s), for context;
+//! * and, outside criterion, the latency of every one of 5,000 queries per store and variant (measured with
+//!   `Instant` around each query, the four interleaved in blocks of 100), for p50 / p90 / p99 / max.
 //!
 //! Every delivery builds its own message (unique `Subject` and `Message-ID`, 10,240 bytes) and parses its
 //! envelope with `mailstore::model::envelope::parse`, on both sides (`MailOp::append` parses it; the SQLite path
@@ -63,7 +69,9 @@ mod common;
 use common::{Call, Record, Summary, Tally, bench_root, mount_of};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use mailstore::model::envelope::{self, Address, Envelope};
-use mailstore::model::{Flags, FolderId, FolderRole, ItemInfo, MailEngine, MailOp, MailOutput, MailboxKind, Uid};
+use mailstore::model::{
+    Flags, FolderId, FolderRole, ItemInfo, ItemSummary, MailEngine, MailOp, MailOutput, MailboxKind, Uid,
+};
 use mailstore::{Durability, Engine, EngineStats, Guid, Options};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior, params};
 
@@ -233,6 +241,8 @@ enum Kind {
     DeliverSqliteSerialized,
     NewestMailstore,
     NewestSqlite,
+    NewestOwnedMailstore,
+    NewestOwnedSqlite,
 }
 
 impl Kind {
@@ -489,8 +499,38 @@ fn mail_deliver(f: &MailFixture) -> u64 {
     }
 }
 
-/// The envelopes (item records) of the newest [`NEWEST`] messages of the Inbox, in one snapshot.
-fn mail_newest(f: &MailFixture) -> Vec<ItemInfo> {
+/// The listing of the newest [`NEWEST`] messages of the Inbox, in one snapshot, every row read in place and
+/// handed to [`use_summary`]; returns the rows read.
+fn mail_newest(f: &MailFixture) -> u64 {
+    f.db.read(|s, txn| {
+        let rows = s.newest_summaries(txn, &f.guid, f.inbox, NEWEST as usize)?;
+        Ok(rows.iter().map(use_summary).sum())
+    })
+    .expect("read")
+}
+
+/// What a listing reads of each row: the same fields as [`use_row`] reads of a SQLite row (From and To as their
+/// addresses, which the SQLite schema stores pre-formatted in one string each).
+fn use_summary(s: &ItemSummary<'_>) -> u64 {
+    black_box((
+        s.id(),
+        s.uid(),
+        s.modseq(),
+        s.flags(),
+        s.received_micros(),
+        s.subject(),
+        s.date(),
+        s.message_id(),
+        s.size(),
+    ));
+    for a in s.from().iter().chain(s.to().iter()) {
+        black_box(a);
+    }
+    1
+}
+
+/// The envelopes (whole item records, owned) of the newest [`NEWEST`] messages of the Inbox, in one snapshot.
+fn mail_newest_owned(f: &MailFixture) -> Vec<ItemInfo> {
     f.db.read(|s, txn| s.newest_by_uid(txn, &f.guid, f.inbox, NEWEST as usize)).expect("read")
 }
 
@@ -688,7 +728,7 @@ fn sqlite_deliver(conn: &mut Connection, ids: SqlIds, n: u64, serialize: bool) -
     }
 }
 
-/// One row of a newest-N answer.
+/// One row of a newest-N answer, owned.
 #[allow(dead_code)] // read through `black_box` only
 #[derive(Debug)]
 struct EnvelopeRow {
@@ -705,14 +745,64 @@ struct EnvelopeRow {
     size: i64,
 }
 
-/// The envelopes of the newest [`NEWEST`] messages of the Inbox (newest first).
-fn sqlite_newest(conn: &Connection, ids: SqlIds) -> Vec<EnvelopeRow> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT id, uid, modseq, flags, received, subject, from_addr, to_addr, date, message_id, size \
-             FROM messages WHERE folder = ?1 ORDER BY uid DESC LIMIT ?2",
-        )
-        .expect("prepare");
+/// The newest-N query of both SQLite variants.
+const SQLITE_NEWEST: &str = "SELECT id, uid, modseq, flags, received, subject, from_addr, to_addr, date, \
+                             message_id, size FROM messages WHERE folder = ?1 ORDER BY uid DESC LIMIT ?2";
+
+/// One row of a newest-N answer, borrowed from the statement (valid until the next step).
+#[derive(Debug)]
+struct EnvelopeRef<'a> {
+    id: i64,
+    uid: Uid,
+    modseq: i64,
+    flags: u8,
+    received: i64,
+    subject: Option<&'a str>,
+    from: &'a str,
+    to: &'a str,
+    date: Option<i64>,
+    message_id: Option<&'a str>,
+    size: i64,
+}
+
+/// What a listing reads of each row (see [`use_summary`]).
+fn use_row(r: &EnvelopeRef<'_>) -> u64 {
+    black_box((r.id, r.uid, r.modseq, r.flags, r.received, r.subject, r.date, r.message_id, r.size));
+    black_box(r.from);
+    black_box(r.to);
+    1
+}
+
+/// The listing of the newest [`NEWEST`] messages of the Inbox (newest first), every row read in place and handed
+/// to [`use_row`]; returns the rows read.
+fn sqlite_newest(conn: &Connection, ids: SqlIds) -> u64 {
+    let mut stmt = conn.prepare_cached(SQLITE_NEWEST).expect("prepare");
+    let mut rows = stmt.query(params![ids.inbox, NEWEST]).expect("query");
+    let mut read = 0;
+    while let Some(r) = rows.next().expect("row") {
+        let text = |i: usize| r.get_ref(i).expect("column").as_str().expect("text");
+        let opt_text = |i: usize| r.get_ref(i).expect("column").as_str_or_null().expect("text or NULL");
+        let row = EnvelopeRef {
+            id: r.get(0).expect("id"),
+            uid: r.get(1).expect("uid"),
+            modseq: r.get(2).expect("modseq"),
+            flags: r.get(3).expect("flags"),
+            received: r.get(4).expect("received"),
+            subject: opt_text(5),
+            from: text(6),
+            to: text(7),
+            date: r.get(8).expect("date"),
+            message_id: opt_text(9),
+            size: r.get(10).expect("size"),
+        };
+        read += use_row(&row);
+    }
+    read
+}
+
+/// The envelopes of the newest [`NEWEST`] messages of the Inbox (newest first), copied into owned rows.
+fn sqlite_newest_owned(conn: &Connection, ids: SqlIds) -> Vec<EnvelopeRow> {
+    let mut stmt = conn.prepare_cached(SQLITE_NEWEST).expect("prepare");
     let rows = stmt
         .query_map(params![ids.inbox, NEWEST], |r| {
             Ok(EnvelopeRow {
@@ -883,60 +973,98 @@ fn sqlite_fill(dir: &Path, count: u64) -> SqlFixture {
 }
 
 fn bench_newest(c: &mut Criterion, cfg: &Config, root: &Path) {
-    let mut group = c.benchmark_group("newest50");
-    cfg.apply(&mut group);
-    group.throughput(Throughput::Elements(1));
-
     let mail_dir = tempfile::tempdir_in(root).expect("tempdir");
-    let mut mail: Option<MailFixture> = None;
-    let calls = register("newest50/mailstore", Kind::NewestMailstore);
-    group.bench_function("mailstore", |b| {
-        let f = mail.get_or_insert_with(|| mail_fill(mail_dir.path(), cfg.folder_messages));
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(mail_newest(f));
-            }
-            let elapsed = start.elapsed();
-            calls.lock().unwrap().push(Call { iters, elapsed, counts: Counts::default() });
-            elapsed
-        })
-    });
-
     let sql_dir = tempfile::tempdir_in(root).expect("tempdir");
+    let mut mail: Option<MailFixture> = None;
     let mut sql: Option<SqlFixture> = None;
-    let calls = register("newest50/sqlite", Kind::NewestSqlite);
-    group.bench_function("sqlite", |b| {
-        let f = sql.get_or_insert_with(|| sqlite_fill(sql_dir.path(), cfg.folder_messages));
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(sqlite_newest(&f.conns[0], f.ids));
-            }
-            let elapsed = start.elapsed();
-            calls.lock().unwrap().push(Call { iters, elapsed, counts: Counts::default() });
-            elapsed
-        })
-    });
-    group.finish();
 
-    // Per-query latencies, outside criterion, for the stores whose benchmark ran.
+    // Times `iters` calls of `query`, for criterion, and records the sample.
+    fn timed(iters: u64, calls: &Mutex<Vec<Call<Counts>>>, query: impl Fn()) -> Duration {
+        let start = Instant::now();
+        for _ in 0..iters {
+            query();
+        }
+        let elapsed = start.elapsed();
+        calls.lock().unwrap().push(Call { iters, elapsed, counts: Counts::default() });
+        elapsed
+    }
+
+    // `newest50`: rows read in place on both sides (the issue's targets); `newest50_owned`: rows copied out.
+    for (group_name, owned) in [("newest50", false), ("newest50_owned", true)] {
+        let mut group = c.benchmark_group(group_name);
+        cfg.apply(&mut group);
+        group.throughput(Throughput::Elements(1));
+        let kind = if owned { Kind::NewestOwnedMailstore } else { Kind::NewestMailstore };
+        let calls = register(&format!("{group_name}/mailstore"), kind);
+        group.bench_function("mailstore", |b| {
+            let f = mail.get_or_insert_with(|| mail_fill(mail_dir.path(), cfg.folder_messages));
+            b.iter_custom(|iters| {
+                if owned {
+                    timed(iters, &calls, || drop(black_box(mail_newest_owned(f))))
+                } else {
+                    timed(iters, &calls, || {
+                        black_box(mail_newest(f));
+                    })
+                }
+            })
+        });
+        let kind = if owned { Kind::NewestOwnedSqlite } else { Kind::NewestSqlite };
+        let calls = register(&format!("{group_name}/sqlite"), kind);
+        group.bench_function("sqlite", |b| {
+            let f = sql.get_or_insert_with(|| sqlite_fill(sql_dir.path(), cfg.folder_messages));
+            b.iter_custom(|iters| {
+                if owned {
+                    timed(iters, &calls, || drop(black_box(sqlite_newest_owned(&f.conns[0], f.ids))))
+                } else {
+                    timed(iters, &calls, || {
+                        black_box(sqlite_newest(&f.conns[0], f.ids));
+                    })
+                }
+            })
+        });
+        group.finish();
+    }
+
+    // Both variants of each store answer the same rows.
     if let Some(f) = &mail {
-        let newest = mail_newest(f);
+        let newest = mail_newest_owned(f);
         let uids = (newest.first().map(|i| i.uid), newest.last().map(|i| i.uid));
         println!("newest50/mailstore answers {} items, UIDs {:?}..={:?}", newest.len(), uids.0, uids.1);
+        assert_eq!(mail_newest(f), newest.len() as u64, "in-place and owned listings differ");
+        let in_place: mailstore::Result<Vec<ItemInfo>> = f.db.read(|s, txn| {
+            Ok(s.newest_summaries(txn, &f.guid, f.inbox, NEWEST as usize)?.iter().map(|s| s.to_item_info()).collect())
+        });
+        assert_eq!(in_place.expect("read"), newest, "in-place and owned listings differ");
     }
     if let Some(f) = &sql {
-        let newest = sqlite_newest(&f.conns[0], f.ids);
+        let newest = sqlite_newest_owned(&f.conns[0], f.ids);
         let uids = (newest.last().map(|r| r.uid), newest.first().map(|r| r.uid));
         println!("newest50/sqlite answers {} rows, UIDs {:?}..={:?}", newest.len(), uids.0, uids.1);
+        assert_eq!(sqlite_newest(&f.conns[0], f.ids), newest.len() as u64, "in-place and owned listings differ");
     }
+
+    // Per-query latencies, outside criterion, for the stores whose benchmarks ran.
     let mut queries: Vec<(Kind, Box<dyn Fn() + '_>)> = Vec::new();
     if let Some(f) = &mail {
-        queries.push((Kind::NewestMailstore, Box::new(move || drop(black_box(mail_newest(f))))));
+        queries.push((
+            Kind::NewestMailstore,
+            Box::new(move || {
+                black_box(mail_newest(f));
+            }),
+        ));
+        queries.push((Kind::NewestOwnedMailstore, Box::new(move || drop(black_box(mail_newest_owned(f))))));
     }
     if let Some(f) = &sql {
-        queries.push((Kind::NewestSqlite, Box::new(move || drop(black_box(sqlite_newest(&f.conns[0], f.ids))))));
+        queries.push((
+            Kind::NewestSqlite,
+            Box::new(move || {
+                black_box(sqlite_newest(&f.conns[0], f.ids));
+            }),
+        ));
+        queries.push((
+            Kind::NewestOwnedSqlite,
+            Box::new(move || drop(black_box(sqlite_newest_owned(&f.conns[0], f.ids)))),
+        ));
     }
     if !queries.is_empty() {
         let count = cfg.latency_queries;
@@ -1076,11 +1204,11 @@ fn print_summary(cfg: &Config) {
 
     println!();
     println!(
-        "{:<22} {:>7} {:>9} {:>13} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:<26} {:>7} {:>9} {:>13} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "newest 50 (1 thread)", "samples", "queries", "crit. median", "crit. mean", "p50", "p90", "p99", "max", "mean"
     );
     let pct = |kind: Kind| latencies.iter().find(|(k, _)| *k == kind).and_then(|(_, l)| Percentiles::of(l));
-    for kind in [Kind::NewestMailstore, Kind::NewestSqlite] {
+    for kind in [Kind::NewestMailstore, Kind::NewestSqlite, Kind::NewestOwnedMailstore, Kind::NewestOwnedSqlite] {
         let s = find(kind);
         let p = pct(kind);
         if s.is_none() && p.is_none() {
@@ -1088,7 +1216,9 @@ fn print_summary(cfg: &Config) {
         }
         let name = match kind {
             Kind::NewestMailstore => "newest50/mailstore",
-            _ => "newest50/sqlite",
+            Kind::NewestSqlite => "newest50/sqlite",
+            Kind::NewestOwnedMailstore => "newest50_owned/mailstore",
+            _ => "newest50_owned/sqlite",
         };
         let crit = |f: &dyn Fn(&Summary<Kind, Counts>) -> f64| {
             s.map_or_else(|| "-".to_string(), |s| format!("{:.1} us", f(s) / 1e3))
@@ -1097,7 +1227,7 @@ fn print_summary(cfg: &Config) {
             p.as_ref().map_or_else(|| "-".to_string(), |p| format!("{:.1}", us(f(p))))
         };
         println!(
-            "{:<22} {:>7} {:>9} {:>13} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "{:<26} {:>7} {:>9} {:>13} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
             name,
             s.map_or(0, |s| s.samples),
             p.as_ref().map_or(0, |p| p.count),
@@ -1111,8 +1241,10 @@ fn print_summary(cfg: &Config) {
         );
     }
     println!(
-        "crit.: criterion's samples (median / mean time per query); p50..mean: {} queries per store timed one by \
-         one with Instant, in microseconds, after {LATENCY_WARM_UP} unrecorded ones, the stores alternating every \
+        "newest50: rows read in place (mailstore ItemSummary views, SQLite Row::get_ref), the same fields on both \
+         sides; newest50_owned: rows copied into owned values (mailstore whole ItemInfos); crit.: criterion's \
+         samples (median / mean time per query); p50..mean: {} queries per store and variant timed one by one with \
+         Instant, in microseconds, after {LATENCY_WARM_UP} unrecorded ones, the four alternating every \
          {LATENCY_BLOCK}",
         cfg.latency_queries
     );
@@ -1174,6 +1306,18 @@ fn print_summary(cfg: &Config) {
                 cs.median_ns / cm.median_ns
             });
         }
+    }
+    if let (Some(pm), Some(ps)) = (pct(Kind::NewestOwnedMailstore), pct(Kind::NewestOwnedSqlite)) {
+        println!(
+            "  extra: newest-50 with owned rows (not the target): p99 {:.1} vs {:.1} us = {:.1}x, p50 {:.1} vs {:.1} \
+             us = {:.1}x",
+            us(pm.p99),
+            us(ps.p99),
+            ps.p99.as_secs_f64() / pm.p99.as_secs_f64(),
+            us(pm.p50),
+            us(ps.p50),
+            ps.p50.as_secs_f64() / pm.p50.as_secs_f64()
+        );
     }
 }
 

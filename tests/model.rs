@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::thread;
 
 use mailstore::model::{
-    ChangeKind, Entity, FlagAction, Flags, FolderId, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind, Uid,
+    ChangeKind, Entity, FlagAction, Flags, FolderId, FolderRole, ItemClass, MailEngine, MailOp, MailOutput,
+    MailboxKind, Uid,
 };
 use mailstore::{Engine, Error, Guid, Options};
 
@@ -544,7 +545,7 @@ fn mailbox_soft_delete_restore_and_purge() {
 
 #[test]
 fn delivery_by_path_received_order_free_busy_and_fai() {
-    use mailstore::model::{ItemClass, deliver};
+    use mailstore::model::deliver;
     let dir = tempfile::tempdir().unwrap();
     let db = mount(dir.path());
     let mbx = create_mailbox(&db, "kate@example.com");
@@ -900,4 +901,141 @@ fn holds_cannot_be_bypassed() {
     db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 2 }).unwrap();
     assert!(matches!(db.commit(MailOp::PurgeMailbox { mailbox: mbx }), Err(Error::InvalidArgument(_))));
     assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().recoverable_items, 1);
+}
+
+/// The listing records read in place equal the items after every kind of change, and `verify_counters` agrees.
+fn listing_matches_items(db: &MailEngine, mbx: Guid) {
+    db.read(|s, txn| {
+        assert_eq!(s.verify_counters(txn)?, Vec::<String>::new());
+        for f in s.folders(txn, &mbx)? {
+            let all = s.items_by_uid(txn, &mbx, f.id, 1, usize::MAX, true)?;
+            let summaries = s.summaries_by_uid(txn, &mbx, f.id, 1, usize::MAX, true)?;
+            assert_eq!(all.len(), summaries.len());
+            for (item, summary) in all.iter().zip(&summaries) {
+                assert_eq!(s.item(txn, &mbx, item.id)?.as_ref(), Some(item), "the index copy equals the item");
+                assert_eq!(&summary.to_item_info(), item);
+                assert_eq!(summary.subject(), item.envelope.subject.as_deref());
+                assert_eq!(summary.from().to_vec(), item.envelope.from);
+                assert_eq!(summary.keywords().to_vec(), item.keywords);
+                let one = s.summary_by_uid(txn, &mbx, f.id, item.uid)?.unwrap();
+                assert_eq!(one.to_item_info(), *item);
+            }
+            let mut visible: Vec<_> = all.into_iter().filter(|i| !i.fai).collect();
+            visible.reverse();
+            let newest = s.newest_summaries(txn, &mbx, f.id, usize::MAX)?;
+            assert_eq!(newest.iter().map(|s| s.to_item_info()).collect::<Vec<_>>(), visible);
+            assert_eq!(s.newest_by_uid(txn, &mbx, f.id, 2)?, visible.iter().take(2).cloned().collect::<Vec<_>>());
+            assert!(s.newest_summaries(txn, &mbx, f.id, 0)?.is_empty());
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn listing_records_follow_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = mount(dir.path());
+    let mbx = create_mailbox(&db, "lena@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let archive = role(&db, mbx, FolderRole::Archive);
+    let deletions = role(&db, mbx, FolderRole::Deletions);
+    let calendar = role(&db, mbx, FolderRole::Calendar);
+    for i in 0..6 {
+        append(&db, mbx, inbox, &format!("list{i}"));
+    }
+    // A folder-associated item, an appointment and a message with keywords, Cc and an unusual subject.
+    db.commit(MailOp::append_item(
+        mbx,
+        inbox,
+        b"X-Setting: 1\r\n\r\n".to_vec(),
+        ItemClass::Other("IPM.Cfg".into()),
+        true,
+    ))
+    .unwrap();
+    db.commit(MailOp::append_item(
+        mbx,
+        calendar,
+        message("meeting", "at noon"),
+        ItemClass::Appointment { start: 10, end: 20 },
+        false,
+    ))
+    .unwrap();
+    let raw =
+        b"From: \"J\xc3\xb6rg\" <j@example.com>\r\nCc: a@x, \"B\" <b@y>\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\
+                In-Reply-To: <p@x>\r\nReferences: <r@x> <p@x>\r\n\r\nbody\r\n";
+    db.commit(MailOp::append(mbx, inbox, raw.to_vec(), Flags::FLAGGED, vec!["work".into(), "$Label1".into()])).unwrap();
+    listing_matches_items(&db, mbx);
+    let newest = db.read(|s, txn| {
+        let rows = s.newest_summaries(txn, &mbx, inbox, 1)?;
+        Ok((rows[0].subject().map(str::to_owned), rows[0].cc().len(), rows[0].references().len()))
+    });
+    assert_eq!(newest.unwrap(), (Some("Grüße".to_owned()), 2, 2));
+    // Flags and keywords (MODSEQ changes with them).
+    db.commit(MailOp::store_flags(mbx, inbox, vec![1, 2, 3], FlagAction::Add, Flags::SEEN)).unwrap();
+    db.commit(MailOp::StoreFlags {
+        mailbox: mbx,
+        folder: inbox,
+        uids: vec![2, 8],
+        action: FlagAction::Add,
+        flags: Flags::empty(),
+        keywords: vec!["later".into()],
+        unchanged_since: None,
+    })
+    .unwrap();
+    listing_matches_items(&db, mbx);
+    // Copy, move, delete to Recoverable Items, recover, expunge, replace.
+    db.commit(MailOp::CopyItems { mailbox: mbx, from: inbox, uids: vec![1, 2], to: archive, remove_source: false })
+        .unwrap();
+    db.commit(MailOp::CopyItems { mailbox: mbx, from: inbox, uids: vec![3], to: archive, remove_source: true })
+        .unwrap();
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![4, 5], at_micros: 7 }).unwrap();
+    listing_matches_items(&db, mbx);
+    db.commit(MailOp::RecoverItems { mailbox: mbx, uids: vec![1] }).unwrap();
+    db.commit(MailOp::store_flags(mbx, inbox, vec![6], FlagAction::Add, Flags::DELETED)).unwrap();
+    db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap();
+    db.commit(MailOp::replace_item(
+        mbx,
+        calendar,
+        1,
+        message("moved", "at one"),
+        ItemClass::Appointment { start: 30, end: 40 },
+    ))
+    .unwrap();
+    listing_matches_items(&db, mbx);
+    let deleted = db.read(|s, txn| Ok(s.summary_by_uid(txn, &mbx, deletions, 2)?.and_then(|s| s.deleted()))).unwrap();
+    assert_eq!(deleted.map(|d| (d.from, d.at_micros)), Some((inbox, 7)));
+    // A folder deleted with its items, a submission sent, purges, and a replace under litigation hold.
+    let root = db.read(|s, txn| s.folder_by_role(txn, &mbx, FolderRole::Root)).unwrap().unwrap().id;
+    let MailOutput::FolderCreated { id: projects, .. } =
+        db.commit(MailOp::create_folder(mbx, root, "Projects")).unwrap().output
+    else {
+        unreachable!()
+    };
+    append(&db, mbx, projects, "project1");
+    append(&db, mbx, projects, "project2");
+    db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: projects, at_micros: 8 }).unwrap();
+    let MailOutput::Submitted { item, .. } = db.commit(MailOp::submit(mbx, message("outgoing", "hi"))).unwrap().output
+    else {
+        unreachable!()
+    };
+    listing_matches_items(&db, mbx);
+    db.commit(MailOp::AcknowledgeSubmission { mailbox: mbx, item }).unwrap();
+    db.commit(MailOp::PurgeItems { mailbox: mbx, uids: vec![2] }).unwrap();
+    db.commit(MailOp::PurgeDeleted { mailbox: mbx, deleted_before_micros: 8 }).unwrap();
+    db.commit(MailOp::SetRetention {
+        mailbox: mbx,
+        single_item_recovery: true,
+        litigation_hold: true,
+        retention_micros: 1,
+    })
+    .unwrap();
+    db.commit(MailOp::replace_item(mbx, calendar, 2, message("moved again", "at two"), ItemClass::Task)).unwrap();
+    listing_matches_items(&db, mbx);
+    // The records survive a remount (they are state, rebuilt by nothing).
+    db.dismount().unwrap();
+    db = mount(dir.path());
+    listing_matches_items(&db, mbx);
+    db.dismount().unwrap();
+    assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
 }

@@ -61,6 +61,8 @@ fn check(
 ) -> Result<(), TestCaseError> {
     let info = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
     prop_assert_eq!(info.highest_modseq, modseq);
+    // Counters, the UID index and its listing records agree with the items.
+    prop_assert_eq!(db.read(|s, txn| s.verify_counters(txn)).unwrap(), Vec::<String>::new());
     let live = &model[..3];
     prop_assert_eq!(info.items, live.iter().map(|f| f.items.len() as u64).sum::<u64>());
     prop_assert_eq!(info.size, live.iter().flat_map(|f| f.items.values()).map(|i| i.size).sum::<u64>());
@@ -68,6 +70,12 @@ fn check(
     for (id, m) in ids.iter().zip(model) {
         let f = db.read(|s, txn| s.folder(txn, &mbx, *id)).unwrap().unwrap();
         let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, *id, 1, 10_000, true)).unwrap();
+        // The listing records read in place, newest first, are the same items.
+        let mut newest: Vec<_> = db
+            .read(|s, txn| Ok(s.newest_summaries(txn, &mbx, *id, 10_000)?.iter().map(|s| s.to_item_info()).collect()))
+            .unwrap();
+        newest.reverse();
+        prop_assert_eq!(&newest, &items);
         prop_assert_eq!(f.uidnext, m.uidnext);
         prop_assert_eq!(f.total, m.items.len() as u64);
         prop_assert_eq!(f.unread, m.items.values().filter(|i| i.flags & 1 == 0).count() as u64);

@@ -1,6 +1,7 @@
-//! Key layout of the mailbox model's LMDB databases. Every key starts with the mailbox GUID and continues with
-//! big-endian fixed-width integers, so one mailbox's entries are contiguous and ordered by id, UID or MODSEQ.
-//! No key encodes a `usize`.
+//! Key layout of the mailbox model's LMDB databases. Every key starts with the mailbox GUID (or is a content
+//! hash or an address) and continues with big-endian fixed-width integers, so one mailbox's entries are contiguous
+//! and ordered by id, UID or MODSEQ. No key encodes a `usize`. Values that are not a plain integer are bincode
+//! (`crate::codec`), except the UID index's listing records (`crate::model::summary`, a fixed layout read in place).
 //!
 //! | database | key | value |
 //! |---|---|---|
@@ -9,9 +10,12 @@
 //! | `mail.folders` | GUID ‖ folder id (u64) | `FolderInfo` |
 //! | `mail.folder_names` | GUID ‖ parent id (u64) ‖ lower-cased name | folder id (u64) |
 //! | `mail.items` | GUID ‖ item id (u64) | `ItemInfo` |
-//! | `mail.uids` | GUID ‖ folder id (u64) ‖ UID (u32) | item id (u64) |
-//! | `mail.bodies` | GUID ‖ item id (u64) | raw RFC 5322 bytes |
+//! | `mail.uids` | GUID ‖ folder id (u64) ‖ UID (u32) | listing record: item id (u64, big-endian) ‖ a full copy of the item laid out for reading in place (`summary`) |
+//! | `mail.bodies` | BLAKE3 hash of the raw bytes (32 bytes) | raw RFC 5322 bytes, once per database |
+//! | `mail.blob_refs` | BLAKE3 hash (32 bytes) | reference count (u64) |
 //! | `mail.changes` | GUID ‖ MODSEQ (u64) ‖ index (u32) | `Change` |
+//! | `mail.received` | GUID ‖ folder id (u64) ‖ received time (u64) ‖ item id (u64) | empty |
+//! | `mail.submissions` | GUID ‖ item id (u64) | `Submission` |
 
 use crate::model::types::{FolderId, ItemId, ModSeq, Uid};
 use crate::types::Guid;

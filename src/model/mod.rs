@@ -12,6 +12,7 @@
 pub mod envelope;
 mod keys;
 mod ops;
+mod summary;
 mod types;
 
 use heed::types::Bytes;
@@ -25,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::types::Guid;
 
 pub use ops::{Change, ChangeKind, Entity, FlagAction, MailOp, MailOutput, Submission};
+pub use summary::{AddressRef, Addresses, ItemSummary, Strings};
 
 /// The answer to [`MailStore::changes`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,10 +245,75 @@ impl MailStore {
 
     /// The item with `uid` in `folder`.
     pub fn item_by_uid(&self, txn: &RoTxn<'_>, guid: &Guid, folder: FolderId, uid: Uid) -> Result<Option<ItemInfo>> {
-        match self.uids.get(txn, &keys::uid(guid, folder, uid))? {
-            Some(raw) => self.item(txn, guid, keys::u64_at(raw, 0)),
-            None => Ok(None),
+        Ok(self.summary_by_uid(txn, guid, folder, uid)?.map(|s| s.to_item_info()))
+    }
+
+    /// The listing record of the item with `uid` in `folder`, read in place (see [`ItemSummary`]).
+    pub fn summary_by_uid<'t>(
+        &self,
+        txn: &'t RoTxn<'_>,
+        guid: &Guid,
+        folder: FolderId,
+        uid: Uid,
+    ) -> Result<Option<ItemSummary<'t>>> {
+        let key = keys::uid(guid, folder, uid);
+        self.uids.get(txn, &key)?.map(|raw| ItemSummary::parse(&key, raw)).transpose()
+    }
+
+    /// Listing records of `folder` with UIDs from `from` on, in UID order, at most `limit` of them, read in place
+    /// from the UID index (one cursor walk, nothing allocated per item but the list). Folder-associated items are
+    /// left out unless `include_fai`.
+    pub fn summaries_by_uid<'t>(
+        &self,
+        txn: &'t RoTxn<'_>,
+        guid: &Guid,
+        folder: FolderId,
+        from: Uid,
+        limit: usize,
+        include_fai: bool,
+    ) -> Result<Vec<ItemSummary<'t>>> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let start = keys::uid(guid, folder, from);
+        let prefix = keys::folder(guid, folder);
+        for entry in self.uids.range(txn, &(std::ops::Bound::Included(&start[..]), std::ops::Bound::Unbounded))? {
+            let (key, raw) = entry?;
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let summary = ItemSummary::parse(key, raw)?;
+            if include_fai || !summary.fai() {
+                out.push(summary);
+            }
         }
+        Ok(out)
+    }
+
+    /// The listing records of the `limit` items of `folder` with the highest UIDs, newest first, read in place
+    /// (IMAP `FETCH` of the last N with `ENVELOPE`, a webmail's first page): one backward cursor walk over the UID
+    /// index, no second lookup, nothing allocated per item but the list. Folder-associated items are left out.
+    /// Like [`MailStore::newest_by_uid`], it finds N items even when the newest UIDs were expunged.
+    pub fn newest_summaries<'t>(
+        &self,
+        txn: &'t RoTxn<'_>,
+        guid: &Guid,
+        folder: FolderId,
+        limit: usize,
+    ) -> Result<Vec<ItemSummary<'t>>> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        if limit == 0 {
+            return Ok(out);
+        }
+        for entry in self.uids.rev_prefix_iter(txn, &keys::folder(guid, folder))? {
+            let (key, raw) = entry?;
+            let summary = ItemSummary::parse(key, raw)?;
+            if !summary.fai() {
+                out.push(summary);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Items of `folder` with UIDs from `from` on, in UID order, at most `limit` of them. Folder-associated
@@ -268,10 +335,10 @@ impl MailStore {
             if !key.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            if let Some(item) = self.item(txn, guid, keys::u64_at(raw, 0))?
-                && (include_fai || !item.fai)
-            {
-                out.push(item);
+            // The UID index holds a full copy of the item (see `ItemSummary`): one lookup per item.
+            let summary = ItemSummary::parse(key, raw)?;
+            if include_fai || !summary.fai() {
+                out.push(summary.to_item_info());
             }
         }
         Ok(out)
@@ -388,19 +455,11 @@ impl MailStore {
     /// The `limit` items of `folder` with the highest UIDs, newest first (IMAP `FETCH` of the last N, a webmail's
     /// first page); folder-associated items are left out. Unlike counting back from UIDNEXT, this finds N items
     /// even when the newest UIDs were expunged.
+    ///
+    /// The records are copied out of the UID index (one lookup per item); [`MailStore::newest_summaries`] reads
+    /// them in place without allocating.
     pub fn newest_by_uid(&self, txn: &RoTxn<'_>, guid: &Guid, folder: FolderId, limit: usize) -> Result<Vec<ItemInfo>> {
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in self.uids.rev_prefix_iter(txn, &keys::folder(guid, folder))? {
-            if out.len() >= limit {
-                break;
-            }
-            if let Some(item) = self.item(txn, guid, keys::u64_at(entry?.1, 0))?
-                && !item.fai
-            {
-                out.push(item);
-            }
-        }
-        Ok(out)
+        Ok(self.newest_summaries(txn, guid, folder, limit)?.iter().map(ItemSummary::to_item_info).collect())
     }
 
     /// The raw RFC 5322 bytes of an item.
@@ -472,15 +531,46 @@ impl MailStore {
     }
 
     /// Checks every mailbox: folder counts, unread counts and sizes match the items in them; mailbox and
-    /// Recoverable Items totals match their folders; every UID index entry names an item that names it back;
-    /// UIDNEXT lies above every UID; no MODSEQ is above the mailbox's highest. Returns each problem found.
+    /// Recoverable Items totals match their folders; every UID index entry names an item that names it back, and
+    /// its listing record equals that item field by field; every item has exactly one UID index entry; UIDNEXT
+    /// lies above every UID; no MODSEQ is above the mailbox's highest. Returns each problem found.
     pub fn verify_counters(&self, txn: &RoTxn<'_>) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         for m in self.mailboxes(txn)? {
             let folders = self.folders(txn, &m.guid)?;
             let (mut items, mut size, mut rec_items, mut rec_size) = (0u64, 0u64, 0u64, 0u64);
+            let mut indexed = 0u64;
             for f in &folders {
-                let list = self.items_by_uid(txn, &m.guid, f.id, 1, usize::MAX, true)?;
+                // The folder's items, found through the UID index and read from `mail.items`.
+                let mut list = Vec::new();
+                for entry in self.uids.prefix_iter(txn, &keys::folder(&m.guid, f.id))? {
+                    let (key, raw) = entry?;
+                    indexed += 1;
+                    let uid = keys::u32_at(key, 24);
+                    let at = format!("mailbox {} folder {} UID {uid}", m.address, f.id);
+                    let summary = match ItemSummary::parse(key, raw) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            problems.push(format!("{at}: unreadable UID index entry ({e})"));
+                            continue;
+                        }
+                    };
+                    let Some(item) = self.item(txn, &m.guid, summary.id())? else {
+                        problems.push(format!("{at}: the UID index names item {}, which does not exist", summary.id()));
+                        continue;
+                    };
+                    if (item.folder, item.uid) != (f.id, uid) {
+                        problems.push(format!(
+                            "{at}: the UID index names item {}, which is UID {} of folder {}",
+                            item.id, item.uid, item.folder
+                        ));
+                        continue;
+                    }
+                    if summary.to_item_info() != item {
+                        problems.push(format!("{at}: the listing record differs from item {}", item.id));
+                    }
+                    list.push(item);
+                }
                 let visible: Vec<_> = list.iter().filter(|i| !i.fai).collect();
                 let total = visible.len() as u64;
                 let unread = visible.iter().filter(|i| !i.flags.contains(Flags::SEEN)).count() as u64;
@@ -492,7 +582,7 @@ impl MailStore {
                     ));
                 }
                 for i in &list {
-                    if i.folder != f.id || i.uid >= f.uidnext || i.modseq > m.highest_modseq {
+                    if i.uid >= f.uidnext || i.modseq > m.highest_modseq {
                         problems.push(format!(
                             "mailbox {} folder {}: item {} (UID {}) is inconsistent with its folder or mailbox",
                             m.address, f.id, i.id, i.uid
@@ -508,6 +598,19 @@ impl MailStore {
                     items += n;
                     size += all_size;
                 }
+            }
+            // Each index entry names a distinct item (an item has one folder and UID); equal counts make the index
+            // and the items a one-to-one match.
+            let mut stored = 0u64;
+            for entry in self.items.prefix_iter(txn, &keys::mailbox(&m.guid))? {
+                entry?;
+                stored += 1;
+            }
+            if stored != indexed {
+                problems.push(format!(
+                    "mailbox {}: {stored} items but {indexed} UID index entries in its folders",
+                    m.address
+                ));
             }
             if (m.items, m.size, m.recoverable_items, m.recoverable_size) != (items, size, rec_items, rec_size) {
                 problems.push(format!(

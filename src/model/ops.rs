@@ -10,7 +10,7 @@ use crate::model::types::{
     DEFAULT_RETENTION_MICROS, Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo,
     MailboxInfo, MailboxKind, ModSeq, Quota, Uid,
 };
-use crate::model::{MailStore, keys, load, store};
+use crate::model::{MailStore, keys, load, store, summary};
 use crate::types::{Guid, now_micros};
 
 /// The longest folder name, in bytes.
@@ -735,8 +735,15 @@ impl Tx<'_, '_> {
         }
     }
 
-    fn put_item(&mut self, item: &ItemInfo) -> heed::Result<()> {
-        self.s.items.put(self.txn, &keys::item(&self.guid, item.id), &store(item)?)
+    /// Writes the item and its UID index entry (the listing record, a copy of the item: see `summary`), so the
+    /// two never differ after a transaction.
+    fn put_item(&mut self, item: &ItemInfo) -> Result<(), ApplyError> {
+        // Encoding fails only past 2 GiB of strings or 2^32 list entries (say, keywords added by a great many
+        // operations): a function of the item alone, so the refusal is deterministic, like any other.
+        let record = summary::encode(item).map_err(reject)?;
+        self.s.items.put(self.txn, &keys::item(&self.guid, item.id), &store(item)?)?;
+        self.s.uids.put(self.txn, &keys::uid(&self.guid, item.folder, item.uid), &record)?;
+        Ok(())
     }
 
     fn record(&mut self, modseq: ModSeq, kind: ChangeKind, entity: Entity) -> heed::Result<()> {
@@ -795,7 +802,6 @@ impl Tx<'_, '_> {
         folder.uidnext += 1;
         folder.highest_modseq = modseq;
         self.put_item(&item)?;
-        self.s.uids.put(self.txn, &keys::uid(&self.guid, folder.id, item.uid), &item.id.to_be_bytes())?;
         self.s.received.put(self.txn, &keys::received(&self.guid, folder.id, item.received_micros, item.id), &[])?;
         count(m, folder, &item, 1);
         self.record(modseq, ChangeKind::Created, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })?;
