@@ -673,3 +673,36 @@ fn a_copy_behind_the_activated_one_resyncs_without_divergence_and_catches_up() {
     catch_up(&b, &c);
     assert_eq!(dump_copy(&b), dump_engine(&c));
 }
+
+#[test]
+fn state_synced_at_checkpoints_only_replays_the_same_and_refuses_to_open_after_a_machine_crash() {
+    use mailstore::replication::StateSync;
+    let tmp = TempDir::new().unwrap();
+    let (db, source) = active(&tmp.path().join("a"));
+    let options = copy_options().state_sync(StateSync::AtCheckpoint);
+    let copy = seed(&tmp.path().join("p"), &source, options.clone());
+    load(&db, 2, 100, "x");
+    catch_up(&copy, &db);
+    assert_eq!(dump_copy(&copy), dump_engine(&db));
+    let dir = copy.dir().to_path_buf();
+    assert!(dir.join("unsynced").exists(), "an open copy with unsynced state is marked");
+    copy.close().unwrap();
+    assert!(!dir.join("unsynced").exists(), "a clean close syncs the state and removes the mark");
+
+    // Reopened in this boot, it goes on.
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy: Copy = PassiveCopy::open(&dir, log, options.clone()).unwrap();
+    load(&db, 1, 50, "y");
+    catch_up(&copy, &db);
+    drop(copy);
+
+    // The mark of another boot (the machine went down while the copy was open): refused, then reseeded.
+    std::fs::write(dir.join("unsynced"), "00000000-0000-0000-0000-000000000000").unwrap();
+    let log: Arc<dyn LogSource> = source.clone();
+    let refused = PassiveCopy::<Kv>::open(&dir, log, options.clone());
+    assert!(matches!(&refused, Err(Error::CopyFailed { reason }) if reason.contains("reseed")), "{:?}", refused.err());
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy: Copy = PassiveCopy::seed(&dir, source.as_ref(), log, options, |_| {}).unwrap();
+    catch_up(&copy, &db);
+    assert_eq!(dump_copy(&copy), dump_engine(&db));
+}

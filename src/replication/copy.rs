@@ -76,6 +76,32 @@ pub struct CopyOptions {
     pub poll: Duration,
     /// Activation preference for [`best_copy`](crate::replication::best_copy): lower is preferred (default 1).
     pub activation_preference: u32,
+    /// When the copy's state store is made durable (default [`StateSync::EveryBatch`]).
+    pub state_sync: StateSync,
+}
+
+/// When a passive copy makes its state store durable. Its *log* (what it acknowledges to its source) is
+/// `fdatasync`ed chunk by chunk in both modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateSync {
+    /// After every replayed batch (LMDB with the flags of [`Durability::Full`]): after a process crash, an OS
+    /// crash or a power loss the copy opens with its state intact and resumes replay from its own log.
+    #[default]
+    EveryBatch,
+    /// Only at deep checkpoints and when the copy is closed or activated (LMDB `NO_SYNC` in between), like the
+    /// deep checkpoint of Exchange's passive copies: replay writes far less synchronously. A process crash loses
+    /// nothing (the operating system still has the pages). After an OS crash or a power loss *while the copy was
+    /// open*, its state store may be damaged: the copy detects it (the machine's boot id changed since it
+    /// opened) and refuses to open with [`Error::CopyFailed`] — reseed it.
+    AtCheckpoint,
+}
+
+/// Marker of a copy open with [`StateSync::AtCheckpoint`]: the boot id of the machine it runs on.
+const UNSYNCED_FILE: &str = "unsynced";
+
+/// This boot's identity (Linux); `None` where the system does not say.
+fn boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 impl Default for CopyOptions {
@@ -88,6 +114,7 @@ impl Default for CopyOptions {
             chunk_bytes: 4 << 20,
             poll: Duration::from_millis(200),
             activation_preference: 1,
+            state_sync: StateSync::EveryBatch,
         }
     }
 }
@@ -126,6 +153,11 @@ impl CopyOptions {
     /// Sets [`CopyOptions::activation_preference`].
     pub fn activation_preference(mut self, preference: u32) -> Self {
         self.activation_preference = preference;
+        self
+    }
+    /// Sets [`CopyOptions::state_sync`].
+    pub fn state_sync(mut self, sync: StateSync) -> Self {
+        self.state_sync = sync;
         self
     }
 
@@ -434,7 +466,43 @@ impl<M: StateMachine> PassiveCopy<M> {
             path: dir.clone(),
             reason: "it is not a passive copy (no copy file); seed it first".into(),
         })?;
-        let env = state::open_env(&dir, Durability::Full, false)?;
+        // A copy left open with unsynced state by a machine that went down since cannot trust its state store.
+        let marker = dir.join(UNSYNCED_FILE);
+        if marker.exists() {
+            let recorded = fs::read_to_string(&marker).at(&marker)?;
+            if boot_id().is_none_or(|now| now != recorded.trim()) {
+                let reason = "the machine went down while this copy was open with unsynced state \
+                              (StateSync::AtCheckpoint): its state store may be damaged; reseed the copy"
+                    .to_string();
+                write_copy_file(&dir, &CopyFile { failed: Some(reason.clone()), ..copy })?;
+                return Err(Error::CopyFailed { reason });
+            }
+        }
+        let durability = match options.state_sync {
+            StateSync::EveryBatch => Durability::Full,
+            StateSync::AtCheckpoint => Durability::Relaxed,
+        };
+        let env = state::open_env(&dir, durability, false)?;
+        // Whatever an earlier run of this boot left unsynced is in the page cache: make it durable now.
+        env.force_sync()?;
+        match (options.state_sync, boot_id()) {
+            (StateSync::AtCheckpoint, Some(id)) => {
+                fs::write(&marker, id.as_bytes()).and_then(|()| File::open(&marker)?.sync_all()).at(&marker)?;
+                generation::sync_dir(&dir)?;
+            }
+            (StateSync::AtCheckpoint, None) => {
+                return Err(Error::InvalidArgument(
+                    "StateSync::AtCheckpoint needs the boot id (/proc/sys/kernel/random/boot_id) to detect a \
+                     machine crash; use StateSync::EveryBatch here"
+                        .into(),
+                ));
+            }
+            (StateSync::EveryBatch, _) if marker.exists() => {
+                fs::remove_file(&marker).at(&marker)?;
+                generation::sync_dir(&dir)?;
+            }
+            (StateSync::EveryBatch, _) => {}
+        }
         let no_meta = || Error::NotADatabase {
             path: dir.join(state::STATE_DIR),
             reason: "the copy's state holds no metadata".into(),
@@ -601,7 +669,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             let _lock = DirLock::exclusive(&dir)?;
             let id = read_copy_file(&dir).ok().flatten().map_or_else(Guid::new_random, |c| c.id);
             // Replace whatever was there (a failed copy, an old active's state).
-            for name in [CHECKPOINT_FILE, super::source::COPIES_FILE] {
+            for name in [CHECKPOINT_FILE, super::source::COPIES_FILE, UNSYNCED_FILE] {
                 let path = dir.join(name);
                 if path.exists() {
                     fs::remove_file(&path).at(&path)?;
@@ -869,6 +937,11 @@ impl<M: StateMachine> PassiveCopy<M> {
     fn close_state(&self) -> Result<()> {
         let shared = &self.shared;
         self.state.env.force_sync()?;
+        let marker = shared.dir.join(UNSYNCED_FILE);
+        if marker.exists() {
+            fs::remove_file(&marker).at(&marker)?;
+            generation::sync_dir(&shared.dir)?;
+        }
         let replayed = shared.progress.lock().replayed_lsn;
         let mut ck = shared.checkpoint.lock();
         let current = ck.current();

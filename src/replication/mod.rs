@@ -26,7 +26,7 @@ mod source;
 mod tcp;
 
 pub use copy::{
-    COPY_FILE, CopyOptions, CopyState, CopyStatus, MAX_LAG, MountDial, NoSource, PassiveCopy, SeedProgress,
+    COPY_FILE, CopyOptions, CopyState, CopyStatus, MAX_LAG, MountDial, NoSource, PassiveCopy, SeedProgress, StateSync,
     is_passive_copy, offline_copy_status,
 };
 pub use protocol::{
