@@ -51,9 +51,9 @@ pub const COPY_FILE: &str = "copy";
 pub const MAX_LAG: Duration = Duration::from_secs(14 * 24 * 3600);
 const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
 /// Records replayed per LMDB transaction.
-const REPLAY_BATCH_RECORDS: usize = 1024;
+const REPLAY_BATCH_RECORDS: usize = 8192;
 /// Payload bytes replayed per LMDB transaction.
-const REPLAY_BATCH_BYTES: usize = 16 << 20;
+const REPLAY_BATCH_BYTES: usize = 64 << 20;
 
 /// How a passive copy copies and replays.
 #[derive(Clone, Debug)]
