@@ -158,7 +158,11 @@ fn main() {
 
     // Replay rate: the lagged copies hold everything and replayed nothing.
     let play_down = |copy: &PassiveCopy<MailStore>| {
-        assert!(copy.wait_copied(head, Duration::from_secs(120)), "lagged copy did not copy everything");
+        assert!(
+            copy.wait_copied(head, Duration::from_secs(120)),
+            "lagged copy did not copy everything: {:?}",
+            copy.status()
+        );
         let before = copy.status().last_replayed_lsn;
         let t = Instant::now();
         assert!(copy.play_down(Duration::from_secs(600)), "play-down did not finish");
