@@ -48,6 +48,14 @@ fn message(n: u64) -> Vec<u8> {
     raw
 }
 
+/// Delivers 4 KiB messages into `inbox` until `stop` is set.
+fn deliver_until(db: &MailEngine, mailbox: Guid, inbox: u64, counter: &AtomicU64, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        db.commit(MailOp::append(mailbox, inbox, message(n), Flags::empty(), Vec::new())).expect("deliver");
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -81,12 +89,7 @@ fn main() {
     let stop = AtomicBool::new(false);
     thread::scope(|s| {
         for _ in 0..DELIVERERS {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    db.commit(MailOp::append(mailbox, inbox, message(n), Flags::empty(), Vec::new())).expect("deliver");
-                }
-            });
+            s.spawn(|| deliver_until(&db, mailbox, inbox, &counter, &stop));
         }
         thread::sleep(Duration::from_secs(seconds));
         stop.store(true, Ordering::Relaxed);
@@ -123,12 +126,7 @@ fn main() {
     let started = Instant::now();
     thread::scope(|s| {
         for _ in 0..DELIVERERS {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    db.commit(MailOp::append(mailbox, inbox, message(n), Flags::empty(), Vec::new())).expect("deliver");
-                }
-            });
+            s.spawn(|| deliver_until(&db, mailbox, inbox, &counter, &stop));
         }
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {

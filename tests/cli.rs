@@ -31,7 +31,12 @@ fn mailstore(args: &[&str], dir: &Path) -> Run {
 
 /// Runs the tool with exactly `args`.
 fn mailstore_args(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_mailstore")).args(args).output().unwrap();
+    mailstore_env(args, &[])
+}
+
+/// Runs the tool with exactly `args` and the environment variables `envs`.
+fn mailstore_env(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_mailstore")).args(args).envs(envs.iter().copied()).output().unwrap();
     let run = Run {
         // `None` only when killed by a signal, which is a failure too.
         code: output.status.code().unwrap_or(-1),
@@ -481,20 +486,7 @@ fn seed_copy_status_and_activate_over_tcp() {
     let addr = server.local_addr().to_string();
     let copy = tmp.path().join("copy");
     let copy_arg = copy.display().to_string();
-    let run = |args: &[&str], key: &str| {
-        let output = Command::new(env!("CARGO_BIN_EXE_mailstore"))
-            .args(args)
-            .env("MAILSTORE_SHIPPING_KEY", key)
-            .output()
-            .unwrap();
-        let run = Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(output.stdout).unwrap(),
-            stderr: String::from_utf8(output.stderr).unwrap(),
-        };
-        eprintln!("$ mailstore {}\n{}{}[exit {}]", args.join(" "), run.stdout, run.stderr, run.code);
-        run
-    };
+    let run = |args: &[&str], key: &str| mailstore_env(args, &[("MAILSTORE_SHIPPING_KEY", key)]);
     // A wrong key is refused.
     let refused = run(&["seed", &copy_arg, "--source", &addr, "--machine", "kv"], "wrong");
     assert_eq!(refused.code, 2, "{refused:?}");

@@ -327,21 +327,9 @@ impl MailStore {
         limit: usize,
         include_fai: bool,
     ) -> Result<Vec<ItemInfo>> {
-        let mut out = Vec::new();
-        let start = keys::uid(guid, folder, from);
-        let prefix = keys::folder(guid, folder);
-        for entry in self.uids.range(txn, &(std::ops::Bound::Included(&start[..]), std::ops::Bound::Unbounded))? {
-            let (key, raw) = entry?;
-            if !key.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            // The UID index holds a full copy of the item (see `ItemSummary`): one lookup per item.
-            let summary = ItemSummary::parse(key, raw)?;
-            if include_fai || !summary.fai() {
-                out.push(summary.to_item_info());
-            }
-        }
-        Ok(out)
+        // The UID index holds a full copy of the item (see `ItemSummary`): one lookup per item.
+        let summaries = self.summaries_by_uid(txn, guid, folder, from, limit, include_fai)?;
+        Ok(summaries.iter().map(ItemSummary::to_item_info).collect())
     }
 
     /// The folder at `path` (names separated by `/`, compared case-insensitively, from the top of the tree:
