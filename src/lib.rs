@@ -28,6 +28,7 @@ pub mod codec;
 pub mod engine;
 mod error;
 mod fault;
+mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod kv;

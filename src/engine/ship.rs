@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
-use crate::log::generation;
+use crate::error::{Error, Result};
 use crate::types::{Guid, Lsn};
 
 /// Name of the fence file inside a database directory: the newest epoch this copy knows exists elsewhere.
@@ -204,17 +203,7 @@ pub fn read_fence(dir: &Path) -> Result<Option<u64>> {
 
 /// Writes the fence file of `dir` durably (temporary file, fsync, rename, directory fsync).
 pub fn write_fence(dir: &Path, epoch: u64) -> Result<()> {
-    let path = dir.join(FENCE_FILE);
-    let tmp = dir.join(format!("{FENCE_FILE}.tmp"));
     let mut bytes = epoch.to_le_bytes().to_vec();
     bytes.extend_from_slice(&crc32fast::hash(&epoch.to_le_bytes()).to_le_bytes());
-    (|| {
-        use std::io::Write;
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)
-    })()
-    .at(&path)?;
-    generation::sync_dir(dir)
+    crate::fsutil::replace_file(dir, FENCE_FILE, &bytes)
 }

@@ -305,15 +305,7 @@ pub(crate) fn write_copy_file(dir: &Path, file: &CopyFile) -> Result<()> {
     let mut bytes = codec::encode(file)?;
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    let path = dir.join(COPY_FILE);
-    let tmp = dir.join(format!("{COPY_FILE}.tmp"));
-    (|| {
-        fs::write(&tmp, &bytes)?;
-        File::open(&tmp)?.sync_all()?;
-        fs::rename(&tmp, &path)
-    })()
-    .at(&path)?;
-    generation::sync_dir(dir)
+    crate::fsutil::replace_file(dir, COPY_FILE, &bytes)
 }
 
 /// True when `dir` holds a passive copy.
@@ -486,10 +478,7 @@ impl<M: StateMachine> PassiveCopy<M> {
         // Whatever an earlier run of this boot left unsynced is in the page cache: make it durable now.
         env.force_sync()?;
         match (options.state_sync, boot_id()) {
-            (StateSync::AtCheckpoint, Some(id)) => {
-                fs::write(&marker, id.as_bytes()).and_then(|()| File::open(&marker)?.sync_all()).at(&marker)?;
-                generation::sync_dir(&dir)?;
-            }
+            (StateSync::AtCheckpoint, Some(id)) => crate::fsutil::replace_file(&dir, UNSYNCED_FILE, id.as_bytes())?,
             (StateSync::AtCheckpoint, None) => {
                 return Err(Error::InvalidArgument(
                     "StateSync::AtCheckpoint needs the boot id (/proc/sys/kernel/random/boot_id) to detect a \

@@ -419,13 +419,5 @@ fn write_copies(dir: &Path, copies: &BTreeMap<CopyId, CopyEntry>) -> Result<()> 
     }
     let crc = crc32fast::hash(&body);
     body.extend_from_slice(&crc.to_le_bytes());
-    let path = dir.join(COPIES_FILE);
-    let tmp = dir.join(format!("{COPIES_FILE}.tmp"));
-    (|| {
-        fs::write(&tmp, &body)?;
-        File::open(&tmp)?.sync_all()?;
-        fs::rename(&tmp, &path)
-    })()
-    .at(&path)?;
-    generation::sync_dir(dir)
+    crate::fsutil::replace_file(dir, COPIES_FILE, &body)
 }
