@@ -78,6 +78,7 @@ fn main() {
 
     let db: Arc<MailEngine> = Arc::new(Engine::mount(root.join("active"), Options::default()).expect("mount"));
     let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
+    // `create_mailbox` builds a `CreateMailbox` operation.
     let MailOp::CreateMailbox { guid, .. } = &op else { unreachable!() };
     let mailbox: Guid = *guid;
     db.commit(op).expect("mailbox");

@@ -394,11 +394,13 @@ fn command(role: &mut Role, dir: &Path, words: &[&str]) -> Result<bool> {
             println!("ok");
         }
         (["activate", epoch], Role::Passive(_)) => {
+            // This arm matched `Role::Passive`, so the role taken out is one.
             let Role::Passive(copy) = std::mem::replace(role, Role::Gone) else { unreachable!() };
             let engine = copy.activate(MountDial::BestAvailability, epoch.parse()?, options())?;
             *role = serve_active(engine)?;
         }
         (["follow", addr], Role::Passive(_)) => {
+            // This arm matched `Role::Passive`, so the role taken out is one.
             let Role::Passive(copy) = std::mem::replace(role, Role::Gone) else { unreachable!() };
             copy.close()?;
             *role = Role::Passive(follow(dir, addr, true)?);
