@@ -706,3 +706,66 @@ fn state_synced_at_checkpoints_only_replays_the_same_and_refuses_to_open_after_a
     catch_up(&copy, &db);
     assert_eq!(dump_copy(&copy), dump_engine(&db));
 }
+
+/// A real source that answers snapshot pieces and headers slowly.
+struct Slow(Arc<ShippingSource<Kv>>);
+
+impl LogSource for Slow {
+    fn hello(&self, hello: Hello) -> Result<SourceInfo> {
+        self.0.hello(hello)
+    }
+    fn read(&self, request: ReadRequest) -> Result<Chunk> {
+        self.0.read(request)
+    }
+    fn headers(&self, from: u64) -> Result<Vec<Vec<u8>>> {
+        std::thread::sleep(Duration::from_millis(400));
+        self.0.headers(from)
+    }
+    fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPart> {
+        std::thread::sleep(Duration::from_millis(100));
+        self.0.snapshot(request)
+    }
+    fn goodbye(&self, copy: CopyId) -> Result<()> {
+        self.0.goodbye(copy)
+    }
+}
+
+#[test]
+fn copy_status_shows_seeding_and_resynchronizing_while_another_caller_holds_the_copy() {
+    use mailstore::replication::offline_copy_status;
+    let tmp = TempDir::new().unwrap();
+    let (db, source) = active(&tmp.path().join("a"));
+    load(&db, 2, 200, "x");
+    let dir = tmp.path().join("p");
+    let slow = Slow(Arc::clone(&source));
+    let seen = |want: CopyState| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(status) = offline_copy_status(&dir, None)
+                && status.state == want
+            {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "never saw {want:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let copy: Copy = std::thread::scope(|s| {
+        let seeding = s.spawn(|| {
+            let log: Arc<dyn LogSource> = source.clone();
+            // Small pieces: the snapshot takes several slow round trips.
+            PassiveCopy::seed(&dir, &slow, log, copy_options().chunk_bytes(4096), |_| {}).unwrap()
+        });
+        seen(CopyState::Seeding);
+        seeding.join().unwrap()
+    });
+    load(&db, 1, 20, "y"); // so the copy holds log to compare
+    catch_up(&copy, &db);
+    copy.close().unwrap();
+    std::thread::scope(|s| {
+        let resyncing = s.spawn(|| resync::<Kv>(&dir, &slow).unwrap());
+        seen(CopyState::Resynchronizing);
+        assert!(matches!(resyncing.join().unwrap(), ResyncOutcome::InSync { .. }));
+    });
+    assert_eq!(offline_copy_status(&dir, None).unwrap().state, CopyState::Dismounted);
+}

@@ -96,6 +96,11 @@ pub enum StateSync {
     AtCheckpoint,
 }
 
+/// The snapshot being received while a copy is seeded (inside `state/`): its presence means "Seeding".
+const SEEDING_FILE: &str = "data.mdb.seeding";
+/// Present while [`resync`](super::resync) works on a directory: its presence means "Resynchronizing".
+pub(crate) const RESYNCING_FILE: &str = "resyncing";
+
 /// Marker of a copy open with [`StateSync::AtCheckpoint`]: the boot id of the machine it runs on.
 const UNSYNCED_FILE: &str = "unsynced";
 
@@ -686,7 +691,7 @@ impl<M: StateMachine> PassiveCopy<M> {
 
             let state_dir = dir.join(state::STATE_DIR);
             fs::create_dir_all(&state_dir).at(&state_dir)?;
-            let tmp = state_dir.join("data.mdb.seeding");
+            let tmp = state_dir.join(SEEDING_FILE);
             let file = File::create(&tmp).at(&tmp)?;
             let mut offset = 0u64;
             loop {
@@ -960,9 +965,26 @@ impl<M: StateMachine> Drop for PassiveCopy<M> {
 /// The status of a passive copy that is not open, from its files alone (for admin tools). `source`, when given,
 /// is asked where its log ends (for the copy queue length); otherwise the position the copy last saw is used.
 /// Lags and preference are options of an open copy and read as their defaults here.
+///
+/// While another process seeds the copy or resynchronizes it (and so holds the directory), the answer is a status
+/// in state `Seeding` or `Resynchronizing`, built from the copy file alone (identity and last known source).
 pub fn offline_copy_status(dir: impl AsRef<Path>, source: Option<&dyn LogSource>) -> Result<CopyStatus> {
     let dir = dir.as_ref();
-    let _lock = DirLock::shared(dir)?;
+    let _lock = match DirLock::shared(dir) {
+        Ok(lock) => lock,
+        Err(Error::AlreadyMounted { path }) => {
+            let state = if dir.join(state::STATE_DIR).join(SEEDING_FILE).exists() {
+                CopyState::Seeding
+            } else if dir.join(RESYNCING_FILE).exists() {
+                CopyState::Resynchronizing
+            } else {
+                return Err(Error::AlreadyMounted { path });
+            };
+            let copy = read_copy_file(dir)?.ok_or(Error::AlreadyMounted { path })?;
+            return Ok(busy_status(&copy, state));
+        }
+        Err(e) => return Err(e),
+    };
     let copy = read_copy_file(dir)?
         .ok_or_else(|| Error::NotADatabase { path: dir.to_path_buf(), reason: "it is not a passive copy".into() })?;
     let env = state::open_env(dir, Durability::Full, true)?;
@@ -1021,6 +1043,33 @@ pub fn offline_copy_status(dir: impl AsRef<Path>, source: Option<&dyn LogSource>
         copier_busy: false,
     };
     Ok(compute_status(copy.id, values.guid, &CopyOptions::default(), &progress))
+}
+
+/// The status of a copy another process is seeding or resynchronizing: only its identity and last known source
+/// are known.
+fn busy_status(copy: &CopyFile, state: CopyState) -> CopyStatus {
+    let progress = Progress {
+        state,
+        reason: None,
+        suspended: false,
+        failed: false,
+        copied_lsn: 0,
+        copied_micros: 0,
+        copied_generation: 0,
+        copied_offset: 0,
+        replayed_lsn: 0,
+        replayed_micros: 0,
+        source: copy.source,
+        source_micros: 0,
+        known_epoch: copy.source.map_or(0, |s| s.epoch),
+        gens: BTreeMap::new(),
+        play_down: false,
+        checkpoint_lsn: 0,
+        seeding_others: 0,
+        copier_busy: false,
+    };
+    let database = copy.source.map_or(Guid([0; 16]), |s| s.guid);
+    compute_status(copy.id, database, &CopyOptions::default(), &progress)
 }
 
 /// A source for a copy whose active is gone: every request fails. Open a copy with it to activate the copy

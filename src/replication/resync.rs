@@ -20,7 +20,7 @@ use crate::engine::{CHECKPOINT_FILE, Durability, LOGS_DIR, StateMachine, read_fe
 use crate::error::{Error, IoContext, Result};
 use crate::log::format::{Frame, GenerationHeader, HEADER_LEN, RecordSeal};
 use crate::log::generation;
-use crate::replication::copy::{CopyFile, read_copy_file, write_copy_file};
+use crate::replication::copy::{CopyFile, RESYNCING_FILE, read_copy_file, write_copy_file};
 use crate::replication::protocol::{Hello, LogSource};
 use crate::types::{Guid, Lsn};
 
@@ -69,6 +69,8 @@ pub enum ResyncOutcome {
 pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) -> Result<ResyncOutcome> {
     let dir = dir.as_ref();
     let _lock = DirLock::exclusive(dir)?;
+    // `copy-status` from another process reports Resynchronizing while this marker exists.
+    let _marker = Marker::create(dir.join(RESYNCING_FILE))?;
     if !dir.join(CHECKPOINT_FILE).exists() {
         return Err(Error::NotADatabase { path: dir.to_path_buf(), reason: "no checkpoint file".into() });
     }
@@ -193,6 +195,22 @@ pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) ->
     generation::sync_dir(&aside)?;
     write_copy_file(dir, &CopyFile { id, suspended: false, failed: None, source: None })?;
     Ok(ResyncOutcome::Resynchronized(diverged))
+}
+
+/// A file that exists for as long as this value lives.
+struct Marker(PathBuf);
+
+impl Marker {
+    fn create(path: PathBuf) -> Result<Self> {
+        fs::write(&path, b"").at(&path)?;
+        Ok(Marker(path))
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 /// The end offset and CRC32 of generation `path` from its start through record `lsn` (through the header only
