@@ -15,7 +15,7 @@ use crate::{Account, Server};
 /// The longest command line accepted.
 const MAX_LINE: usize = 4096;
 /// The largest message accepted (the store's own limit on one message).
-const MAX_MESSAGE: usize = 48 << 20; // the model's MAX_MESSAGE_SIZE, which `mailstore::model` does not re-export
+const MAX_MESSAGE: usize = mailstore::model::MAX_MESSAGE_SIZE;
 /// Most recipients per transaction.
 const MAX_RECIPIENTS: usize = 1000;
 /// An idle connection is closed after this long.

@@ -25,7 +25,7 @@ use crate::engine::{ApplyContext, ApplyError, Engine, StateMachine};
 use crate::error::{Error, Result};
 use crate::types::Guid;
 
-pub use ops::{Change, ChangeKind, Entity, FlagAction, MailOp, MailOutput, Submission};
+pub use ops::{Change, ChangeKind, Entity, FlagAction, MAX_MESSAGE_SIZE, MailOp, MailOutput, Submission};
 pub use summary::{AddressRef, Addresses, ItemSummary, Strings};
 
 /// The answer to [`MailStore::changes`].
