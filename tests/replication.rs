@@ -769,3 +769,23 @@ fn copy_status_shows_seeding_and_resynchronizing_while_another_caller_holds_the_
     });
     assert_eq!(offline_copy_status(&dir, None).unwrap().state, CopyState::Dismounted);
 }
+
+#[test]
+fn a_caught_up_copy_keeps_the_generation_it_sits_in_across_a_roll_and_a_checkpoint() {
+    // Regression: the copy pinned only the LSN after its last record, so a roll and a checkpoint on the active
+    // could delete the generation the copy sat at the end of, and its next request failed with LogTruncated.
+    let tmp = TempDir::new().unwrap();
+    let (db, source) = active(&tmp.path().join("a"));
+    let copy = seed(&tmp.path().join("p"), &source, copy_options());
+    load(&db, 1, 20, "a");
+    catch_up(&copy, &db);
+    copy.suspend().unwrap(); // the copy sits at the end of the active's current generation
+    db.roll_log().unwrap();
+    load(&db, 1, 20, "b");
+    db.roll_log().unwrap();
+    db.checkpoint().unwrap();
+    copy.resume().unwrap();
+    catch_up(&copy, &db);
+    assert_eq!(copy.status().state, CopyState::Healthy, "{:?}", copy.status());
+    assert_eq!(dump_copy(&copy), dump_engine(&db));
+}

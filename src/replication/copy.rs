@@ -419,13 +419,16 @@ impl<M: StateMachine> Shared<M> {
     }
 
     /// The lowest LSN the copy still needs from the source.
+    ///
+    /// That is the first LSN of the generation the copy is in, not the LSN after its last record: until the copy
+    /// has learned that the generation is closed (and received the next header), it still asks the source about
+    /// it, so the source must keep it. (Pinning only the next LSN let a checkpoint on the active delete the
+    /// generation a caught-up copy sat at the end of; its next request then failed with `LogTruncated`.)
     fn keep_lsn(&self, p: &Progress) -> Lsn {
         let next = p.copied_lsn + 1;
-        if self.options.truncation_lag.is_zero() {
-            next
-        } else {
-            p.gens.values().next().map_or(next, |g| g.header.first_lsn.min(next))
-        }
+        let from =
+            if self.options.truncation_lag.is_zero() { p.gens.values().next_back() } else { p.gens.values().next() };
+        from.map_or(next, |g| g.header.first_lsn.min(next))
     }
 }
 
