@@ -41,7 +41,7 @@ pub use inspect::{
 pub use lock::LOCK_FILE;
 pub use machine::{ApplyContext, ApplyError, StateMachine};
 pub use recovery::{RecoveryReport, TailTruncation};
-pub use ship::{FENCE_FILE, LogPosition, OnSyncTimeout, SyncPolicy, read_fence, write_fence};
+pub use ship::{COPY_FILE, FENCE_FILE, LogPosition, OnSyncTimeout, SyncPolicy, read_fence, write_fence};
 pub use state::STATE_DIR;
 
 use crate::codec;
@@ -416,11 +416,10 @@ impl<M: StateMachine> Inner<M> {
 
     /// Refuses writes once a newer epoch is known to exist.
     pub(crate) fn check_fence(&self) -> Result<()> {
+        // One atomic load on the commit path; the epoch is only looked up once a fence exists.
+        let Some(epoch) = self.shipping.fence() else { return Ok(()) };
         let current = self.live.lock().epoch;
-        match self.shipping.fence() {
-            Some(epoch) if epoch > current => Err(Error::Fenced { epoch, current }),
-            _ => Ok(()),
-        }
+        if epoch > current { Err(Error::Fenced { epoch, current }) } else { Ok(()) }
     }
 }
 
@@ -464,7 +463,7 @@ impl<M: StateMachine> Engine<M> {
             fs::create_dir_all(&dir).at(&dir)?;
         }
         let lock = DirLock::exclusive(&dir)?;
-        if activate.is_none() && crate::replication::is_passive_copy(&dir) {
+        if activate.is_none() && dir.join(COPY_FILE).is_file() {
             return Err(Error::NotADatabase {
                 path: dir,
                 reason: "it is a passive copy: activate it (PassiveCopy::activate, `mailstore activate`)".into(),
@@ -625,6 +624,7 @@ impl<M: StateMachine> Engine<M> {
     /// The engine's current position.
     pub fn status(&self) -> EngineStatus {
         let live = self.inner.live.lock().clone();
+        let (sync, sync_degraded) = self.inner.shipping.policy();
         EngineStatus {
             guid: self.inner.guid,
             epoch: live.epoch,
@@ -640,8 +640,8 @@ impl<M: StateMachine> Engine<M> {
             poisoned: self.inner.poison.lock().clone(),
             position: self.inner.shipping.position(),
             fenced_by: self.inner.shipping.fence().filter(|&f| f > live.epoch),
-            sync: self.inner.shipping.policy().0,
-            sync_degraded: self.inner.shipping.policy().1,
+            sync,
+            sync_degraded,
         }
     }
 

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -16,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::types::{Guid, Lsn};
 
+/// Name of the file that makes a directory a passive copy (`crate::replication`): such a directory is mounted
+/// only by activating the copy.
+pub const COPY_FILE: &str = "copy";
 /// Name of the fence file inside a database directory: the newest epoch this copy knows exists elsewhere.
 pub const FENCE_FILE: &str = "fence";
 
@@ -71,7 +75,10 @@ pub(crate) struct Shipping {
     advanced: Condvar,
     acks: Mutex<Acks>,
     acked: Condvar,
-    fence: Mutex<Option<u64>>,
+    /// The newest epoch known to exist elsewhere (0: none). Read on every commit, so an atomic; `set_fence`
+    /// writes it under `fence_write`, after the fence file.
+    fence: AtomicU64,
+    fence_write: Mutex<()>,
 }
 
 impl Shipping {
@@ -82,7 +89,8 @@ impl Shipping {
             advanced: Condvar::new(),
             acks: Mutex::new(Acks { policy, ..Acks::default() }),
             acked: Condvar::new(),
-            fence: Mutex::new(read_fence(dir)?),
+            fence: AtomicU64::new(read_fence(dir)?.unwrap_or(0)),
+            fence_write: Mutex::new(()),
         })
     }
 
@@ -167,17 +175,17 @@ impl Shipping {
 
     /// The newest epoch known to exist elsewhere, if it fences this copy.
     pub(crate) fn fence(&self) -> Option<u64> {
-        *self.fence.lock()
+        Some(self.fence.load(Ordering::Acquire)).filter(|&e| e > 0)
     }
 
     /// Records durably that epoch `epoch` exists; this copy refuses writes from now on if it is older.
     pub(crate) fn set_fence(&self, epoch: u64) -> Result<()> {
-        let mut fence = self.fence.lock();
-        if fence.is_some_and(|f| f >= epoch) {
+        let _write = self.fence_write.lock();
+        if self.fence.load(Ordering::Acquire) >= epoch {
             return Ok(());
         }
         write_fence(&self.dir, epoch)?;
-        *fence = Some(epoch);
+        self.fence.store(epoch, Ordering::Release);
         // Wake committers waiting for copies: they must see the fence.
         self.acked.notify_all();
         Ok(())

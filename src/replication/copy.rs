@@ -45,8 +45,7 @@ use crate::replication::protocol::{
 };
 use crate::types::{Guid, Lsn, now_micros};
 
-/// Name of the file that makes a directory a passive copy.
-pub const COPY_FILE: &str = "copy";
+pub use crate::engine::COPY_FILE;
 /// The longest replay or truncation lag (Exchange's limit).
 pub const MAX_LAG: Duration = Duration::from_secs(14 * 24 * 3600);
 const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
@@ -368,6 +367,33 @@ struct Progress {
     copier_busy: bool,
 }
 
+impl Progress {
+    /// A copy in `state` as its copy file describes it (admin state, last known source), before anything about
+    /// its log and state is known.
+    fn of(state: CopyState, copy: &CopyFile) -> Self {
+        Progress {
+            state,
+            reason: copy.failed.clone(),
+            suspended: copy.suspended,
+            failed: copy.failed.is_some(),
+            copied_lsn: 0,
+            copied_micros: 0,
+            copied_generation: 0,
+            copied_offset: 0,
+            replayed_lsn: 0,
+            replayed_micros: 0,
+            source: copy.source,
+            source_micros: 0,
+            known_epoch: copy.source.map_or(0, |s| s.epoch),
+            gens: BTreeMap::new(),
+            play_down: false,
+            checkpoint_lsn: 0,
+            seeding_others: 0,
+            copier_busy: false,
+        }
+    }
+}
+
 struct Shared<M: StateMachine> {
     dir: PathBuf,
     id: CopyId,
@@ -596,24 +622,14 @@ impl<M: StateMachine> PassiveCopy<M> {
         }
         let checkpoint_lsn = checkpoint.current().lsn;
         let progress = Progress {
-            state: CopyState::Initializing,
-            reason: copy.failed.clone(),
-            suspended: copy.suspended,
-            failed: copy.failed.is_some(),
             copied_lsn,
-            copied_micros: 0,
             copied_generation: tail.as_ref().map_or(0, |t| t.generation),
             copied_offset: tail.as_ref().map_or(0, |t| t.offset),
             replayed_lsn: replayed,
-            replayed_micros: 0,
-            source: copy.source,
-            source_micros: 0,
             known_epoch,
             gens,
-            play_down: false,
             checkpoint_lsn,
-            seeding_others: 0,
-            copier_busy: false,
+            ..Progress::of(CopyState::Initializing, &copy)
         };
         let shared = Arc::new(Shared {
             dir: dir.clone(),
@@ -1026,24 +1042,15 @@ pub fn offline_copy_status(dir: impl AsRef<Path>, source: Option<&dyn LogSource>
         None => copy.source,
     };
     let progress = Progress {
-        state: CopyState::Dismounted,
-        reason: copy.failed.clone(),
-        suspended: copy.suspended,
-        failed: copy.failed.is_some(),
         copied_lsn: copied.0,
-        copied_micros: 0,
         copied_generation: copied.1,
         copied_offset: copied.2,
         replayed_lsn: values.applied_lsn,
-        replayed_micros: 0,
         source,
-        source_micros: 0,
         known_epoch,
         gens,
-        play_down: false,
         checkpoint_lsn: CheckpointFile::open(dir).map(|c| c.current().lsn).unwrap_or(0),
-        seeding_others: 0,
-        copier_busy: false,
+        ..Progress::of(CopyState::Dismounted, &copy)
     };
     Ok(compute_status(copy.id, values.guid, &CopyOptions::default(), &progress))
 }
@@ -1051,26 +1058,7 @@ pub fn offline_copy_status(dir: impl AsRef<Path>, source: Option<&dyn LogSource>
 /// The status of a copy another process is seeding or resynchronizing: only its identity and last known source
 /// are known.
 fn busy_status(copy: &CopyFile, state: CopyState) -> CopyStatus {
-    let progress = Progress {
-        state,
-        reason: None,
-        suspended: false,
-        failed: false,
-        copied_lsn: 0,
-        copied_micros: 0,
-        copied_generation: 0,
-        copied_offset: 0,
-        replayed_lsn: 0,
-        replayed_micros: 0,
-        source: copy.source,
-        source_micros: 0,
-        known_epoch: copy.source.map_or(0, |s| s.epoch),
-        gens: BTreeMap::new(),
-        play_down: false,
-        checkpoint_lsn: 0,
-        seeding_others: 0,
-        copier_busy: false,
-    };
+    let progress = Progress { reason: None, suspended: false, failed: false, ..Progress::of(state, copy) };
     let database = copy.source.map_or(Guid([0; 16]), |s| s.guid);
     compute_status(copy.id, database, &CopyOptions::default(), &progress)
 }
@@ -1316,7 +1304,7 @@ impl<M: StateMachine> Copier<M> {
         let expected = last_lsn + 1;
         // Write and sync, then publish.
         if let Some(header) = header {
-            let tail = self.create_generation(header, bytes)?;
+            let tail = self.create_generation(header, bytes, expected)?;
             let mut p = shared.progress.lock();
             if let Some(prev) = p.gens.values_mut().last() {
                 prev.closed_micros = Some(header.created_micros);
@@ -1380,7 +1368,8 @@ impl<M: StateMachine> Copier<M> {
     }
 
     /// Creates a generation file holding `bytes` (header and records) and an end marker, durably.
-    fn create_generation(&self, header: GenerationHeader, bytes: &[u8]) -> Result<Tail> {
+    /// `next_lsn` is the LSN after the last record in `bytes`, as inspection found it.
+    fn create_generation(&self, header: GenerationHeader, bytes: &[u8], next_lsn: Lsn) -> Result<Tail> {
         let logs = self.shared.dir.join(LOGS_DIR);
         let path = logs.join(generation::file_name(header.generation));
         let tmp = logs.join(format!("{:016}{TMP_SUFFIX}", header.generation));
@@ -1405,28 +1394,11 @@ impl<M: StateMachine> Copier<M> {
             file,
             path,
             offset: records_end,
-            next_lsn: next_lsn_after(&header, bytes),
+            next_lsn,
             chain,
             closed: false,
         })
     }
-}
-
-/// The LSN after the last record in a freshly inspected generation's bytes.
-fn next_lsn_after(header: &GenerationHeader, bytes: &[u8]) -> Lsn {
-    let seal = RecordSeal::for_header(header);
-    let mut at = HEADER_LEN;
-    let mut next = header.first_lsn;
-    while at < bytes.len() {
-        match seal.decode(&bytes[at..]) {
-            Frame::Record { lsn, frame_len, .. } => {
-                next = lsn + 1;
-                at += frame_len;
-            }
-            _ => break,
-        }
-    }
-    next
 }
 
 /// I/O errors on the copy's own files are failures; I/O errors elsewhere (a transport) are disconnections.

@@ -74,7 +74,7 @@ pub struct ShippingSource<M: StateMachine> {
     copies: Mutex<BTreeMap<CopyId, CopyEntry>>,
     /// End of the records of closed generations (found by a scan once).
     ends: Mutex<HashMap<u64, u64>>,
-    snapshots: Mutex<HashMap<CopyId, SnapshotFile>>,
+    snapshots: SnapshotServer,
 }
 
 impl<M: StateMachine> ShippingSource<M> {
@@ -85,7 +85,7 @@ impl<M: StateMachine> ShippingSource<M> {
             options,
             copies: Mutex::new(BTreeMap::new()),
             ends: Mutex::new(HashMap::new()),
-            snapshots: Mutex::new(HashMap::new()),
+            snapshots: SnapshotServer::new(),
         };
         for (copy, lsn) in read_copies(source.engine.dir())? {
             let pin = source.engine.pin_log(lsn.max(source.engine.status().oldest_lsn)).ok();
@@ -115,9 +115,8 @@ impl<M: StateMachine> ShippingSource<M> {
         }
     }
 
-    /// Fences the engine when the copy knows a newer epoch.
-    fn check_epoch(&self, known_epoch: u64) -> Result<()> {
-        let epoch = self.engine.status().epoch;
+    /// Fences the engine when the copy knows a newer epoch than `epoch`, the engine's.
+    fn check_epoch(&self, known_epoch: u64, epoch: u64) -> Result<()> {
         if known_epoch > epoch {
             self.engine.fence(known_epoch)?;
             return Err(Error::Fenced { epoch: known_epoch, current: epoch });
@@ -125,9 +124,9 @@ impl<M: StateMachine> ShippingSource<M> {
         Ok(())
     }
 
-    /// Registers or advances a copy's pin, enforcing the disk guard.
-    fn keep(&self, copy: CopyId, keep_lsn: Lsn, generation: u64) -> Result<()> {
-        let head = self.engine.status().head_generation;
+    /// Registers or advances a copy's pin (it asked for `generation`; the log head is `head`), enforcing the
+    /// disk guard.
+    fn keep(&self, copy: CopyId, keep_lsn: Lsn, generation: u64, head: u64) -> Result<()> {
         let mut copies = self.copies.lock();
         let mut changed = false;
         let entry = copies.entry(copy).or_insert_with(|| {
@@ -213,20 +212,21 @@ fn read_frames(file: &File, path: &Path, offset: u64, end: u64, max: usize) -> R
 
 impl<M: StateMachine> LogSource for ShippingSource<M> {
     fn hello(&self, hello: Hello) -> Result<SourceInfo> {
-        self.check_epoch(hello.known_epoch)?;
-        self.keep(hello.copy, hello.keep_lsn, 0)?;
+        let status = self.engine.status();
+        self.check_epoch(hello.known_epoch, status.epoch)?;
+        self.keep(hello.copy, hello.keep_lsn, 0, status.head_generation)?;
         Ok(self.info())
     }
 
     fn read(&self, request: ReadRequest) -> Result<Chunk> {
-        self.check_epoch(request.known_epoch)?;
+        let status = self.engine.status();
+        self.check_epoch(request.known_epoch, status.epoch)?;
         let shipping = &self.engine.inner.shipping;
         shipping.acknowledge(request.copy, request.durable_lsn);
-        let oldest = self.engine.status().oldest_generation;
-        if request.generation < oldest {
-            return Err(Error::LogTruncated { generation: request.generation, oldest });
+        if request.generation < status.oldest_generation {
+            return Err(Error::LogTruncated { generation: request.generation, oldest: status.oldest_generation });
         }
-        self.keep(request.copy, request.keep_lsn, request.generation)?;
+        self.keep(request.copy, request.keep_lsn, request.generation, status.head_generation)?;
         let deadline = Instant::now() + Duration::from_millis(u64::from(request.wait_millis)).min(MAX_WAIT);
         let max = (request.max_bytes as usize).clamp(FRAME_HEADER_LEN + 1, MAX_CHUNK_BYTES);
         loop {
@@ -285,20 +285,13 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
     }
 
     fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPart> {
-        let mut snapshots = self.snapshots.lock();
-        if request.offset == 0 {
+        let prepare = |path: &Path| {
             // A new snapshot: pin the log first, from an LSN the snapshot will have applied at least.
-            let applied = self.engine.status().applied_lsn;
-            self.keep(request.copy, applied + 1, 0)?;
-            let path = self.engine.dir().join(format!("seed-{}.mdb", request.copy));
-            let applied_lsn = self.engine.snapshot_state(&path)?;
-            let file = File::open(&path).at(&path)?;
-            let total = file.metadata().at(&path)?.len();
-            if let Some(old) = snapshots.insert(request.copy, SnapshotFile { path, file, total, applied_lsn }) {
-                drop(old.file);
-            }
-        }
-        serve_snapshot(&mut snapshots, request)
+            let status = self.engine.status();
+            self.keep(request.copy, status.applied_lsn + 1, 0, status.head_generation)?;
+            self.engine.snapshot_state(path)
+        };
+        self.snapshots.serve(request, prepare, self.engine.dir())
     }
 
     fn goodbye(&self, copy: CopyId) -> Result<()> {
@@ -311,9 +304,7 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
         drop(copies);
         // Wake its request if one is waiting for new log.
         shipping.publish(shipping.position());
-        if let Some(s) = self.snapshots.lock().remove(&copy) {
-            let _ = fs::remove_file(&s.path);
-        }
+        self.snapshots.forget(copy);
         Ok(())
     }
 }
@@ -338,7 +329,8 @@ fn serve_snapshot(snapshots: &mut HashMap<CopyId, SnapshotFile>, request: Snapsh
     Ok(part)
 }
 
-/// Prepares a snapshot of a passive copy's state for `copy` (seeding from a passive) and serves its pieces.
+/// Prepares a snapshot for `copy` (of the active's state, or of a passive copy's when seeding from a passive)
+/// and serves its pieces.
 pub(crate) struct SnapshotServer {
     snapshots: Mutex<HashMap<CopyId, SnapshotFile>>,
 }
@@ -363,6 +355,13 @@ impl SnapshotServer {
             snapshots.insert(request.copy, SnapshotFile { path, file, total, applied_lsn });
         }
         serve_snapshot(&mut snapshots, request)
+    }
+
+    /// Drops `copy`'s snapshot in progress, if any, and its file.
+    pub(crate) fn forget(&self, copy: CopyId) {
+        if let Some(s) = self.snapshots.lock().remove(&copy) {
+            let _ = fs::remove_file(&s.path);
+        }
     }
 }
 

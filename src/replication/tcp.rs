@@ -87,6 +87,23 @@ fn io_err(what: &str, e: std::io::Error) -> Error {
     Error::Shipping(format!("{what}: {e}"))
 }
 
+/// Why a link operation failed: a transport problem worth a new connection, or an authentication failure that
+/// another connection would only repeat.
+enum LinkError {
+    Transport(Error),
+    Authentication(Error),
+}
+
+impl From<Error> for LinkError {
+    fn from(e: Error) -> Self {
+        LinkError::Transport(e)
+    }
+}
+
+fn authentication(message: &str) -> LinkError {
+    LinkError::Authentication(Error::Shipping(message.into()))
+}
+
 /// One authenticated connection, either side.
 struct Link {
     stream: TcpStream,
@@ -98,7 +115,7 @@ struct Link {
 }
 
 impl Link {
-    fn send(&mut self, payload: &[u8]) -> Result<()> {
+    fn send(&mut self, payload: &[u8]) -> Result<(), LinkError> {
         let mac = self.session.mac(&[&[self.out_dir], &self.sent.to_le_bytes(), payload]);
         let mut frame = Vec::with_capacity(payload.len() + 8 + MAC_LEN);
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -110,22 +127,22 @@ impl Link {
         Ok(())
     }
 
-    fn receive(&mut self) -> Result<Vec<u8>> {
+    fn receive(&mut self) -> Result<Vec<u8>, LinkError> {
         let mut head = [0u8; 8 + MAC_LEN];
         self.stream.read_exact(&mut head).map_err(|e| io_err("receive", e))?;
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if len > MAX_FRAME {
-            return Err(Error::Shipping(format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}")));
+            return Err(Error::Shipping(format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}")).into());
         }
         let mut payload = vec![0u8; len];
         self.stream.read_exact(&mut payload).map_err(|e| io_err("receive", e))?;
         if crc32fast::hash(&payload).to_le_bytes() != head[4..8] {
-            return Err(Error::Shipping("frame checksum mismatch (corrupted in transit)".into()));
+            return Err(Error::Shipping("frame checksum mismatch (corrupted in transit)".into()).into());
         }
         let in_dir = if self.out_dir == b'c' { b's' } else { b'c' };
         let mac = self.session.mac(&[&[in_dir], &self.received.to_le_bytes(), &payload]);
         if !constant_time_eq(&mac.as_bytes()[..MAC_LEN], &head[8..]) {
-            return Err(Error::Shipping("frame authentication failed (forged, replayed or reordered)".into()));
+            return Err(authentication("frame authentication failed (forged, replayed or reordered)"));
         }
         self.received += 1;
         Ok(payload)
@@ -282,11 +299,11 @@ fn server_handshake(stream: &mut TcpStream, key: &ShippingKey) -> Result<Link> {
     Ok(Link { stream, session, out_dir: b's', sent: 0, received: 0 })
 }
 
-fn client_handshake(mut stream: TcpStream, key: &ShippingKey) -> Result<Link> {
+fn client_handshake(mut stream: TcpStream, key: &ShippingKey) -> Result<Link, LinkError> {
     let mut hello = [0u8; 40];
     stream.read_exact(&mut hello).map_err(|e| io_err("handshake", e))?;
     if &hello[..8] != GREETING {
-        return Err(Error::Shipping("the peer is not a mailstore shipping server".into()));
+        return Err(Error::Shipping("the peer is not a mailstore shipping server".into()).into());
     }
     let server_nonce = &hello[8..];
     let client_nonce = nonce();
@@ -297,10 +314,10 @@ fn client_handshake(mut stream: TcpStream, key: &ShippingKey) -> Result<Link> {
     let mut server_proof = [0u8; 32];
     stream
         .read_exact(&mut server_proof)
-        .map_err(|_| Error::Shipping("authentication refused by the server (wrong key?)".into()))?;
+        .map_err(|_| authentication("authentication refused by the server (wrong key?)"))?;
     let expected = key.mac(&[b"server", &client_nonce, server_nonce]);
     if !constant_time_eq(expected.as_bytes(), &server_proof) {
-        return Err(Error::Shipping("the server failed authentication (wrong key?)".into()));
+        return Err(authentication("the server failed authentication (wrong key?)"));
     }
     let session = ShippingKey(*key.mac(&[b"session", server_nonce, &client_nonce]).as_bytes());
     Ok(Link { stream, session, out_dir: b'c', sent: 0, received: 0 })
@@ -346,7 +363,7 @@ impl TcpSource {
         }
     }
 
-    fn connect(&self) -> Result<Link> {
+    fn connect(&self) -> Result<Link, LinkError> {
         let addrs: Vec<SocketAddr> =
             self.addr.to_socket_addrs().map_err(|e| io_err(&format!("resolve {}", self.addr), e))?.collect();
         let addr = addrs.first().ok_or_else(|| Error::Shipping(format!("{} resolves to nothing", self.addr)))?;
@@ -380,8 +397,9 @@ impl TcpSource {
                     return codec::decode::<Response>(&bytes)
                         .map_err(|e| Error::Shipping(format!("undecodable response: {e}")));
                 }
-                Err(e) if e.to_string().contains("authentication") => return Err(e),
-                Err(e) => {
+                // Another connection would fail authentication again.
+                Err(LinkError::Authentication(e)) => return Err(e),
+                Err(LinkError::Transport(e)) => {
                     if Instant::now() >= deadline {
                         return Err(e);
                     }
