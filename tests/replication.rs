@@ -789,3 +789,87 @@ fn a_caught_up_copy_keeps_the_generation_it_sits_in_across_a_roll_and_a_checkpoi
     assert_eq!(copy.status().state, CopyState::Healthy, "{:?}", copy.status());
     assert_eq!(dump_copy(&copy), dump_engine(&db));
 }
+
+/// Child process of [`a_killed_copy_keeps_what_it_copied_and_catches_up`]: a passive copy following an active over
+/// TCP, printing every LSN it has copied (written and synced) as it advances.
+#[test]
+#[ignore = "run as a child process by a_killed_copy_keeps_what_it_copied_and_catches_up"]
+fn copy_child() {
+    use mailstore::replication::StateSync;
+    use std::io::Write;
+    let (Ok(dir), Ok(addr), Ok(sync)) = (
+        std::env::var("MAILSTORE_COPY_DIR"),
+        std::env::var("MAILSTORE_COPY_SOURCE"),
+        std::env::var("MAILSTORE_COPY_SYNC"),
+    ) else {
+        return;
+    };
+    let sync = if sync == "checkpoint" { StateSync::AtCheckpoint } else { StateSync::EveryBatch };
+    let tcp = Arc::new(TcpSource::new(addr, ShippingKey::from_passphrase("k")));
+    let log: Arc<dyn LogSource> = tcp.clone();
+    let options = copy_options().state_sync(sync).checkpoint_depth(256 << 10);
+    let copy: Copy = PassiveCopy::seed(&dir, tcp.as_ref(), log, options, |_| {}).unwrap();
+    println!("mounted");
+    let mut last = 0;
+    loop {
+        let copied = copy.status().last_copied_lsn;
+        if copied > last {
+            last = copied;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ack {copied}");
+            let _ = out.flush();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_killed_copy_keeps_what_it_copied_and_catches_up() {
+    use mailstore::replication::StateSync;
+    let rounds = env_u64("MAILSTORE_COPY_KILLS", 2);
+    let mut rng = Rng::new(common::seed_from("MAILSTORE_COPY_SEED"));
+    for round in 0..rounds {
+        for (name, sync) in [("every", StateSync::EveryBatch), ("checkpoint", StateSync::AtCheckpoint)] {
+            let tmp = TempDir::new().unwrap();
+            let (db, source) = active(&tmp.path().join("a"));
+            load(&db, 1, 50, "before");
+            let server =
+                TcpShippingServer::bind("127.0.0.1:0", source.clone(), ShippingKey::from_passphrase("k")).unwrap();
+            let addr = server.local_addr().to_string();
+            let dir = tmp.path().join("copy");
+            let stop = AtomicBool::new(false);
+            let acks = std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        load(&db, 2, 20, &format!("r{i}"));
+                        i += 1;
+                    }
+                });
+                let envs = [
+                    ("MAILSTORE_COPY_DIR", dir.display().to_string()),
+                    ("MAILSTORE_COPY_SOURCE", addr.clone()),
+                    ("MAILSTORE_COPY_SYNC", name.to_owned()),
+                ];
+                let acks = common::run_killed_child("copy_child", &envs, Duration::from_millis(200 + rng.below(500)));
+                stop.store(true, Ordering::Relaxed);
+                acks
+            });
+            let acked: u64 = acks.iter().filter_map(|w| w.get(1)?.parse().ok()).max().unwrap_or(0);
+            assert!(acked > 0, "round {round} {name}: the copy acknowledged nothing");
+            // The killed copy opens with everything it acknowledged, and catches up.
+            let log: Arc<dyn LogSource> = source.clone();
+            let copy: Copy = PassiveCopy::open(&dir, log, copy_options().state_sync(sync)).unwrap();
+            let status = copy.status();
+            assert!(
+                status.last_copied_lsn >= acked,
+                "round {round} {name}: copied {} < acknowledged {acked}",
+                status.last_copied_lsn
+            );
+            catch_up(&copy, &db);
+            assert_eq!(dump_copy(&copy), dump_engine(&db), "round {round} {name}");
+            drop(copy);
+            drop(server);
+        }
+    }
+}
