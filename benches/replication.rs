@@ -14,7 +14,8 @@
 //!   idle, and again for five small fresh copies whose active is gone; wall time from `activate` to a mounted
 //!   engine (target ≤ 500 ms).
 //!
-//! The files go where `benches/common` says (never a memory file system). `MAILSTORE_BENCH_QUICK=1` runs a
+//! Before each timed phase the bench writes back the machine's dirty pages (`sync`), so that no phase pays for
+//! the write-back of the previous one. The files go where `benches/common` says (never a memory file system). `MAILSTORE_BENCH_QUICK=1` runs a
 //! two-second smoke test.
 //!
 //! ```text
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::bench_root;
+use common::{bench_root, settle};
 use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailStore, MailboxKind};
 use mailstore::replication::{
     CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions, StateSync,
@@ -84,6 +85,7 @@ fn main() {
     db.commit(op).expect("mailbox");
     let inbox = db.read(|m, txn| m.folder_by_role(txn, &mailbox, FolderRole::Inbox)).expect("read").expect("inbox").id;
     // Phase 0: the active alone.
+    settle();
     let counter = AtomicU64::new(0);
     let alone_start = db.status().applied_lsn;
     let started = Instant::now();
@@ -121,6 +123,7 @@ fn main() {
     let start_lsn = db.status().applied_lsn;
 
     // Phase 1: load with the copies following, and the lag sampler.
+    settle();
     let stop = AtomicBool::new(false);
     let mut from_ack = Vec::new();
     let mut from_call = Vec::new();
@@ -162,6 +165,7 @@ fn main() {
             "lagged copy did not copy everything: {:?}",
             copy.status()
         );
+        settle();
         let before = copy.status().last_replayed_lsn;
         let t = Instant::now();
         assert!(copy.play_down(Duration::from_secs(600)), "play-down did not finish");
@@ -174,6 +178,7 @@ fn main() {
 
     // Activation of the caught-up healthy copy (its source still up and idle).
     assert!(healthy.wait_replayed(head, Duration::from_secs(120)), "healthy copy did not catch up");
+    settle();
     let t = Instant::now();
     let activated = healthy.activate(MountDial::Lossless, 2, Options::default()).expect("activate");
     let activation_big = t.elapsed();

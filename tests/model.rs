@@ -772,6 +772,22 @@ fn bad_messages_are_refused_or_flagged_never_half_written() {
         Err(Error::InvalidArgument(_))
     ));
     assert_eq!(db.status().applied_lsn, lsn);
+    // A content hash that is not the hash of the bytes (an operation built by hand): refused before logging,
+    // so single-instance storage can never file bytes under another message's hash.
+    for mut forged in [
+        MailOp::append(mbx, inbox, message("forged", "body"), Flags::empty(), vec![]),
+        MailOp::submit(mbx, message("forged", "body")),
+        MailOp::replace_item(mbx, inbox, 1, message("forged", "body"), mailstore::model::ItemClass::Note),
+    ] {
+        if let MailOp::Append { content, .. } | MailOp::Submit { content, .. } | MailOp::ReplaceItem { content, .. } =
+            &mut forged
+        {
+            *content = mailstore::model::ContentHash::of(b"other bytes");
+        }
+        let refused = db.commit(forged);
+        assert!(matches!(&refused, Err(Error::InvalidArgument(why)) if why.contains("content hash")), "{refused:?}");
+    }
+    assert_eq!(db.status().applied_lsn, lsn);
     // Malformed MIME is stored and flagged, never a panic.
     for junk in [&b"\x00\x01\x02 not a message"[..], b"", b"no colon line\r\n\r\nbody", b"Subject: only\r\n"] {
         let out = db.commit(MailOp::append(mbx, inbox, junk.to_vec(), Flags::empty(), vec![])).unwrap().output;

@@ -174,3 +174,13 @@ impl<K: Copy, C: Tally> Summary<K, C> {
         self.elapsed.as_nanos() as f64 / self.ops as f64
     }
 }
+
+/// Writes back every dirty page of the machine (`sync`) before a timed phase, so that the phase does not pay
+/// for the write-back of what an earlier phase left in the page cache (the kernel flushes it within 30 s, on
+/// the same CPUs). Prints a note if `sync` cannot run; the phase is then measured as it is.
+pub fn settle() {
+    match std::process::Command::new("sync").status() {
+        Ok(status) if status.success() => {}
+        other => eprintln!("note: `sync` before a timed phase did not run ({other:?})"),
+    }
+}

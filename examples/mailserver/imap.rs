@@ -28,8 +28,8 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use mailstore::model::envelope;
 use mailstore::model::{
-    Change, ChangeKind, Entity, FlagAction, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemInfo, MailOp,
-    MailOutput, ModSeq, Uid,
+    Change, ChangeKind, ContentHash, Entity, FlagAction, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemInfo,
+    MailOp, MailOutput, ModSeq, Uid,
 };
 
 use crate::mime::{self, SectionText};
@@ -1204,6 +1204,7 @@ impl Session<'_> {
             class: ItemClass::Note,
             fai: false,
             envelope: Box::new(envelope::parse(&raw)),
+            content: ContentHash::of(&raw),
             raw,
         };
         let MailOutput::Appended { uid, uidvalidity, .. } = account.engine.commit(op)?.output else {

@@ -53,8 +53,8 @@ pub struct ChangeFeed {
     pub new_state: ModSeq,
 }
 pub use types::{
-    DEFAULT_RETENTION_MICROS, Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo,
-    MailboxInfo, MailboxKind, ModSeq, Quota, QuotaStatus, Uid,
+    ContentHash, DEFAULT_RETENTION_MICROS, Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId,
+    ItemInfo, MailboxInfo, MailboxKind, ModSeq, Quota, QuotaStatus, Uid,
 };
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
@@ -168,7 +168,9 @@ impl StateMachine for MailStore {
     }
 
     fn validate(&self, op: &MailOp) -> Result<()> {
-        op.validate()
+        op.validate()?;
+        // Only here, before logging: `apply` (and so replay) trusts the logged hash instead of hashing again.
+        op.check_content()
     }
 
     fn apply(&self, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: MailOp) -> Result<MailOutput, ApplyError> {
@@ -632,6 +634,18 @@ impl MailStore {
                 "{} stored message contents are referenced without a count",
                 refs.len().saturating_sub(counted)
             ));
+        }
+        // Every stored copy is the content its key names (the hash was computed before logging).
+        for entry in self.bodies.iter(txn)? {
+            let (hash, raw) = entry?;
+            if hash != ContentHash::of(raw).as_bytes() {
+                problems.push(format!(
+                    "message content stored under {} has {} bytes that hash to {}",
+                    blake3::Hash::from_bytes(hash.try_into().unwrap_or([0; 32])).to_hex(),
+                    raw.len(),
+                    blake3::hash(raw).to_hex()
+                ));
+            }
         }
         Ok(problems)
     }

@@ -7,8 +7,8 @@ use crate::engine::{ApplyContext, ApplyError};
 use crate::error::{Error, Result};
 use crate::model::envelope::{self, Envelope};
 use crate::model::types::{
-    DEFAULT_RETENTION_MICROS, Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo,
-    MailboxInfo, MailboxKind, ModSeq, Quota, Uid,
+    ContentHash, DEFAULT_RETENTION_MICROS, Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId,
+    ItemInfo, MailboxInfo, MailboxKind, ModSeq, Quota, Uid,
 };
 use crate::model::{MailStore, keys, load, store, summary};
 use crate::types::{Guid, now_micros};
@@ -144,6 +144,8 @@ pub enum MailOp {
         fai: bool,
         /// The envelope, parsed once before logging so replay never re-parses.
         envelope: Box<Envelope>,
+        /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
+        content: ContentHash,
         /// The raw RFC 5322 bytes.
         #[serde(with = "serde_bytes")]
         raw: Vec<u8>,
@@ -164,6 +166,8 @@ pub enum MailOp {
         at_micros: u64,
         /// The new envelope, parsed before logging.
         envelope: Box<Envelope>,
+        /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
+        content: ContentHash,
         /// The new raw bytes.
         #[serde(with = "serde_bytes")]
         raw: Vec<u8>,
@@ -272,6 +276,8 @@ pub enum MailOp {
         submitted_micros: u64,
         /// The envelope, parsed before logging.
         envelope: Box<Envelope>,
+        /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
+        content: ContentHash,
         /// The raw RFC 5322 bytes.
         #[serde(with = "serde_bytes")]
         raw: Vec<u8>,
@@ -474,6 +480,7 @@ impl MailOp {
             class: ItemClass::Note,
             fai: false,
             envelope: Box::new(envelope::parse(&raw)),
+            content: ContentHash::of(&raw),
             raw,
         }
     }
@@ -487,6 +494,7 @@ impl MailOp {
             class,
             at_micros: now_micros(),
             envelope: Box::new(envelope::parse(&raw)),
+            content: ContentHash::of(&raw),
             raw,
         }
     }
@@ -499,7 +507,13 @@ impl MailOp {
 
     /// A message to submit for sending, now.
     pub fn submit(mailbox: Guid, raw: Vec<u8>) -> MailOp {
-        MailOp::Submit { mailbox, submitted_micros: now_micros(), envelope: Box::new(envelope::parse(&raw)), raw }
+        MailOp::Submit {
+            mailbox,
+            submitted_micros: now_micros(),
+            envelope: Box::new(envelope::parse(&raw)),
+            content: ContentHash::of(&raw),
+            raw,
+        }
     }
 
     /// An item of any class (an appointment, a contact, a folder-associated settings item), received now.
@@ -513,7 +527,25 @@ impl MailOp {
             class,
             fai,
             envelope: Box::new(envelope::parse(&raw)),
+            content: ContentHash::of(&raw),
             raw,
+        }
+    }
+
+    /// Checks that the content hash an operation carries is the hash of its bytes (see [`ContentHash`]).
+    pub(crate) fn check_content(&self) -> Result<()> {
+        match self {
+            MailOp::Append { content, raw, .. }
+            | MailOp::ReplaceItem { content, raw, .. }
+            | MailOp::Submit { content, raw, .. }
+                if *content != ContentHash::of(raw) =>
+            {
+                Err(invalid(format!(
+                    "the content hash {content:?} is not the hash of the message's {} bytes",
+                    raw.len()
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -779,17 +811,17 @@ impl Tx<'_, '_> {
         m: &mut MailboxInfo,
         folder: &mut FolderInfo,
         template: &ItemInfo,
-        raw: Option<&[u8]>,
+        raw: Option<(&[u8], ContentHash)>,
         modseq: ModSeq,
     ) -> Result<ItemInfo, ApplyError> {
         if folder.uidnext == Uid::MAX {
             return Err(reject(invalid(format!("folder {} has used up its UIDs", folder.id))));
         }
         let content = match raw {
-            Some(raw) => *blake3::hash(raw).as_bytes(),
+            Some((_, hash)) => hash.0,
             None => template.content,
         };
-        self.add_ref(&content, raw)?;
+        self.add_ref(&content, raw.map(|(raw, _)| raw))?;
         let item = ItemInfo {
             id: m.next_item_id,
             folder: folder.id,
@@ -1132,7 +1164,7 @@ pub(crate) fn apply(
             Ok(MailOutput::FolderRenamed { modseq })
         }
 
-        MailOp::Append { mailbox, folder, flags, keywords, received_micros, class, fai, envelope, raw } => {
+        MailOp::Append { mailbox, folder, flags, keywords, received_micros, class, fai, envelope, content, raw } => {
             let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
             let mut m = tx.mailbox()?;
             let mut f = tx.item_folder(folder)?;
@@ -1157,13 +1189,13 @@ pub(crate) fn apply(
                 fai,
                 ..incoming(received_micros, raw.len(), *envelope)
             };
-            let item = tx.insert_item(&mut m, &mut f, &template, Some(&raw), modseq)?;
+            let item = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content)), modseq)?;
             tx.put_folder(&f)?;
             tx.put_mailbox(&m)?;
             Ok(MailOutput::Appended { item: item.id, uid: item.uid, uidvalidity: f.uidvalidity, modseq })
         }
 
-        MailOp::ReplaceItem { mailbox, folder, uid, class, at_micros, envelope, raw } => {
+        MailOp::ReplaceItem { mailbox, folder, uid, class, at_micros, envelope, content, raw } => {
             let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
             let mut m = tx.mailbox()?;
             let mut f = tx.item_folder(folder)?;
@@ -1183,7 +1215,7 @@ pub(crate) fn apply(
                 deleted: None,
                 ..original.clone()
             };
-            let new_uid = tx.insert_item(&mut m, &mut f, &template, Some(&raw), modseq)?.uid;
+            let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content)), modseq)?.uid;
             let original_in_versions = if m.litigation_hold {
                 let mut versions = tx.role_folder(FolderRole::Versions)?;
                 let kept = ItemInfo { deleted: Some(Deleted { from: folder, at_micros }), ..original.clone() };
@@ -1418,7 +1450,7 @@ pub(crate) fn apply(
             Ok(MailOutput::FolderDeleted { folders: subtree, items: moved, modseq })
         }
 
-        MailOp::Submit { mailbox, submitted_micros, envelope, raw } => {
+        MailOp::Submit { mailbox, submitted_micros, envelope, content, raw } => {
             let mut tx = Tx { s, txn, guid: mailbox, changes: 0 };
             let mut m = tx.mailbox()?;
             check_message_size(&m, raw.len())?;
@@ -1433,7 +1465,7 @@ pub(crate) fn apply(
             let mut outbox = tx.role_folder(FolderRole::Outbox)?;
             let modseq = Tx::next_modseq(&mut m);
             let template = ItemInfo { flags: Flags::SEEN, ..incoming(submitted_micros, raw.len(), *envelope) };
-            let item = tx.insert_item(&mut m, &mut outbox, &template, Some(&raw), modseq)?;
+            let item = tx.insert_item(&mut m, &mut outbox, &template, Some((&raw, content)), modseq)?;
             let queued = Submission { mailbox, item: item.id, submitted_micros };
             tx.s.submissions.put(tx.txn, &keys::item(&mailbox, item.id), &store(&queued)?)?;
             tx.put_folder(&outbox)?;

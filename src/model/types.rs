@@ -14,6 +14,36 @@ pub type Uid = u32;
 /// A mailbox's change counter (RFC 7162 MODSEQ): strictly increasing with every change in the mailbox.
 pub type ModSeq = u64;
 
+/// The BLAKE3 hash of a message's raw bytes: the key of its single stored copy (single-instance storage).
+///
+/// It is computed when the operation is built, on the caller's thread, and carried in the logged operation, so
+/// neither the writer thread nor a passive copy's replay hashes message bodies. [`Engine::commit`] checks it
+/// against the bytes before anything is logged (an operation whose hash does not match is refused with
+/// [`Error::InvalidArgument`]); `apply` trusts the logged value, as it trusts every other logged field.
+///
+/// [`Engine::commit`]: crate::Engine::commit
+/// [`Error::InvalidArgument`]: crate::Error::InvalidArgument
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContentHash(#[serde(with = "serde_bytes")] pub(crate) [u8; 32]);
+
+impl ContentHash {
+    /// The hash of `raw`.
+    pub fn of(raw: &[u8]) -> ContentHash {
+        ContentHash(*blake3::hash(raw).as_bytes())
+    }
+
+    /// The 32 hash bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentHash({})", blake3::Hash::from_bytes(self.0).to_hex())
+    }
+}
+
 /// What a mailbox is for (Exchange's recipient types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MailboxKind {

@@ -1414,11 +1414,23 @@ struct Replayer<M: StateMachine> {
     cursor: Option<(u64, u64, Lsn)>,
     since_checkpoint: u64,
     stats: Counters,
+    /// The deletion of the generations the last deep checkpoint released, running on its own thread: unlinking
+    /// a generation costs milliseconds on some file systems, which replay need not wait for.
+    deleting: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
 impl<M: StateMachine> Replayer<M> {
     fn new(shared: Arc<Shared<M>>, state: Arc<StateStore<M>>) -> Self {
-        Replayer { shared, state, cursor: None, since_checkpoint: 0, stats: Counters::default() }
+        Replayer { shared, state, cursor: None, since_checkpoint: 0, stats: Counters::default(), deleting: None }
+    }
+
+    /// Waits for the previous checkpoint's deletions; their failure fails the copy like any replay error.
+    fn finish_deleting(&mut self) -> Result<()> {
+        match self.deleting.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(Error::Shipping("the thread deleting replayed generations panicked".into())),
+        }
     }
 
     fn run(mut self) {
@@ -1437,6 +1449,9 @@ impl<M: StateMachine> Replayer<M> {
                 Ok(false) => shared.idle(Duration::from_millis(100)),
                 Err(e) => shared.fail(format!("replay: {e}")),
             }
+        }
+        if let Err(e) = self.finish_deleting() {
+            shared.fail(format!("replay: {e}"));
         }
     }
 
@@ -1529,7 +1544,7 @@ impl<M: StateMachine> Replayer<M> {
 
     /// A deep checkpoint: sync the state, record it, and delete generations nobody needs any more.
     fn checkpoint(&mut self) -> Result<()> {
-        let shared = &self.shared;
+        let shared = Arc::clone(&self.shared);
         self.state.env.force_sync()?;
         let replayed = shared.progress.lock().replayed_lsn;
         {
@@ -1556,11 +1571,31 @@ impl<M: StateMachine> Replayer<M> {
             }
             doomed
         };
-        for (_, path) in &doomed {
-            fs::remove_file(path).at(path)?;
-        }
+        self.finish_deleting()?;
         if !doomed.is_empty() {
-            generation::sync_dir(&shared.dir.join(LOGS_DIR))?;
+            // Already out of `gens`: nothing reads them any more. Deleted oldest first, so a crash or a stop
+            // part-way leaves a contiguous run below the checkpoint: the copy lists it again when it opens and
+            // deletes it at its next deep checkpoint; an activated copy's engine truncates it at its first
+            // checkpoint.
+            // Stopping the copy (closing, activating) stops the deletions after the current file rather than
+            // waiting for all of them.
+            let logs = shared.dir.join(LOGS_DIR);
+            let stopping = Arc::clone(&shared);
+            let delete = move || -> Result<()> {
+                for (_, path) in &doomed {
+                    if stopping.stopped() {
+                        break;
+                    }
+                    fs::remove_file(path).at(path)?;
+                }
+                generation::sync_dir(&logs)
+            };
+            self.deleting = Some(
+                std::thread::Builder::new()
+                    .name("mailstore-copy-truncate".into())
+                    .spawn(delete)
+                    .map_err(|e| Error::Shipping(format!("starting the deletion thread: {e}")))?,
+            );
         }
         Ok(())
     }
