@@ -449,9 +449,13 @@ fn check_verifies_counters_against_items() {
     let env = unsafe { heed::EnvOpenOptions::new().read_txn_without_tls().max_dbs(128).open(dir.path().join("state")) }
         .unwrap();
     let rtxn = env.read_txn().unwrap();
-    let folders: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
+    type Table<'e> = heed::Database<'e, heed::types::Bytes, heed::types::Bytes>;
+    let (folders, bodies): (Table<'_>, Table<'_>) = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {
-            Ok(heed::CommitOrAbort::<_, ()>::Commit(dbo.open_database(rtxn, Some("mail.folders"))?.unwrap()))
+            Ok(heed::CommitOrAbort::<_, ()>::Commit((
+                dbo.open_database(rtxn, Some("mail.folders"))?.unwrap(),
+                dbo.open_database(rtxn, Some("mail.bodies"))?.unwrap(),
+            )))
         })
         .unwrap()
         .unwrap_commit();
@@ -462,11 +466,22 @@ fn check_verifies_counters_against_items() {
         mailstore::codec::decode(folders.get(&wtxn, &key).unwrap().unwrap()).unwrap();
     info.unread += 5;
     folders.put(&mut wtxn, &key, &mailstore::codec::encode(&info).unwrap()).unwrap();
+    // And damage one stored message (as a bit flip would): check names the content whose bytes no longer match.
+    let (hash, raw) = bodies.first(&wtxn).unwrap().map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap();
+    let mut damaged = raw.clone();
+    damaged[0] ^= 1;
+    bodies.put(&mut wtxn, &hash, &damaged).unwrap();
     wtxn.commit().unwrap();
     drop(env);
     let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap();
     assert!(
         report.problems.iter().any(|p| p.contains("henry@example.com") && p.contains("7 unread")),
+        "{:?}",
+        report.problems
+    );
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        report.problems.iter().any(|p| p.contains(&hex) && p.contains(&format!("{} bytes that hash to", raw.len()))),
         "{:?}",
         report.problems
     );
