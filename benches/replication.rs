@@ -1,6 +1,9 @@
-//! Passive copies, measured in one run against the active they follow (mailbox deliveries, `Durability::Full`):
+//! Passive copies, measured in one run against the active they follow (`Durability::Full`), once for each of two
+//! workloads: 4 KiB deliveries only (every record stores a message: the most a record costs a replayer), and a
+//! mail mix in which each message is delivered, marked read, then moved to Archive or deleted (three records per
+//! message, one carrying its bytes). For each:
 //!
-//! * **active commit rate**: 4 KiB deliveries from 32 threads into one mailbox database for `SECONDS` with no
+//! * **active commit rate**: the workload from 32 threads into one mailbox database for `SECONDS` with no
 //!   copy (the rate of an active whose copies run on other machines), then for `SECONDS` more while three passive
 //!   copies follow it in block mode over the in-process transport on the same two vCPUs: a healthy one and two
 //!   lagged ones (replay lag 14 days: they copy and inspect everything, replay nothing), one per
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{bench_root, settle};
-use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailStore, MailboxKind};
+use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailStore, MailboxKind};
 use mailstore::replication::{
     CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions, StateSync,
 };
@@ -49,11 +52,52 @@ fn message(n: u64) -> Vec<u8> {
     raw
 }
 
-/// Delivers 4 KiB messages into `inbox` until `stop` is set.
-fn deliver_until(db: &MailEngine, mailbox: Guid, inbox: u64, counter: &AtomicU64, stop: &AtomicBool) {
+/// What the loaders commit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Workload {
+    /// 4 KiB deliveries only: every record stores a message, the most a record costs a replayer.
+    Deliveries,
+    /// A mail server's day in miniature: each loader delivers a 4 KiB message, marks it `\Seen` (read), then
+    /// files it into Archive (MOVE) or deletes it (into Recoverable Items), in turn: three records per message,
+    /// one of them carrying the bytes.
+    MailMix,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Deliveries => "4 KiB deliveries",
+            Workload::MailMix => "mail mix (deliver, mark read, move to Archive or delete)",
+        }
+    }
+}
+
+/// Where the loaders work.
+#[derive(Clone, Copy)]
+struct Target {
+    mailbox: Guid,
+    inbox: u64,
+    archive: u64,
+}
+
+/// Commits `workload` into `target` until `stop` is set.
+fn load_until(db: &MailEngine, workload: Workload, target: Target, counter: &AtomicU64, stop: &AtomicBool) {
+    let Target { mailbox, inbox, archive } = target;
     while !stop.load(Ordering::Relaxed) {
         let n = counter.fetch_add(1, Ordering::Relaxed);
-        db.commit(MailOp::append(mailbox, inbox, message(n), Flags::empty(), Vec::new())).expect("deliver");
+        let out = db.commit(MailOp::append(mailbox, inbox, message(n), Flags::empty(), Vec::new())).expect("deliver");
+        if workload == Workload::Deliveries {
+            continue;
+        }
+        // An append answers `Appended` (`MailOp::append` builds an `Append`).
+        let MailOutput::Appended { uid, .. } = out.output else { unreachable!() };
+        db.commit(MailOp::store_flags(mailbox, inbox, vec![uid], FlagAction::Add, Flags::SEEN)).expect("read");
+        let file = if n % 2 == 0 {
+            MailOp::move_items(mailbox, inbox, vec![uid], archive)
+        } else {
+            MailOp::delete_items(mailbox, inbox, vec![uid])
+        };
+        db.commit(file).expect("file");
     }
 }
 
@@ -74,6 +118,13 @@ fn main() {
     }
     let quick = std::env::var_os("MAILSTORE_BENCH_QUICK").is_some();
     let seconds = if quick { 2 } else { 10 };
+    for workload in [Workload::Deliveries, Workload::MailMix] {
+        run(workload, seconds);
+    }
+}
+
+/// One whole run of the story above with `workload` as the load.
+fn run(workload: Workload, seconds: u64) {
     let root = bench_root().join(format!("replication-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
 
@@ -83,7 +134,9 @@ fn main() {
     let MailOp::CreateMailbox { guid, .. } = &op else { unreachable!() };
     let mailbox: Guid = *guid;
     db.commit(op).expect("mailbox");
-    let inbox = db.read(|m, txn| m.folder_by_role(txn, &mailbox, FolderRole::Inbox)).expect("read").expect("inbox").id;
+    let folder = |role| db.read(|m, txn| m.folder_by_role(txn, &mailbox, role)).expect("read").expect("folder").id;
+    let target = Target { mailbox, inbox: folder(FolderRole::Inbox), archive: folder(FolderRole::Archive) };
+    let inbox = target.inbox;
     // Phase 0: the active alone.
     settle();
     let counter = AtomicU64::new(0);
@@ -92,7 +145,7 @@ fn main() {
     let stop = AtomicBool::new(false);
     thread::scope(|s| {
         for _ in 0..DELIVERERS {
-            s.spawn(|| deliver_until(&db, mailbox, inbox, &counter, &stop));
+            s.spawn(|| load_until(&db, workload, target, &counter, &stop));
         }
         thread::sleep(Duration::from_secs(seconds));
         stop.store(true, Ordering::Relaxed);
@@ -130,7 +183,7 @@ fn main() {
     let started = Instant::now();
     thread::scope(|s| {
         for _ in 0..DELIVERERS {
-            s.spawn(|| deliver_until(&db, mailbox, inbox, &counter, &stop));
+            s.spawn(|| load_until(&db, workload, target, &counter, &stop));
         }
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
@@ -215,7 +268,7 @@ fn main() {
     from_call.sort();
 
     println!();
-    println!("replication, {seconds} s of 4 KiB deliveries from {DELIVERERS} threads (Durability::Full)");
+    println!("replication, {seconds} s of {} from {DELIVERERS} threads (Durability::Full)", workload.name());
     println!("  active alone:      {alone_rate:.0} commits/s");
     println!(
         "  active, 3 copies on the same vCPUs: {commits} commits in {:.2} s = {commit_rate:.0} commits/s ({:.1} per log fsync)",

@@ -505,6 +505,16 @@ impl MailOp {
         MailOp::StoreFlags { mailbox, folder, uids, action, flags, keywords: Vec::new(), unchanged_since: None }
     }
 
+    /// Moves items to another folder of the same mailbox (IMAP `MOVE`); they get new UIDs there.
+    pub fn move_items(mailbox: Guid, from: FolderId, uids: Vec<Uid>, to: FolderId) -> MailOp {
+        MailOp::CopyItems { mailbox, from, uids, to, remove_source: true }
+    }
+
+    /// Deletes items now: they move to Recoverable Items/Deletions.
+    pub fn delete_items(mailbox: Guid, folder: FolderId, uids: Vec<Uid>) -> MailOp {
+        MailOp::DeleteItems { mailbox, folder, uids, at_micros: now_micros() }
+    }
+
     /// A message to submit for sending, now.
     pub fn submit(mailbox: Guid, raw: Vec<u8>) -> MailOp {
         MailOp::Submit {

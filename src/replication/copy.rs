@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -1417,11 +1418,21 @@ struct Replayer<M: StateMachine> {
     /// The deletion of the generations the last deep checkpoint released, running on its own thread: unlinking
     /// a generation costs milliseconds on some file systems, which replay need not wait for.
     deleting: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Read buffers reused from batch to batch.
+    bufs: Vec<Vec<u8>>,
 }
 
 impl<M: StateMachine> Replayer<M> {
     fn new(shared: Arc<Shared<M>>, state: Arc<StateStore<M>>) -> Self {
-        Replayer { shared, state, cursor: None, since_checkpoint: 0, stats: Counters::default(), deleting: None }
+        Replayer {
+            shared,
+            state,
+            cursor: None,
+            since_checkpoint: 0,
+            stats: Counters::default(),
+            deleting: None,
+            bufs: Vec::new(),
+        }
     }
 
     /// Waits for the previous checkpoint's deletions; their failure fails the copy like any replay error.
@@ -1479,7 +1490,10 @@ impl<M: StateMachine> Replayer<M> {
                 p.gens.values().filter(|g| g.last_lsn >= from && g.header.first_lsn <= limit).cloned().collect();
             (from, limit, gens)
         };
-        let mut batch: Vec<(Lsn, u64, Vec<u8>)> = Vec::new();
+        // Each generation's part is read into one reused buffer; records point into them (no copy per record).
+        let mut bufs = std::mem::take(&mut self.bufs);
+        let mut used = 0;
+        let mut spans: Vec<(Lsn, u64, usize, std::ops::Range<usize>)> = Vec::new();
         let mut bytes = 0usize;
         let mut cursor = None;
         'gens: for g in &gens {
@@ -1491,11 +1505,23 @@ impl<M: StateMachine> Replayer<M> {
             if start >= g.end_offset {
                 continue;
             }
-            let file = File::open(&g.path).at(&g.path)?;
+            let mut file = File::open(&g.path).at(&g.path)?;
+            file.seek(std::io::SeekFrom::Start(start)).at(&g.path)?;
             let len = usize::try_from(g.end_offset - start)
                 .map_err(|_| Error::corrupted(&g.path, start, "generation too large"))?;
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, start).at(&g.path)?;
+            if used == bufs.len() {
+                bufs.push(Vec::new());
+            }
+            let index = used;
+            used += 1;
+            let buf = &mut bufs[index];
+            buf.clear();
+            buf.try_reserve_exact(len).map_err(|e| Error::corrupted(&g.path, start, format!("{len} bytes: {e}")))?;
+            // `read_to_end` into reused capacity: no zeroing of the buffer first.
+            (&file).take(len as u64).read_to_end(buf).at(&g.path)?;
+            if buf.len() != len {
+                return Err(Error::corrupted(&g.path, start + buf.len() as u64, "generation shorter than copied"));
+            }
             let seal = RecordSeal::for_header(&g.header);
             let mut at = 0;
             while at < buf.len() {
@@ -1504,14 +1530,15 @@ impl<M: StateMachine> Replayer<M> {
                         if lsn > limit {
                             break 'gens;
                         }
+                        let payload_at = at + FRAME_HEADER_LEN;
                         at += frame_len;
                         if lsn < from {
                             continue;
                         }
                         bytes += payload.len();
-                        batch.push((lsn, g.header.epoch, payload.to_vec()));
+                        spans.push((lsn, g.header.epoch, index, payload_at..payload_at + payload.len()));
                         cursor = Some((g.header.generation, start + at as u64, lsn + 1));
-                        if batch.len() >= REPLAY_BATCH_RECORDS || bytes >= REPLAY_BATCH_BYTES {
+                        if spans.len() >= REPLAY_BATCH_RECORDS || bytes >= REPLAY_BATCH_BYTES {
                             break 'gens;
                         }
                     }
@@ -1520,14 +1547,28 @@ impl<M: StateMachine> Replayer<M> {
                 }
             }
         }
-        let Some(&(last, _, _)) = batch.last() else { return Ok(false) };
-        if batch[0].0 != from {
+        let records: Vec<RecordRef<'_>> = spans
+            .iter()
+            .map(|(lsn, epoch, index, range)| RecordRef {
+                lsn: *lsn,
+                epoch: *epoch,
+                payload: &bufs[*index][range.clone()],
+            })
+            .collect();
+        let Some(last) = records.last().map(|r| r.lsn) else {
+            self.bufs = bufs;
+            return Ok(false);
+        };
+        if records[0].lsn != from {
             return Err(Error::corrupted(&self.shared.dir, 0, format!("the copy's log lacks LSN {from}")));
         }
-        let records: Vec<RecordRef<'_>> =
-            batch.iter().map(|(lsn, epoch, payload)| RecordRef { lsn: *lsn, epoch: *epoch, payload }).collect();
         // Rejections were rejections on the active too: the record is a no-op either way.
-        self.state.apply_records(&records, &self.stats)?;
+        let applied = self.state.apply_records(&records, &self.stats);
+        drop(records);
+        // Keep one buffer's worth of capacity (a generation's size) for the next batch, not the batch's peak.
+        bufs.truncate(1);
+        self.bufs = bufs;
+        applied?;
         self.cursor = cursor;
         {
             let mut p = self.shared.progress.lock();
