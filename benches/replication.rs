@@ -92,7 +92,7 @@ fn load_until(db: &MailEngine, workload: Workload, target: Target, counter: &Ato
         // An append answers `Appended` (`MailOp::append` builds an `Append`).
         let MailOutput::Appended { uid, .. } = out.output else { unreachable!() };
         db.commit(MailOp::store_flags(mailbox, inbox, vec![uid], FlagAction::Add, Flags::SEEN)).expect("read");
-        let file = if n % 2 == 0 {
+        let file = if n.is_multiple_of(2) {
             MailOp::move_items(mailbox, inbox, vec![uid], archive)
         } else {
             MailOp::delete_items(mailbox, inbox, vec![uid])
