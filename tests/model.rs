@@ -450,11 +450,12 @@ fn check_verifies_counters_against_items() {
         .unwrap();
     let rtxn = env.read_txn().unwrap();
     type Table<'e> = heed::Database<'e, heed::types::Bytes, heed::types::Bytes>;
-    let (folders, bodies): (Table<'_>, Table<'_>) = env
+    let (folders, bodies, blob_refs): (Table<'_>, Table<'_>, Table<'_>) = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {
             Ok(heed::CommitOrAbort::<_, ()>::Commit((
                 dbo.open_database(rtxn, Some("mail.folders"))?.unwrap(),
                 dbo.open_database(rtxn, Some("mail.bodies"))?.unwrap(),
+                dbo.open_database(rtxn, Some("mail.blob_refs"))?.unwrap(),
             )))
         })
         .unwrap()
@@ -467,10 +468,11 @@ fn check_verifies_counters_against_items() {
     info.unread += 5;
     folders.put(&mut wtxn, &key, &mailstore::codec::encode(&info).unwrap()).unwrap();
     // And damage one stored message (as a bit flip would): check names the content whose bytes no longer match.
-    let (hash, raw) = bodies.first(&wtxn).unwrap().map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap();
-    let mut damaged = raw.clone();
+    let (hash, refs) = blob_refs.first(&wtxn).unwrap().map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap();
+    let body = &refs[8..16];
+    let mut damaged = bodies.get(&wtxn, body).unwrap().unwrap().to_vec();
     damaged[0] ^= 1;
-    bodies.put(&mut wtxn, &hash, &damaged).unwrap();
+    bodies.put(&mut wtxn, body, &damaged).unwrap();
     wtxn.commit().unwrap();
     drop(env);
     let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap();
@@ -481,7 +483,7 @@ fn check_verifies_counters_against_items() {
     );
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     assert!(
-        report.problems.iter().any(|p| p.contains(&hex) && p.contains(&format!("{} bytes that hash to", raw.len()))),
+        report.problems.iter().any(|p| p.contains(&hex) && p.contains(&format!("{} bytes hash to", damaged.len()))),
         "{:?}",
         report.problems
     );

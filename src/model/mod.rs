@@ -455,7 +455,15 @@ impl MailStore {
     /// The raw RFC 5322 bytes of an item.
     pub fn raw(&self, txn: &RoTxn<'_>, guid: &Guid, id: ItemId) -> Result<Option<Vec<u8>>> {
         let Some(item) = self.item(txn, guid, id)? else { return Ok(None) };
-        Ok(self.bodies.get(txn, &item.content)?.map(<[u8]>::to_vec))
+        Ok(self.body(txn, &item.content)?.map(<[u8]>::to_vec))
+    }
+
+    /// The stored bytes of the content `hash`: its `mail.blob_refs` entry names the body that holds them.
+    fn body<'t>(&self, txn: &'t RoTxn<'_>, hash: &[u8; 32]) -> heed::Result<Option<&'t [u8]>> {
+        match self.blob_refs.get(txn, hash)? {
+            Some(refs) => self.bodies.get(txn, &keys::u64_at(refs, 8).to_be_bytes()),
+            None => Ok(None),
+        }
     }
 
     /// Bytes `range` of an item's raw message (clamped to its size), for IMAP partial fetches.
@@ -467,7 +475,7 @@ impl MailStore {
         range: std::ops::Range<u64>,
     ) -> Result<Option<Vec<u8>>> {
         let Some(item) = self.item(txn, guid, id)? else { return Ok(None) };
-        Ok(self.bodies.get(txn, &item.content)?.map(|raw| {
+        Ok(self.body(txn, &item.content)?.map(|raw| {
             let end = (range.end.min(raw.len() as u64)) as usize;
             let start = (range.start as usize).min(end);
             raw[start..end].to_vec()
@@ -617,16 +625,25 @@ impl MailStore {
         }
         let mut counted = 0usize;
         for entry in self.blob_refs.iter(txn)? {
-            let (hash, count) = entry?;
+            let (hash, value) = entry?;
             counted += 1;
-            let count = keys::u64_at(count, 0);
+            let (count, body) = (keys::u64_at(value, 0), keys::u64_at(value, 8));
             let expected = refs.get(hash).copied().unwrap_or(0);
-            if count != expected || self.bodies.get(txn, hash)?.is_none() {
-                problems.push(format!(
-                    "message content {}: reference count {count}, referenced by {expected} item(s){}",
-                    blake3::Hash::from_bytes(hash.try_into().unwrap_or([0; 32])).to_hex(),
-                    if self.bodies.get(txn, hash)?.is_none() { ", bytes missing" } else { "" }
-                ));
+            let hex = blake3::Hash::from_bytes(hash.try_into().unwrap_or([0; 32])).to_hex();
+            match self.bodies.get(txn, &body.to_be_bytes())? {
+                None => problems.push(format!(
+                    "message content {hex}: reference count {count}, referenced by {expected} item(s), bytes (body {body}) missing"
+                )),
+                // Every stored copy is the content its hash names (the hash was computed before logging).
+                Some(raw) if hash != ContentHash::of(raw).as_bytes() => problems.push(format!(
+                    "message content {hex} is stored as body {body}, whose {} bytes hash to {}",
+                    raw.len(),
+                    blake3::hash(raw).to_hex()
+                )),
+                Some(_) if count != expected => problems.push(format!(
+                    "message content {hex}: reference count {count}, referenced by {expected} item(s)"
+                )),
+                Some(_) => {}
             }
         }
         if counted != refs.len() {
@@ -635,17 +652,9 @@ impl MailStore {
                 refs.len().saturating_sub(counted)
             ));
         }
-        // Every stored copy is the content its key names (the hash was computed before logging).
-        for entry in self.bodies.iter(txn)? {
-            let (hash, raw) = entry?;
-            if hash != ContentHash::of(raw).as_bytes() {
-                problems.push(format!(
-                    "message content stored under {} has {} bytes that hash to {}",
-                    blake3::Hash::from_bytes(hash.try_into().unwrap_or([0; 32])).to_hex(),
-                    raw.len(),
-                    blake3::hash(raw).to_hex()
-                ));
-            }
+        let bodies = self.bodies.len(txn)?;
+        if bodies != counted as u64 {
+            problems.push(format!("{bodies} stored message bodies for {counted} counted contents"));
         }
         Ok(problems)
     }
