@@ -18,7 +18,24 @@ const DECODE_LIMIT: usize = 4 * MAX_RECORD_LEN;
 
 /// Encodes `value` into a fresh buffer.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| Error::Codec(format!("encode: {e}")))
+    let mut out = VecWriter(Vec::with_capacity(INITIAL_CAPACITY));
+    bincode::serde::encode_into_writer(value, &mut out, bincode::config::standard())
+        .map_err(|e| Error::Codec(format!("encode: {e}")))?;
+    Ok(out.0)
+}
+
+/// What `encode` allocates up front: enough for every state record (folder, mailbox, item, change) in one
+/// allocation, where bincode's own `encode_to_vec` starts empty and grows the buffer several times per value.
+const INITIAL_CAPACITY: usize = 256;
+
+/// A growable buffer as a bincode writer.
+struct VecWriter(Vec<u8>);
+
+impl bincode::enc::write::Writer for VecWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Decodes one value that must span all of `bytes`.

@@ -14,7 +14,7 @@ pub type Lsn = u64;
 /// The identity of one database, shared by its state store, checkpoint and every log generation (ESE's
 /// "log signature"). Copies of one database share it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Guid(pub [u8; 16]);
+pub struct Guid(#[serde(with = "serde_bytes")] pub [u8; 16]);
 
 impl Guid {
     /// A fresh random GUID (UUID version 4).
