@@ -219,8 +219,23 @@ impl<M: StateMachine> StateStore<M> {
     ///
     /// Returns one outcome per record: what `apply` returned, or the error it rejected the operation with.
     pub(crate) fn apply_records(&self, records: &[RecordRef<'_>], stats: &Counters) -> Result<Vec<Result<M::Output>>> {
+        self.apply_decoded(records, None, stats)
+    }
+
+    /// [`apply_records`](Self::apply_records) with the operations already decoded from `records` (a passive
+    /// copy decodes the next batch on another thread while this one is applied). They are used for the first
+    /// attempt; a retry (map full, or a rejection that needs savepoints) decodes the records again.
+    pub(crate) fn apply_decoded(
+        &self,
+        records: &[RecordRef<'_>],
+        mut decoded: Option<Vec<M::Op>>,
+        stats: &Counters,
+    ) -> Result<Vec<Result<M::Output>>> {
+        if decoded.as_ref().is_some_and(|ops| ops.len() != records.len()) {
+            return Err(Error::InvalidArgument("decoded operations do not match their records".into()));
+        }
         loop {
-            match self.try_apply(records) {
+            match self.try_apply(records, decoded.take()) {
                 Ok(outcomes) => {
                     Counters::add(&stats.state_commits, 1);
                     return Ok(outcomes);
@@ -239,20 +254,32 @@ impl<M: StateMachine> StateStore<M> {
     /// transaction is aborted and the batch applied again with a savepoint per operation, so a rejected one
     /// leaves no trace. Both ways give the same state and outcomes: without rejections, operations applied in
     /// sequence in one transaction are what the savepoints would have committed one by one.
-    fn try_apply(&self, records: &[RecordRef<'_>]) -> Result<Vec<Result<M::Output>>, Failure> {
-        match self.try_apply_flat(records)? {
+    fn try_apply(
+        &self,
+        records: &[RecordRef<'_>],
+        decoded: Option<Vec<M::Op>>,
+    ) -> Result<Vec<Result<M::Output>>, Failure> {
+        match self.try_apply_flat(records, decoded)? {
             Some(outcomes) => Ok(outcomes),
             None => self.try_apply_nested(records),
         }
     }
 
     /// `Ok(None)`: an operation was rejected and nothing was committed.
-    fn try_apply_flat(&self, records: &[RecordRef<'_>]) -> Result<Option<Vec<Result<M::Output>>>, Failure> {
+    fn try_apply_flat(
+        &self,
+        records: &[RecordRef<'_>],
+        decoded: Option<Vec<M::Op>>,
+    ) -> Result<Option<Vec<Result<M::Output>>>, Failure> {
         let Some(last) = records.last() else { return Ok(Some(Vec::new())) };
         let mut txn = self.env.write_txn()?;
         let mut outcomes = Vec::with_capacity(records.len());
+        let mut decoded = decoded.map(Vec::into_iter);
         for record in records {
-            let op = decode_record::<M>(record)?;
+            let op = match decoded.as_mut().and_then(Iterator::next) {
+                Some(op) => op,
+                None => decode_record::<M>(record)?,
+            };
             let ctx = ApplyContext { lsn: record.lsn, epoch: record.epoch };
             match self.machine.apply(&mut txn, ctx, op) {
                 Ok(output) => outcomes.push(Ok(output)),

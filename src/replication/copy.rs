@@ -1407,44 +1407,34 @@ fn is_local_io(e: &Error, dir: &Path) -> bool {
     matches!(e, Error::Io { path, .. } if path.starts_with(dir))
 }
 
-/// The replayer thread.
-struct Replayer<M: StateMachine> {
-    shared: Arc<Shared<M>>,
-    state: Arc<StateStore<M>>,
-    /// Where the next record to replay starts: (generation, offset, its LSN).
-    cursor: Option<(u64, u64, Lsn)>,
-    since_checkpoint: u64,
-    stats: Counters,
-    /// The deletion of the generations the last deep checkpoint released, running on its own thread: unlinking
-    /// a generation costs milliseconds on some file systems, which replay need not wait for.
-    deleting: Option<std::thread::JoinHandle<Result<()>>>,
-    /// Read buffers reused from batch to batch.
+/// A batch read from the copy's log, framed and decoded ahead of its replay.
+struct Prepared<M: StateMachine> {
+    /// Each generation's part of the batch (records point into these).
     bufs: Vec<Vec<u8>>,
+    /// Per record: LSN, epoch, which buffer, where its payload lies in it.
+    spans: Vec<(Lsn, u64, usize, std::ops::Range<usize>)>,
+    /// Per record, its operation.
+    ops: Vec<M::Op>,
+    /// Payload bytes in all.
+    bytes: usize,
 }
 
-impl<M: StateMachine> Replayer<M> {
-    fn new(shared: Arc<Shared<M>>, state: Arc<StateStore<M>>) -> Self {
-        Replayer {
-            shared,
-            state,
-            cursor: None,
-            since_checkpoint: 0,
-            stats: Counters::default(),
-            deleting: None,
-            bufs: Vec::new(),
-        }
-    }
+/// Reads, checks the framing of and decodes the next batch while the replayer applies the current one, on its
+/// own thread: replay's CPU then goes to `apply` and the state store (Exchange's replay also prefetches the
+/// log). It only reads what the inspector has already passed and the replay limit allows; the replayer checks
+/// that each batch starts where replay stands.
+struct Prefetcher<M: StateMachine> {
+    shared: Arc<Shared<M>>,
+    /// Where the next record to read starts: (generation, offset, its LSN).
+    cursor: Option<(u64, u64, Lsn)>,
+    /// The next LSN to read, once the first batch is read.
+    next: Option<Lsn>,
+    /// Buffers the replayer has finished with.
+    recycled: Arc<Mutex<Vec<Vec<u8>>>>,
+}
 
-    /// Waits for the previous checkpoint's deletions; their failure fails the copy like any replay error.
-    fn finish_deleting(&mut self) -> Result<()> {
-        match self.deleting.take().map(std::thread::JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(Error::Shipping("the thread deleting replayed generations panicked".into())),
-        }
-    }
-
-    fn run(mut self) {
+impl<M: StateMachine> Prefetcher<M> {
+    fn run(mut self, batches: std::sync::mpsc::SyncSender<Result<Prepared<M>>>) {
         let shared = Arc::clone(&self.shared);
         while !shared.stopped() {
             let blocked = {
@@ -1452,17 +1442,27 @@ impl<M: StateMachine> Replayer<M> {
                 p.suspended || p.failed
             };
             if blocked {
+                // A suspended copy resumes where it stopped (a batch may be waiting in the channel); a failed
+                // one is reopened before it replays again.
                 shared.idle(Duration::from_millis(200));
                 continue;
             }
-            match self.step() {
-                Ok(true) => {}
-                Ok(false) => shared.idle(Duration::from_millis(100)),
-                Err(e) => shared.fail(format!("replay: {e}")),
+            match self.prepare() {
+                Ok(Some(batch)) => {
+                    // Blocks while the replayer still has a batch waiting; fails once it has stopped.
+                    if batches.send(Ok(batch)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => shared.idle(Duration::from_millis(100)),
+                Err(e) => {
+                    self.next = None;
+                    self.cursor = None;
+                    if batches.send(Err(e)).is_err() {
+                        return;
+                    }
+                }
             }
-        }
-        if let Err(e) = self.finish_deleting() {
-            shared.fail(format!("replay: {e}"));
         }
     }
 
@@ -1477,22 +1477,21 @@ impl<M: StateMachine> Replayer<M> {
         p.gens.values().filter(|g| g.closed_micros.is_some_and(|c| c <= cutoff)).map(|g| g.last_lsn).max().unwrap_or(0)
     }
 
-    /// Replays one batch; `Ok(false)` when there was nothing to replay.
-    fn step(&mut self) -> Result<bool> {
+    /// Reads the next batch; `Ok(None)` when there is nothing to replay yet.
+    fn prepare(&mut self) -> Result<Option<Prepared<M>>> {
         let (from, limit, gens) = {
             let p = self.shared.progress.lock();
+            let from = self.next.unwrap_or(p.replayed_lsn + 1);
             let limit = self.limit(&p).min(p.copied_lsn);
-            if limit <= p.replayed_lsn {
-                return Ok(false);
+            if limit < from {
+                return Ok(None);
             }
-            let from = p.replayed_lsn + 1;
             let gens: Vec<LocalGen> =
                 p.gens.values().filter(|g| g.last_lsn >= from && g.header.first_lsn <= limit).cloned().collect();
             (from, limit, gens)
         };
-        // Each generation's part is read into one reused buffer; records point into them (no copy per record).
-        let mut bufs = std::mem::take(&mut self.bufs);
-        let mut used = 0;
+        // Each generation's part is read into one buffer; records point into them (no copy per record).
+        let mut bufs: Vec<Vec<u8>> = Vec::new();
         let mut spans: Vec<(Lsn, u64, usize, std::ops::Range<usize>)> = Vec::new();
         let mut bytes = 0usize;
         let mut cursor = None;
@@ -1509,25 +1508,22 @@ impl<M: StateMachine> Replayer<M> {
             file.seek(std::io::SeekFrom::Start(start)).at(&g.path)?;
             let len = usize::try_from(g.end_offset - start)
                 .map_err(|_| Error::corrupted(&g.path, start, "generation too large"))?;
-            if used == bufs.len() {
-                bufs.push(Vec::new());
-            }
-            let index = used;
-            used += 1;
-            let buf = &mut bufs[index];
+            let mut buf = self.recycled.lock().pop().unwrap_or_default();
             buf.clear();
             buf.try_reserve_exact(len).map_err(|e| Error::corrupted(&g.path, start, format!("{len} bytes: {e}")))?;
-            // `read_to_end` into reused capacity: no zeroing of the buffer first.
-            (&file).take(len as u64).read_to_end(buf).at(&g.path)?;
+            // `read_to_end` into reserved capacity: no zeroing of the buffer first.
+            (&file).take(len as u64).read_to_end(&mut buf).at(&g.path)?;
             if buf.len() != len {
                 return Err(Error::corrupted(&g.path, start + buf.len() as u64, "generation shorter than copied"));
             }
+            let index = bufs.len();
             let seal = RecordSeal::for_header(&g.header);
             let mut at = 0;
             while at < buf.len() {
                 match seal.decode(&buf[at..]) {
                     Frame::Record { lsn, payload, frame_len } => {
                         if lsn > limit {
+                            bufs.push(buf);
                             break 'gens;
                         }
                         let payload_at = at + FRAME_HEADER_LEN;
@@ -1539,6 +1535,7 @@ impl<M: StateMachine> Replayer<M> {
                         spans.push((lsn, g.header.epoch, index, payload_at..payload_at + payload.len()));
                         cursor = Some((g.header.generation, start + at as u64, lsn + 1));
                         if spans.len() >= REPLAY_BATCH_RECORDS || bytes >= REPLAY_BATCH_BYTES {
+                            bufs.push(buf);
                             break 'gens;
                         }
                     }
@@ -1546,7 +1543,108 @@ impl<M: StateMachine> Replayer<M> {
                     Frame::Invalid(why) => return Err(Error::corrupted(&g.path, start + at as u64, why)),
                 }
             }
+            bufs.push(buf);
         }
+        let Some(&(last, ..)) = spans.last() else {
+            self.recycled.lock().extend(bufs);
+            return Ok(None);
+        };
+        let mut ops = Vec::with_capacity(spans.len());
+        for (lsn, _, index, range) in &spans {
+            let op = codec::decode::<M::Op>(&bufs[*index][range.clone()])
+                .map_err(|e| Error::Codec(format!("record at LSN {lsn} does not decode: {e}")))?;
+            ops.push(op);
+        }
+        self.cursor = cursor;
+        self.next = Some(last + 1);
+        Ok(Some(Prepared { bufs, spans, ops, bytes }))
+    }
+}
+
+/// Applies the batches the prefetcher prepares, through the engine's `apply_records`, and takes the copy's
+/// deep checkpoints.
+struct Replayer<M: StateMachine> {
+    shared: Arc<Shared<M>>,
+    state: Arc<StateStore<M>>,
+    since_checkpoint: u64,
+    stats: Counters,
+    /// The deletion of the generations the last deep checkpoint released, running on its own thread: unlinking
+    /// a generation costs milliseconds on some file systems, which replay need not wait for.
+    deleting: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Buffers handed back to the prefetcher.
+    recycled: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl<M: StateMachine> Replayer<M> {
+    fn new(shared: Arc<Shared<M>>, state: Arc<StateStore<M>>) -> Self {
+        Replayer {
+            shared,
+            state,
+            since_checkpoint: 0,
+            stats: Counters::default(),
+            deleting: None,
+            recycled: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Waits for the previous checkpoint's deletions; their failure fails the copy like any replay error.
+    fn finish_deleting(&mut self) -> Result<()> {
+        match self.deleting.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(Error::Shipping("the thread deleting replayed generations panicked".into())),
+        }
+    }
+
+    fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        // One batch prepared ahead: reading and decoding overlap applying, memory stays at two batches.
+        let (sender, batches) = std::sync::mpsc::sync_channel(1);
+        let prefetcher =
+            Prefetcher { shared: Arc::clone(&shared), cursor: None, next: None, recycled: Arc::clone(&self.recycled) };
+        let prefetching =
+            match std::thread::Builder::new().name("mailstore-prefetch".into()).spawn(move || prefetcher.run(sender)) {
+                Ok(handle) => handle,
+                Err(e) => {
+                    shared.fail(format!("replay: starting the prefetch thread: {e}"));
+                    return;
+                }
+            };
+        while !shared.stopped() {
+            let blocked = {
+                let p = shared.progress.lock();
+                p.suspended || p.failed
+            };
+            if blocked {
+                shared.idle(Duration::from_millis(200));
+                continue;
+            }
+            match batches.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(batch)) => {
+                    if let Err(e) = self.apply(batch) {
+                        shared.fail(format!("replay: {e}"));
+                    }
+                }
+                Ok(Err(e)) => shared.fail(format!("replay: {e}")),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    shared.fail("replay: the prefetch thread stopped".to_string());
+                }
+            }
+        }
+        // Dropping the receiver releases a prefetcher blocked handing over a batch.
+        drop(batches);
+        if prefetching.join().is_err() {
+            shared.fail("replay: the prefetch thread panicked".to_string());
+        }
+        if let Err(e) = self.finish_deleting() {
+            shared.fail(format!("replay: {e}"));
+        }
+    }
+
+    /// Applies one prepared batch, which must start right after what is replayed.
+    fn apply(&mut self, batch: Prepared<M>) -> Result<()> {
+        let Prepared { bufs, spans, ops, bytes } = batch;
         let records: Vec<RecordRef<'_>> = spans
             .iter()
             .map(|(lsn, epoch, index, range)| RecordRef {
@@ -1555,21 +1653,25 @@ impl<M: StateMachine> Replayer<M> {
                 payload: &bufs[*index][range.clone()],
             })
             .collect();
-        let Some(last) = records.last().map(|r| r.lsn) else {
-            self.bufs = bufs;
-            return Ok(false);
-        };
+        let Some(last) = records.last().map(|r| r.lsn) else { return Ok(()) };
+        let from = self.shared.progress.lock().replayed_lsn + 1;
         if records[0].lsn != from {
-            return Err(Error::corrupted(&self.shared.dir, 0, format!("the copy's log lacks LSN {from}")));
+            return Err(Error::corrupted(
+                &self.shared.dir,
+                0,
+                format!("replay stands at LSN {} but the next batch starts at {}", from - 1, records[0].lsn),
+            ));
         }
         // Rejections were rejections on the active too: the record is a no-op either way.
-        let applied = self.state.apply_records(&records, &self.stats);
+        let applied = self.state.apply_decoded(&records, Some(ops), &self.stats);
         drop(records);
-        // Keep one buffer's worth of capacity (a generation's size) for the next batch, not the batch's peak.
-        bufs.truncate(1);
-        self.bufs = bufs;
+        {
+            // Keep a generation's worth of buffers for the prefetcher, not the batch's peak.
+            let mut recycled = self.recycled.lock();
+            recycled.extend(bufs);
+            recycled.truncate(2);
+        }
         applied?;
-        self.cursor = cursor;
         {
             let mut p = self.shared.progress.lock();
             p.replayed_lsn = last;
@@ -1580,7 +1682,7 @@ impl<M: StateMachine> Replayer<M> {
         if self.since_checkpoint >= self.shared.options.checkpoint_depth {
             self.checkpoint()?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// A deep checkpoint: sync the state, record it, and delete generations nobody needs any more.
