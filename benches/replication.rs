@@ -228,6 +228,10 @@ fn run(workload: Workload, seconds: u64) {
     };
     let (replayed, replay_time, replay_rate) = play_down(&lagged);
     let (replayed_fast, replay_time_fast, replay_rate_fast) = play_down(&lagged_fast);
+    // Closed before the activation is timed: their deep checkpoints' deletions would otherwise share the disk
+    // with it (closing stops them after the current file).
+    drop(lagged);
+    drop(lagged_fast);
 
     // Activation of the caught-up healthy copy (its source still up and idle).
     assert!(healthy.wait_replayed(head, Duration::from_secs(120)), "healthy copy did not catch up");
@@ -237,8 +241,6 @@ fn run(workload: Workload, seconds: u64) {
     let activation_big = t.elapsed();
     let big_epoch = activated.status().epoch;
     drop(activated);
-    drop(lagged);
-    drop(lagged_fast);
     drop(log);
     drop(source);
 
