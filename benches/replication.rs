@@ -13,6 +13,9 @@
 //!   called `commit` (p50 / p99 / max);
 //! * **replay rate**: after the load, each lagged copy plays down everything it holds; records per second
 //!   against the active's commit rate (target ≥ 5×);
+//! * **raw heed baseline** (deliveries only): heed alone doing the state writes of the same number of deliveries
+//!   into an environment filled first with as many as the copies held, in synced 8,192-delivery transactions —
+//!   what LMDB itself costs for this data model, against which the replay rate is also given;
 //! * **activation**: the caught-up healthy copy is activated (Lossless) while the source is still there and
 //!   idle, and again for five small fresh copies whose active is gone; wall time from `activate` to a mounted
 //!   engine (target ≤ 500 ms).
@@ -99,6 +102,92 @@ fn load_until(db: &MailEngine, workload: Workload, target: Target, counter: &Ato
         };
         db.commit(file).expect("file");
     }
+}
+
+/// Sizes of the state records one delivery writes, read from the active's own records.
+struct RecordSizes {
+    mailbox: usize,
+    folder: usize,
+    item: usize,
+    /// The listing record: the item's encoded size plus its 156-byte fixed header (an approximation).
+    listing: usize,
+    body: usize,
+}
+
+/// The baseline for replaying deliveries: heed alone doing the writes one delivery makes to the state — the
+/// mailbox and folder records rewritten, the item, its listing record, its received-time and change entries,
+/// its bytes under a log-ordered body id and their hash entry — in transactions of 8,192 deliveries synced as
+/// `StateSync::EveryBatch` syncs them (`NO_META_SYNC`), into an environment first filled with `prefill`
+/// deliveries the same way. No decoding, no reads, no `apply` logic: what LMDB itself costs for this data
+/// model on this machine. Returns deliveries per second over the `count` timed ones.
+fn raw_heed_deliveries(dir: &std::path::Path, prefill: u64, count: u64, sizes: &RecordSizes) -> f64 {
+    use heed::types::Bytes;
+    use heed::{Database, EnvFlags, EnvOpenOptions};
+    const BATCH: u64 = 8192;
+    const TABLES: [&str; 8] = ["mailboxes", "folders", "items", "uids", "bodies", "blob_refs", "changes", "received"];
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("raw heed dir");
+    // SAFETY: a fresh directory only this function opens, one environment at a time, in this process.
+    let env = unsafe {
+        EnvOpenOptions::new()
+            .read_txn_without_tls()
+            .map_size(64 << 30)
+            .max_dbs(16)
+            .flags(EnvFlags::NO_META_SYNC)
+            .open(dir)
+            .expect("open raw heed")
+    };
+    let wtxn = env.write_txn().expect("txn");
+    let dbs: [Database<'_, Bytes, Bytes>; 8] = env
+        .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
+            let mut dbs = Vec::with_capacity(TABLES.len());
+            for name in TABLES {
+                dbs.push(dbo.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
+            }
+            // Eight names, eight databases.
+            let dbs: [Database<'_, Bytes, Bytes>; 8] = dbs.try_into().unwrap_or_else(|_| unreachable!());
+            Ok(heed::CommitOrAbort::<_, ()>::Commit(dbs))
+        })
+        .expect("databases")
+        .commit()
+        .expect("commit");
+    let [mailboxes, folders, items, uids, bodies, blob_refs, changes, received] = dbs;
+    let (mailbox, folder) = (vec![1u8; sizes.mailbox], vec![2u8; sizes.folder]);
+    let (item, listing, mut body) = (vec![3u8; sizes.item], vec![4u8; sizes.listing], vec![b'x'; sizes.body]);
+    let guid = [7u8; 16];
+    let key = |n: u64, len: usize| {
+        let mut k = [0u8; 40];
+        k[..16].copy_from_slice(&guid);
+        k[len - 8..len].copy_from_slice(&n.to_be_bytes());
+        k
+    };
+    let mut n = 0u64;
+    let mut started = Instant::now();
+    while n < prefill + count {
+        if n == prefill {
+            started = Instant::now();
+        }
+        let end = if n < prefill { prefill } else { prefill + count };
+        let mut txn = env.write_txn().expect("txn");
+        for _ in 0..BATCH.min(end - n) {
+            n += 1;
+            body[..8].copy_from_slice(&n.to_be_bytes());
+            let hash = blake3::hash(&n.to_be_bytes());
+            mailboxes.put(&mut txn, &guid, &mailbox).expect("put");
+            folders.put(&mut txn, &key(1, 24), &folder).expect("put");
+            items.put(&mut txn, &key(n, 24), &item).expect("put");
+            uids.put(&mut txn, &key(n, 28), &listing).expect("put");
+            bodies.put(&mut txn, &n.to_be_bytes(), &body).expect("put");
+            blob_refs.put(&mut txn, hash.as_bytes(), &[0u8; 16]).expect("put");
+            changes.put(&mut txn, &key(n, 28), &[5u8; 30]).expect("put");
+            received.put(&mut txn, &key(n, 40), &[]).expect("put");
+        }
+        txn.commit().expect("commit");
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    drop(env);
+    let _ = std::fs::remove_dir_all(dir);
+    rate
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -232,6 +321,27 @@ fn run(workload: Workload, seconds: u64) {
     // with it (closing stops them after the current file).
     drop(lagged);
     drop(lagged_fast);
+    // The LMDB baseline for the same deliveries, into a database as large as the copies' (deliveries only).
+    let raw_heed = (workload == Workload::Deliveries).then(|| {
+        let sizes = db
+            .read(|m, txn| {
+                let mb = m.mailbox(txn, &mailbox)?.expect("mailbox");
+                let f = m.folder_by_role(txn, &mailbox, FolderRole::Inbox)?.expect("inbox");
+                let item = m.newest_by_uid(txn, &mailbox, inbox, 1)?.pop().expect("an item");
+                let item_len = mailstore::codec::encode(&item)?.len();
+                Ok(RecordSizes {
+                    mailbox: mailstore::codec::encode(&mb)?.len(),
+                    folder: mailstore::codec::encode(&f)?.len(),
+                    item: item_len,
+                    listing: item_len + 156,
+                    body: MESSAGE + 2,
+                })
+            })
+            .expect("record sizes");
+        settle();
+        let prefill = start_lsn;
+        (prefill, raw_heed_deliveries(&root.join("raw-heed"), prefill, replayed, &sizes))
+    });
 
     // Activation of the caught-up healthy copy (its source still up and idle).
     assert!(healthy.wait_replayed(head, Duration::from_secs(120)), "healthy copy did not catch up");
@@ -286,6 +396,14 @@ fn run(workload: Workload, seconds: u64) {
             time.as_secs_f64(),
             rate / alone_rate,
             rate / commit_rate
+        );
+    }
+    if let Some((prefill, rate)) = raw_heed {
+        println!(
+            "  raw heed baseline: the same state writes per delivery, 8192 per synced transaction, after {prefill} prefilled: {rate:.0} deliveries/s = {:.1}x the active alone; replay EveryBatch is {:.0} % of it, AtCheckpoint {:.0} %",
+            rate / alone_rate,
+            replay_rate / rate * 100.0,
+            replay_rate_fast / rate * 100.0
         );
     }
     println!(
