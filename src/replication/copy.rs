@@ -437,6 +437,12 @@ impl<M: StateMachine> Shared<M> {
         self.stop.load(Ordering::Acquire)
     }
 
+    /// Suspended or failed: neither copying nor replaying.
+    fn paused(&self) -> bool {
+        let p = self.progress.lock();
+        p.suspended || p.failed
+    }
+
     /// Waits for a change or `timeout`.
     fn idle(&self, timeout: Duration) {
         let mut p = self.progress.lock();
@@ -1437,11 +1443,7 @@ impl<M: StateMachine> Prefetcher<M> {
     fn run(mut self, batches: std::sync::mpsc::SyncSender<Result<Prepared<M>>>) {
         let shared = Arc::clone(&self.shared);
         while !shared.stopped() {
-            let blocked = {
-                let p = shared.progress.lock();
-                p.suspended || p.failed
-            };
-            if blocked {
+            if shared.paused() {
                 // A suspended copy resumes where it stopped (a batch may be waiting in the channel); a failed
                 // one is reopened before it replays again.
                 shared.idle(Duration::from_millis(200));
@@ -1611,11 +1613,7 @@ impl<M: StateMachine> Replayer<M> {
                 }
             };
         while !shared.stopped() {
-            let blocked = {
-                let p = shared.progress.lock();
-                p.suspended || p.failed
-            };
-            if blocked {
+            if shared.paused() {
                 shared.idle(Duration::from_millis(200));
                 continue;
             }
