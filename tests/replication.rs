@@ -873,3 +873,63 @@ fn a_killed_copy_keeps_what_it_copied_and_catches_up() {
         }
     }
 }
+
+/// The generation numbers in a `logs/` directory, sorted.
+fn generations_in(dir: &Path) -> Vec<u64> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir.join("logs"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+/// Puts back the generations just below the oldest one `copy_dir` holds, from the active's log (they are the
+/// same files): what a copy stopped or killed part-way through a deep checkpoint's deletions leaves behind.
+fn restore_deleted_generations(active_dir: &Path, copy_dir: &Path, how_many: u64) -> Vec<u64> {
+    let oldest = generations_in(copy_dir)[0];
+    assert!(oldest > how_many, "no deep checkpoint deleted enough generations yet (oldest kept: {oldest})");
+    let restored: Vec<u64> = (oldest - how_many..oldest).collect();
+    for n in &restored {
+        let name = format!("{n:016}.log");
+        std::fs::copy(active_dir.join("logs").join(&name), copy_dir.join("logs").join(&name)).unwrap();
+    }
+    restored
+}
+
+#[test]
+fn generations_left_below_a_copy_checkpoint_are_deleted_later_by_the_copy_or_its_activated_engine() {
+    let tmp = TempDir::new().unwrap();
+    let active_dir = tmp.path().join("active");
+    let copy_dir = tmp.path().join("passive");
+    let (db, source) = active(&active_dir);
+    let copy = seed(&copy_dir, &source, copy_options());
+    load(&db, 2, 600, "a");
+    catch_up(&copy, &db);
+    copy.close().unwrap();
+
+    // Reopened with leftovers below its checkpoint: it opens, replays on, and its next deep checkpoint deletes
+    // them (oldest first, with the ones it releases itself).
+    let restored = restore_deleted_generations(&active_dir, &copy_dir, 2);
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy: Copy = PassiveCopy::open(&copy_dir, log, copy_options()).unwrap();
+    load(&db, 2, 600, "b");
+    catch_up(&copy, &db);
+    assert_eq!(copy.status().state, CopyState::Healthy, "{:?}", copy.status());
+    assert_eq!(dump_copy(&copy), dump_engine(&db));
+    copy.close().unwrap();
+    let kept = generations_in(&copy_dir);
+    assert!(restored.iter().all(|n| !kept.contains(n)), "leftovers {restored:?} still there: {kept:?}");
+
+    // Activated with leftovers: the engine mounts, takes writes, and truncates them at its checkpoint.
+    let restored = restore_deleted_generations(&active_dir, &copy_dir, 2);
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy: Copy = PassiveCopy::open(&copy_dir, log, copy_options()).unwrap();
+    catch_up(&copy, &db);
+    let engine = copy.activate(MountDial::Lossless, 2, small_gens()).unwrap();
+    engine.commit(put("after-activation", "v")).unwrap();
+    engine.checkpoint().unwrap();
+    engine.dismount().unwrap();
+    let kept = generations_in(&copy_dir);
+    assert!(restored.iter().all(|n| !kept.contains(n)), "leftovers {restored:?} still there: {kept:?}");
+}
