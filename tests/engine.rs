@@ -252,50 +252,6 @@ fn circular_logging_recycles_files() {
     assert!(matches!(KvEngine::mount(dir.path().join("x"), bad), Err(Error::InvalidArgument(_))));
 }
 
-/// The `*.log.tmp` files in the log directory (spares and interrupted creates).
-fn temporary_files(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir.join(LOGS_DIR))
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().into_string().ok())
-        .filter(|n| n.ends_with(".log.tmp"))
-        .collect()
-}
-
-#[test]
-fn rolls_take_spare_generations_prepared_in_advance_and_dismount_leaves_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let db: KvEngine = Engine::mount(dir.path(), small()).unwrap();
-    for i in 0..600 {
-        db.commit(put(&format!("key{i:04}"), &"x".repeat(200))).unwrap();
-        // One spare at most, whatever the moment.
-        assert!(temporary_files(dir.path()).len() <= 1, "{:?}", temporary_files(dir.path()));
-    }
-    let stats = db.stats();
-    assert!(stats.generations_created >= 10, "{stats:?}");
-    // Committing one at a time leaves the housekeeping thread time to prepare most of them.
-    assert!(stats.generations_from_spares > 0, "{stats:?}");
-    assert!(stats.generations_from_spares <= stats.generations_created, "{stats:?}");
-    db.dismount().unwrap();
-    assert_eq!(temporary_files(dir.path()), Vec::<String>::new(), "an unused spare outlived the dismount");
-    assert!(mailstore::engine::check(dir.path()).unwrap().healthy());
-    let db: KvEngine = Engine::mount(dir.path(), small()).unwrap();
-    assert!(db.recovery_report().leftovers_removed.is_empty(), "{:?}", db.recovery_report());
-    assert_eq!(db.read(|kv, txn| kv.len(txn)).unwrap(), 600);
-    for i in 600..700 {
-        db.commit(put(&format!("key{i:04}"), &"x".repeat(200))).unwrap();
-    }
-    drop(db);
-    // A spare left by a process that stopped without dismounting is removed at the next mount.
-    std::fs::write(dir.path().join(LOGS_DIR).join("spare-99.log.tmp"), vec![0u8; 8 << 10]).unwrap();
-    let db: KvEngine = Engine::mount(dir.path(), small()).unwrap();
-    assert!(
-        db.recovery_report().leftovers_removed.iter().any(|p| p.ends_with("spare-99.log.tmp")),
-        "{:?}",
-        db.recovery_report()
-    );
-    assert_eq!(db.read(|kv, txn| kv.len(txn)).unwrap(), 700);
-}
-
 #[test]
 fn relaxed_mode_survives_remount() {
     let dir = tempfile::tempdir().unwrap();

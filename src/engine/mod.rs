@@ -280,9 +280,6 @@ pub struct EngineStats {
     pub generations_created: u64,
     /// Generations created by recycling an old file.
     pub generations_recycled: u64,
-    /// Of the generations created as new files, those that started from a spare the housekeeping thread had
-    /// prepared in advance (zero-filled and synced off the writer thread).
-    pub generations_from_spares: u64,
     /// Generation files deleted.
     pub generations_deleted: u64,
     /// Bytes of record frames appended.
@@ -300,7 +297,6 @@ pub(crate) struct Counters {
     checkpoints: AtomicU64,
     generations_created: AtomicU64,
     generations_recycled: AtomicU64,
-    generations_from_spares: AtomicU64,
     generations_deleted: AtomicU64,
     bytes_logged: AtomicU64,
 }
@@ -322,7 +318,6 @@ impl Counters {
             checkpoints: g(&self.checkpoints),
             generations_created: g(&self.generations_created),
             generations_recycled: g(&self.generations_recycled),
-            generations_from_spares: g(&self.generations_from_spares),
             generations_deleted: g(&self.generations_deleted),
             bytes_logged: g(&self.bytes_logged),
         }

@@ -17,7 +17,6 @@ use crate::engine::{
     Checkpoint, Committed, Counters, Durability, Inner, LogPosition, LogRetention, PinSet, StateMachine,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::log::generation::TMP_SUFFIX;
 use crate::log::writer::RollKind;
 use crate::log::{LogWriter, RecordRef, generation};
 use crate::types::Lsn;
@@ -160,60 +159,35 @@ pub(crate) struct GenInfo {
     pub(crate) path: PathBuf,
 }
 
-/// Work for the log's housekeeping thread.
-enum Chore {
+/// Work for the thread that deletes truncated generations.
+enum Deletion {
     /// Delete these files (oldest first), then sync the `logs/` directory.
-    Delete(Vec<PathBuf>),
-    /// Prepare a spare generation file (zeros, synced) for the next roll.
-    Prepare { path: PathBuf, size: u64 },
-    /// Answer once every chore sent before is done.
+    Files(Vec<PathBuf>),
+    /// Answer once everything sent before has been deleted.
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
-/// Where the next spare generation stands.
-enum Spare {
-    /// None asked for (or the last preparation failed: the next roll creates its file itself and asks again).
-    None,
-    /// Asked for, not ready yet.
-    Preparing,
-    /// Zero-filled and synced at this path, waiting for a roll.
-    Ready(PathBuf),
-}
-
-/// The log's housekeeping thread, which keeps two kinds of file work off the writer thread (Exchange keeps its
-/// next log file, `E00tmp.log`, ready the same way):
-///
-/// * **deleting truncated generations**: with `discard` on ext4 an unlink of a 1 MiB generation took ~3 ms, a
-///   quarter of the writer's time under a mail workload (BENCHMARKS.md). The writer has already dropped the files
-///   from its list (and published the new oldest LSN) before it hands them over, so nothing can still need them;
-///   a crash before they are gone leaves old generations below the checkpoint, which the next truncation removes.
-/// * **preparing the next generation**: a new generation's file is zero-filled to its target size and synced
-///   before its first append (so an append's `fdatasync` flushes data only). The thread does that in advance
-///   under a `*.log.tmp` name; a roll renames the spare into place and only writes and syncs its header. A
-///   spare that a crash leaves behind is removed at mount like any interrupted create; a failed preparation
-///   only means the next roll prepares its file itself, as without a spare.
-struct Housekeeper {
-    sender: Option<std::sync::mpsc::Sender<Chore>>,
+/// Deletes truncated generations off the writer thread: with `discard` on ext4 an unlink of a 1 MiB
+/// generation took ~3 ms, a quarter of the writer's time under a mail workload (BENCHMARKS.md). The writer has
+/// already dropped the files from its list (and published the new oldest LSN) before it hands them over, so
+/// nothing can still need them; a crash before they are gone leaves old generations below the checkpoint,
+/// which the next truncation removes.
+struct Deleter {
+    sender: Option<std::sync::mpsc::Sender<Deletion>>,
     thread: Option<JoinHandle<()>>,
-    spare: Arc<Mutex<Spare>>,
-    logs: PathBuf,
-    /// Spares asked for so far (their file names).
-    asked: u64,
 }
 
-impl Housekeeper {
+impl Deleter {
     fn start<M: StateMachine>(inner: Arc<Inner<M>>) -> Result<Self> {
-        let (sender, receiver) = std::sync::mpsc::channel::<Chore>();
+        let (sender, receiver) = std::sync::mpsc::channel::<Deletion>();
         let logs = inner.dir.join(super::LOGS_DIR);
-        let spare = Arc::new(Mutex::new(Spare::None));
-        let (thread_logs, thread_spare) = (logs.clone(), Arc::clone(&spare));
         let dir = inner.dir.clone();
         let thread = std::thread::Builder::new()
             .name("mailstore-truncate".into())
             .spawn(move || {
-                for chore in receiver {
-                    match chore {
-                        Chore::Delete(files) => {
+                for work in receiver {
+                    match work {
+                        Deletion::Files(files) => {
                             for path in &files {
                                 if let Err(e) = fs::remove_file(path)
                                     && e.kind() != std::io::ErrorKind::NotFound
@@ -221,85 +195,39 @@ impl Housekeeper {
                                     inner.poison(format!("deleting {} failed: {e}", path.display()));
                                 }
                             }
-                            if let Err(e) = generation::sync_dir(&thread_logs) {
+                            if let Err(e) = generation::sync_dir(&logs) {
                                 inner.poison(format!("syncing the log directory failed: {e}"));
                             }
                             Counters::add(&inner.stats.generations_deleted, files.len() as u64);
                         }
-                        Chore::Prepare { path, size } => {
-                            let outcome = match crate::log::writer::prepare_spare(&path, size) {
-                                Ok(()) => Spare::Ready(path),
-                                Err(_) => {
-                                    let _ = fs::remove_file(&path);
-                                    Spare::None
-                                }
-                            };
-                            *thread_spare.lock() = outcome;
-                        }
-                        Chore::Flush(done) => {
+                        Deletion::Flush(done) => {
                             let _ = done.send(());
                         }
                     }
                 }
             })
             .at(&dir)?;
-        Ok(Housekeeper { sender: Some(sender), thread: Some(thread), spare, logs, asked: 0 })
-    }
-
-    fn send(&self, chore: Chore) {
-        if let Some(sender) = &self.sender {
-            let _ = sender.send(chore);
-        }
+        Ok(Deleter { sender: Some(sender), thread: Some(thread) })
     }
 
     fn delete(&self, files: Vec<PathBuf>) {
-        self.send(Chore::Delete(files));
-    }
-
-    /// Asks for a spare generation of `size` bytes unless one is ready or being prepared.
-    fn want_spare(&mut self, size: u64) {
-        let mut spare = self.spare.lock();
-        if matches!(*spare, Spare::None) {
-            self.asked += 1;
-            let path = self.logs.join(format!("spare-{}{TMP_SUFFIX}", self.asked));
-            *spare = Spare::Preparing;
-            drop(spare);
-            self.send(Chore::Prepare { path, size });
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(Deletion::Files(files));
         }
     }
 
-    /// The ready spare, if there is one.
-    fn take_spare(&self) -> Option<PathBuf> {
-        let mut spare = self.spare.lock();
-        match std::mem::replace(&mut *spare, Spare::None) {
-            Spare::Ready(path) => Some(path),
-            other => {
-                *spare = other;
-                None
-            }
-        }
-    }
-
-    /// Waits until every chore sent so far is done.
+    /// Waits until every deletion sent so far is done.
     fn flush(&self) {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         if let Some(sender) = &self.sender
-            && sender.send(Chore::Flush(done)).is_ok()
+            && sender.send(Deletion::Flush(done)).is_ok()
         {
             let _ = wait.recv();
         }
     }
-
-    /// At dismount: waits for the thread's work and removes an unused spare (mount would remove it anyway).
-    fn discard_spare(&self) {
-        self.flush();
-        if let Some(path) = self.take_spare() {
-            let _ = fs::remove_file(path);
-        }
-    }
 }
 
-impl Drop for Housekeeper {
+impl Drop for Deleter {
     fn drop(&mut self) {
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
@@ -310,7 +238,7 @@ impl Drop for Housekeeper {
 
 struct Writer<M: StateMachine> {
     inner: Arc<Inner<M>>,
-    housekeeper: Housekeeper,
+    deleter: Deleter,
     log: LogWriter,
     /// Every generation on disk, oldest first; the last is the one being written.
     gens: VecDeque<GenInfo>,
@@ -328,9 +256,8 @@ pub(crate) fn spawn<M: StateMachine>(
     applied: Lsn,
 ) -> Result<JoinHandle<()>> {
     let dir = inner.dir.clone();
-    let mut housekeeper = Housekeeper::start(Arc::clone(&inner))?;
-    housekeeper.want_spare(log.target_size());
-    let writer = Writer { inner, housekeeper, log, gens, epoch, applied, since_checkpoint: 0 };
+    let deleter = Deleter::start(Arc::clone(&inner))?;
+    let writer = Writer { inner, deleter, log, gens, epoch, applied, since_checkpoint: 0 };
     std::thread::Builder::new().name("mailstore-writer".into()).spawn(move || writer.run()).at(dir)
 }
 
@@ -382,7 +309,6 @@ impl<M: StateMachine> Writer<M> {
         {
             self.inner.poison(format!("final checkpoint failed: {e}"));
         }
-        self.housekeeper.discard_spare();
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<Pending<M::Output>>) {
@@ -470,7 +396,7 @@ impl<M: StateMachine> Writer<M> {
             Control::Checkpoint(slot) => {
                 // An explicit checkpoint returns once the generations it truncated are gone from disk.
                 let result = self.guarded_checkpoint(None);
-                self.housekeeper.flush();
+                self.deleter.flush();
                 (slot, result)
             }
             Control::Roll(slot) => {
@@ -491,7 +417,7 @@ impl<M: StateMachine> Writer<M> {
                     )))
                 } else {
                     let result = self.guarded_checkpoint(Some(lsn));
-                    self.housekeeper.flush();
+                    self.deleter.flush();
                     result
                 };
                 (slot, result)
@@ -550,25 +476,17 @@ impl<M: StateMachine> Writer<M> {
         } else {
             None
         };
-        // A circular log recycles its oldest generation; otherwise the roll takes the prepared spare, if ready.
-        let spare = if recycle.is_none() { self.housekeeper.take_spare() } else { None };
-        let reuse = recycle.as_ref().map(|g| g.path.as_path()).or(spare.as_deref());
-        let kind = self.log.roll(self.epoch, reuse)?;
+        let kind = self.log.roll(self.epoch, recycle.as_ref().map(|g| g.path.as_path()))?;
         let header = *self.log.header();
         self.gens.push_back(GenInfo {
             number: header.generation,
             first_lsn: header.first_lsn,
             path: self.log.path().to_path_buf(),
         });
-        match (kind, spare.is_some()) {
-            (RollKind::Recycled, true) => {
-                Counters::add(&stats.generations_created, 1);
-                Counters::add(&stats.generations_from_spares, 1);
-            }
-            (RollKind::Created, _) => Counters::add(&stats.generations_created, 1),
-            (RollKind::Recycled, false) => Counters::add(&stats.generations_recycled, 1),
+        match kind {
+            RollKind::Created => Counters::add(&stats.generations_created, 1),
+            RollKind::Recycled => Counters::add(&stats.generations_recycled, 1),
         }
-        self.housekeeper.want_spare(self.log.target_size());
         self.publish_extent();
         drop(pins);
         self.publish_position(self.applied);
@@ -624,7 +542,7 @@ impl<M: StateMachine> Writer<M> {
             (0..deletable - spares).filter_map(|_| self.gens.pop_front()).map(|g| g.path).collect();
         self.publish_extent();
         drop(pins);
-        self.housekeeper.delete(files);
+        self.deleter.delete(files);
         Ok(())
     }
 

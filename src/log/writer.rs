@@ -103,11 +103,6 @@ impl LogWriter {
         &self.header
     }
 
-    /// The size each new generation is preallocated to.
-    pub fn target_size(&self) -> u64 {
-        self.target_size
-    }
-
     /// The current generation's file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -219,15 +214,6 @@ fn create_generation(
     .at(&final_path)?;
     generation::sync_dir(dir)?;
     Ok((file, final_path))
-}
-
-/// Creates a spare generation file at `path` (a `*.log.tmp` name, so a crash leaves nothing mount keeps):
-/// `size` bytes of zeros, synced. A roll that takes it only writes and syncs its header, where a new file needs
-/// the zeros written and synced on the writer thread.
-pub(crate) fn prepare_spare(path: &Path, size: u64) -> io::Result<()> {
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-    preallocate(&file, size)?;
-    file.sync_all()
 }
 
 /// Writes zeros over the whole target size, so later appends overwrite allocated blocks and each `fdatasync`
