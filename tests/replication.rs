@@ -874,14 +874,12 @@ fn a_killed_copy_keeps_what_it_copied_and_catches_up() {
     }
 }
 
-/// The generation numbers in a `logs/` directory, sorted.
+/// The generation numbers in a database's `logs/` directory, oldest first.
 fn generations_in(dir: &Path) -> Vec<u64> {
-    let mut numbers: Vec<u64> = std::fs::read_dir(dir.join("logs"))
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-        .collect();
-    numbers.sort_unstable();
-    numbers
+    common::generation_files(dir)
+        .iter()
+        .filter_map(|p| mailstore::log::generation::parse_file_name(p.file_name()?.to_str()?))
+        .collect()
 }
 
 /// Puts back the generations just below the oldest one `copy_dir` holds, from the active's log (they are the
@@ -891,7 +889,7 @@ fn restore_deleted_generations(active_dir: &Path, copy_dir: &Path, how_many: u64
     assert!(oldest > how_many, "no deep checkpoint deleted enough generations yet (oldest kept: {oldest})");
     let restored: Vec<u64> = (oldest - how_many..oldest).collect();
     for n in &restored {
-        let name = format!("{n:016}.log");
+        let name = mailstore::log::generation::file_name(*n);
         std::fs::copy(active_dir.join("logs").join(&name), copy_dir.join("logs").join(&name)).unwrap();
     }
     restored

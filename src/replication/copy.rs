@@ -1497,7 +1497,7 @@ impl<M: StateMachine> Prefetcher<M> {
         let mut spans: Vec<(Lsn, u64, usize, std::ops::Range<usize>)> = Vec::new();
         let mut bytes = 0usize;
         let mut cursor = None;
-        'gens: for g in &gens {
+        for g in &gens {
             // Resume where the previous batch stopped instead of reading the generation from its start.
             let start = match self.cursor {
                 Some((generation, offset, next)) if generation == g.header.generation && next == from => offset,
@@ -1521,12 +1521,14 @@ impl<M: StateMachine> Prefetcher<M> {
             let index = bufs.len();
             let seal = RecordSeal::for_header(&g.header);
             let mut at = 0;
+            // Past the replay limit, or the batch is full: nothing more from any generation.
+            let mut done = false;
             while at < buf.len() {
                 match seal.decode(&buf[at..]) {
                     Frame::Record { lsn, payload, frame_len } => {
                         if lsn > limit {
-                            bufs.push(buf);
-                            break 'gens;
+                            done = true;
+                            break;
                         }
                         let payload_at = at + FRAME_HEADER_LEN;
                         at += frame_len;
@@ -1537,8 +1539,8 @@ impl<M: StateMachine> Prefetcher<M> {
                         spans.push((lsn, g.header.epoch, index, payload_at..payload_at + payload.len()));
                         cursor = Some((g.header.generation, start + at as u64, lsn + 1));
                         if spans.len() >= REPLAY_BATCH_RECORDS || bytes >= REPLAY_BATCH_BYTES {
-                            bufs.push(buf);
-                            break 'gens;
+                            done = true;
+                            break;
                         }
                     }
                     Frame::End => break,
@@ -1546,6 +1548,9 @@ impl<M: StateMachine> Prefetcher<M> {
                 }
             }
             bufs.push(buf);
+            if done {
+                break;
+            }
         }
         let Some(&(last, ..)) = spans.last() else {
             self.recycled.lock().extend(bufs);
