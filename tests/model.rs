@@ -468,11 +468,16 @@ fn check_verifies_counters_against_items() {
     info.unread += 5;
     folders.put(&mut wtxn, &key, &mailstore::codec::encode(&info).unwrap()).unwrap();
     // And damage one stored message (as a bit flip would): check names the content whose bytes no longer match.
+    // A `mail.blob_refs` value: count, body id, chunk id (bytes 16..24), offset (24..28) and length (28..32) of the
+    // bytes in the chunk's byte area, which follows a directory of 36 bytes per body (after a u32 count).
     let (hash, refs) = blob_refs.first(&wtxn).unwrap().map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap();
-    let body = &refs[8..16];
-    let mut damaged = bodies.get(&wtxn, body).unwrap().unwrap().to_vec();
-    damaged[0] ^= 1;
-    bodies.put(&mut wtxn, body, &damaged).unwrap();
+    let chunk = &refs[16..24];
+    let offset = u32::from_be_bytes(refs[24..28].try_into().unwrap()) as usize;
+    let len = u32::from_be_bytes(refs[28..32].try_into().unwrap());
+    let mut damaged = bodies.get(&wtxn, chunk).unwrap().unwrap().to_vec();
+    let base = 4 + 36 * u32::from_be_bytes(damaged[..4].try_into().unwrap()) as usize;
+    damaged[base + offset] ^= 1;
+    bodies.put(&mut wtxn, chunk, &damaged).unwrap();
     wtxn.commit().unwrap();
     drop(env);
     let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap();
@@ -483,7 +488,7 @@ fn check_verifies_counters_against_items() {
     );
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     assert!(
-        report.problems.iter().any(|p| p.contains(&hex) && p.contains(&format!("{} bytes hash to", damaged.len()))),
+        report.problems.iter().any(|p| p.contains(&hex) && p.contains(&format!("{len} bytes hash to"))),
         "{:?}",
         report.problems
     );

@@ -125,6 +125,121 @@ fn mailbox_databases_replicate_with_equal_digests() {
     assert_eq!(a, p);
 }
 
+/// Every kind of mail operation, and rejected ones, committed one at a time on the active (a transaction each)
+/// and replayed by a lagged copy in large batches (many operations per transaction; with a savepoint each when
+/// one of them is rejected): message bytes are packed into chunks differently on each side, and the logical
+/// state must still be the same — equal digests, every count and chunk consistent on both. Contents of every size from empty to
+/// more than a chunk, duplicates (single-instance storage), copies, moves, deletes, expunges and purges, so that
+/// chunks fill, empty and are compacted.
+#[test]
+fn mail_operations_of_every_kind_replay_in_large_batches_to_the_same_state() {
+    use mailstore::model::{FlagAction, Flags, FolderRole, MailOp, MailStore, MailboxKind};
+    for seed in 0..env_u64("MAILSTORE_MAIL_REPLAY_SEEDS", 3) {
+        let tmp = TempDir::new().unwrap();
+        let db: Arc<Engine<MailStore>> = Arc::new(Engine::mount(tmp.path().join("a"), Options::default()).unwrap());
+        let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
+        let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
+        let MailOp::CreateMailbox { guid, .. } = &op else { unreachable!() };
+        let mbx = *guid;
+        db.commit(op).unwrap();
+        let log: Arc<dyn LogSource> = source.clone();
+        let copy: PassiveCopy<MailStore> = PassiveCopy::seed(
+            tmp.path().join("p"),
+            source.as_ref(),
+            log,
+            copy_options().replay_lag(mailstore::replication::MAX_LAG),
+            |_| {},
+        )
+        .unwrap();
+        let role = |r| db.read(|m, txn| m.folder_by_role(txn, &mbx, r)).unwrap().unwrap().id;
+        let folders = [role(FolderRole::Inbox), role(FolderRole::Archive), role(FolderRole::JunkEmail)];
+        let deletions = role(FolderRole::Deletions);
+        let uids = |folder| {
+            db.read(|m, txn| m.items_by_uid(txn, &mbx, folder, 1, usize::MAX, false))
+                .unwrap()
+                .into_iter()
+                .map(|i| i.uid)
+                .collect::<Vec<_>>()
+        };
+        let mut rng = Rng::new(seed);
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        // One rejected operation sends its whole replay batch down the savepoint path (one chunk per operation);
+        // odd seeds reject nothing, so that their batch is applied in one transaction, with shared chunks.
+        let rejecting = seed % 2 == 0;
+        let mut rejected = 0;
+        for step in 0..300u64 {
+            let at = rng.below(3) as usize;
+            let folder = folders[at];
+            // Another folder: a copy or move onto itself would be rejected.
+            let other = folders[(at + 1 + rng.below(2) as usize) % 3];
+            let pick = |rng: &mut Rng, from: u64| -> Vec<u32> {
+                let all = uids(from);
+                all.into_iter().filter(|_| rng.below(3) == 0).collect()
+            };
+            let op = match rng.below(if rejecting { 12 } else { 11 }) {
+                0..=4 => {
+                    let size = match rng.below(10) {
+                        0 => 0,
+                        1 => 200_000 + rng.below(200_000) as usize,
+                        _ => 100 + rng.below(6_000) as usize,
+                    };
+                    let mut raw = format!("Subject: seed {seed} step {step}\r\n\r\n").into_bytes();
+                    raw.resize(raw.len() + size, b'a' + (step % 26) as u8);
+                    if size == 0 {
+                        raw.clear();
+                    }
+                    sent.push(raw.clone());
+                    MailOp::append(mbx, folder, raw, Flags::empty(), Vec::new())
+                }
+                // The same bytes again: stored once.
+                5 if !sent.is_empty() => {
+                    let raw = sent[rng.below(sent.len() as u64) as usize].clone();
+                    MailOp::append(mbx, folder, raw, Flags::empty(), Vec::new())
+                }
+                6 => MailOp::CopyItems {
+                    mailbox: mbx,
+                    from: folder,
+                    uids: pick(&mut rng, folder),
+                    to: other,
+                    remove_source: false,
+                },
+                7 => MailOp::move_items(mbx, folder, pick(&mut rng, folder), other),
+                8 => MailOp::delete_items(mbx, folder, pick(&mut rng, folder)),
+                9 => {
+                    db.commit(MailOp::store_flags(
+                        mbx,
+                        folder,
+                        pick(&mut rng, folder),
+                        FlagAction::Add,
+                        Flags::DELETED,
+                    ))
+                    .unwrap();
+                    MailOp::Expunge { mailbox: mbx, folder, uids: None }
+                }
+                10 => MailOp::PurgeItems { mailbox: mbx, uids: pick(&mut rng, deletions) },
+                // Logged, then rejected by `apply` (no such folder): replay meets it inside a batch.
+                _ => MailOp::append(mbx, 999_999, b"Subject: lost\r\n\r\nx".to_vec(), Flags::empty(), Vec::new()),
+            };
+            // Every error here is a rejection by `apply`: logged, so replay meets it too.
+            if db.commit(op).is_err() {
+                rejected += 1;
+            }
+        }
+        assert_eq!(rejected > 0, rejecting, "seed {seed}: {rejected} operations rejected");
+        let head = db.status().applied_lsn;
+        assert!(copy.wait_copied(head, Duration::from_secs(30)), "{:?}", copy.status());
+        assert!(copy.play_down(Duration::from_secs(60)), "{:?}", copy.status());
+        assert_eq!(copy.status().last_replayed_lsn, head);
+        assert_eq!(db.read(|m, txn| m.verify_counters(txn)).unwrap(), Vec::<String>::new(), "seed {seed}");
+        assert_eq!(copy.read(|m, txn| m.verify_counters(txn)).unwrap(), Vec::<String>::new(), "seed {seed}");
+        assert_eq!(
+            db.read(|m, txn| m.stored_contents(txn)).unwrap(),
+            copy.read(|m, txn| m.stored_contents(txn)).unwrap()
+        );
+        assert_eq!(db.read(|m, txn| m.digest(txn)).unwrap(), copy.read(|m, txn| m.digest(txn)).unwrap(), "seed {seed}");
+    }
+}
+
 /// How a [`Tamper`] source damages the next chunk it serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Damage {

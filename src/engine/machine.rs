@@ -85,4 +85,16 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
 
     /// Applies one operation. Must be deterministic; see the module documentation.
     fn apply(&self, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: Self::Op) -> Result<Self::Output, ApplyError>;
+
+    /// Ends a transaction of applied operations, after its last `apply` and before it commits: writes what the
+    /// operations gathered for the whole transaction (the mailbox model packs the bytes of the messages a
+    /// transaction stores into one chunk, see `model::bodies`). Part of applying, as deterministic as `apply`;
+    /// an error aborts the transaction like a storage error of `apply`. The default has nothing to write.
+    fn finish(&self, _txn: &mut RwTxn<'_>) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
+    /// The transaction the last `apply` calls wrote to is aborted (a rejected operation, a full map, an I/O
+    /// error): forget what they gathered for [`finish`](Self::finish). The default has nothing to forget.
+    fn abandon(&self) {}
 }

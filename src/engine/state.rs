@@ -271,6 +271,19 @@ impl<M: StateMachine> StateStore<M> {
         records: &[RecordRef<'_>],
         decoded: Option<Vec<M::Op>>,
     ) -> Result<Option<Vec<Result<M::Output>>>, Failure> {
+        let result = self.try_apply_flat_once(records, decoded);
+        if !matches!(result, Ok(Some(_))) {
+            // The transaction was dropped (aborted): what its operations gathered goes with it.
+            self.machine.abandon();
+        }
+        result
+    }
+
+    fn try_apply_flat_once(
+        &self,
+        records: &[RecordRef<'_>],
+        decoded: Option<Vec<M::Op>>,
+    ) -> Result<Option<Vec<Result<M::Output>>>, Failure> {
         let Some(last) = records.last() else { return Ok(Some(Vec::new())) };
         let mut txn = self.env.write_txn()?;
         let mut outcomes = Vec::with_capacity(records.len());
@@ -288,12 +301,23 @@ impl<M: StateMachine> StateStore<M> {
                 Err(ApplyError::Storage(e)) => return Err(e.into()),
             }
         }
+        finish(&self.machine, &mut txn)?;
         self.meta.set_applied(&mut txn, last.lsn)?;
         txn.commit()?;
         Ok(Some(outcomes))
     }
 
     fn try_apply_nested(&self, records: &[RecordRef<'_>]) -> Result<Vec<Result<M::Output>>, Failure> {
+        let result = self.try_apply_nested_once(records);
+        if result.is_err() {
+            self.machine.abandon();
+        }
+        result
+    }
+
+    /// Each operation in a savepoint of its own, finished (see [`StateMachine::finish`]) before the savepoint
+    /// commits, so that a rejected one takes only what it gathered itself.
+    fn try_apply_nested_once(&self, records: &[RecordRef<'_>]) -> Result<Vec<Result<M::Output>>, Failure> {
         let Some(last) = records.last() else { return Ok(Vec::new()) };
         let mut txn = self.env.write_txn()?;
         let mut outcomes = Vec::with_capacity(records.len());
@@ -303,11 +327,13 @@ impl<M: StateMachine> StateStore<M> {
             let mut nested = self.env.nested_write_txn(&mut txn)?;
             match self.machine.apply(&mut nested, ctx, op) {
                 Ok(output) => {
+                    finish(&self.machine, &mut nested)?;
                     nested.commit()?;
                     outcomes.push(Ok(output));
                 }
                 Err(ApplyError::Reject(e)) => {
                     nested.abort();
+                    self.machine.abandon();
                     outcomes.push(Err(e));
                 }
                 Err(ApplyError::Storage(e)) => return Err(e.into()),
@@ -328,6 +354,15 @@ impl<M: StateMachine> StateStore<M> {
         // transactions. Multiples of the initial size stay multiples of the page size.
         unsafe { self.env.resize(next) }?;
         Ok(())
+    }
+}
+
+/// [`StateMachine::finish`]; it rejects nothing (operations were accepted by then), so a rejection is a fault.
+fn finish<M: StateMachine>(machine: &M, txn: &mut RwTxn<'_>) -> Result<(), Failure> {
+    match machine.finish(txn) {
+        Ok(()) => Ok(()),
+        Err(ApplyError::Storage(e)) => Err(e.into()),
+        Err(ApplyError::Reject(e)) => Err(Failure::Fatal(e)),
     }
 }
 

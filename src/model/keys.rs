@@ -11,8 +11,9 @@
 //! | `mail.folder_names` | GUID ‖ parent id (u64) ‖ lower-cased name | folder id (u64) |
 //! | `mail.items` | GUID ‖ item id (u64) | `ItemInfo` |
 //! | `mail.uids` | GUID ‖ folder id (u64) ‖ UID (u32) | listing record: item id (u64, big-endian) ‖ a full copy of the item laid out for reading in place (`summary`) |
-//! | `mail.bodies` | body id: the LSN of the operation that stored it (u64) | raw RFC 5322 bytes, once per database |
-//! | `mail.blob_refs` | BLAKE3 hash of the raw bytes (32 bytes) | reference count (u64) ‖ body id (u64) |
+//! | `mail.bodies` | chunk id (u64) | chunk: body count (u32) ‖ per body: hash (32 bytes) ‖ offset (u32); then the raw RFC 5322 bytes of those bodies, back to back (`bodies`) |
+//! | `mail.blob_refs` | BLAKE3 hash of the raw bytes (32 bytes) | reference count (u64) ‖ body id: the LSN of the operation that stored it (u64) ‖ chunk id (u64) ‖ offset (u32) ‖ length (u32) |
+//! | `mail.chunks` | chunk id (u64) | bytes of the chunk still referenced (u64) ‖ bytes stored in it (u64) |
 //! | `mail.changes` | GUID ‖ MODSEQ (u64) ‖ index (u32) | `Change` |
 //! | `mail.received` | GUID ‖ folder id (u64) ‖ received time (u64) ‖ item id (u64) | empty |
 //! | `mail.submissions` | GUID ‖ item id (u64) | `Submission` |
@@ -74,12 +75,4 @@ pub(crate) fn received(guid: &Guid, folder: FolderId, received_micros: u64, item
     k[24..32].copy_from_slice(&received_micros.to_be_bytes());
     k[32..].copy_from_slice(&item.to_be_bytes());
     k
-}
-
-/// The value of a `mail.blob_refs` entry: how many items hold the content, and where its bytes are.
-pub(crate) fn blob_ref(count: u64, body: u64) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&count.to_be_bytes());
-    v[8..].copy_from_slice(&body.to_be_bytes());
-    v
 }

@@ -9,6 +9,7 @@
 //!
 //! Reading goes through [`crate::Engine::read`] with the methods of [`MailStore`].
 
+mod bodies;
 pub mod envelope;
 mod keys;
 mod ops;
@@ -17,6 +18,7 @@ mod types;
 
 use heed::types::Bytes;
 use heed::{CommitToken, Database, DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -58,7 +60,7 @@ pub use types::{
 };
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "mail.mailboxes",
     "mail.addresses",
     "mail.folders",
@@ -70,6 +72,7 @@ const TABLES: [&str; 11] = [
     "mail.received",
     "mail.submissions",
     "mail.blob_refs",
+    "mail.chunks",
 ];
 
 /// A mailbox database.
@@ -89,6 +92,9 @@ pub struct MailStore {
     received: Database<'static, Bytes, Bytes>,
     submissions: Database<'static, Bytes, Bytes>,
     blob_refs: Database<'static, Bytes, Bytes>,
+    chunks: Database<'static, Bytes, Bytes>,
+    /// The message bytes the current write transaction stores, until it finishes (see `bodies`).
+    pending: Mutex<bodies::Pending>,
 }
 
 /// [`MailStore`]'s databases while their opening transaction is live.
@@ -118,6 +124,7 @@ impl OnCommit for MailDatabases<'_> {
             received,
             submissions,
             blob_refs,
+            chunks,
         ] = self.0.on_commit(token);
         MailStore {
             mailboxes,
@@ -131,6 +138,8 @@ impl OnCommit for MailDatabases<'_> {
             received,
             submissions,
             blob_refs,
+            chunks,
+            pending: Mutex::new(bodies::Pending::default()),
         }
     }
 }
@@ -175,6 +184,14 @@ impl StateMachine for MailStore {
 
     fn apply(&self, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: MailOp) -> Result<MailOutput, ApplyError> {
         ops::apply(self, txn, ctx, op)
+    }
+
+    fn finish(&self, txn: &mut RwTxn<'_>) -> Result<(), ApplyError> {
+        Ok(self.pending.lock().finish(&self.body_tables(), txn)?)
+    }
+
+    fn abandon(&self) {
+        self.pending.lock().abandon();
     }
 }
 
@@ -424,9 +441,9 @@ impl MailStore {
     /// one copy of identical bytes, however many items hold them).
     pub fn stored_contents(&self, txn: &RoTxn<'_>) -> Result<(u64, u64)> {
         let (mut count, mut bytes) = (0, 0);
-        for entry in self.bodies.iter(txn)? {
+        for entry in self.blob_refs.iter(txn)? {
             count += 1;
-            bytes += entry?.1.len() as u64;
+            bytes += u64::from(bodies::BlobRef::decode(entry?.1)?.len);
         }
         Ok((count, bytes))
     }
@@ -458,12 +475,14 @@ impl MailStore {
         Ok(self.body(txn, &item.content)?.map(<[u8]>::to_vec))
     }
 
-    /// The stored bytes of the content `hash`: its `mail.blob_refs` entry names the body that holds them.
+    /// The stored bytes of the content `hash`, read in place: its `mail.blob_refs` entry says where they are.
     fn body<'t>(&self, txn: &'t RoTxn<'_>, hash: &[u8; 32]) -> heed::Result<Option<&'t [u8]>> {
-        match self.blob_refs.get(txn, hash)? {
-            Some(refs) => self.bodies.get(txn, &keys::u64_at(refs, 8).to_be_bytes()),
-            None => Ok(None),
-        }
+        bodies::get(&self.body_tables(), txn, hash)
+    }
+
+    /// The tables `bodies` works on.
+    fn body_tables(&self) -> bodies::Tables {
+        bodies::Tables { bodies: self.bodies, chunks: self.chunks, blob_refs: self.blob_refs }
     }
 
     /// Bytes `range` of an item's raw message (clamped to its size), for IMAP partial fetches.
@@ -499,7 +518,9 @@ impl MailStore {
     }
 
     /// A deterministic digest (BLAKE3, hex) of the database's whole logical state: every entry of every table
-    /// of the model, in key order. Two copies that applied the same log have the same digest.
+    /// of the model, in key order, and every stored content (hash, reference count, body id, bytes) — not where
+    /// the bytes lie, which depends on how operations were batched (see `bodies`). Two copies that applied the
+    /// same log have the same digest.
     pub fn digest(&self, txn: &RoTxn<'_>) -> Result<String> {
         let mut hasher = blake3::Hasher::new();
         let tables = [
@@ -509,21 +530,31 @@ impl MailStore {
             self.folder_names,
             self.items,
             self.uids,
-            self.bodies,
             self.changes,
             self.received,
             self.submissions,
-            self.blob_refs,
         ];
+        let field = |hasher: &mut blake3::Hasher, bytes: &[u8]| {
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
         for (i, table) in tables.iter().enumerate() {
             hasher.update(&(i as u32).to_le_bytes());
             for entry in table.iter(txn)? {
                 let (key, value) = entry?;
-                hasher.update(&(key.len() as u64).to_le_bytes());
-                hasher.update(key);
-                hasher.update(&(value.len() as u64).to_le_bytes());
-                hasher.update(value);
+                field(&mut hasher, key);
+                field(&mut hasher, value);
             }
+        }
+        hasher.update(&(tables.len() as u32).to_le_bytes());
+        let t = self.body_tables();
+        for entry in self.blob_refs.iter(txn)? {
+            let (hash, value) = entry?;
+            let r = bodies::BlobRef::decode(value)?;
+            field(&mut hasher, hash);
+            hasher.update(&r.count.to_le_bytes());
+            hasher.update(&r.body.to_le_bytes());
+            field(&mut hasher, bodies::locate(&t, txn, &r)?);
         }
         Ok(hasher.finalize().to_hex().to_string())
     }
@@ -617,44 +648,25 @@ impl MailStore {
                 ));
             }
         }
-        // Single-instance storage: every stored copy is referenced exactly as often as its count says.
+        // Single-instance storage: every stored copy is referenced exactly as often as its count says, and lies
+        // where its reference says, hashing to its name (`bodies::verify`).
         let mut refs: std::collections::BTreeMap<[u8; 32], u64> = Default::default();
         for entry in self.items.iter(txn)? {
             let item: ItemInfo = load(entry?.1)?;
             *refs.entry(item.content).or_default() += 1;
         }
-        let mut counted = 0usize;
-        for entry in self.blob_refs.iter(txn)? {
-            let (hash, value) = entry?;
-            counted += 1;
-            let (count, body) = (keys::u64_at(value, 0), keys::u64_at(value, 8));
+        let counts = bodies::verify(&self.body_tables(), txn, &mut problems)?;
+        for (hash, count) in &counts {
             let expected = refs.get(hash).copied().unwrap_or(0);
-            let hex = blake3::Hash::from_bytes(hash.try_into().unwrap_or([0; 32])).to_hex();
-            match self.bodies.get(txn, &body.to_be_bytes())? {
-                None => problems.push(format!(
-                    "message content {hex}: reference count {count}, referenced by {expected} item(s), bytes (body {body}) missing"
-                )),
-                // Every stored copy is the content its hash names (the hash was computed before logging).
-                Some(raw) if hash != ContentHash::of(raw).as_bytes() => problems.push(format!(
-                    "message content {hex} is stored as body {body}, whose {} bytes hash to {}",
-                    raw.len(),
-                    blake3::hash(raw).to_hex()
-                )),
-                Some(_) if count != expected => problems.push(format!(
-                    "message content {hex}: reference count {count}, referenced by {expected} item(s)"
-                )),
-                Some(_) => {}
+            if *count != expected {
+                let hex = blake3::Hash::from_bytes(*hash).to_hex();
+                problems
+                    .push(format!("message content {hex}: reference count {count}, referenced by {expected} item(s)"));
             }
         }
-        if counted != refs.len() {
-            problems.push(format!(
-                "{} stored message contents are referenced without a count",
-                refs.len().saturating_sub(counted)
-            ));
-        }
-        let bodies = self.bodies.len(txn)?;
-        if bodies != counted as u64 {
-            problems.push(format!("{bodies} stored message bodies for {counted} counted contents"));
+        let uncounted = refs.keys().filter(|hash| !counts.contains_key(*hash)).count();
+        if uncounted > 0 {
+            problems.push(format!("{uncounted} stored message contents are referenced without a count"));
         }
         Ok(problems)
     }

@@ -11,7 +11,7 @@ use crate::model::types::{
     ItemInfo, MailboxInfo, MailboxKind, ModSeq, Quota, Uid,
 };
 use crate::model::{MailStore, keys, load, store, summary};
-use crate::types::{Guid, Lsn, now_micros};
+use crate::types::{Guid, now_micros};
 
 /// The longest folder name, in bytes.
 pub const MAX_FOLDER_NAME: usize = 255;
@@ -821,17 +821,17 @@ impl Tx<'_, '_> {
         m: &mut MailboxInfo,
         folder: &mut FolderInfo,
         template: &ItemInfo,
-        raw: Option<(&[u8], ContentHash, Lsn)>,
+        raw: Option<(&[u8], ContentHash)>,
         modseq: ModSeq,
     ) -> Result<ItemInfo, ApplyError> {
         if folder.uidnext == Uid::MAX {
             return Err(reject(invalid(format!("folder {} has used up its UIDs", folder.id))));
         }
         let content = match raw {
-            Some((_, hash, _)) => hash.0,
+            Some((_, hash)) => hash.0,
             None => template.content,
         };
-        self.add_ref(&content, raw.map(|(raw, _, lsn)| (raw, lsn)))?;
+        self.add_ref(&content, raw.map(|(raw, _)| raw))?;
         let item = ItemInfo {
             id: m.next_item_id,
             folder: folder.id,
@@ -925,37 +925,14 @@ impl Tx<'_, '_> {
         Ok(uid)
     }
 
-    /// One more reference to the content `hash`; stores `new` (the bytes and the LSN of the operation storing
-    /// them, their body id) if this is the first. Body ids increase with the log, so new bodies are appended at
-    /// the end of `mail.bodies`: the one random-order write per new message is its `mail.blob_refs` entry.
-    fn add_ref(&mut self, hash: &[u8; 32], new: Option<(&[u8], Lsn)>) -> Result<(), ApplyError> {
-        let (count, body) = match self.s.blob_refs.get(self.txn, hash)? {
-            Some(v) => (keys::u64_at(v, 0), keys::u64_at(v, 8)),
-            None => {
-                let Some((raw, lsn)) = new else {
-                    return Err(ApplyError::Storage(heed::Error::Decoding(
-                        "referenced message content is missing".into(),
-                    )));
-                };
-                self.s.bodies.put(self.txn, &lsn.to_be_bytes(), raw)?;
-                (0, lsn)
-            }
-        };
-        self.s.blob_refs.put(self.txn, hash, &keys::blob_ref(count + 1, body))?;
-        Ok(())
+    /// One more reference to the content `hash`; stores `raw` (its bytes) if this is the first (see `bodies`).
+    fn add_ref(&mut self, hash: &[u8; 32], raw: Option<&[u8]>) -> Result<(), ApplyError> {
+        Ok(self.s.pending.lock().add_ref(&self.s.body_tables(), self.txn, hash, raw)?)
     }
 
-    /// One reference fewer to the content `hash`; the last one removes the stored bytes.
+    /// One reference fewer to the content `hash`; the last one releases the stored bytes.
     fn drop_ref(&mut self, hash: &[u8; 32]) -> heed::Result<()> {
-        let Some(v) = self.s.blob_refs.get(self.txn, hash)? else { return Ok(()) };
-        let (count, body) = (keys::u64_at(v, 0), keys::u64_at(v, 8));
-        if count <= 1 {
-            self.s.blob_refs.delete(self.txn, hash)?;
-            self.s.bodies.delete(self.txn, &body.to_be_bytes())?;
-        } else {
-            self.s.blob_refs.put(self.txn, hash, &keys::blob_ref(count - 1, body))?;
-        }
-        Ok(())
+        self.s.pending.lock().drop_ref(&self.s.body_tables(), self.txn, hash)
     }
 }
 
@@ -1046,13 +1023,16 @@ fn normalise_keywords(keywords: &[String]) -> Vec<String> {
     v
 }
 
-/// Applies one operation. Deterministic: it reads only the transaction and the operation.
+/// Applies one operation. Deterministic: it reads only the transaction (with what the transaction's earlier
+/// operations gathered for it, see `bodies`) and the operation.
 pub(crate) fn apply(
     s: &MailStore,
     txn: &mut RwTxn<'_>,
     ctx: ApplyContext,
     op: MailOp,
 ) -> Result<MailOutput, ApplyError> {
+    // New message bytes are stored under the LSN of the operation that stores them (their body id).
+    s.pending.lock().begin(ctx.lsn);
     op.validate().map_err(reject)?;
     match op {
         MailOp::CreateMailbox { guid, address, display_name, kind, created_micros, uidvalidity } => {
@@ -1207,7 +1187,7 @@ pub(crate) fn apply(
                 fai,
                 ..incoming(received_micros, raw.len(), *envelope)
             };
-            let item = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content, ctx.lsn)), modseq)?;
+            let item = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content)), modseq)?;
             tx.put_folder(&f)?;
             tx.put_mailbox(&m)?;
             Ok(MailOutput::Appended { item: item.id, uid: item.uid, uidvalidity: f.uidvalidity, modseq })
@@ -1233,7 +1213,7 @@ pub(crate) fn apply(
                 deleted: None,
                 ..original.clone()
             };
-            let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content, ctx.lsn)), modseq)?.uid;
+            let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content)), modseq)?.uid;
             let original_in_versions = if m.litigation_hold {
                 let mut versions = tx.role_folder(FolderRole::Versions)?;
                 let kept = ItemInfo { deleted: Some(Deleted { from: folder, at_micros }), ..original.clone() };
@@ -1483,7 +1463,7 @@ pub(crate) fn apply(
             let mut outbox = tx.role_folder(FolderRole::Outbox)?;
             let modseq = Tx::next_modseq(&mut m);
             let template = ItemInfo { flags: Flags::SEEN, ..incoming(submitted_micros, raw.len(), *envelope) };
-            let item = tx.insert_item(&mut m, &mut outbox, &template, Some((&raw, content, ctx.lsn)), modseq)?;
+            let item = tx.insert_item(&mut m, &mut outbox, &template, Some((&raw, content)), modseq)?;
             let queued = Submission { mailbox, item: item.id, submitted_micros };
             tx.s.submissions.put(tx.txn, &keys::item(&mailbox, item.id), &store(&queued)?)?;
             tx.put_folder(&outbox)?;

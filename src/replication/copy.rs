@@ -51,7 +51,7 @@ pub use crate::engine::COPY_FILE;
 pub const MAX_LAG: Duration = Duration::from_secs(14 * 24 * 3600);
 const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
 /// Records replayed per LMDB transaction.
-const REPLAY_BATCH_RECORDS: usize = 8192;
+const REPLAY_BATCH_RECORDS: usize = 32_768;
 /// Payload bytes replayed per LMDB transaction.
 const REPLAY_BATCH_BYTES: usize = 64 << 20;
 
