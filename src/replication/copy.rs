@@ -1575,9 +1575,12 @@ struct Replayer<M: StateMachine> {
     state: Arc<StateStore<M>>,
     since_checkpoint: u64,
     stats: Counters,
-    /// The deletion of the generations the last deep checkpoint released, running on its own thread: unlinking
-    /// a generation costs milliseconds on some file systems, which replay need not wait for.
+    /// The thread deleting the generations deep checkpoints released: unlinking a generation costs milliseconds
+    /// on some file systems, which replay need not wait for.
     deleting: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Generations released by deep checkpoints and not deleted yet, oldest first: the deletion thread takes
+    /// them one by one, including those a later checkpoint adds while it runs.
+    doomed: Arc<Mutex<std::collections::VecDeque<PathBuf>>>,
     /// Buffers handed back to the prefetcher.
     recycled: Arc<Mutex<Vec<Vec<u8>>>>,
 }
@@ -1590,11 +1593,12 @@ impl<M: StateMachine> Replayer<M> {
             since_checkpoint: 0,
             stats: Counters::default(),
             deleting: None,
+            doomed: Arc::default(),
             recycled: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// Waits for the previous checkpoint's deletions; their failure fails the copy like any replay error.
+    /// Waits for the deletion thread; a failed deletion fails the copy like any replay error.
     fn finish_deleting(&mut self) -> Result<()> {
         match self.deleting.take().map(std::thread::JoinHandle::join) {
             None | Some(Ok(Ok(()))) => Ok(()),
@@ -1717,22 +1721,27 @@ impl<M: StateMachine> Replayer<M> {
             }
             doomed
         };
-        self.finish_deleting()?;
-        if !doomed.is_empty() {
+        self.doomed.lock().extend(doomed.into_iter().map(|(_, path)| path));
+        // A deletion thread still at work takes the new generations too: replay never waits for deletions
+        // (with fast replay, deep checkpoints come faster than ~100 unlinks of 3–25 ms each).
+        if self.deleting.as_ref().is_some_and(std::thread::JoinHandle::is_finished) {
+            self.finish_deleting()?;
+        }
+        if self.deleting.is_none() && !self.doomed.lock().is_empty() {
             // Already out of `gens`: nothing reads them any more. Deleted oldest first, so a crash or a stop
             // part-way leaves a contiguous run below the checkpoint: the copy lists it again when it opens and
             // deletes it at its next deep checkpoint; an activated copy's engine truncates it at its first
-            // checkpoint.
+            // checkpoint. (A thread that found the queue empty just as a checkpoint added to it leaves those to
+            // the next checkpoint.)
             // Stopping the copy (closing, activating) stops the deletions after the current file rather than
             // waiting for all of them.
             let logs = shared.dir.join(LOGS_DIR);
             let stopping = Arc::clone(&shared);
+            let queue = Arc::clone(&self.doomed);
             let delete = move || -> Result<()> {
-                for (_, path) in &doomed {
-                    if stopping.stopped() {
-                        break;
-                    }
-                    fs::remove_file(path).at(path)?;
+                while !stopping.stopped() {
+                    let Some(path) = queue.lock().pop_front() else { break };
+                    fs::remove_file(&path).at(&path)?;
                 }
                 generation::sync_dir(&logs)
             };
