@@ -280,6 +280,67 @@ fn large_records_and_map_growth() {
     assert_eq!(get(&db, "big49").map(|v| v.len()), Some(2 << 20));
 }
 
+/// A machine whose one operation writes far more state than its record holds: `n` MiB of zeros.
+struct Expander(heed::Database<'static, heed::types::Bytes, heed::types::Bytes>);
+
+struct ExpanderDatabases<'e>(heed::Database<'e, heed::types::Bytes, heed::types::Bytes>);
+
+impl heed::OnCommit for ExpanderDatabases<'_> {
+    type Committed = Expander;
+    fn on_commit(self, token: &heed::CommitToken) -> Expander {
+        Expander(self.0.on_commit(token))
+    }
+}
+
+impl mailstore::StateMachine for Expander {
+    const NAME: &'static str = "expander";
+    type Op = u32;
+    type Output = ();
+    type Databases<'e> = ExpanderDatabases<'e>;
+
+    fn create_databases<'e>(
+        opener: &heed::DatabaseOpener<'e, heed::WithoutTls>,
+        txn: &mut heed::RwTxn<'e>,
+    ) -> mailstore::Result<ExpanderDatabases<'e>> {
+        Ok(ExpanderDatabases(opener.create_database(txn, Some("zeros"))?))
+    }
+
+    fn open_databases<'e>(
+        opener: &heed::DatabaseOpener<'e, heed::WithoutTls>,
+        txn: &heed::RoTxn<'e>,
+    ) -> mailstore::Result<Option<ExpanderDatabases<'e>>> {
+        Ok(opener.open_database(txn, Some("zeros"))?.map(ExpanderDatabases))
+    }
+
+    fn apply(
+        &self,
+        txn: &mut heed::RwTxn<'_>,
+        ctx: mailstore::ApplyContext,
+        mib: u32,
+    ) -> Result<(), mailstore::ApplyError> {
+        let zeros = vec![0u8; 1 << 20];
+        for i in 0..mib {
+            self.0.put(txn, format!("{}-{i}", ctx.lsn).as_bytes(), &zeros)?;
+        }
+        Ok(())
+    }
+}
+
+/// The map is grown ahead of a batch from the size of its records; a batch that writes far more than that still
+/// fills the map, is aborted, and is applied again on a larger one (`MDB_MAP_FULL` handled, never surfaced).
+#[test]
+fn a_batch_that_fills_the_map_is_applied_again_on_a_larger_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: Engine<Expander> = Engine::mount(dir.path(), Options::default()).unwrap();
+    // A 5-byte record that writes 150 MiB: more than twice the initial 64 MiB map.
+    db.commit(150).unwrap();
+    assert!(db.stats().map_resizes >= 2, "{:?}", db.stats());
+    db.dismount().unwrap();
+    let db: Engine<Expander> = Engine::mount(dir.path(), Options::default()).unwrap();
+    let stored = db.read(|m, txn| Ok(m.0.len(txn)?)).unwrap();
+    assert_eq!(stored, 150);
+}
+
 #[test]
 fn mounting_with_another_machine_is_refused() {
     let dir = tempfile::tempdir().unwrap();
