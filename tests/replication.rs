@@ -133,7 +133,7 @@ fn mailbox_databases_replicate_with_equal_digests() {
 /// chunks fill, empty and are compacted.
 #[test]
 fn mail_operations_of_every_kind_replay_in_large_batches_to_the_same_state() {
-    use mailstore::model::{FlagAction, Flags, FolderRole, MailOp, MailStore, MailboxKind};
+    use mailstore::model::{FlagAction, Flags, FolderRole, MailOp, MailOutput, MailStore, MailboxKind};
     for seed in 0..env_u64("MAILSTORE_MAIL_REPLAY_SEEDS", 3) {
         let tmp = TempDir::new().unwrap();
         let db: Arc<Engine<MailStore>> = Arc::new(Engine::mount(tmp.path().join("a"), Options::default()).unwrap());
@@ -226,6 +226,33 @@ fn mail_operations_of_every_kind_replay_in_large_batches_to_the_same_state() {
             }
         }
         assert_eq!(rejected > 0, rejecting, "seed {seed}: {rejected} operations rejected");
+        // Records deleted inside a batch are gone for the operations after them in the same transaction (the
+        // model keeps the records a transaction wrote at hand): a mailbox with a folder of its own is purged and
+        // created again under the same GUID; a delivery into the new Inbox gets UID 1, and one into the old
+        // folder's id is rejected, on the active and on the copy.
+        let into = |mailbox, folder| {
+            MailOp::append(mailbox, folder, b"Subject: x\r\n\r\nx".to_vec(), Flags::empty(), Vec::new())
+        };
+        let bob_op = MailOp::create_mailbox("bob@example.com", "Bob", MailboxKind::User);
+        let MailOp::CreateMailbox { guid: bob, .. } = &bob_op else { unreachable!() };
+        let bob = *bob;
+        let bob_role = |r| db.read(|m, txn| m.folder_by_role(txn, &bob, r)).unwrap().unwrap().id;
+        db.commit(bob_op.clone()).unwrap();
+        let MailOutput::FolderCreated { id: temp, .. } =
+            db.commit(MailOp::create_folder(bob, bob_role(FolderRole::Root), "Temp")).unwrap().output
+        else {
+            unreachable!()
+        };
+        db.commit(into(bob, temp)).unwrap();
+        db.commit(into(bob, bob_role(FolderRole::Inbox))).unwrap();
+        db.commit(MailOp::DeleteMailbox { mailbox: bob, at_micros: 1 }).unwrap();
+        db.commit(MailOp::PurgeMailbox { mailbox: bob }).unwrap();
+        db.commit(bob_op).unwrap();
+        let MailOutput::Appended { uid, .. } = db.commit(into(bob, bob_role(FolderRole::Inbox))).unwrap().output else {
+            unreachable!()
+        };
+        assert_eq!(uid, 1);
+        assert!(db.commit(into(bob, temp)).is_err(), "the purged mailbox's folder {temp} is gone");
         let head = db.status().applied_lsn;
         assert!(copy.wait_copied(head, Duration::from_secs(30)), "{:?}", copy.status());
         assert!(copy.play_down(Duration::from_secs(60)), "{:?}", copy.status());

@@ -178,13 +178,15 @@ impl Pending {
         self.live = 0;
     }
 
-    /// Adds `raw`, whose content hash is `hash`, to the chunk being gathered; returns where it will be. Empty
-    /// content takes no place in any chunk: it is chunk [`NO_CHUNK`].
-    fn push(&mut self, t: &Tables, txn: &mut RwTxn<'_>, hash: &[u8; 32], raw: &[u8]) -> heed::Result<BlobRef> {
-        if raw.is_empty() {
+    /// Where `len` bytes added now would go (flushing the chunk being gathered first if they would overflow it);
+    /// nothing is added until [`append`](Self::append). Empty content takes no place in any chunk: it is chunk
+    /// [`NO_CHUNK`].
+    fn reserve(&mut self, t: &Tables, txn: &mut RwTxn<'_>, len: usize) -> heed::Result<BlobRef> {
+        let len32 = u32::try_from(len).map_err(|_| heed::Error::Encoding("a message over 4 GiB".into()))?;
+        if len == 0 {
             return Ok(BlobRef { count: 1, body: self.lsn, chunk: NO_CHUNK, offset: 0, len: 0 });
         }
-        if self.key.is_some() && !self.bytes.is_empty() && self.bytes.len() + raw.len() > CHUNK_TARGET {
+        if self.key.is_some() && !self.bytes.is_empty() && self.bytes.len() + len > CHUNK_TARGET {
             self.flush(t, txn)?;
         }
         let key = match self.key {
@@ -202,12 +204,25 @@ impl Pending {
         };
         let offset =
             u32::try_from(self.bytes.len()).map_err(|_| heed::Error::Encoding("a chunk grew past 4 GiB".into()))?;
-        let len = u32::try_from(raw.len()).map_err(|_| heed::Error::Encoding("a message over 4 GiB".into()))?;
+        Ok(BlobRef { count: 1, body: self.lsn, chunk: key, offset, len: len32 })
+    }
+
+    /// Adds `raw`, whose content hash is `hash`, where [`reserve`](Self::reserve) just said (`at`).
+    fn append(&mut self, hash: &[u8; 32], raw: &[u8], at: &BlobRef) {
+        if at.len == 0 {
+            return;
+        }
         self.directory.extend_from_slice(hash);
-        self.directory.extend_from_slice(&offset.to_be_bytes());
+        self.directory.extend_from_slice(&at.offset.to_be_bytes());
         self.bytes.extend_from_slice(raw);
-        self.live += u64::from(len);
-        Ok(BlobRef { count: 1, body: self.lsn, chunk: key, offset, len })
+        self.live += u64::from(at.len);
+    }
+
+    /// Adds `raw`, whose content hash is `hash`, to the chunk being gathered; returns where it will be.
+    fn push(&mut self, t: &Tables, txn: &mut RwTxn<'_>, hash: &[u8; 32], raw: &[u8]) -> heed::Result<BlobRef> {
+        let at = self.reserve(t, txn, raw.len())?;
+        self.append(hash, raw, &at);
+        Ok(at)
     }
 
     /// Ends the transaction's gathering: writes what is left. Called once per transaction, before it commits.
@@ -280,19 +295,25 @@ impl Pending {
         hash: &[u8; 32],
         raw: Option<&[u8]>,
     ) -> heed::Result<()> {
-        let r = match t.blob_refs.get(txn, hash)? {
-            Some(v) => {
-                let r = BlobRef::decode(v)?;
-                BlobRef { count: r.count + 1, ..r }
+        let existing = match raw {
+            // New content, a delivery's usual case, costs one B-tree descent: its reference goes in where its
+            // bytes will, unless the content is already stored.
+            Some(raw) => {
+                let at = self.reserve(t, txn, raw.len())?;
+                match t.blob_refs.get_or_put(txn, hash, &at.encode())? {
+                    None => {
+                        self.append(hash, raw, &at);
+                        return Ok(());
+                    }
+                    Some(v) => BlobRef::decode(v)?,
+                }
             }
-            None => {
-                let Some(raw) = raw else {
-                    return Err(heed::Error::Decoding("referenced message content is missing".into()));
-                };
-                self.push(t, txn, hash, raw)?
-            }
+            None => match t.blob_refs.get(txn, hash)? {
+                Some(v) => BlobRef::decode(v)?,
+                None => return Err(heed::Error::Decoding("referenced message content is missing".into())),
+            },
         };
-        t.blob_refs.put(txn, hash, &r.encode())
+        t.blob_refs.put(txn, hash, &BlobRef { count: existing.count + 1, ..existing }.encode())
     }
 
     /// One reference fewer to `hash`; the last one releases its bytes (see the module documentation).

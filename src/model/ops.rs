@@ -725,6 +725,9 @@ impl Tx<'_, '_> {
 
     /// The mailbox, soft-deleted or not.
     fn any_mailbox(&self) -> Result<MailboxInfo, ApplyError> {
+        if let Some(m) = self.s.records.lock().mailboxes.remove(&self.guid) {
+            return Ok(m);
+        }
         match self.s.mailboxes.get(self.txn, &keys::mailbox(&self.guid))? {
             Some(raw) => Ok(load(raw)?),
             None => Err(reject(Error::NotFound(format!("mailbox {}", self.guid)))),
@@ -743,10 +746,15 @@ impl Tx<'_, '_> {
     }
 
     fn put_mailbox(&mut self, m: &MailboxInfo) -> heed::Result<()> {
-        self.s.mailboxes.put(self.txn, &keys::mailbox(&self.guid), &store(m)?)
+        self.s.mailboxes.put(self.txn, &keys::mailbox(&self.guid), &store(m)?)?;
+        self.s.records.lock().mailboxes.insert(self.guid, m.clone());
+        Ok(())
     }
 
     fn folder(&self, id: FolderId) -> Result<FolderInfo, ApplyError> {
+        if let Some(f) = self.s.records.lock().folders.remove(&(self.guid, id)) {
+            return Ok(f);
+        }
         match self.s.folders.get(self.txn, &keys::folder(&self.guid, id))? {
             Some(raw) => Ok(load(raw)?),
             None => Err(reject(Error::NotFound(format!("folder {id} in mailbox {}", self.guid)))),
@@ -763,7 +771,9 @@ impl Tx<'_, '_> {
     }
 
     fn put_folder(&mut self, f: &FolderInfo) -> heed::Result<()> {
-        self.s.folders.put(self.txn, &keys::folder(&self.guid, f.id), &store(f)?)
+        self.s.folders.put(self.txn, &keys::folder(&self.guid, f.id), &store(f)?)?;
+        self.s.records.lock().folders.insert((self.guid, f.id), f.clone());
+        Ok(())
     }
 
     fn item(&self, id: ItemId) -> heed::Result<Option<ItemInfo>> {
@@ -1441,6 +1451,7 @@ pub(crate) fn apply(
                 let parent = f.parent.unwrap_or(0);
                 tx.s.folder_names.delete(tx.txn, &keys::folder_name(&mailbox, parent, &f.name))?;
                 tx.s.folders.delete(tx.txn, &keys::folder(&mailbox, id))?;
+                tx.s.records.lock().folders.remove(&(mailbox, id));
                 tx.record(modseq, ChangeKind::Destroyed, Entity::Folder(id))?;
             }
             tx.put_folder(&deletions)?;
@@ -1558,6 +1569,7 @@ pub(crate) fn apply(
                 tx.clear(table)?;
             }
             tx.s.mailboxes.delete(tx.txn, &keys::mailbox(&mailbox))?;
+            tx.s.records.lock().clear();
             Ok(MailOutput::MailboxChanged)
         }
 
