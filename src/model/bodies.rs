@@ -5,7 +5,7 @@
 //! and every value costs a B-tree entry. A 4,098-byte message took two overflow pages (8 KiB written for 4 KiB of
 //! mail) plus a leaf entry. Packing the messages a transaction stores into one value writes them back to back:
 //! in a raw heed test of the state writes of 150,000 deliveries into a 130,000-delivery environment, 60–62k →
-//! 81–98k deliveries/s (ARCHITECTURE.md, "Single-instance storage").
+//! 81–98k deliveries/s (ARCHITECTURE.md, "Message bytes are packed into chunks").
 //!
 //! * A transaction's new bytes are gathered in memory ([`Pending`]) while its operations are applied, and
 //!   written as one chunk (or several of at most [`CHUNK_TARGET`] bytes) when the transaction finishes
