@@ -102,19 +102,29 @@ fn catch_up_under_concurrent_load_gives_equal_state_in_block_and_file_mode() {
     }
 }
 
-#[test]
-fn mailbox_databases_replicate_with_equal_digests() {
-    use mailstore::model::{MailOp, MailStore, MailboxKind, deliver};
-    let tmp = TempDir::new().unwrap();
-    let db: Arc<Engine<MailStore>> = Arc::new(Engine::mount(tmp.path().join("a"), small_gens()).unwrap());
+/// A mailbox database with one mailbox (alice), shipping to a copy seeded in `dir/p` with `options`.
+fn mail_active_with_copy(
+    dir: &Path,
+    db_options: Options,
+    options: CopyOptions,
+) -> (Arc<Engine<mailstore::model::MailStore>>, mailstore::Guid, PassiveCopy<mailstore::model::MailStore>) {
+    use mailstore::model::{MailOp, MailboxKind};
+    let db = Arc::new(Engine::mount(dir.join("a"), db_options).unwrap());
     let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
     let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
     let MailOp::CreateMailbox { guid, .. } = &op else { unreachable!() };
     let guid = *guid;
     db.commit(op).unwrap();
     let log: Arc<dyn LogSource> = source.clone();
-    let copy: PassiveCopy<MailStore> =
-        PassiveCopy::seed(tmp.path().join("p"), source.as_ref(), log, copy_options(), |_| {}).unwrap();
+    let copy = PassiveCopy::seed(dir.join("p"), source.as_ref(), log, options, |_| {}).unwrap();
+    (db, guid, copy)
+}
+
+#[test]
+fn mailbox_databases_replicate_with_equal_digests() {
+    use mailstore::model::deliver;
+    let tmp = TempDir::new().unwrap();
+    let (db, guid, copy) = mail_active_with_copy(tmp.path(), small_gens(), copy_options());
     for i in 0..60 {
         let raw = format!("From: bob@example.com\r\nTo: alice@example.com\r\nSubject: note {i}\r\n\r\nbody {i}\r\n");
         deliver(&db, guid, None, raw.into_bytes()).unwrap();
@@ -133,24 +143,14 @@ fn mailbox_databases_replicate_with_equal_digests() {
 /// chunks fill, empty and are compacted.
 #[test]
 fn mail_operations_of_every_kind_replay_in_large_batches_to_the_same_state() {
-    use mailstore::model::{FlagAction, Flags, FolderRole, MailOp, MailOutput, MailStore, MailboxKind};
+    use mailstore::model::{FlagAction, Flags, FolderRole, MailOp, MailOutput, MailboxKind};
     for seed in 0..env_u64("MAILSTORE_MAIL_REPLAY_SEEDS", 3) {
         let tmp = TempDir::new().unwrap();
-        let db: Arc<Engine<MailStore>> = Arc::new(Engine::mount(tmp.path().join("a"), Options::default()).unwrap());
-        let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
-        let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
-        let MailOp::CreateMailbox { guid, .. } = &op else { unreachable!() };
-        let mbx = *guid;
-        db.commit(op).unwrap();
-        let log: Arc<dyn LogSource> = source.clone();
-        let copy: PassiveCopy<MailStore> = PassiveCopy::seed(
-            tmp.path().join("p"),
-            source.as_ref(),
-            log,
+        let (db, mbx, copy) = mail_active_with_copy(
+            tmp.path(),
+            Options::default(),
             copy_options().replay_lag(mailstore::replication::MAX_LAG),
-            |_| {},
-        )
-        .unwrap();
+        );
         let role = |r| db.read(|m, txn| m.folder_by_role(txn, &mbx, r)).unwrap().unwrap().id;
         let folders = [role(FolderRole::Inbox), role(FolderRole::Archive), role(FolderRole::JunkEmail)];
         let deletions = role(FolderRole::Deletions);

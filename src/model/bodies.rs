@@ -89,6 +89,20 @@ impl BlobRef {
     }
 }
 
+/// Reads a `mail.chunks` value: (bytes still referenced, bytes stored).
+fn read_chunk_stats(v: &[u8]) -> (u64, u64) {
+    (keys::u64_at(v, 0), keys::u64_at(v, 8))
+}
+
+/// The entries of a chunk directory: (content hash, offset) of each body, in the order stored.
+fn directory_entries(directory: &[u8]) -> impl Iterator<Item = ([u8; 32], u32)> + '_ {
+    directory.chunks_exact(DIR_ENTRY).map(|e| {
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&e[..32]);
+        (hash, keys::u32_at(e, 32))
+    })
+}
+
 /// A `mail.chunks` value: bytes of the chunk still referenced, bytes stored in it.
 fn chunk_stats(live: u64, stored: u64) -> [u8; 16] {
     let mut v = [0u8; 16];
@@ -123,11 +137,7 @@ impl<'t> Chunk<'t> {
 
     /// The directory: (content hash, offset) of every body stored in the chunk, live or not.
     pub(crate) fn entries(&self) -> impl Iterator<Item = ([u8; 32], u32)> + 't {
-        self.directory.chunks_exact(DIR_ENTRY).map(|e| {
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(&e[..32]);
-            (hash, u32::from_be_bytes([e[32], e[33], e[34], e[35]]))
-        })
+        directory_entries(self.directory)
     }
 
     /// Length of the byte area.
@@ -265,9 +275,8 @@ impl Pending {
     fn drop_dead(&mut self, t: &Tables, txn: &mut RwTxn<'_>, key: u64) -> heed::Result<()> {
         let directory = std::mem::take(&mut self.directory);
         let bytes = std::mem::take(&mut self.bytes);
-        for entry in directory.chunks_exact(DIR_ENTRY) {
-            let (hash, offset) = (&entry[..32], keys::u32_at(entry, 32));
-            let Some(r) = t.blob_refs.get(txn, hash)?.map(BlobRef::decode).transpose()? else { continue };
+        for (hash, offset) in directory_entries(&directory) {
+            let Some(r) = t.blob_refs.get(txn, &hash)?.map(BlobRef::decode).transpose()? else { continue };
             if r.chunk != key || r.offset != offset {
                 continue;
             }
@@ -276,11 +285,11 @@ impl Pending {
                 .ok_or_else(|| heed::Error::Decoding("a gathered body lies outside its chunk".into()))?;
             let moved =
                 u32::try_from(self.bytes.len()).map_err(|_| heed::Error::Encoding("a chunk grew past 4 GiB".into()))?;
-            self.directory.extend_from_slice(hash);
+            self.directory.extend_from_slice(&hash);
             self.directory.extend_from_slice(&moved.to_be_bytes());
             self.bytes.extend_from_slice(raw);
             if moved != offset {
-                t.blob_refs.put(txn, hash, &BlobRef { offset: moved, ..r }.encode())?;
+                t.blob_refs.put(txn, &hash, &BlobRef { offset: moved, ..r }.encode())?;
             }
         }
         Ok(())
@@ -335,7 +344,7 @@ impl Pending {
         let Some(stats) = t.chunks.get(txn, &chunk)? else {
             return Err(heed::Error::Decoding("a referenced chunk has no mail.chunks entry".into()));
         };
-        let (live, stored) = (keys::u64_at(stats, 0), keys::u64_at(stats, 8));
+        let (live, stored) = read_chunk_stats(stats);
         let live = live.saturating_sub(u64::from(r.len));
         if live == 0 {
             t.bodies.delete(txn, &chunk)?;
@@ -453,11 +462,10 @@ pub(crate) fn verify(
         let live = referenced.remove(&id).unwrap_or(0);
         match t.chunks.get(txn, key)? {
             None => problems.push(format!("chunk {id} ({stored} bytes) has no mail.chunks entry")),
-            Some(stats) if (keys::u64_at(stats, 0), keys::u64_at(stats, 8)) != (live, stored) => {
+            Some(stats) if read_chunk_stats(stats) != (live, stored) => {
+                let (said_live, said_stored) = read_chunk_stats(stats);
                 problems.push(format!(
-                    "chunk {id}: mail.chunks says {} of {} bytes referenced; the references and the chunk say {live} of {stored}",
-                    keys::u64_at(stats, 0),
-                    keys::u64_at(stats, 8)
+                    "chunk {id}: mail.chunks says {said_live} of {said_stored} bytes referenced; the references and the chunk say {live} of {stored}"
                 ))
             }
             Some(_) if live == 0 => problems.push(format!("chunk {id} holds no referenced bytes")),
