@@ -19,10 +19,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::engine::lock::DirLock;
 use crate::engine::{CHECKPOINT_FILE, Engine, Options, StateMachine};
 use crate::error::{Error, IoContext, Result};
-use crate::log::generation::sync_dir;
+use crate::fsutil::{DirLock, sync_dir};
 use crate::model::{MailOp, MailStore, MailboxInfo, MailboxKind};
 use crate::types::{Guid, now_micros};
 

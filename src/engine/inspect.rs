@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use heed::{CommitOrAbort, RoTxn};
 
 use crate::codec;
-use crate::engine::lock::DirLock;
 use crate::engine::state::{self, Meta};
-use crate::engine::{Checkpoint, Durability, LOGS_DIR, StateMachine, checkpoint};
+use crate::engine::{CHECKPOINT_FILE, Checkpoint, Durability, LOGS_DIR, STATE_DIR, StateMachine, checkpoint};
 use crate::error::{Error, Result};
+use crate::fsutil::DirLock;
 use crate::log::generation;
 use crate::log::verify;
 use crate::types::{Guid, Lsn};
@@ -102,13 +102,13 @@ fn read_meta(dir: &Path) -> Result<state::MetaValues> {
 /// checkpoint or the log, so it answers even when those are damaged. Takes a shared lock, so it fails with
 /// [`Error::AlreadyMounted`] while the database is mounted.
 pub fn machine_name(dir: &Path) -> Result<String> {
-    let _lock = DirLock::shared(dir)?;
+    let _lock = inspection_lock(dir)?;
     Ok(read_meta(dir)?.machine)
 }
 
 /// Reads the status of the dismounted database in `dir`.
 pub fn offline_status(dir: &Path) -> Result<OfflineStatus> {
-    let _lock = DirLock::shared(dir)?;
+    let _lock = inspection_lock(dir)?;
     let ck = checkpoint::read(dir)?;
     let meta = read_meta(dir)?;
     let walk = verify::walk(&dir.join(LOGS_DIR), ck.guid, Some(ck.lsn.min(meta.applied_lsn) + 1), |_| Ok(()))?;
@@ -127,7 +127,7 @@ pub fn offline_status(dir: &Path) -> Result<OfflineStatus> {
 
 /// Scans every generation in `dir/logs`, independently, without stopping at damage.
 pub fn list_generations(dir: &Path) -> Result<Vec<GenerationInfo>> {
-    let _lock = DirLock::shared(dir)?;
+    let _lock = inspection_lock(dir)?;
     let guid = checkpoint::read(dir).ok().map(|c| c.guid);
     scan_all(dir, guid)
 }
@@ -191,7 +191,7 @@ fn scan_all(dir: &Path, guid: Option<Guid>) -> Result<Vec<GenerationInfo>> {
 ///
 /// This does not decode record payloads (it does not know the state machine); [`check_as`] does.
 pub fn check(dir: &Path) -> Result<CheckReport> {
-    let _lock = DirLock::shared(dir)?;
+    let _lock = inspection_lock(dir)?;
     check_structure(dir)
 }
 
@@ -199,7 +199,7 @@ pub fn check(dir: &Path) -> Result<CheckReport> {
 /// checks ([`StateMachine::verify`]): a record whose checksum holds but
 /// whose payload is not a valid `M` operation would make mount fail, so it is damage too.
 pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
-    let _lock = DirLock::shared(dir)?;
+    let _lock = inspection_lock(dir)?;
     let mut report = check_structure(dir)?;
     let guid = checkpoint::read(dir).ok().map(|c| c.guid);
     for (_, path) in generation::list(&dir.join(LOGS_DIR))?.generations {
@@ -222,7 +222,7 @@ pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
 /// Runs `f` over a read-only snapshot of the state of the dismounted database in `dir`, opened as machine `M`
 /// (for listings and checks by tools; nothing is written).
 pub fn with_state<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>) -> Result<T>) -> Result<T> {
-    let _lock = DirLock::shared(dir)?;
+    let _lock = inspection_lock(dir)?;
     state_of::<M, T>(dir, f)
 }
 
@@ -353,4 +353,10 @@ fn check_structure(dir: &Path) -> Result<CheckReport> {
         }
     }
     Ok(report)
+}
+
+/// The shared lock offline inspection holds: it conflicts with a mounted engine, not with other inspectors, and
+/// creates the lock file only in a directory that holds a database.
+pub(crate) fn inspection_lock(dir: &Path) -> Result<DirLock> {
+    DirLock::shared(dir, dir.join(CHECKPOINT_FILE).exists() || dir.join(STATE_DIR).exists())
 }

@@ -16,7 +16,6 @@
 
 pub(crate) mod checkpoint;
 mod inspect;
-pub(crate) mod lock;
 mod machine;
 mod recovery;
 mod ship;
@@ -33,12 +32,13 @@ use std::thread::JoinHandle;
 use heed::RoTxn;
 use parking_lot::{Condvar, Mutex};
 
+pub use crate::fsutil::LOCK_FILE;
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint};
+pub(crate) use inspect::inspection_lock;
 pub use inspect::{
     CheckReport, GenerationInfo, OfflineStatus, check, check_as, list_generations, machine_name, offline_status,
     with_state,
 };
-pub use lock::LOCK_FILE;
 pub use machine::{ApplyContext, ApplyError, StateMachine};
 pub use recovery::{RecoveryReport, TailTruncation};
 pub use ship::{COPY_FILE, FENCE_FILE, LogPosition, OnSyncTimeout, SyncPolicy, read_fence, write_fence};
@@ -46,10 +46,10 @@ pub use state::STATE_DIR;
 
 use crate::codec;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::DirLock;
 use crate::log::MAX_RECORD_LEN;
 use crate::types::{Guid, Lsn};
 use checkpoint::CheckpointFile;
-use lock::DirLock;
 pub(crate) use ship::Shipping;
 use state::StateStore;
 use writer::{Control, Pending, Queue, Slot};

@@ -120,10 +120,10 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
 
     fs::create_dir_all(&logs).at(&logs)?;
     let log = LogWriter::create(&logs, guid, epoch, options.log_target_size)?;
-    generation::sync_dir(&logs)?;
+    crate::fsutil::sync_dir(&logs)?;
     let checkpoint =
         CheckpointFile::create(dir, Checkpoint { guid, sequence: 0, lsn: 0, epoch, backup_lsn: 0, clean: false })?;
-    generation::sync_dir(dir)?;
+    crate::fsutil::sync_dir(dir)?;
     let present = VecDeque::from([GenInfo { number: 1, first_lsn: 1, path: log.path().to_path_buf() }]);
     let report = RecoveryReport { created: true, was_clean: true, generations_scanned: 1, ..Default::default() };
     Ok(Mounted { state, checkpoint, log, present, report, epoch, policy })
@@ -173,7 +173,7 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options, activate: Optio
         for path in &leftovers {
             fs::remove_file(path).at(path)?;
         }
-        generation::sync_dir(&logs)?;
+        crate::fsutil::sync_dir(&logs)?;
         report.leftovers_removed = leftovers;
     }
 

@@ -18,7 +18,7 @@ use crate::engine::{
 };
 use crate::error::{Error, IoContext, Result};
 use crate::log::writer::RollKind;
-use crate::log::{LogWriter, RecordRef, generation};
+use crate::log::{LogWriter, RecordRef};
 use crate::types::Lsn;
 
 /// Truncated generations circular logging keeps around for reuse.
@@ -195,7 +195,7 @@ impl Deleter {
                                     inner.poison(format!("deleting {} failed: {e}", path.display()));
                                 }
                             }
-                            if let Err(e) = generation::sync_dir(&logs) {
+                            if let Err(e) = crate::fsutil::sync_dir(&logs) {
                                 inner.poison(format!("syncing the log directory failed: {e}"));
                             }
                             Counters::add(&inner.stats.generations_deleted, files.len() as u64);

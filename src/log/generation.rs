@@ -65,11 +65,6 @@ pub fn list(dir: &Path) -> Result<Listing> {
     Ok(listing)
 }
 
-/// Makes the directory's entries (creations, renames, deletions) durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
-}
-
 /// Where and why the valid records of a generation stop before a clean end marker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damage {

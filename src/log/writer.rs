@@ -212,7 +212,7 @@ fn create_generation(
         Ok(())
     })()
     .at(&final_path)?;
-    generation::sync_dir(dir)?;
+    crate::fsutil::sync_dir(dir)?;
     Ok((file, final_path))
 }
 

@@ -31,12 +31,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::engine::checkpoint::CheckpointFile;
-use crate::engine::lock::DirLock;
 use crate::engine::state::{self, Meta, StateStore};
 use crate::engine::{
     CHECKPOINT_FILE, Checkpoint, Counters, Durability, Engine, LOGS_DIR, Options, StateMachine, read_fence, write_fence,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::DirLock;
 use crate::log::format::{FRAME_HEADER_LEN, Frame, GenerationHeader, HEADER_LEN, RecordSeal};
 use crate::log::generation::{self, RecordRef, TMP_SUFFIX};
 use crate::log::verify;
@@ -529,7 +529,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             }
             (StateSync::EveryBatch, _) if marker.exists() => {
                 fs::remove_file(&marker).at(&marker)?;
-                generation::sync_dir(&dir)?;
+                crate::fsutil::sync_dir(&dir)?;
             }
             (StateSync::EveryBatch, _) => {}
         }
@@ -736,7 +736,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             file.sync_all().at(&tmp)?;
             let data = state_dir.join("data.mdb");
             fs::rename(&tmp, &data).at(&data)?;
-            generation::sync_dir(&state_dir)?;
+            crate::fsutil::sync_dir(&state_dir)?;
 
             let env = state::open_env(&dir, Durability::Full, false)?;
             let values = Meta::open(&env)?
@@ -759,7 +759,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             )?;
             let logs = dir.join(LOGS_DIR);
             fs::create_dir_all(&logs).at(&logs)?;
-            generation::sync_dir(&dir)?;
+            crate::fsutil::sync_dir(&dir)?;
         }
         Self::open(dir, source, options)
     }
@@ -906,7 +906,7 @@ impl<M: StateMachine> PassiveCopy<M> {
         // The directory is an active database now.
         let path = dir.join(COPY_FILE);
         fs::remove_file(&path).at(&path)?;
-        generation::sync_dir(&dir)?;
+        crate::fsutil::sync_dir(&dir)?;
         Ok(engine)
     }
 
@@ -960,7 +960,7 @@ impl<M: StateMachine> PassiveCopy<M> {
         let marker = shared.dir.join(UNSYNCED_FILE);
         if marker.exists() {
             fs::remove_file(&marker).at(&marker)?;
-            generation::sync_dir(&shared.dir)?;
+            crate::fsutil::sync_dir(&shared.dir)?;
         }
         let replayed = shared.progress.lock().replayed_lsn;
         let mut ck = shared.checkpoint.lock();
@@ -996,7 +996,7 @@ impl<M: StateMachine> Drop for PassiveCopy<M> {
 /// in state `Seeding` or `Resynchronizing`, built from the copy file alone (identity and last known source).
 pub fn offline_copy_status(dir: impl AsRef<Path>, source: Option<&dyn LogSource>) -> Result<CopyStatus> {
     let dir = dir.as_ref();
-    let _lock = match DirLock::shared(dir) {
+    let _lock = match crate::engine::inspection_lock(dir) {
         Ok(lock) => lock,
         Err(Error::AlreadyMounted { path }) => {
             let state = if dir.join(state::STATE_DIR).join(SEEDING_FILE).exists() {
@@ -1391,7 +1391,7 @@ impl<M: StateMachine> Copier<M> {
             Ok(file)
         })()
         .at(&path)?;
-        generation::sync_dir(&logs)?;
+        crate::fsutil::sync_dir(&logs)?;
         let mut chain = crc32fast::Hasher::new();
         chain.update(bytes);
         let records_end = bytes.len() as u64;
@@ -1743,7 +1743,7 @@ impl<M: StateMachine> Replayer<M> {
                     let Some(path) = queue.lock().pop_front() else { break };
                     fs::remove_file(&path).at(&path)?;
                 }
-                generation::sync_dir(&logs)
+                crate::fsutil::sync_dir(&logs)
             };
             self.deleting = Some(
                 std::thread::Builder::new()

@@ -14,10 +14,10 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::engine::lock::DirLock;
 use crate::engine::state::{self, Meta};
 use crate::engine::{CHECKPOINT_FILE, Durability, LOGS_DIR, StateMachine, read_fence, write_fence};
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::DirLock;
 use crate::log::format::{Frame, GenerationHeader, HEADER_LEN, RecordSeal};
 use crate::log::generation;
 use crate::replication::copy::{CopyFile, RESYNCING_FILE, read_copy_file, write_copy_file};
@@ -191,8 +191,8 @@ pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) ->
         file.set_len(end).and_then(|()| file.set_len(len.max(end))).at(prev_path)?;
         file.sync_all().at(prev_path)?;
     }
-    generation::sync_dir(&logs)?;
-    generation::sync_dir(&aside)?;
+    crate::fsutil::sync_dir(&logs)?;
+    crate::fsutil::sync_dir(&aside)?;
     write_copy_file(dir, &CopyFile { id, suspended: false, failed: None, source: None })?;
     Ok(ResyncOutcome::Resynchronized(diverged))
 }

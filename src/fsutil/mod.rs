@@ -1,11 +1,16 @@
-//! Small file-system helpers shared by the layers that keep little files next to a database.
+//! Small file-system helpers shared by every layer that writes files: durable directory entries, atomic
+//! replacement of small files, and the directory lock.
+
+mod lock;
+
+pub(crate) use lock::DirLock;
+pub use lock::LOCK_FILE;
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
-use crate::log::generation;
 
 /// Replaces `dir/name` with `bytes` atomically and durably: written to a temporary file, synced, renamed over
 /// the old one, and the directory synced. A crash leaves the old contents or the new, never a mix.
@@ -19,5 +24,10 @@ pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         fs::rename(&tmp, &path)
     })()
     .at(&path)?;
-    generation::sync_dir(dir)
+    sync_dir(dir)
+}
+
+/// Makes the directory's entries (creations, renames, deletions) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }

@@ -1,10 +1,9 @@
-//! The exclusive lock a mounted engine holds on its directory.
+//! The lock a mounted database (or an open store) holds on its directory.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::engine::{CHECKPOINT_FILE, STATE_DIR};
 use crate::error::{Error, Result};
 
 /// How long a refused lock is retried before the directory counts as mounted elsewhere.
@@ -18,26 +17,26 @@ pub const LOCK_FILE: &str = "lock";
 /// The lock belongs to an open file description, so a second mount of the same directory conflicts whether it
 /// comes from another process or from this one.
 #[derive(Debug)]
-pub struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
     /// Takes the exclusive lock (mounting), or fails with [`Error::AlreadyMounted`].
-    pub fn exclusive(dir: &Path) -> Result<Self> {
-        Self::take(dir, true)
+    pub(crate) fn exclusive(dir: &Path) -> Result<Self> {
+        Self::take(dir, true, true)
     }
 
     /// Takes a shared lock (read-only inspection): conflicts with a mounted engine, not with other inspectors.
-    pub fn shared(dir: &Path) -> Result<Self> {
-        Self::take(dir, false)
+    /// The lock file is created only when `create` says so: inspecting a directory that is not a database must
+    /// not leave a lock file in it, while a database copied without its lock file (a backup image) gets one.
+    pub(crate) fn shared(dir: &Path, create: bool) -> Result<Self> {
+        Self::take(dir, false, create)
     }
 
-    fn take(dir: &Path, exclusive: bool) -> Result<Self> {
+    fn take(dir: &Path, exclusive: bool, create: bool) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
-        // Inspecting a directory that is not a database must not leave a lock file in it; a database copied
-        // without its lock file (a backup image) gets one.
-        let create = exclusive || dir.join(CHECKPOINT_FILE).exists() || dir.join(STATE_DIR).exists();
+        let create = exclusive || create;
         let file = match OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
