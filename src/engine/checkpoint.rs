@@ -142,6 +142,14 @@ impl CheckpointFile {
         &self.path
     }
 
+    /// The one checkpoint step, for the engine's writer, recovery and a passive copy alike: makes the state
+    /// store durable, then records `next`. That order is what makes a checkpoint true: when it returns `Ok`,
+    /// everything up to `next.lsn` is applied in durable state, so the log below it may be truncated.
+    pub(crate) fn write_after_sync(&mut self, state: &heed::Env<heed::WithoutTls>, next: Checkpoint) -> Result<()> {
+        state.force_sync()?;
+        self.write(next)
+    }
+
     /// Durably records `next` (its sequence is assigned here). When this returns `Ok`, the new checkpoint
     /// survives power loss; when it fails, the previous checkpoint is still intact in the other slot.
     pub fn write(&mut self, next: Checkpoint) -> Result<()> {

@@ -17,6 +17,7 @@
 pub(crate) mod checkpoint;
 mod inspect;
 mod machine;
+pub(crate) mod open;
 mod recovery;
 mod ship;
 pub(crate) mod state;

@@ -12,21 +12,19 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::codec;
 use crate::engine::checkpoint::CheckpointFile;
-use crate::engine::state::{self, Meta, StateStore};
+use crate::engine::open::OpenDir;
+use crate::engine::state::{self, StateStore};
 use crate::engine::writer::GenInfo;
 use crate::engine::{CHECKPOINT_FILE, Checkpoint, Counters, LOGS_DIR, LogPolicy, Options, RecoveryMode, StateMachine};
 use crate::error::{Error, IoContext, Result};
+use crate::log::reader::{BatchReader, Extent};
 use crate::log::verify::{self, Walk};
-use crate::log::{LogWriter, RecordRef, generation};
+use crate::log::{LogWriter, generation};
 use crate::types::{Guid, Lsn};
-
-/// Records replayed per LMDB transaction during recovery.
-const REPLAY_BATCH_RECORDS: usize = 1024;
-/// Bytes of payload replayed per LMDB transaction during recovery.
-const REPLAY_BATCH_BYTES: usize = 16 << 20;
 
 /// What mounting found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -131,29 +129,9 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
 
 fn open_existing<M: StateMachine>(dir: &Path, options: &Options, activate: Option<u64>) -> Result<Mounted<M>> {
     let logs = dir.join(LOGS_DIR);
-    let mut checkpoint = CheckpointFile::open(dir)?;
+    let OpenDir { state, meta: values, mut checkpoint, leftovers_removed } =
+        OpenDir::<M>::open(dir, options.durability)?;
     let ck = checkpoint.current();
-
-    let env = state::open_env(dir, options.durability, false)?;
-    let no_meta = || Error::NotADatabase {
-        path: dir.join(state::STATE_DIR),
-        reason: "the state store holds no engine metadata".into(),
-    };
-    let meta = Meta::open(&env)?.ok_or_else(no_meta)?;
-    let values = {
-        let rtxn = env.read_txn()?;
-        meta.read(&rtxn)?.ok_or_else(no_meta)?
-    };
-    if values.guid != ck.guid {
-        return Err(Error::ForeignDatabase { file: dir.join(state::STATE_DIR), expected: ck.guid, found: values.guid });
-    }
-    if values.machine != M::NAME {
-        return Err(Error::NotADatabase {
-            path: dir.to_path_buf(),
-            reason: format!("it was created for state machine {:?}, not {:?}", values.machine, M::NAME),
-        });
-    }
-    let state = StateStore::<M>::create(env)?;
     let policy = options.log_policy.unwrap_or(values.policy);
     if policy != values.policy {
         let mut txn = state.env.write_txn()?;
@@ -165,17 +143,9 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options, activate: Optio
         was_clean: ck.clean,
         checkpoint_lsn: ck.lsn,
         applied_lsn_before: values.applied_lsn,
+        leftovers_removed,
         ..Default::default()
     };
-
-    let leftovers = generation::list(&logs)?.leftovers;
-    if !leftovers.is_empty() {
-        for path in &leftovers {
-            fs::remove_file(path).at(path)?;
-        }
-        crate::fsutil::sync_dir(&logs)?;
-        report.leftovers_removed = leftovers;
-    }
 
     // Inspect everything before replaying anything.
     let applied = values.applied_lsn;
@@ -202,12 +172,12 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options, activate: Optio
         return Err(Error::StateAheadOfLog { applied: applied.max(ck.lsn), log_end });
     }
 
-    let walk = replay(&state, &logs, ck.guid, start, applied, &mut report)?;
+    report.replayed = replay(&state, &inspected, applied)?;
+    let walk = inspected;
     report.generations_scanned = walk.scans.len() as u64;
     report.applied_lsn_after = walk.last_lsn();
     let last = walk.last();
-    if let Some(damage) = &walk.tail_damage {
-        let bytes = verify::truncate_tail(last)?;
+    if let Some((damage, bytes)) = walk.discard_tail()? {
         report.truncated_tail = Some(TailTruncation {
             file: last.path.clone(),
             offset: damage.offset,
@@ -232,48 +202,23 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options, activate: Optio
     }
 
     // Make the replayed state durable and mark the database mounted (dirty).
-    state.env.force_sync()?;
-    checkpoint.write(Checkpoint { lsn: report.applied_lsn_after, epoch, clean: false, ..ck })?;
+    checkpoint.write_after_sync(&state.env, Checkpoint { lsn: report.applied_lsn_after, epoch, clean: false, ..ck })?;
     Ok(Mounted { state, checkpoint, log, present, report, epoch, policy })
 }
 
-/// Replays every record above `applied`, in batches, through the commit path's apply.
-fn replay<M: StateMachine>(
-    state: &StateStore<M>,
-    logs: &Path,
-    guid: Guid,
-    start: Lsn,
-    applied: Lsn,
-    report: &mut RecoveryReport,
-) -> Result<Walk> {
+/// Replays every record above `applied` in the generations `walk` inspected, through the commit path's apply,
+/// in the batches a passive copy's replay reads too ([`BatchReader`]). Returns the number of records replayed.
+fn replay<M: StateMachine>(state: &StateStore<M>, walk: &Walk, applied: Lsn) -> Result<u64> {
+    let extents: Vec<Extent> = walk.scans.iter().map(Extent::of).collect();
     let stats = Counters::default();
-    let mut batch: Vec<(Lsn, u64, Vec<u8>)> = Vec::new();
-    let mut batch_bytes = 0usize;
-    let mut replayed = 0u64;
-    let mut flush = |batch: &mut Vec<(Lsn, u64, Vec<u8>)>, batch_bytes: &mut usize| -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let records: Vec<RecordRef<'_>> =
-            batch.iter().map(|(lsn, epoch, payload)| RecordRef { lsn: *lsn, epoch: *epoch, payload }).collect();
+    let mut reader = BatchReader::new(Arc::default());
+    let (mut next, mut replayed) = (applied + 1, 0);
+    while let Some(batch) = reader.read(&extents, next, walk.last_lsn())? {
+        let records = batch.records();
         // Rejections were rejections at commit time too: the record is a no-op either way.
         state.apply_records(&records, &stats)?;
-        replayed += batch.len() as u64;
-        batch.clear();
-        *batch_bytes = 0;
-        Ok(())
-    };
-    let walk = verify::walk(logs, guid, Some(start), |record| {
-        if record.lsn > applied {
-            batch_bytes += record.payload.len();
-            batch.push((record.lsn, record.epoch, record.payload.to_vec()));
-            if batch.len() >= REPLAY_BATCH_RECORDS || batch_bytes >= REPLAY_BATCH_BYTES {
-                flush(&mut batch, &mut batch_bytes)?;
-            }
-        }
-        Ok(())
-    })?;
-    flush(&mut batch, &mut batch_bytes)?;
-    report.replayed = replayed;
-    Ok(walk)
+        replayed += records.len() as u64;
+        next = records.last().map_or(next, |r| r.lsn + 1);
+    }
+    Ok(replayed)
 }

@@ -6,7 +6,6 @@
 //! poisons the engine: the batch's committers and everyone after them get [`Error::Poisoned`].
 
 use std::collections::VecDeque;
-use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,6 +16,7 @@ use crate::engine::{
     Checkpoint, Committed, Counters, Durability, Inner, LogPosition, LogRetention, PinSet, StateMachine,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::log::truncate::Truncator;
 use crate::log::writer::RollKind;
 use crate::log::{LogWriter, RecordRef};
 use crate::types::Lsn;
@@ -159,86 +159,9 @@ pub(crate) struct GenInfo {
     pub(crate) path: PathBuf,
 }
 
-/// Work for the thread that deletes truncated generations.
-enum Deletion {
-    /// Delete these files (oldest first), then sync the `logs/` directory.
-    Files(Vec<PathBuf>),
-    /// Answer once everything sent before has been deleted.
-    Flush(std::sync::mpsc::SyncSender<()>),
-}
-
-/// Deletes truncated generations off the writer thread: with `discard` on ext4 an unlink of a 1 MiB
-/// generation took ~3 ms, a quarter of the writer's time under a mail workload (BENCHMARKS.md). The writer has
-/// already dropped the files from its list (and published the new oldest LSN) before it hands them over, so
-/// nothing can still need them; a crash before they are gone leaves old generations below the checkpoint,
-/// which the next truncation removes.
-struct Deleter {
-    sender: Option<std::sync::mpsc::Sender<Deletion>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Deleter {
-    fn start<M: StateMachine>(inner: Arc<Inner<M>>) -> Result<Self> {
-        let (sender, receiver) = std::sync::mpsc::channel::<Deletion>();
-        let logs = inner.dir.join(super::LOGS_DIR);
-        let dir = inner.dir.clone();
-        let thread = std::thread::Builder::new()
-            .name("mailstore-truncate".into())
-            .spawn(move || {
-                for work in receiver {
-                    match work {
-                        Deletion::Files(files) => {
-                            for path in &files {
-                                if let Err(e) = fs::remove_file(path)
-                                    && e.kind() != std::io::ErrorKind::NotFound
-                                {
-                                    inner.poison(format!("deleting {} failed: {e}", path.display()));
-                                }
-                            }
-                            if let Err(e) = crate::fsutil::sync_dir(&logs) {
-                                inner.poison(format!("syncing the log directory failed: {e}"));
-                            }
-                            Counters::add(&inner.stats.generations_deleted, files.len() as u64);
-                        }
-                        Deletion::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })
-            .at(&dir)?;
-        Ok(Deleter { sender: Some(sender), thread: Some(thread) })
-    }
-
-    fn delete(&self, files: Vec<PathBuf>) {
-        if let Some(sender) = &self.sender {
-            let _ = sender.send(Deletion::Files(files));
-        }
-    }
-
-    /// Waits until every deletion sent so far is done.
-    fn flush(&self) {
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
-        if let Some(sender) = &self.sender
-            && sender.send(Deletion::Flush(done)).is_ok()
-        {
-            let _ = wait.recv();
-        }
-    }
-}
-
-impl Drop for Deleter {
-    fn drop(&mut self) {
-        drop(self.sender.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 struct Writer<M: StateMachine> {
     inner: Arc<Inner<M>>,
-    deleter: Deleter,
+    deleter: Truncator,
     log: LogWriter,
     /// Every generation on disk, oldest first; the last is the one being written.
     gens: VecDeque<GenInfo>,
@@ -256,7 +179,14 @@ pub(crate) fn spawn<M: StateMachine>(
     applied: Lsn,
 ) -> Result<JoinHandle<()>> {
     let dir = inner.dir.clone();
-    let deleter = Deleter::start(Arc::clone(&inner))?;
+    let deleter = {
+        let (failing, counting) = (Arc::clone(&inner), Arc::clone(&inner));
+        Truncator::start(
+            inner.dir.join(super::LOGS_DIR),
+            move |e| failing.poison(format!("deleting truncated generations failed: {e}")),
+            move |n| Counters::add(&counting.stats.generations_deleted, n),
+        )?
+    };
     let writer = Writer { inner, deleter, log, gens, epoch, applied, since_checkpoint: 0 };
     std::thread::Builder::new().name("mailstore-writer".into()).spawn(move || writer.run()).at(dir)
 }
@@ -510,17 +440,19 @@ impl<M: StateMachine> Writer<M> {
         if self.inner.options.durability == Durability::Relaxed || clean {
             self.log.sync()?;
         }
-        self.inner.state.env.force_sync()?;
         {
             let mut file = self.inner.checkpoint.lock();
             let current = file.current();
-            file.write(Checkpoint {
-                lsn: self.applied,
-                epoch: self.epoch,
-                backup_lsn: backup.map_or(current.backup_lsn, |b| b.max(current.backup_lsn)),
-                clean,
-                ..current
-            })?;
+            file.write_after_sync(
+                &self.inner.state.env,
+                Checkpoint {
+                    lsn: self.applied,
+                    epoch: self.epoch,
+                    backup_lsn: backup.map_or(current.backup_lsn, |b| b.max(current.backup_lsn)),
+                    clean,
+                    ..current
+                },
+            )?;
             self.inner.live.lock().checkpoint = file.current();
         }
         self.since_checkpoint = 0;

@@ -57,6 +57,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 128;
 /// Length of a record frame's header.
 pub const FRAME_HEADER_LEN: usize = 16;
+/// The end marker: a frame header of zeros, written after the last record of every batch.
+pub const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
 /// The largest payload one record may carry (64 MiB). Decoders reject larger lengths before allocating.
 pub const MAX_RECORD_LEN: usize = 64 << 20;
 
@@ -199,19 +201,23 @@ impl RecordSeal {
         out.extend_from_slice(payload);
     }
 
+    /// The frames of `bytes` in order, from its start: see [`Frames`].
+    pub fn frames<'a>(&self, bytes: &'a [u8]) -> Frames<'a, '_> {
+        Frames { seal: self, bytes, offset: 0, done: false }
+    }
+
     /// Decodes the frame at the start of `bytes`.
     pub fn decode<'a>(&self, bytes: &'a [u8]) -> Frame<'a> {
-        if bytes.len() < FRAME_HEADER_LEN {
+        let Some(header) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
             return if bytes.iter().all(|&b| b == 0) { Frame::End } else { Frame::Invalid("partial frame header") };
-        }
-        let header = &bytes[..FRAME_HEADER_LEN];
+        };
         if header.iter().all(|&b| b == 0) {
             return Frame::End;
         }
-        let len = u32_at(header, 0) as usize;
-        if len == 0 || len > MAX_RECORD_LEN {
+        let Some(frame_len) = frame_len(header) else {
             return Frame::Invalid("record length out of range");
-        }
+        };
+        let len = frame_len - FRAME_HEADER_LEN;
         if bytes.len() - FRAME_HEADER_LEN < len {
             return Frame::Invalid("record extends past the end of the file");
         }
@@ -221,6 +227,48 @@ impl RecordSeal {
             return Frame::Invalid("record checksum mismatch");
         }
         Frame::Record { lsn, payload, frame_len: FRAME_HEADER_LEN + len }
+    }
+}
+
+/// The length of the whole frame whose header `header` starts with (its first [`FRAME_HEADER_LEN`] bytes), or
+/// `None` when its payload length is out of range (`0`, the end marker, or above [`MAX_RECORD_LEN`]). It reads
+/// the length only: the checksum is [`RecordSeal::decode`]'s, once the payload is at hand.
+pub fn frame_len(header: &[u8; FRAME_HEADER_LEN]) -> Option<usize> {
+    let len = u32_at(header, 0) as usize;
+    (1..=MAX_RECORD_LEN).contains(&len).then_some(FRAME_HEADER_LEN + len)
+}
+
+/// The frames of a buffer, in order: every valid record, then the end marker or the invalid bytes that stopped
+/// the walk (once), then nothing. Each item comes with its offset in the buffer. The buffer's end counts as the
+/// end marker, so a buffer of whole frames yields them and then [`Frame::End`] at its length.
+pub struct Frames<'a, 's> {
+    seal: &'s RecordSeal,
+    bytes: &'a [u8],
+    offset: usize,
+    done: bool,
+}
+
+impl Frames<'_, '_> {
+    /// Where the next frame starts: after the walk, the end of the valid records.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+}
+
+impl<'a> Iterator for Frames<'a, '_> {
+    type Item = (usize, Frame<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let at = self.offset;
+        let frame = self.seal.decode(&self.bytes[at..]);
+        match &frame {
+            Frame::Record { frame_len, .. } => self.offset += frame_len,
+            Frame::End | Frame::Invalid(_) => self.done = true,
+        }
+        Some((at, frame))
     }
 }
 

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::log::format::{FRAME_HEADER_LEN, Frame, GenerationHeader, HEADER_LEN, MAX_RECORD_LEN, RecordSeal};
+use crate::log::format::{FRAME_HEADER_LEN, Frame, GenerationHeader, HEADER_LEN, RecordSeal, frame_len};
 use crate::types::{Guid, Lsn};
 
 /// One valid record, as a scan finds it.
@@ -28,6 +28,11 @@ pub const TMP_SUFFIX: &str = ".log.tmp";
 /// The file name of `generation`: sixteen decimal digits, so a plain sort lists generations in order.
 pub fn file_name(generation: u64) -> String {
     format!("{generation:016}.log")
+}
+
+/// The temporary name `generation` has while it is created or recycled (see [`TMP_SUFFIX`]).
+pub fn tmp_file_name(generation: u64) -> String {
+    format!("{generation:016}{TMP_SUFFIX}")
 }
 
 /// The generation number a file name stands for, if it is a generation's name.
@@ -161,14 +166,12 @@ pub fn scan(
     let bytes = read_file(path)?;
     let header = check_header(path, &bytes, expect_guid)?;
     let seal = RecordSeal::for_header(&header);
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&bytes[..HEADER_LEN]);
-    let mut offset = HEADER_LEN;
     let mut expected = header.first_lsn;
-    let mut records = 0u64;
+    let mut end = HEADER_LEN;
     let mut damage = None;
-    loop {
-        match seal.decode(&bytes[offset..]) {
+    for (at, frame) in seal.frames(&bytes[HEADER_LEN..]) {
+        let offset = HEADER_LEN + at;
+        match frame {
             Frame::End => break,
             Frame::Record { lsn, payload, frame_len } if lsn == expected => {
                 // A payload that does not decode is damage at this record: name the file and offset.
@@ -178,10 +181,8 @@ pub fn scan(
                     }
                     e => e,
                 })?;
-                hasher.update(&bytes[offset..offset + frame_len]);
-                offset += frame_len;
                 expected += 1;
-                records += 1;
+                end = offset + frame_len;
             }
             Frame::Record { .. } => {
                 damage = Some(damaged_at(&seal, &bytes, offset, expected, "record carries an unexpected LSN"));
@@ -196,10 +197,10 @@ pub fn scan(
     Ok(Scan {
         path: path.to_path_buf(),
         header,
-        records,
+        records: expected - header.first_lsn,
         last_lsn: expected - 1,
-        end_offset: offset as u64,
-        checksum: hasher.finalize(),
+        end_offset: end as u64,
+        checksum: crc32fast::hash(&bytes[..end]),
         file_len: bytes.len() as u64,
         damage,
     })
@@ -212,11 +213,11 @@ fn damaged_at(seal: &RecordSeal, bytes: &[u8], offset: usize, expected: Lsn, rea
     let mut p = offset + 1;
     while p + FRAME_HEADER_LEN <= bytes.len() {
         // Cheap filters first: a plausible length and LSN, then the checksum.
-        let len = u32::from_le_bytes([bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]]) as usize;
-        let lsn_bytes: [u8; 8] = bytes[p + 8..p + 16].try_into().unwrap_or([0; 8]);
-        let lsn = u64::from_le_bytes(lsn_bytes);
-        if len > 0
-            && len <= MAX_RECORD_LEN
+        let Some(header) = bytes[p..].first_chunk::<FRAME_HEADER_LEN>() else { break };
+        let lsn = u64::from_le_bytes([
+            header[8], header[9], header[10], header[11], header[12], header[13], header[14], header[15],
+        ]);
+        if frame_len(header).is_some()
             && lsn >= expected
             && lsn - expected < (1 << 32)
             && matches!(seal.decode(&bytes[p..]), Frame::Record { .. })

@@ -42,6 +42,15 @@ impl Walk {
     pub fn last_lsn(&self) -> Lsn {
         self.last().last_lsn
     }
+
+    /// Discards a torn tail ([`truncate_tail`]). Returns what was found there and the number of bytes zeroed,
+    /// or `None` when the log ended cleanly.
+    pub fn discard_tail(&self) -> Result<Option<(Damage, u64)>> {
+        match &self.tail_damage {
+            None => Ok(None),
+            Some(damage) => Ok(Some((damage.clone(), truncate_tail(self.last())?))),
+        }
+    }
 }
 
 /// Walks the log in `dir` from the generation that holds `from_lsn` (or from the first generation present when

@@ -1,7 +1,10 @@
 //! Appending to the log: the current generation, batches of records, and rolling to the next generation.
 //!
-//! Only the engine's writer thread owns a [`LogWriter`]. It never syncs on its own initiative: the engine
-//! decides when a batch must be durable ([`LogWriter::sync`]), which is what makes group commit possible.
+//! A [`LogWriter`] is owned by the one thread that writes a database's log: the engine's writer thread on an
+//! active database, the copier on a passive copy (which appends frames the active sealed and the copy
+//! inspected). It never syncs on its own initiative: its owner decides when a batch must be durable
+//! ([`LogWriter::sync`]), which is what makes group commit possible. Every write, sync and creation goes through
+//! the fail points `log::append::write`, `log::append::sync`, `log::roll::create` and `log::roll::sync`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -10,11 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fault::fail_io;
-use crate::log::format::{FRAME_HEADER_LEN, GenerationHeader, HEADER_LEN, MAX_RECORD_LEN, RecordSeal};
-use crate::log::generation::{self, Scan, TMP_SUFFIX};
+use crate::log::format::{END_MARKER, FRAME_HEADER_LEN, GenerationHeader, HEADER_LEN, MAX_RECORD_LEN, RecordSeal};
+use crate::log::generation::{self, Scan};
 use crate::types::{Guid, Lsn, now_micros};
-
-const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
 
 /// The appender of one database's log.
 pub struct LogWriter {
@@ -54,8 +55,22 @@ impl LogWriter {
             created_micros: now_micros(),
             prev_checksum: 0,
         };
-        let (file, path) = create_generation(dir, &header, target_size, None)?;
+        let (file, path) = create_generation(dir, header.generation, &header.encode(), target_size, None)?;
         Ok(Self::new(dir, file, path, header, target_size))
+    }
+
+    /// Starts generation `header.generation` of a passive copy's log with `bytes`, the generation's first bytes
+    /// as its active wrote them (the header, then whole record frames up to LSN `next_lsn - 1`), already
+    /// inspected. Created like any generation (temporary name, sync, rename, directory sync), without
+    /// preallocation: a copy's generation grows with what it receives.
+    pub fn start_copied(dir: &Path, header: GenerationHeader, bytes: &[u8], next_lsn: Lsn) -> Result<Self> {
+        let (file, path) = create_generation(dir, header.generation, bytes, 0, None)?;
+        let mut writer = Self::new(dir, file, path, header, 0);
+        writer.offset = bytes.len() as u64;
+        writer.hasher = crc32fast::Hasher::new();
+        writer.hasher.update(bytes);
+        writer.next_lsn = next_lsn;
+        Ok(writer)
     }
 
     /// Continues appending to the generation that `last` scanned, after its last valid record.
@@ -67,11 +82,8 @@ impl LogWriter {
         let mut writer = Self::new(dir, file, last.path.clone(), last.header, target_size);
         writer.offset = last.end_offset;
         writer.next_lsn = last.next_lsn();
-        // Re-hash the valid prefix: the chain checksum covers the whole generation.
-        let mut prefix = vec![0u8; last.end_offset as usize];
-        writer.file.read_exact_at(&mut prefix, 0).at(&last.path)?;
-        writer.hasher = crc32fast::Hasher::new();
-        writer.hasher.update(&prefix);
+        // The chain checksum covers the whole generation: continue from the scan's.
+        writer.hasher = crc32fast::Hasher::new_with_initial_len(last.checksum, last.end_offset);
         Ok(writer)
     }
 
@@ -135,14 +147,35 @@ impl LogWriter {
         if lsn == self.next_lsn {
             return Ok(lsn - 1);
         }
-        let records_len = self.frames.len();
-        self.frames.extend_from_slice(&END_MARKER);
-        write_at(&self.file, &self.frames, self.offset).at(&self.path)?;
-        self.hasher.update(&self.frames[..records_len]);
-        self.offset += records_len as u64;
-        self.next_lsn = lsn;
-        self.dirty = true;
+        let mut frames = std::mem::take(&mut self.frames);
+        let written = self.write_frames(&mut frames, lsn - 1);
+        self.frames = frames;
+        written?;
         Ok(lsn - 1)
+    }
+
+    /// Writes `frames`, whole record frames sealed for this generation whose last record is `last_lsn` (a
+    /// passive copy appends what its active sealed, after inspecting it), followed by the end marker, without
+    /// syncing. On error nothing is promised about the file's tail.
+    pub fn append_frames(&mut self, frames: &[u8], last_lsn: Lsn) -> Result<()> {
+        let mut buf = Vec::with_capacity(frames.len() + FRAME_HEADER_LEN);
+        buf.extend_from_slice(frames);
+        self.write_frames(&mut buf, last_lsn)
+    }
+
+    /// Writes the frames in `buf` and the end marker after them at the end of the valid records (`buf` is
+    /// given back as it came).
+    fn write_frames(&mut self, buf: &mut Vec<u8>, last_lsn: Lsn) -> Result<()> {
+        let records_len = buf.len();
+        buf.extend_from_slice(&END_MARKER);
+        let written = write_at(&self.file, buf, self.offset).at(&self.path);
+        buf.truncate(records_len);
+        written?;
+        self.hasher.update(buf);
+        self.offset += records_len as u64;
+        self.next_lsn = last_lsn + 1;
+        self.dirty = true;
+        Ok(())
     }
 
     /// Makes every record written so far durable (`fdatasync`).
@@ -170,21 +203,26 @@ impl LogWriter {
             created_micros: now_micros(),
             prev_checksum: self.hasher.clone().finalize(),
         };
-        let (file, path) = create_generation(&self.dir, &header, self.target_size, recycle)?;
+        let (file, path) =
+            create_generation(&self.dir, header.generation, &header.encode(), self.target_size, recycle)?;
         *self = Self::new(&self.dir, file, path, header, self.target_size);
         Ok(if recycle.is_some() { RollKind::Recycled } else { RollKind::Created })
     }
 }
 
-/// Prepares generation `header.generation` under a temporary name and renames it into place.
+/// Prepares `generation` under a temporary name, holding `head` (its header, and for a copied generation the
+/// frames that came with it) and an end marker, preallocated to `target_size`; then syncs it, renames it into
+/// place and syncs the directory: a crash leaves either no new generation or a complete one. `recycle` is an
+/// old generation's file to reuse instead of creating one (circular logging).
 fn create_generation(
     dir: &Path,
-    header: &GenerationHeader,
+    generation: u64,
+    head: &[u8],
     target_size: u64,
     recycle: Option<&Path>,
 ) -> Result<(File, PathBuf)> {
-    let final_path = dir.join(generation::file_name(header.generation));
-    let tmp_path = dir.join(format!("{:016}{TMP_SUFFIX}", header.generation));
+    let final_path = dir.join(generation::file_name(generation));
+    let tmp_path = dir.join(generation::tmp_file_name(generation));
     let file = (|| -> io::Result<File> {
         fail_io!("log::roll::create");
         let file = match recycle {
@@ -198,10 +236,10 @@ fn create_generation(
                 f
             }
         };
-        let mut head = Vec::with_capacity(HEADER_LEN + FRAME_HEADER_LEN);
-        head.extend_from_slice(&header.encode());
-        head.extend_from_slice(&END_MARKER);
-        file.write_all_at(&head, 0)?;
+        let mut bytes = Vec::with_capacity(head.len() + FRAME_HEADER_LEN);
+        bytes.extend_from_slice(head);
+        bytes.extend_from_slice(&END_MARKER);
+        file.write_all_at(&bytes, 0)?;
         Ok(file)
     })()
     .at(&tmp_path)?;

@@ -71,29 +71,29 @@ pub(crate) fn inspect<Op: DeserializeOwned>(expect: &Expect, chunk: &Chunk) -> R
         }
         (None, RecordSeal::for_header(&tail.header), 0, tail.next_lsn)
     };
-    let bytes = &chunk.bytes;
-    let mut at = records_from;
+    let bytes = &chunk.bytes[records_from..];
     let mut expected = first;
-    let mut records = 0u64;
-    while at < bytes.len() {
-        match seal.decode(&bytes[at..]) {
-            Frame::Record { lsn, payload, frame_len } if lsn == expected => {
+    for (at, frame) in seal.frames(bytes) {
+        match frame {
+            Frame::Record { lsn, payload, .. } if lsn == expected => {
                 codec::decode::<Op>(payload).map_err(|e| Error::ChunkRejected {
                     reason: format!("generation {generation}: record LSN {lsn} does not decode: {e}"),
                 })?;
-                at += frame_len;
                 expected += 1;
-                records += 1;
             }
             Frame::Record { lsn, .. } => {
                 return reject(format!("generation {generation}: record LSN {lsn} where {expected} was due"));
             }
+            // The chunk's end: every byte of it was a whole record.
+            Frame::End if at == bytes.len() => break,
             Frame::End => return reject(format!("generation {generation}: end marker inside a chunk")),
             Frame::Invalid(why) => {
-                return reject(format!("generation {generation} offset {}: {why}", expect.offset + at as u64));
+                let offset = expect.offset + (records_from + at) as u64;
+                return reject(format!("generation {generation} offset {offset}: {why}"));
             }
         }
     }
+    let records = expected - first;
     Ok(Inspected { header, last_lsn: expected - 1, records })
 }
 

@@ -224,16 +224,11 @@ fn prefix_through(path: &Path, header: &GenerationHeader, lsn: Lsn) -> Result<Op
         return Ok(Some((HEADER_LEN as u64, crc32fast::hash(&bytes[..HEADER_LEN.min(bytes.len())]))));
     }
     let seal = RecordSeal::for_header(header);
-    let mut at = HEADER_LEN;
-    while at < bytes.len() {
-        match seal.decode(&bytes[at..]) {
-            Frame::Record { lsn: l, frame_len, .. } => {
-                at += frame_len;
-                if l == lsn {
-                    return Ok(Some((at as u64, crc32fast::hash(&bytes[..at]))));
-                }
-            }
-            _ => break,
+    for (at, frame) in seal.frames(&bytes[HEADER_LEN.min(bytes.len())..]) {
+        let Frame::Record { lsn: l, frame_len, .. } = frame else { break };
+        if l == lsn {
+            let end = HEADER_LEN + at + frame_len;
+            return Ok(Some((end as u64, crc32fast::hash(&bytes[..end]))));
         }
     }
     Ok(None)

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::engine::{Engine, LOGS_DIR, LogPin, LogPosition, StateMachine};
 use crate::error::{Error, IoContext, Result};
-use crate::log::format::{FRAME_HEADER_LEN, HEADER_LEN};
+use crate::log::format::{FRAME_HEADER_LEN, HEADER_LEN, frame_len};
 use crate::log::generation;
 use crate::replication::protocol::{
     Chunk, CopyId, Hello, LogSource, MAX_CHUNK_BYTES, ReadRequest, SnapshotPart, SnapshotRequest, SourceInfo,
@@ -188,11 +188,10 @@ fn read_frames(file: &File, path: &Path, offset: u64, end: u64, max: usize) -> R
     let mut header = [0u8; FRAME_HEADER_LEN];
     while at + FRAME_HEADER_LEN as u64 <= end {
         file.read_exact_at(&mut header, at).at(path)?;
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
-        let next = at + FRAME_HEADER_LEN as u64 + len;
-        if len == 0 || next > end {
+        let next = frame_len(&header).map(|len| at + len as u64).filter(|&next| next <= end);
+        let Some(next) = next else {
             return Err(Error::corrupted(path, at, "frame does not end within the durable log"));
-        }
+        };
         if next > limit && at > start.max(HEADER_LEN as u64) {
             break;
         }

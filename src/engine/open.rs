@@ -1,0 +1,78 @@
+//! Opening an existing database directory: the one step an active mount ([`Engine::mount`](super::Engine::mount),
+//! through recovery) and a passive copy ([`PassiveCopy::open`](crate::replication::PassiveCopy::open)) share.
+//!
+//! With the directory's lock held by the caller, it opens the checkpoint file and the state store, checks that
+//! they belong together and to this state machine, and removes what an interrupted generation create left
+//! (`*.log.tmp`). What each caller then does with the log differs (recovery replays it, a copy resumes copying
+//! and replaying), but both judge it with the same walk ([`verify::walk`](crate::log::verify::walk)) and
+//! discard a torn tail the same way ([`Walk::discard_tail`](crate::log::verify::Walk::discard_tail)).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::engine::checkpoint::CheckpointFile;
+use crate::engine::state::{self, Meta, MetaValues, StateStore};
+use crate::engine::{Durability, LOGS_DIR, StateMachine};
+use crate::error::{Error, IoContext, Result};
+use crate::log::generation;
+use crate::types::Guid;
+
+/// A database directory, open and checked, before its log is read.
+pub(crate) struct OpenDir<M: StateMachine> {
+    pub(crate) state: StateStore<M>,
+    /// The engine's metadata as the state store holds it.
+    pub(crate) meta: MetaValues,
+    pub(crate) checkpoint: CheckpointFile,
+    /// Leftovers of an interrupted generation create, removed.
+    pub(crate) leftovers_removed: Vec<PathBuf>,
+}
+
+impl<M: StateMachine> OpenDir<M> {
+    /// Opens the database in `dir`, whose exclusive lock (`DirLock`) the caller holds, with the state store
+    /// flags of `durability`. Fails with [`Error::ForeignDatabase`] when
+    /// the checkpoint file and the state store belong to different databases, and with
+    /// [`Error::NotADatabase`] when the state store holds no metadata or was created for another machine.
+    pub(crate) fn open(dir: &Path, durability: Durability) -> Result<Self> {
+        let checkpoint = CheckpointFile::open(dir)?;
+        let guid = checkpoint.current().guid;
+        let env = state::open_env(dir, durability, false)?;
+        let no_meta = || Error::NotADatabase {
+            path: dir.join(state::STATE_DIR),
+            reason: "the state store holds no engine metadata".into(),
+        };
+        let meta = Meta::open(&env)?.ok_or_else(no_meta)?;
+        let values = {
+            let txn = env.read_txn()?;
+            meta.read(&txn)?.ok_or_else(no_meta)?
+        };
+        if values.guid != guid {
+            return Err(Error::ForeignDatabase {
+                file: dir.join(state::STATE_DIR),
+                expected: guid,
+                found: values.guid,
+            });
+        }
+        if values.machine != M::NAME {
+            return Err(Error::NotADatabase {
+                path: dir.to_path_buf(),
+                reason: format!("it was created for state machine {:?}, not {:?}", values.machine, M::NAME),
+            });
+        }
+        let state = StateStore::<M>::create(env)?;
+        let logs = dir.join(LOGS_DIR);
+        fs::create_dir_all(&logs).at(&logs)?;
+        let leftovers_removed = generation::list(&logs)?.leftovers;
+        if !leftovers_removed.is_empty() {
+            for path in &leftovers_removed {
+                fs::remove_file(path).at(path)?;
+            }
+            crate::fsutil::sync_dir(&logs)?;
+        }
+        Ok(OpenDir { state, meta: values, checkpoint, leftovers_removed })
+    }
+
+    /// The database's GUID.
+    pub(crate) fn guid(&self) -> Guid {
+        self.meta.guid
+    }
+}
