@@ -15,7 +15,6 @@ use crate::engine::state::{self, Meta, MetaValues, StateStore};
 use crate::engine::{Durability, LOGS_DIR, StateMachine};
 use crate::error::{Error, IoContext, Result};
 use crate::log::generation;
-use crate::types::Guid;
 
 /// A database directory, open and checked, before its log is read.
 pub(crate) struct OpenDir<M: StateMachine> {
@@ -69,10 +68,5 @@ impl<M: StateMachine> OpenDir<M> {
             crate::fsutil::sync_dir(&logs)?;
         }
         Ok(OpenDir { state, meta: values, checkpoint, leftovers_removed })
-    }
-
-    /// The database's GUID.
-    pub(crate) fn guid(&self) -> Guid {
-        self.meta.guid
     }
 }

@@ -125,6 +125,12 @@ impl LogWriter {
         self.offset
     }
 
+    /// CRC32 of the current generation's bytes up to its last record: what the next generation's header
+    /// records as `prev_checksum`.
+    pub fn checksum(&self) -> u32 {
+        self.hasher.clone().finalize()
+    }
+
     /// True once the current generation has reached its target size: roll before the next batch.
     pub fn is_full(&self) -> bool {
         self.offset >= self.target_size
@@ -201,7 +207,7 @@ impl LogWriter {
             epoch,
             first_lsn: self.next_lsn,
             created_micros: now_micros(),
-            prev_checksum: self.hasher.clone().finalize(),
+            prev_checksum: self.checksum(),
         };
         let (file, path) =
             create_generation(&self.dir, header.generation, &header.encode(), self.target_size, recycle)?;

@@ -1,8 +1,6 @@
 //! The copier thread: it asks the source for the log, has every chunk inspected, and only then writes and syncs
 //! it to the copy's own log (creating each new generation), recording the source's position and epochs.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +9,12 @@ use super::admin::learn_epoch;
 use super::shared::{LocalGen, Shared, Tail};
 use super::status::CopyState;
 use crate::engine::{LOGS_DIR, StateMachine};
-use crate::error::{Error, IoContext, Result};
-use crate::log::format::{FRAME_HEADER_LEN, GenerationHeader};
-use crate::log::generation::{self, TMP_SUFFIX};
+use crate::error::{Error, Result};
+use crate::log::LogWriter;
+use crate::log::format::GenerationHeader;
 use crate::replication::inspect::{Expect, Inspected, TailView, inspect, inspect_origin};
 use crate::replication::protocol::{Chunk, ReadRequest, SourceInfo};
-use crate::types::{Lsn, now_micros};
-
-const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
+use crate::types::now_micros;
 
 /// The copier + inspector thread.
 pub(super) struct Copier<M: StateMachine> {
@@ -72,8 +68,8 @@ impl<M: StateMachine> Copier<M> {
     fn step(&mut self) -> Result<()> {
         let shared = &self.shared;
         let (generation, offset) = match &self.tail {
-            Some(t) if t.closed => (t.generation + 1, 0),
-            Some(t) => (t.generation, t.offset),
+            Some(t) if t.closed => (t.generation() + 1, 0),
+            Some(t) => (t.generation(), t.log.offset()),
             None => (self.seed_generation()?, 0),
         };
         let (known_epoch, durable_lsn, keep_lsn) = {
@@ -147,9 +143,9 @@ impl<M: StateMachine> Copier<M> {
             generation,
             offset,
             tail: self.tail.as_ref().map(|t| TailView {
-                header: t.header,
-                next_lsn: t.next_lsn,
-                chain: t.chain.clone().finalize(),
+                header: *t.log.header(),
+                next_lsn: t.log.next_lsn(),
+                chain: t.log.checksum(),
             }),
             want_lsn,
         };
@@ -158,7 +154,7 @@ impl<M: StateMachine> Copier<M> {
             inspect_origin(&expect, &chunk)?;
             if chunk.closed
                 && let Some(t) = &mut self.tail
-                && t.generation == generation
+                && t.generation() == generation
             {
                 t.closed = true;
             }
@@ -166,10 +162,10 @@ impl<M: StateMachine> Copier<M> {
         }
         let Inspected { header, last_lsn, records } = inspect::<M::Op>(&expect, &chunk)?;
         let bytes = &chunk.bytes;
-        let expected = last_lsn + 1;
         // Write and sync, then publish.
         if let Some(header) = header {
-            let tail = self.create_generation(header, bytes, expected)?;
+            let logs = shared.dir.join(LOGS_DIR);
+            let log = LogWriter::start_copied(&logs, header, bytes, last_lsn + 1)?;
             let mut p = shared.progress.lock();
             if let Some(prev) = p.gens.values_mut().last() {
                 prev.closed_micros = Some(header.created_micros);
@@ -178,26 +174,20 @@ impl<M: StateMachine> Copier<M> {
                 generation,
                 LocalGen {
                     header,
-                    path: tail.path.clone(),
-                    end_offset: bytes.len() as u64,
+                    path: log.path().to_path_buf(),
+                    end_offset: log.offset(),
                     last_lsn,
                     closed_micros: None,
                 },
             );
             drop(p);
-            self.tail = Some(tail);
+            self.tail = Some(Tail { log, closed: false });
         } else if let Some(t) = &mut self.tail {
-            let mut out = Vec::with_capacity(bytes.len() + FRAME_HEADER_LEN);
-            out.extend_from_slice(bytes);
-            out.extend_from_slice(&END_MARKER);
-            t.file.write_all_at(&out, t.offset).at(&t.path)?;
-            t.file.sync_data().at(&t.path)?;
-            t.chain.update(bytes);
-            t.offset += bytes.len() as u64;
-            t.next_lsn = expected;
+            t.log.append_frames(bytes, last_lsn)?;
+            t.log.sync()?;
             let mut p = shared.progress.lock();
             if let Some(local) = p.gens.get_mut(&generation) {
-                local.end_offset = t.offset;
+                local.end_offset = t.log.offset();
                 local.last_lsn = last_lsn;
             }
         }
@@ -211,8 +201,8 @@ impl<M: StateMachine> Copier<M> {
                 p.copied_micros = now_micros();
             }
             if let Some(t) = &self.tail {
-                p.copied_generation = t.generation;
-                p.copied_offset = t.offset;
+                p.copied_generation = t.generation();
+                p.copied_offset = t.log.offset();
             }
         }
         shared.changed.notify_all();
@@ -230,39 +220,6 @@ impl<M: StateMachine> Copier<M> {
         }
         drop(p);
         learn_epoch(&self.shared, source.epoch)
-    }
-
-    /// Creates a generation file holding `bytes` (header and records) and an end marker, durably.
-    /// `next_lsn` is the LSN after the last record in `bytes`, as inspection found it.
-    fn create_generation(&self, header: GenerationHeader, bytes: &[u8], next_lsn: Lsn) -> Result<Tail> {
-        let logs = self.shared.dir.join(LOGS_DIR);
-        let path = logs.join(generation::file_name(header.generation));
-        let tmp = logs.join(format!("{:016}{TMP_SUFFIX}", header.generation));
-        let file = (|| -> std::io::Result<File> {
-            let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
-            let mut out = Vec::with_capacity(bytes.len() + FRAME_HEADER_LEN);
-            out.extend_from_slice(bytes);
-            out.extend_from_slice(&END_MARKER);
-            file.write_all_at(&out, 0)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            Ok(file)
-        })()
-        .at(&path)?;
-        crate::fsutil::sync_dir(&logs)?;
-        let mut chain = crc32fast::Hasher::new();
-        chain.update(bytes);
-        let records_end = bytes.len() as u64;
-        Ok(Tail {
-            generation: header.generation,
-            header,
-            file,
-            path,
-            offset: records_end,
-            next_lsn,
-            chain,
-            closed: false,
-        })
     }
 }
 

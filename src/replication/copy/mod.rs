@@ -26,7 +26,7 @@ mod snapshots;
 mod status;
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,13 +40,12 @@ use self::copier::Copier;
 use self::replay::Replayer;
 use self::shared::{LocalGen, Progress, Shared, Tail};
 use self::status::status_of;
-use crate::engine::checkpoint::CheckpointFile;
-use crate::engine::state::{self, Meta, StateStore};
+use crate::engine::open::OpenDir;
+use crate::engine::state::StateStore;
 use crate::engine::{Checkpoint, Durability, Engine, LOGS_DIR, Options, StateMachine, read_fence};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
-use crate::log::generation;
-use crate::log::verify;
+use crate::log::{LogWriter, generation, verify};
 use crate::replication::protocol::{CopyId, LogSource};
 use crate::types::{Guid, Lsn};
 
@@ -98,9 +97,9 @@ impl<M: StateMachine> PassiveCopy<M> {
             StateSync::EveryBatch => Durability::Full,
             StateSync::AtCheckpoint => Durability::Relaxed,
         };
-        let env = state::open_env(&dir, durability, false)?;
+        let OpenDir { state, meta, checkpoint, .. } = OpenDir::<M>::open(&dir, durability)?;
         // Whatever an earlier run of this boot left unsynced is in the page cache: make it durable now.
-        env.force_sync()?;
+        state.env.force_sync()?;
         match (options.state_sync, boot_id()) {
             (StateSync::AtCheckpoint, Some(id)) => crate::fsutil::replace_file(&dir, UNSYNCED_FILE, id.as_bytes())?,
             (StateSync::AtCheckpoint, None) => {
@@ -116,105 +115,21 @@ impl<M: StateMachine> PassiveCopy<M> {
             }
             (StateSync::EveryBatch, _) => {}
         }
-        let no_meta = || Error::NotADatabase {
-            path: dir.join(state::STATE_DIR),
-            reason: "the copy's state holds no metadata".into(),
-        };
-        let meta = Meta::open(&env)?.ok_or_else(no_meta)?;
-        let values = {
-            let txn = env.read_txn()?;
-            meta.read(&txn)?.ok_or_else(no_meta)?
-        };
-        if values.machine != M::NAME {
-            return Err(Error::NotADatabase {
-                path: dir.clone(),
-                reason: format!("it is a copy of a {:?} database, not {:?}", values.machine, M::NAME),
-            });
-        }
-        let state = StateStore::<M>::create(env)?;
-        let checkpoint = CheckpointFile::open(&dir)?;
-        let guid = values.guid;
+        let guid = meta.guid;
+        let replayed = meta.applied_lsn;
         let logs = dir.join(LOGS_DIR);
-        fs::create_dir_all(&logs).at(&logs)?;
-        let listing = generation::list(&logs)?;
-        for leftover in &listing.leftovers {
-            fs::remove_file(leftover).at(leftover)?;
-        }
-
-        // The local log: headers of all, a scan of the last (a torn chunk write is discarded; it is copied again).
-        let mut gens = BTreeMap::new();
-        let mut known_epoch = values.epoch.max(read_fence(&dir)?.unwrap_or(0));
-        let mut previous: Option<u64> = None;
-        for (number, path) in &listing.generations {
-            let header = generation::read_header(path, Some(guid))?;
-            if let Some(prev) = previous
-                && prev + 1 != *number
-            {
-                return Err(Error::MissingGeneration {
-                    generation: prev + 1,
-                    file: logs.join(generation::file_name(prev + 1)),
-                });
-            }
-            previous = Some(*number);
-            known_epoch = known_epoch.max(header.epoch);
-            if let Some(last) = gens.values_mut().last() {
-                let last: &mut LocalGen = last;
-                last.closed_micros = Some(header.created_micros);
-                last.last_lsn = header.first_lsn - 1;
-            }
-            gens.insert(
-                *number,
-                LocalGen {
-                    header,
-                    path: path.clone(),
-                    end_offset: 0,
-                    last_lsn: header.first_lsn - 1,
-                    closed_micros: None,
-                },
-            );
-        }
-        // Scan every generation replay still needs (end offsets), and the last one for the tail.
-        let replayed = values.applied_lsn;
-        let mut tail = None;
-        let numbers: Vec<u64> = gens.keys().copied().collect();
-        for (i, number) in numbers.iter().enumerate() {
-            let is_last = i + 1 == numbers.len();
-            let Some(local) = gens.get_mut(number) else { continue };
-            if !is_last && local.last_lsn <= replayed {
-                continue;
-            }
-            let scan = generation::scan(&local.path, Some(guid), |_| Ok(()))?;
-            if let Some(damage) = &scan.damage {
-                if !is_last || damage.valid_record_after.is_some() {
-                    return Err(Error::corrupted(&local.path, damage.offset, damage.reason));
-                }
-                verify::truncate_tail(&scan)?;
-            }
-            local.end_offset = scan.end_offset;
-            local.last_lsn = scan.last_lsn;
-            if is_last {
-                let file = OpenOptions::new().read(true).write(true).open(&scan.path).at(&scan.path)?;
-                tail = Some(Tail {
-                    generation: *number,
-                    header: scan.header,
-                    file,
-                    path: scan.path.clone(),
-                    offset: scan.end_offset,
-                    next_lsn: scan.next_lsn(),
-                    chain: crc32fast::Hasher::new_with_initial_len(scan.checksum, scan.end_offset),
-                    closed: false,
-                });
-            }
-        }
-        let copied_lsn = tail.as_ref().map_or(replayed, |t| t.next_lsn - 1).max(replayed);
+        let (gens, tail) = open_log(&logs, guid, replayed)?;
+        let known_epoch =
+            gens.values().map(|g| g.header.epoch).fold(meta.epoch.max(read_fence(&dir)?.unwrap_or(0)), u64::max);
+        let copied_lsn = tail.as_ref().map_or(replayed, |t| t.log.next_lsn() - 1).max(replayed);
         if replayed > copied_lsn {
             return Err(Error::StateAheadOfLog { applied: replayed, log_end: copied_lsn });
         }
         let checkpoint_lsn = checkpoint.current().lsn;
         let progress = Progress {
             copied_lsn,
-            copied_generation: tail.as_ref().map_or(0, |t| t.generation),
-            copied_offset: tail.as_ref().map_or(0, |t| t.offset),
+            copied_generation: tail.as_ref().map_or(0, Tail::generation),
+            copied_offset: tail.as_ref().map_or(0, |t| t.log.offset()),
             replayed_lsn: replayed,
             known_epoch,
             gens,
@@ -410,6 +325,7 @@ impl<M: StateMachine> PassiveCopy<M> {
 
     fn close_state(&self) -> Result<()> {
         let shared = &self.shared;
+        // The state is durable before the marker that says it may not be goes.
         self.state.env.force_sync()?;
         let marker = shared.dir.join(UNSYNCED_FILE);
         if marker.exists() {
@@ -419,7 +335,7 @@ impl<M: StateMachine> PassiveCopy<M> {
         let replayed = shared.progress.lock().replayed_lsn;
         let mut ck = shared.checkpoint.lock();
         let current = ck.current();
-        ck.write(Checkpoint { lsn: replayed, clean: true, ..current })?;
+        ck.write_after_sync(&self.state.env, Checkpoint { lsn: replayed, clean: true, ..current })?;
         let mut p = shared.progress.lock();
         shared.save_admin(&p)?;
         p.state = CopyState::Dismounted;
@@ -434,4 +350,33 @@ impl<M: StateMachine> Drop for PassiveCopy<M> {
             let _ = self.close_state();
         }
     }
+}
+
+/// The copy's own log, judged by the engine's walk from the generation holding the first record replay still
+/// needs (a freshly seeded copy has none yet): every generation present, scanned from there on, and the last
+/// one opened for appending after a torn chunk write is discarded (the copier asks for it again).
+fn open_log(logs: &Path, guid: Guid, replayed: Lsn) -> Result<(BTreeMap<u64, LocalGen>, Option<Tail>)> {
+    if generation::list(logs)?.generations.is_empty() {
+        return Ok((BTreeMap::new(), None));
+    }
+    let walk = verify::walk(logs, guid, Some(replayed + 1), |_| Ok(()))?;
+    walk.discard_tail()?;
+    let mut gens = BTreeMap::new();
+    let mut headers = walk.present.iter().peekable();
+    while let Some((header, path)) = headers.next() {
+        let next = headers.peek().map(|(next, _)| next);
+        let scan = walk.scans.iter().find(|s| s.header.generation == header.generation);
+        gens.insert(
+            header.generation,
+            LocalGen {
+                header: *header,
+                path: path.clone(),
+                end_offset: scan.map_or(0, |s| s.end_offset),
+                last_lsn: scan.map_or_else(|| next.map_or(header.first_lsn, |n| n.first_lsn) - 1, |s| s.last_lsn),
+                closed_micros: next.map(|n| n.created_micros),
+            },
+        );
+    }
+    let log = LogWriter::resume(logs, walk.last(), 0)?;
+    Ok((gens, Some(Tail { log, closed: false })))
 }

@@ -2,7 +2,6 @@
 //! local log's generations and tail, and the `Shared` handle with its stop flag and write gate.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +15,9 @@ use super::status::CopyState;
 use crate::engine::StateMachine;
 use crate::engine::checkpoint::CheckpointFile;
 use crate::error::Result;
+use crate::log::LogWriter;
 use crate::log::format::GenerationHeader;
+use crate::log::reader::Extent;
 use crate::replication::protocol::{CopyId, LogSource, SourceInfo};
 use crate::types::{Guid, Lsn};
 
@@ -33,18 +34,26 @@ pub(super) struct LocalGen {
     pub(super) closed_micros: Option<u64>,
 }
 
+impl LocalGen {
+    /// What replay reads of it.
+    pub(super) fn extent(&self) -> Extent {
+        Extent { header: self.header, path: self.path.clone(), end_offset: self.end_offset, last_lsn: self.last_lsn }
+    }
+}
+
 /// The end of the copy's log, as the copier appends to it.
 pub(super) struct Tail {
-    pub(super) generation: u64,
-    pub(super) header: GenerationHeader,
-    pub(super) file: File,
-    pub(super) path: PathBuf,
-    pub(super) offset: u64,
-    pub(super) next_lsn: Lsn,
-    /// CRC32 of bytes `0..offset`: the next generation's `prev_checksum`.
-    pub(super) chain: crc32fast::Hasher,
+    /// The appender of the copy's last generation: the engine's own, with its fail points.
+    pub(super) log: LogWriter,
     /// The source said this generation is complete.
     pub(super) closed: bool,
+}
+
+impl Tail {
+    /// The generation being appended to.
+    pub(super) fn generation(&self) -> u64 {
+        self.log.header().generation
+    }
 }
 
 #[derive(Debug)]
