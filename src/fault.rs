@@ -1,13 +1,14 @@
 //! Fail points for fault-injection tests.
 //!
-//! With the `failpoints` feature, every write and sync of the log and of the checkpoint passes through a named
+//! With the `failpoints` feature, every write and sync of the log (an active's, and a passive copy's: both
+//! append with `log::LogWriter`) and of the checkpoint passes through a named
 //! fail point of the [`fail`](https://docs.rs/fail) crate. A test configures one with
 //! `fail::cfg("log::append::sync", "return")` (an EIO) or `"return(enospc)"` (an ENOSPC). Without the feature
 //! the macro expands to nothing.
 //!
 //! | fail point            | where                                              |
 //! |-----------------------|----------------------------------------------------|
-//! | `log::append::write`  | writing a batch of records to the current generation |
+//! | `log::append::write`  | writing a batch of records (or a copied chunk) to the current generation |
 //! | `log::append::sync`   | the `fdatasync` that makes a batch durable         |
 //! | `log::roll::create`   | creating (or recycling) the next generation         |
 //! | `log::roll::sync`     | syncing the new generation and the `logs/` directory |

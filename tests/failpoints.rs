@@ -140,3 +140,59 @@ fn failure_during_mount_leaves_the_database_mountable() {
     let db: KvEngine = Engine::mount(dir.path(), options()).unwrap();
     assert_eq!(get(&db, "k").as_deref(), Some(&b"v"[..]));
 }
+
+/// The same fail points on a passive copy's own log: its copier appends and creates generations with the
+/// engine's log writer. A failed write or sync fails the copy for good (resuming is refused, nothing after its
+/// last sync is replayed), and closing and reopening it catches up with every record.
+fn run_copy_case(fail_point: &str, arg: &str) {
+    use mailstore::replication::{CopyOptions, CopyState, LogSource, PassiveCopy, ShippingSource, SourceOptions};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let _scenario = scenario();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(KvEngine::mount(dir.path().join("active"), options()).unwrap());
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
+    db.commit(put("first", "x")).unwrap();
+    let copy_options = || CopyOptions::default().poll(Duration::from_millis(20)).chunk_bytes(4 << 10);
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy_dir = dir.path().join("copy");
+    let copy: PassiveCopy<mailstore::kv::Kv> =
+        PassiveCopy::seed(&copy_dir, source.as_ref(), log.clone(), copy_options(), |_| {}).unwrap();
+    copy.suspend().unwrap();
+    for i in 0..80 {
+        db.commit(put(&key(i), &"p".repeat(300))).unwrap();
+    }
+    db.roll_log().unwrap();
+    let head = db.status().applied_lsn;
+    // The active writes nothing from here on: only the copy's log writes reach the fail point.
+    fail::cfg(fail_point, &format!("return({arg})")).unwrap();
+    copy.resume().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while copy.status().state != CopyState::Failed {
+        assert!(Instant::now() < deadline, "{fail_point}: the copy did not fail: {:?}", copy.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = copy.status();
+    let expected = if arg == "enospc" { "No space left" } else { "Input/output error" };
+    assert!(status.reason.as_deref().unwrap_or("").contains(expected), "{fail_point}: {status:?}");
+    assert!(status.last_copied_lsn < head, "{fail_point}: copied past the failed write: {status:?}");
+    assert!(matches!(copy.resume(), Err(Error::Poisoned { .. })), "{fail_point}: a poisoned copy resumed");
+    fail::remove(fail_point);
+    copy.close().unwrap();
+
+    let copy = PassiveCopy::<mailstore::kv::Kv>::open(&copy_dir, log, copy_options()).unwrap();
+    assert!(copy.wait_replayed(head, Duration::from_secs(20)), "{fail_point}: {:?}", copy.status());
+    let copied = copy.read(|kv, txn| kv.dump(txn)).unwrap();
+    assert_eq!(copied, db.read(|kv, txn| kv.dump(txn)).unwrap(), "{fail_point}");
+    copy.close().unwrap();
+    assert!(mailstore::engine::check(&copy_dir).unwrap().healthy(), "{fail_point}");
+}
+
+#[test]
+fn copy_log_write_errors() {
+    for fail_point in ["log::append::write", "log::append::sync", "log::roll::create", "log::roll::sync"] {
+        run_copy_case(fail_point, "eio");
+        run_copy_case(fail_point, "enospc");
+    }
+}

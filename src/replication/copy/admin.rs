@@ -81,8 +81,12 @@ impl<M: StateMachine> PassiveCopy<M> {
         Ok(())
     }
 
-    /// Resumes a suspended or failed copy (clearing the failure: the copier retries where it stopped).
+    /// Resumes a suspended or failed copy (clearing the failure: the copier retries where it stopped). A copy
+    /// whose own log write or sync failed refuses with [`Error::Poisoned`]: close it and open it again.
     pub fn resume(&self) -> Result<()> {
+        if let Some(reason) = self.shared.progress.lock().poisoned.clone() {
+            return Err(Error::Poisoned { reason });
+        }
         self.set_admin(false, true)
     }
 

@@ -59,6 +59,12 @@ impl<M: StateMachine> Copier<M> {
                     shared.idle(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
+                Err(e) if is_local_io(&e, &shared.dir) => {
+                    // What the failed write or sync left of the log is unknown, and a failed fsync is never
+                    // retried (ARCHITECTURE §8): this copier writes no more; reopening the copy judges its log.
+                    shared.poison(e.to_string());
+                    return;
+                }
                 Err(e) => shared.fail(e.to_string()),
             }
         }

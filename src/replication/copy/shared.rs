@@ -62,6 +62,9 @@ pub(super) struct Progress {
     pub(super) reason: Option<String>,
     pub(super) suspended: bool,
     pub(super) failed: bool,
+    /// A write or sync of the copy's own log failed: the copier has stopped for good (a failed `fsync` is never
+    /// retried) and only closing and reopening the copy, which judges its log from disk, brings it back.
+    pub(super) poisoned: Option<String>,
     pub(super) copied_lsn: Lsn,
     pub(super) copied_micros: u64,
     pub(super) copied_generation: u64,
@@ -88,6 +91,7 @@ impl Progress {
             reason: copy.failed.clone(),
             suspended: copy.suspended,
             failed: copy.failed.is_some(),
+            poisoned: None,
             copied_lsn: 0,
             copied_micros: 0,
             copied_generation: 0,
@@ -138,9 +142,21 @@ impl<M: StateMachine> Shared<M> {
         self.changed.notify_all();
     }
 
+    /// Fails the copy after a write or sync of its own log failed (see [`Progress::poisoned`]).
+    pub(super) fn poison(&self, reason: String) {
+        let mut p = self.progress.lock();
+        let reason = format!("{reason}; close the copy and open it again");
+        p.failed = true;
+        p.reason = Some(reason.clone());
+        p.poisoned = Some(reason);
+        drop(p);
+        self.changed.notify_all();
+    }
+
     /// Writes the copy file from the progress (admin state and the source's last known position).
     pub(super) fn save_admin(&self, p: &Progress) -> Result<()> {
-        let failed = if p.failed { p.reason.clone() } else { None };
+        // A poisoned copy is failed until it is reopened, not after: that is not written down.
+        let failed = if p.failed && p.poisoned.is_none() { p.reason.clone() } else { None };
         write_copy_file(&self.dir, &CopyFile { id: self.id, suspended: p.suspended, failed, source: p.source })
     }
 
