@@ -78,21 +78,24 @@ const TABLES: [&str; 12] = [
 /// A mailbox database.
 pub type MailEngine = Engine<MailStore>;
 
+/// One of the model's LMDB databases: bytes to bytes, the keys laid out by `keys`.
+type Table = Database<'static, Bytes, Bytes>;
+
 /// The mailbox model's state: its LMDB databases (see `keys` for the layout).
 #[derive(Debug)]
 pub struct MailStore {
-    mailboxes: Database<'static, Bytes, Bytes>,
-    addresses: Database<'static, Bytes, Bytes>,
-    folders: Database<'static, Bytes, Bytes>,
-    folder_names: Database<'static, Bytes, Bytes>,
-    items: Database<'static, Bytes, Bytes>,
-    uids: Database<'static, Bytes, Bytes>,
-    bodies: Database<'static, Bytes, Bytes>,
-    changes: Database<'static, Bytes, Bytes>,
-    received: Database<'static, Bytes, Bytes>,
-    submissions: Database<'static, Bytes, Bytes>,
-    blob_refs: Database<'static, Bytes, Bytes>,
-    chunks: Database<'static, Bytes, Bytes>,
+    mailboxes: Table,
+    addresses: Table,
+    folders: Table,
+    folder_names: Table,
+    items: Table,
+    uids: Table,
+    bodies: Table,
+    changes: Table,
+    received: Table,
+    submissions: Table,
+    blob_refs: Table,
+    chunks: Table,
     /// The message bytes the current write transaction stores, until it finishes (see `bodies`).
     pending: Mutex<bodies::Pending>,
     /// Mailbox and folder records the current write transaction wrote (see [`Records`]).
@@ -134,33 +137,20 @@ impl<'e> MailDatabases<'e> {
 impl OnCommit for MailDatabases<'_> {
     type Committed = MailStore;
     fn on_commit(self, token: &CommitToken) -> MailStore {
-        let [
-            mailboxes,
-            addresses,
-            folders,
-            folder_names,
-            items,
-            uids,
-            bodies,
-            changes,
-            received,
-            submissions,
-            blob_refs,
-            chunks,
-        ] = self.0.on_commit(token);
+        let t = self.0.on_commit(token);
         MailStore {
-            mailboxes,
-            addresses,
-            folders,
-            folder_names,
-            items,
-            uids,
-            bodies,
-            changes,
-            received,
-            submissions,
-            blob_refs,
-            chunks,
+            mailboxes: t[0],
+            addresses: t[1],
+            folders: t[2],
+            folder_names: t[3],
+            items: t[4],
+            uids: t[5],
+            bodies: t[6],
+            changes: t[7],
+            received: t[8],
+            submissions: t[9],
+            blob_refs: t[10],
+            chunks: t[11],
             pending: Mutex::new(bodies::Pending::default()),
             records: Mutex::new(Records::default()),
         }
@@ -227,6 +217,40 @@ fn load<T: DeserializeOwned>(bytes: &[u8]) -> heed::Result<T> {
 
 fn store<T: Serialize>(value: &T) -> heed::Result<Vec<u8>> {
     codec::encode(value).map_err(|e| heed::Error::Encoding(Box::new(e)))
+}
+
+/// One entry of a cursor walk over a table: its key and value, read in place.
+type Entry<'t> = heed::Result<(&'t [u8], &'t [u8])>;
+
+/// A cursor walk over a table, forward or backward.
+type Walk<'t> = Box<dyn Iterator<Item = Entry<'t>> + 't>;
+
+/// The listing records of a walk over the UID index (`entries`, in the walk's order) while it stays in the
+/// folder `prefix`, at most `limit` of them; folder-associated items are left out unless `include_fai`.
+fn summaries<'t>(
+    entries: impl Iterator<Item = Entry<'t>>,
+    prefix: &[u8],
+    limit: usize,
+    include_fai: bool,
+) -> Result<Vec<ItemSummary<'t>>> {
+    let mut out = Vec::with_capacity(limit.min(1024));
+    if limit == 0 {
+        return Ok(out);
+    }
+    for entry in entries {
+        let (key, raw) = entry?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        let summary = ItemSummary::parse(key, raw)?;
+        if include_fai || !summary.fai() {
+            out.push(summary);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl MailStore {
@@ -316,20 +340,9 @@ impl MailStore {
         limit: usize,
         include_fai: bool,
     ) -> Result<Vec<ItemSummary<'t>>> {
-        let mut out = Vec::with_capacity(limit.min(1024));
         let start = keys::uid(guid, folder, from);
-        let prefix = keys::folder(guid, folder);
-        for entry in self.uids.range(txn, &(std::ops::Bound::Included(&start[..]), std::ops::Bound::Unbounded))? {
-            let (key, raw) = entry?;
-            if !key.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            let summary = ItemSummary::parse(key, raw)?;
-            if include_fai || !summary.fai() {
-                out.push(summary);
-            }
-        }
-        Ok(out)
+        let range = (std::ops::Bound::Included(&start[..]), std::ops::Bound::Unbounded);
+        summaries(self.uids.range(txn, &range)?, &keys::folder(guid, folder), limit, include_fai)
     }
 
     /// The listing records of the `limit` items of `folder` with the highest UIDs, newest first, read in place
@@ -343,21 +356,8 @@ impl MailStore {
         folder: FolderId,
         limit: usize,
     ) -> Result<Vec<ItemSummary<'t>>> {
-        let mut out = Vec::with_capacity(limit.min(1024));
-        if limit == 0 {
-            return Ok(out);
-        }
-        for entry in self.uids.rev_prefix_iter(txn, &keys::folder(guid, folder))? {
-            let (key, raw) = entry?;
-            let summary = ItemSummary::parse(key, raw)?;
-            if !summary.fai() {
-                out.push(summary);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        let prefix = keys::folder(guid, folder);
+        summaries(self.uids.rev_prefix_iter(txn, &prefix)?, &prefix, limit, false)
     }
 
     /// Items of `folder` with UIDs from `from` on, in UID order, at most `limit` of them. Folder-associated
@@ -404,9 +404,15 @@ impl MailStore {
         let mut out = Vec::new();
         let mut skipped = 0;
         // Walk the index lazily, in the direction asked: a page costs its own size, not the folder's.
-        let mut visit = |key: &[u8]| -> Result<bool> {
+        let entries: Walk<'_> = if newest_first {
+            Box::new(self.received.rev_prefix_iter(txn, &prefix)?)
+        } else {
+            Box::new(self.received.prefix_iter(txn, &prefix)?)
+        };
+        for entry in entries {
+            let (key, _) = entry?;
             if out.len() >= limit {
-                return Ok(false);
+                break;
             }
             if let Some(item) = self.item(txn, guid, keys::u64_at(key, 32))?
                 && !item.fai
@@ -415,20 +421,6 @@ impl MailStore {
                     skipped += 1;
                 } else {
                     out.push(item);
-                }
-            }
-            Ok(true)
-        };
-        if newest_first {
-            for entry in self.received.rev_prefix_iter(txn, &prefix)? {
-                if !visit(entry?.0)? {
-                    break;
-                }
-            }
-        } else {
-            for entry in self.received.prefix_iter(txn, &prefix)? {
-                if !visit(entry?.0)? {
-                    break;
                 }
             }
         }

@@ -1,0 +1,226 @@
+//! Building operations: the [`MailOp`] constructors, which choose before logging whatever varies between runs
+//! (GUIDs, times, UIDVALIDITY, parsed envelopes, content hashes), and the checks an operation passes without the
+//! state.
+
+use crate::error::Result;
+use crate::model::envelope;
+use crate::model::types::{ContentHash, Flags, FolderId, ItemClass, MailboxKind, Uid};
+use crate::types::{Guid, now_micros};
+
+use super::{
+    FlagAction, MAX_ADDRESS, MAX_FOLDER_NAME, MAX_KEYWORD, MAX_MESSAGE_SIZE, MAX_UIDS_PER_OP, MailOp, Message, invalid,
+};
+
+fn uidvalidity_now() -> u32 {
+    // Seconds since the epoch, as Dovecot and Cyrus do; at least 1 (0 is not a valid UIDVALIDITY).
+    ((now_micros() / 1_000_000) as u32).max(1)
+}
+
+impl Message {
+    /// `raw` as it arrives now: its envelope is parsed and its content hashed here, once, before logging.
+    fn now(raw: Vec<u8>) -> Message {
+        Message {
+            received_micros: now_micros(),
+            envelope: Box::new(envelope::parse(&raw)),
+            content: ContentHash::of(&raw),
+            raw,
+        }
+    }
+}
+
+impl MailOp {
+    /// A new mailbox with a fresh GUID, created now.
+    pub fn create_mailbox(address: &str, display_name: &str, kind: MailboxKind) -> MailOp {
+        MailOp::CreateMailbox {
+            guid: Guid::new_random(),
+            address: address.to_owned(),
+            display_name: display_name.to_owned(),
+            kind,
+            created_micros: now_micros(),
+            uidvalidity: uidvalidity_now(),
+        }
+    }
+
+    /// A new folder, with a UIDVALIDITY from the clock.
+    pub fn create_folder(mailbox: Guid, parent: FolderId, name: &str) -> MailOp {
+        MailOp::CreateFolder { mailbox, parent, name: name.to_owned(), uidvalidity: uidvalidity_now() }
+    }
+
+    /// A message to store, received now: its envelope is parsed here, once.
+    pub fn append(mailbox: Guid, folder: FolderId, raw: Vec<u8>, flags: Flags, keywords: Vec<String>) -> MailOp {
+        MailOp::append_now(mailbox, folder, raw, flags, keywords, ItemClass::Note, false)
+    }
+
+    /// A new version of an item, now.
+    pub fn replace_item(mailbox: Guid, folder: FolderId, uid: Uid, raw: Vec<u8>, class: ItemClass) -> MailOp {
+        let Message { received_micros: at_micros, envelope, content, raw } = Message::now(raw);
+        MailOp::ReplaceItem { mailbox, folder, uid, class, at_micros, envelope, content, raw }
+    }
+
+    /// Sets (`FlagAction::Add`), clears or replaces system flags of items, unconditionally and without keywords
+    /// (IMAP `STORE +FLAGS`); build [`MailOp::StoreFlags`] directly for keywords or `UNCHANGEDSINCE`.
+    pub fn store_flags(mailbox: Guid, folder: FolderId, uids: Vec<Uid>, action: FlagAction, flags: Flags) -> MailOp {
+        MailOp::StoreFlags { mailbox, folder, uids, action, flags, keywords: Vec::new(), unchanged_since: None }
+    }
+
+    /// Moves items to another folder of the same mailbox (IMAP `MOVE`); they get new UIDs there.
+    pub fn move_items(mailbox: Guid, from: FolderId, uids: Vec<Uid>, to: FolderId) -> MailOp {
+        MailOp::CopyItems { mailbox, from, uids, to, remove_source: true }
+    }
+
+    /// Deletes items now: they move to Recoverable Items/Deletions.
+    pub fn delete_items(mailbox: Guid, folder: FolderId, uids: Vec<Uid>) -> MailOp {
+        MailOp::DeleteItems { mailbox, folder, uids, at_micros: now_micros() }
+    }
+
+    /// A message to submit for sending, now.
+    pub fn submit(mailbox: Guid, raw: Vec<u8>) -> MailOp {
+        let Message { received_micros: submitted_micros, envelope, content, raw } = Message::now(raw);
+        MailOp::Submit { mailbox, submitted_micros, envelope, content, raw }
+    }
+
+    /// An item of any class (an appointment, a contact, a folder-associated settings item), received now.
+    pub fn append_item(mailbox: Guid, folder: FolderId, raw: Vec<u8>, class: ItemClass, fai: bool) -> MailOp {
+        MailOp::append_now(mailbox, folder, raw, Flags::empty(), Vec::new(), class, fai)
+    }
+
+    /// The [`MailOp::Append`] of `raw`, received now.
+    fn append_now(
+        mailbox: Guid,
+        folder: FolderId,
+        raw: Vec<u8>,
+        flags: Flags,
+        keywords: Vec<String>,
+        class: ItemClass,
+        fai: bool,
+    ) -> MailOp {
+        let Message { received_micros, envelope, content, raw } = Message::now(raw);
+        MailOp::Append { mailbox, folder, flags, keywords, received_micros, class, fai, envelope, content, raw }
+    }
+
+    /// Checks that the content hash an operation carries is the hash of its bytes (see [`ContentHash`]).
+    pub(crate) fn check_content(&self) -> Result<()> {
+        match self {
+            MailOp::Append { content, raw, .. }
+            | MailOp::ReplaceItem { content, raw, .. }
+            | MailOp::Submit { content, raw, .. }
+                if *content != ContentHash::of(raw) =>
+            {
+                Err(invalid(format!(
+                    "the content hash {content:?} is not the hash of the message's {} bytes",
+                    raw.len()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks what can be checked without the state: names, sizes, keyword syntax.
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self {
+            MailOp::CreateMailbox { address, display_name, uidvalidity, .. } => {
+                if address.is_empty() || address.len() > MAX_ADDRESS || address.chars().any(char::is_control) {
+                    return Err(invalid(format!(
+                        "mailbox address {address:?} must have 1 to {MAX_ADDRESS} printable bytes"
+                    )));
+                }
+                if display_name.len() > MAX_ADDRESS || display_name.chars().any(char::is_control) {
+                    return Err(invalid("display name too long or not printable"));
+                }
+                check_uidvalidity(*uidvalidity)
+            }
+            MailOp::CreateFolder { name, uidvalidity, .. } => {
+                check_folder_name(name)?;
+                check_uidvalidity(*uidvalidity)
+            }
+            MailOp::RenameFolder { name, .. } => check_folder_name(name),
+            MailOp::Append { raw, keywords, .. } => {
+                if raw.len() > MAX_MESSAGE_SIZE {
+                    return Err(invalid(format!(
+                        "message of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes",
+                        raw.len()
+                    )));
+                }
+                check_keywords(keywords)
+            }
+            MailOp::StoreFlags { uids, keywords, .. } => {
+                check_uids(uids)?;
+                check_keywords(keywords)
+            }
+            MailOp::CopyItems { uids, .. } | MailOp::DeleteItems { uids, .. } | MailOp::RecoverItems { uids, .. } => {
+                check_uids(uids)
+            }
+            MailOp::Submit { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => {
+                Err(invalid(format!("message of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes", raw.len())))
+            }
+            MailOp::PurgeItems { uids, .. } => check_uids(uids),
+            MailOp::ReplaceItem { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => {
+                Err(invalid(format!("item of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes", raw.len())))
+            }
+            MailOp::ReplaceItem { .. } => Ok(()),
+            MailOp::Submit { .. }
+            | MailOp::AcknowledgeSubmission { .. }
+            | MailOp::PurgeExpired { .. }
+            | MailOp::SetRetention { .. }
+            | MailOp::PurgeDeleted { .. }
+            | MailOp::DeleteFolder { .. }
+            | MailOp::TrimHistory { .. }
+            | MailOp::DeleteMailbox { .. }
+            | MailOp::RestoreMailbox { .. }
+            | MailOp::PurgeMailbox { .. } => Ok(()),
+            MailOp::SetQuota { quota, .. } => match quota {
+                Some(q) if q.issue_warning > q.prohibit_send || q.prohibit_send > q.prohibit_send_receive => {
+                    Err(invalid("quota limits must satisfy warning <= prohibit send <= prohibit send and receive"))
+                }
+                Some(q) if q.recoverable_warning > q.recoverable_hard => {
+                    Err(invalid("the Recoverable Items warning must not exceed its hard limit"))
+                }
+                _ => Ok(()),
+            },
+            MailOp::Expunge { uids, .. } => uids.as_deref().map_or(Ok(()), check_uids),
+        }
+    }
+}
+
+fn check_uidvalidity(v: u32) -> Result<()> {
+    if v == 0 { Err(invalid("UIDVALIDITY must not be 0")) } else { Ok(()) }
+}
+
+/// Folder names: 1 to 255 bytes, no `/` (the hierarchy separator), no control characters, not `.` or `..`,
+/// no leading or trailing white space.
+fn check_folder_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(invalid(format!("folder name {name:?} {why}")));
+    if name.is_empty() || name.len() > MAX_FOLDER_NAME {
+        return bad(&format!("must have 1 to {MAX_FOLDER_NAME} bytes"));
+    }
+    if name.contains('/') {
+        return bad("contains '/', the hierarchy separator");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("contains control characters");
+    }
+    if name == "." || name == ".." {
+        return bad("is reserved");
+    }
+    if name.trim() != name {
+        return bad("starts or ends with white space");
+    }
+    Ok(())
+}
+
+fn check_keywords(keywords: &[String]) -> Result<()> {
+    for k in keywords {
+        let atom = |c: char| c.is_ascii_graphic() && !"(){%*\"\\]".contains(c);
+        if k.is_empty() || k.len() > MAX_KEYWORD || k.starts_with('\\') || !k.chars().all(atom) {
+            return Err(invalid(format!("keyword {k:?} is not an IMAP atom of 1 to {MAX_KEYWORD} bytes")));
+        }
+    }
+    Ok(())
+}
+
+fn check_uids(uids: &[Uid]) -> Result<()> {
+    if uids.len() > MAX_UIDS_PER_OP {
+        return Err(invalid(format!("{} UIDs in one operation, at most {MAX_UIDS_PER_OP}", uids.len())));
+    }
+    Ok(())
+}

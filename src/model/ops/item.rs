@@ -1,0 +1,218 @@
+//! Operations on the items of ordinary folders: storing, replacing, flagging, copying or moving and expunging
+//! them.
+
+use crate::error::Error;
+use crate::model::envelope::Envelope;
+use crate::model::types::{Deleted, Flags, FolderId, FolderRole, ItemClass, ItemInfo, ModSeq, Uid};
+
+use super::tx::{Tx, check_message_size, check_quota, check_recoverable_quota, count, sorted_unique};
+use super::{Applied, ChangeKind, Entity, FlagAction, MailOutput, Message, invalid, reject};
+
+/// Applies [`MailOp::Append`](super::MailOp::Append).
+pub(super) fn append(
+    mut tx: Tx<'_, '_>,
+    folder: FolderId,
+    flags: Flags,
+    keywords: Vec<String>,
+    class: ItemClass,
+    fai: bool,
+    Message { received_micros, envelope, content, raw }: Message,
+) -> Applied {
+    let mut m = tx.mailbox()?;
+    let mut f = tx.item_folder(folder)?;
+    if f.hidden {
+        return Err(reject(invalid("items cannot be stored in Recoverable Items directly")));
+    }
+    check_message_size(&m, raw.len())?;
+    let limit = m.quota.unwrap_or_default().prohibit_send_receive;
+    check_quota(&m, "prohibit-send-receive", m.size.saturating_add(raw.len() as u64), limit)?;
+    let modseq = Tx::next_modseq(&mut m);
+    let template = ItemInfo {
+        flags: Flags(flags.0 & Flags::ALL.0),
+        keywords: normalise_keywords(&keywords),
+        class,
+        fai,
+        ..incoming(received_micros, raw.len(), *envelope)
+    };
+    let item = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content)), modseq)?;
+    tx.put_folder(&f)?;
+    tx.put_mailbox(&m)?;
+    Ok(MailOutput::Appended { item: item.id, uid: item.uid, uidvalidity: f.uidvalidity, modseq })
+}
+
+/// Applies [`MailOp::ReplaceItem`](super::MailOp::ReplaceItem).
+pub(super) fn replace(
+    mut tx: Tx<'_, '_>,
+    folder: FolderId,
+    uid: Uid,
+    class: ItemClass,
+    Message { received_micros: at_micros, envelope, content, raw }: Message,
+) -> Applied {
+    let mut m = tx.mailbox()?;
+    let mut f = tx.item_folder(folder)?;
+    if f.hidden {
+        return Err(reject(invalid("items in Recoverable Items are not edited")));
+    }
+    check_message_size(&m, raw.len())?;
+    let Some(original) = tx.item_at(folder, uid)? else {
+        return Err(reject(Error::NotFound(format!("UID {uid} in folder {folder}"))));
+    };
+    let modseq = Tx::next_modseq(&mut m);
+    let template = ItemInfo {
+        class,
+        received_micros: at_micros,
+        size: raw.len() as u64,
+        envelope: *envelope,
+        deleted: None,
+        ..original.clone()
+    };
+    let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content)), modseq)?.uid;
+    let original_in_versions = if m.litigation_hold {
+        let mut versions = tx.role_folder(FolderRole::Versions)?;
+        let kept = ItemInfo { deleted: Some(Deleted { from: folder, at_micros }), ..original.clone() };
+        let kept_uid = tx.move_item(&mut m, &mut f, &mut versions, &original, kept, modseq)?;
+        tx.put_folder(&versions)?;
+        check_recoverable_quota(&m)?;
+        Some(kept_uid)
+    } else {
+        tx.remove_item(&mut m, &mut f, &original, modseq)?;
+        None
+    };
+    tx.put_folder(&f)?;
+    tx.put_mailbox(&m)?;
+    Ok(MailOutput::Replaced { uid: new_uid, original_in_versions, modseq })
+}
+
+/// Applies [`MailOp::StoreFlags`](super::MailOp::StoreFlags): to the items `uids` of `folder` (those unchanged
+/// since `unchanged_since`), the change `action` with `flags` and `keywords`.
+pub(super) fn store_flags(
+    mut tx: Tx<'_, '_>,
+    folder: FolderId,
+    uids: Vec<Uid>,
+    unchanged_since: Option<ModSeq>,
+    action: FlagAction,
+    flags: Flags,
+    keywords: Vec<String>,
+) -> Applied {
+    let mut m = tx.mailbox()?;
+    let mut f = tx.item_folder(folder)?;
+    let flags = Flags(flags.0 & Flags::ALL.0);
+    let keywords = normalise_keywords(&keywords);
+    let mut modseq = None;
+    let (mut updated, mut modified) = (Vec::new(), Vec::new());
+    for uid in sorted_unique(&uids) {
+        let Some(mut item) = tx.item_at(folder, uid)? else { continue };
+        if unchanged_since.is_some_and(|since| item.modseq > since) {
+            modified.push(uid);
+            continue;
+        }
+        let (new_flags, new_keywords) = match action {
+            FlagAction::Add => {
+                (item.flags | flags, normalise_keywords(&[item.keywords.clone(), keywords.clone()].concat()))
+            }
+            FlagAction::Remove => {
+                (item.flags.without(flags), item.keywords.iter().filter(|k| !keywords.contains(k)).cloned().collect())
+            }
+            FlagAction::Replace => (flags, keywords.clone()),
+        };
+        if new_flags == item.flags && new_keywords == item.keywords {
+            continue;
+        }
+        let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+        count(&mut m, &mut f, &item, -1);
+        item.flags = new_flags;
+        item.keywords = new_keywords;
+        item.modseq = ms;
+        count(&mut m, &mut f, &item, 1);
+        f.highest_modseq = ms;
+        tx.put_item(&item)?;
+        tx.record(ms, ChangeKind::Updated, Entity::Item { id: item.id, folder, uid })?;
+        updated.push((uid, ms));
+    }
+    if modseq.is_some() {
+        tx.put_folder(&f)?;
+        tx.put_mailbox(&m)?;
+    }
+    Ok(MailOutput::FlagsStored { modseq, updated, modified })
+}
+
+/// Applies [`MailOp::CopyItems`](super::MailOp::CopyItems).
+pub(super) fn copy(mut tx: Tx<'_, '_>, from: FolderId, uids: Vec<Uid>, to: FolderId, remove_source: bool) -> Applied {
+    let mut m = tx.mailbox()?;
+    if from == to {
+        return Err(reject(invalid("source and destination folder are the same")));
+    }
+    let mut src = tx.item_folder(from)?;
+    let mut dst = tx.item_folder(to)?;
+    if src.hidden || dst.hidden {
+        return Err(reject(invalid(
+            "items enter and leave Recoverable Items only by DeleteItems, RecoverItems and PurgeDeleted",
+        )));
+    }
+    let mut modseq = None;
+    let mut mapping = Vec::new();
+    for uid in sorted_unique(&uids) {
+        let Some(item) = tx.item_at(from, uid)? else { continue };
+        let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+        let copy = tx.insert_item(&mut m, &mut dst, &item, None, ms)?;
+        if remove_source {
+            tx.remove_item(&mut m, &mut src, &item, ms)?;
+        }
+        mapping.push((uid, copy.uid));
+    }
+    if modseq.is_some() {
+        tx.put_folder(&src)?;
+        tx.put_folder(&dst)?;
+        tx.put_mailbox(&m)?;
+    }
+    Ok(MailOutput::Copied { uidvalidity: dst.uidvalidity, mapping, modseq })
+}
+
+/// Applies [`MailOp::Expunge`](super::MailOp::Expunge).
+pub(super) fn expunge(mut tx: Tx<'_, '_>, folder: FolderId, uids: Option<Vec<Uid>>) -> Applied {
+    let mut m = tx.mailbox()?;
+    let mut f = tx.item_folder(folder)?;
+    if f.hidden {
+        // Retention, single item recovery and holds decide what leaves Recoverable Items.
+        return Err(reject(invalid("items leave Recoverable Items by PurgeItems and PurgeExpired only")));
+    }
+    let candidates: Vec<Uid> = match uids {
+        Some(uids) => sorted_unique(&uids),
+        None => tx.uids_of(folder)?,
+    };
+    let mut modseq = None;
+    let deleted = |item: &ItemInfo| item.flags.contains(Flags::DELETED);
+    let expunged = tx.remove_matching(&mut m, &mut f, candidates, &mut modseq, deleted)?;
+    if modseq.is_some() {
+        tx.put_folder(&f)?;
+        tx.put_mailbox(&m)?;
+    }
+    Ok(MailOutput::Expunged { uids: expunged, modseq })
+}
+
+/// A new message as it arrives: unflagged `IPM.Note`; `insert_item` gives it its id, folder, UID, MODSEQ and
+/// content reference.
+pub(super) fn incoming(received_micros: u64, size: usize, envelope: Envelope) -> ItemInfo {
+    ItemInfo {
+        id: 0,
+        folder: 0,
+        uid: 0,
+        modseq: 0,
+        flags: Flags::empty(),
+        keywords: Vec::new(),
+        class: ItemClass::Note,
+        received_micros,
+        size: size as u64,
+        envelope,
+        fai: false,
+        deleted: None,
+        content: [0; 32],
+    }
+}
+
+fn normalise_keywords(keywords: &[String]) -> Vec<String> {
+    let mut v = keywords.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}

@@ -1,0 +1,154 @@
+//! Operations on a mailbox as a whole: creating it (with its well-known folders), soft-deleting, restoring and
+//! purging it, and its settings (retention, holds, quota).
+
+use crate::error::Error;
+use crate::model::types::{DEFAULT_RETENTION_MICROS, FolderRole, ItemInfo, MailboxInfo, MailboxKind, Quota};
+use crate::model::{keys, load};
+
+use super::folder;
+use super::tx::Tx;
+use super::{Applied, ChangeKind, Entity, MailOutput, invalid, reject};
+
+/// Applies [`MailOp::CreateMailbox`](super::MailOp::CreateMailbox).
+pub(super) fn create(
+    mut tx: Tx<'_, '_>,
+    address: String,
+    display_name: String,
+    kind: MailboxKind,
+    created_micros: u64,
+    uidvalidity: u32,
+) -> Applied {
+    let guid = tx.guid;
+    if tx.s.mailboxes.get(tx.txn, &keys::mailbox(&guid))?.is_some() {
+        return Err(reject(Error::AlreadyExists(format!("mailbox {guid}"))));
+    }
+    let address_key = address.to_lowercase();
+    if tx.s.addresses.get(tx.txn, address_key.as_bytes())?.is_some() {
+        return Err(reject(Error::AlreadyExists(format!("a mailbox with address {address:?}"))));
+    }
+    let mut m = MailboxInfo {
+        guid,
+        address,
+        display_name,
+        kind,
+        created_micros,
+        highest_modseq: 0,
+        items: 0,
+        size: 0,
+        recoverable_items: 0,
+        recoverable_size: 0,
+        quota: None,
+        single_item_recovery: false,
+        litigation_hold: false,
+        retention_micros: DEFAULT_RETENTION_MICROS,
+        history_floor: 0,
+        deleted_micros: None,
+        next_folder_id: 1,
+        next_item_id: 1,
+    };
+    let modseq = Tx::next_modseq(&mut m);
+    let folder = |id, parent, name: &str, role, hidden| {
+        folder::empty(id, parent, name.to_owned(), Some(role), hidden, uidvalidity, modseq)
+    };
+    let root = tx.insert_folder(&mut m, folder(1, None, "", FolderRole::Root, false))?;
+    tx.record(modseq, ChangeKind::Created, Entity::Mailbox)?;
+    if kind.is_mail() {
+        let mut ids = vec![(FolderRole::Root, root)];
+        for (role, name, parent_role, hidden) in FolderRole::WELL_KNOWN {
+            let parent = ids.iter().find(|(r, _)| *r == parent_role).map_or(root, |(_, id)| *id);
+            let next = m.next_folder_id;
+            let id = tx.insert_folder(&mut m, folder(next, Some(parent), name, role, hidden))?;
+            tx.record(modseq, ChangeKind::Created, Entity::Folder(id))?;
+            ids.push((role, id));
+        }
+    }
+    tx.s.addresses.put(tx.txn, address_key.as_bytes(), guid.as_bytes())?;
+    tx.put_mailbox(&m)?;
+    Ok(MailOutput::MailboxCreated { root, modseq })
+}
+
+/// Applies [`MailOp::DeleteMailbox`](super::MailOp::DeleteMailbox).
+pub(super) fn delete(mut tx: Tx<'_, '_>, at_micros: u64) -> Applied {
+    let mut m = tx.mailbox()?;
+    let modseq = Tx::next_modseq(&mut m);
+    m.deleted_micros = Some(at_micros);
+    tx.s.addresses.delete(tx.txn, m.address.to_lowercase().as_bytes())?;
+    tx.record(modseq, ChangeKind::Destroyed, Entity::Mailbox)?;
+    tx.put_mailbox(&m)?;
+    Ok(MailOutput::MailboxChanged)
+}
+
+/// Applies [`MailOp::RestoreMailbox`](super::MailOp::RestoreMailbox).
+pub(super) fn restore(mut tx: Tx<'_, '_>) -> Applied {
+    let mailbox = tx.guid;
+    let mut m = tx.any_mailbox()?;
+    if m.deleted_micros.is_none() {
+        return Err(reject(invalid(format!("mailbox {mailbox} is not deleted"))));
+    }
+    let address_key = m.address.to_lowercase();
+    if tx.s.addresses.get(tx.txn, address_key.as_bytes())?.is_some() {
+        return Err(reject(Error::AlreadyExists(format!("a mailbox with address {:?}", m.address))));
+    }
+    let modseq = Tx::next_modseq(&mut m);
+    m.deleted_micros = None;
+    tx.s.addresses.put(tx.txn, address_key.as_bytes(), mailbox.as_bytes())?;
+    tx.record(modseq, ChangeKind::Created, Entity::Mailbox)?;
+    tx.put_mailbox(&m)?;
+    Ok(MailOutput::MailboxChanged)
+}
+
+/// Applies [`MailOp::PurgeMailbox`](super::MailOp::PurgeMailbox).
+pub(super) fn purge(mut tx: Tx<'_, '_>) -> Applied {
+    let mailbox = tx.guid;
+    let m = tx.any_mailbox()?;
+    if m.deleted_micros.is_none() {
+        return Err(reject(invalid(format!("mailbox {mailbox} must be deleted before it is purged"))));
+    }
+    if m.litigation_hold {
+        return Err(reject(invalid(format!("mailbox {mailbox} is on litigation hold and cannot be purged"))));
+    }
+    let mut contents = Vec::new();
+    for entry in tx.s.items.prefix_iter(tx.txn, &keys::mailbox(&mailbox))? {
+        let item: ItemInfo = load(entry?.1)?;
+        contents.push(item.content);
+    }
+    for hash in &contents {
+        tx.drop_ref(hash)?;
+    }
+    let s = tx.s;
+    for table in [s.folders, s.folder_names, s.items, s.uids, s.changes, s.received, s.submissions] {
+        tx.clear(table)?;
+    }
+    tx.s.mailboxes.delete(tx.txn, &keys::mailbox(&mailbox))?;
+    tx.s.records.lock().clear();
+    Ok(MailOutput::MailboxChanged)
+}
+
+/// Applies [`MailOp::SetRetention`](super::MailOp::SetRetention).
+pub(super) fn set_retention(
+    mut tx: Tx<'_, '_>,
+    single_item_recovery: bool,
+    litigation_hold: bool,
+    retention_micros: u64,
+) -> Applied {
+    change_settings(&mut tx, |m| {
+        m.single_item_recovery = single_item_recovery;
+        m.litigation_hold = litigation_hold;
+        m.retention_micros = retention_micros;
+    })
+}
+
+/// Applies [`MailOp::SetQuota`](super::MailOp::SetQuota).
+pub(super) fn set_quota(mut tx: Tx<'_, '_>, quota: Option<Quota>) -> Applied {
+    change_settings(&mut tx, |m| m.quota = quota)
+}
+
+/// Changes a mailbox's settings (quota, retention, holds) as one logged change of the mailbox.
+fn change_settings(tx: &mut Tx<'_, '_>, change: impl FnOnce(&mut MailboxInfo)) -> Applied {
+    let mut m = tx.mailbox()?;
+    let modseq = Tx::next_modseq(&mut m);
+    change(&mut m);
+    tx.record(modseq, ChangeKind::Updated, Entity::Mailbox)?;
+    tx.put_mailbox(&m)?;
+    Ok(MailOutput::SettingsChanged)
+}

@@ -1,0 +1,550 @@
+//! The logged operations of the mailbox model ([`MailOp`], [`MailOutput`]) and the one function that applies
+//! them, [`apply`], which hands each operation to the module owning what it changes.
+
+mod build;
+mod folder;
+mod history;
+mod item;
+mod mailbox;
+mod recoverable;
+mod submission;
+mod tx;
+
+use heed::RwTxn;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{ApplyContext, ApplyError};
+use crate::error::Error;
+use crate::model::MailStore;
+use crate::model::envelope::Envelope;
+use crate::model::types::{ContentHash, Flags, FolderId, ItemClass, ItemId, MailboxKind, ModSeq, Quota, Uid};
+use crate::types::Guid;
+
+use tx::Tx;
+
+/// The longest folder name, in bytes.
+pub const MAX_FOLDER_NAME: usize = 255;
+/// The longest mailbox address, in bytes.
+pub const MAX_ADDRESS: usize = 320;
+/// The largest message, in bytes (a log record holds one message with room to spare).
+pub const MAX_MESSAGE_SIZE: usize = 48 << 20;
+/// The most UIDs one operation may name.
+pub const MAX_UIDS_PER_OP: usize = 100_000;
+/// The longest keyword, in bytes.
+pub const MAX_KEYWORD: usize = 128;
+
+/// How [`MailOp::StoreFlags`] combines the given flags with an item's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlagAction {
+    /// Set them (IMAP `+FLAGS`).
+    Add,
+    /// Clear them (IMAP `-FLAGS`).
+    Remove,
+    /// Make them the item's flags and keywords (IMAP `FLAGS`).
+    Replace,
+}
+
+/// What a change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// It came into being.
+    Created,
+    /// It changed.
+    Updated,
+    /// It is gone (IMAP VANISHED, JMAP destroyed).
+    Destroyed,
+}
+
+/// What a change was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Entity {
+    /// The mailbox itself.
+    Mailbox,
+    /// A folder.
+    Folder(FolderId),
+    /// An item, with the folder and UID it had.
+    Item {
+        /// The item.
+        id: ItemId,
+        /// Its folder.
+        folder: FolderId,
+        /// Its UID there.
+        uid: Uid,
+    },
+}
+
+/// One entry of a mailbox's change log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The MODSEQ of the operation that made it.
+    pub modseq: ModSeq,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// To what.
+    pub entity: Entity,
+}
+
+/// A message waiting in the submission queue for a transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The submitting mailbox.
+    pub mailbox: Guid,
+    /// The message, in the mailbox's Outbox.
+    pub item: ItemId,
+    /// When it was submitted.
+    pub submitted_micros: u64,
+}
+
+/// A mutation of the mailbox model: the payload of one log record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailOp {
+    /// Creates a mailbox; a mail mailbox also gets the well-known folders and the Recoverable Items subtree.
+    CreateMailbox {
+        /// Its GUID (chosen before logging).
+        guid: Guid,
+        /// Its unique address.
+        address: String,
+        /// Display name.
+        display_name: String,
+        /// Its kind.
+        kind: MailboxKind,
+        /// Creation time (chosen before logging).
+        created_micros: u64,
+        /// UIDVALIDITY of its folders (chosen before logging).
+        uidvalidity: u32,
+    },
+    /// Creates a folder under `parent`.
+    CreateFolder {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The parent folder.
+        parent: FolderId,
+        /// The name.
+        name: String,
+        /// Its UIDVALIDITY (chosen before logging).
+        uidvalidity: u32,
+    },
+    /// Renames a folder and/or moves it under another parent (never into its own subtree).
+    RenameFolder {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// Its new parent.
+        parent: FolderId,
+        /// Its new name.
+        name: String,
+    },
+    /// Stores a message (delivery or IMAP APPEND) in a folder.
+    Append {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// Initial flags.
+        flags: Flags,
+        /// Initial keywords.
+        keywords: Vec<String>,
+        /// Received time / INTERNALDATE (chosen before logging).
+        received_micros: u64,
+        /// Item class.
+        class: ItemClass,
+        /// A folder-associated (settings) item.
+        fai: bool,
+        /// The envelope, parsed once before logging so replay never re-parses.
+        envelope: Box<Envelope>,
+        /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
+        content: ContentHash,
+        /// The raw RFC 5322 bytes.
+        #[serde(with = "serde_bytes")]
+        raw: Vec<u8>,
+    },
+    /// Replaces an item's content (an edited appointment, contact or draft): the new version gets a new UID in
+    /// the same folder, keeping flags and keywords. Under litigation hold the original is kept in Recoverable
+    /// Items/Versions; otherwise it is removed.
+    ReplaceItem {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// The item's UID.
+        uid: Uid,
+        /// The new class (an appointment's new times, for example).
+        class: ItemClass,
+        /// When (decided before logging): the new version's received time and the original's deletion time.
+        at_micros: u64,
+        /// The new envelope, parsed before logging.
+        envelope: Box<Envelope>,
+        /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
+        content: ContentHash,
+        /// The new raw bytes.
+        #[serde(with = "serde_bytes")]
+        raw: Vec<u8>,
+    },
+    /// Changes flags and keywords of items of one folder, optionally only of those unchanged since a MODSEQ
+    /// (IMAP `UNCHANGEDSINCE`).
+    StoreFlags {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// The items, by UID (UIDs that do not exist are ignored, as IMAP does).
+        uids: Vec<Uid>,
+        /// How to combine.
+        action: FlagAction,
+        /// System flags.
+        flags: Flags,
+        /// Keywords.
+        keywords: Vec<String>,
+        /// Leave items whose MODSEQ is above this unchanged and report them.
+        unchanged_since: Option<ModSeq>,
+    },
+    /// Copies (or moves) items to another folder of the same mailbox; they get new UIDs there.
+    CopyItems {
+        /// The mailbox.
+        mailbox: Guid,
+        /// Source folder.
+        from: FolderId,
+        /// The items, by UID in the source folder.
+        uids: Vec<Uid>,
+        /// Destination folder.
+        to: FolderId,
+        /// Move instead of copy: the source items are removed.
+        remove_source: bool,
+    },
+    /// Deletes items: they move to Recoverable Items/Deletions (new UIDs there), remembering where they came
+    /// from and when.
+    DeleteItems {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder they are in.
+        folder: FolderId,
+        /// The items, by UID.
+        uids: Vec<Uid>,
+        /// When (decided before logging).
+        at_micros: u64,
+    },
+    /// Puts items of Recoverable Items/Deletions back in the folder they were deleted from (or the Inbox if it
+    /// is gone).
+    RecoverItems {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The items, by UID in Deletions.
+        uids: Vec<Uid>,
+    },
+    /// Permanently removes the items of Recoverable Items/Deletions deleted before `deleted_before_micros`
+    /// (the caller computes it from its clock and the retention period before logging).
+    PurgeDeleted {
+        /// The mailbox.
+        mailbox: Guid,
+        /// Items deleted before this time are purged.
+        deleted_before_micros: u64,
+    },
+    /// Purges the items of Recoverable Items (Deletions and Purges) whose retention has ended at `now_micros`
+    /// (decided before logging); nothing under litigation hold.
+    PurgeExpired {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The current time.
+        now_micros: u64,
+    },
+    /// Hard-deletes items of Recoverable Items/Deletions (a user's purge): with single item recovery or a
+    /// litigation hold they move to Purges and stay until their retention ends; otherwise they are removed.
+    PurgeItems {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The items, by UID in Deletions.
+        uids: Vec<Uid>,
+    },
+    /// Sets single item recovery, litigation hold and the deleted-item retention of a mailbox.
+    SetRetention {
+        /// The mailbox.
+        mailbox: Guid,
+        /// Keep purged items in Purges until their retention ends.
+        single_item_recovery: bool,
+        /// Purge nothing.
+        litigation_hold: bool,
+        /// Deleted-item retention in microseconds.
+        retention_micros: u64,
+    },
+    /// Deletes a folder and its subfolders; their items go to Recoverable Items/Deletions.
+    DeleteFolder {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder (not a well-known one).
+        folder: FolderId,
+        /// When (decided before logging).
+        at_micros: u64,
+    },
+    /// Submits a message for sending: it is stored in the Outbox and queued for a transport. Refused over the
+    /// prohibit-send quota.
+    Submit {
+        /// The sending mailbox.
+        mailbox: Guid,
+        /// When (decided before logging).
+        submitted_micros: u64,
+        /// The envelope, parsed before logging.
+        envelope: Box<Envelope>,
+        /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
+        content: ContentHash,
+        /// The raw RFC 5322 bytes.
+        #[serde(with = "serde_bytes")]
+        raw: Vec<u8>,
+    },
+    /// A transport has sent a queued message: it leaves the queue and moves from the Outbox to Sent Items.
+    AcknowledgeSubmission {
+        /// The sending mailbox.
+        mailbox: Guid,
+        /// The queued item.
+        item: ItemId,
+    },
+    /// Drops the change log below `below` (bounding the history kept for QRESYNC and JMAP `/changes`); asking
+    /// for changes since an older state then answers "cannot calculate changes".
+    TrimHistory {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The lowest MODSEQ whose changes are kept.
+        below: ModSeq,
+    },
+    /// Soft-deletes a mailbox: it keeps its content, takes no operation but restore and purge, and its address
+    /// is free for a new mailbox.
+    DeleteMailbox {
+        /// The mailbox.
+        mailbox: Guid,
+        /// When (decided before logging).
+        at_micros: u64,
+    },
+    /// Restores a soft-deleted mailbox (its address must still be free).
+    RestoreMailbox {
+        /// The mailbox.
+        mailbox: Guid,
+    },
+    /// Removes a soft-deleted mailbox and everything in it.
+    PurgeMailbox {
+        /// The mailbox.
+        mailbox: Guid,
+    },
+    /// Sets a mailbox's own quota, or (`None`) returns it to the database default.
+    SetQuota {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The quota.
+        quota: Option<Quota>,
+    },
+    /// Removes the items of a folder flagged `\Deleted` (all of them, or those among `uids`).
+    Expunge {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// Restrict to these UIDs (IMAP `UID EXPUNGE`).
+        uids: Option<Vec<Uid>>,
+    },
+}
+
+/// What applying a [`MailOp`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailOutput {
+    /// A mailbox was created.
+    MailboxCreated {
+        /// Its root folder.
+        root: FolderId,
+        /// The MODSEQ of the creation.
+        modseq: ModSeq,
+    },
+    /// A folder was created.
+    FolderCreated {
+        /// Its id.
+        id: FolderId,
+        /// The MODSEQ of the creation.
+        modseq: ModSeq,
+    },
+    /// A folder was renamed or moved.
+    FolderRenamed {
+        /// The MODSEQ of the change.
+        modseq: ModSeq,
+    },
+    /// A message was stored (IMAP APPENDUID).
+    Appended {
+        /// Its item id.
+        item: ItemId,
+        /// Its UID.
+        uid: Uid,
+        /// The folder's UIDVALIDITY.
+        uidvalidity: u32,
+        /// Its MODSEQ.
+        modseq: ModSeq,
+    },
+    /// An item was replaced by a new version.
+    Replaced {
+        /// The new version's UID.
+        uid: Uid,
+        /// Where the original went: its UID in Versions under litigation hold.
+        original_in_versions: Option<Uid>,
+        /// The MODSEQ of the change.
+        modseq: ModSeq,
+    },
+    /// Flags were stored.
+    FlagsStored {
+        /// The MODSEQ of the change, if anything changed.
+        modseq: Option<ModSeq>,
+        /// Items changed, with their new MODSEQ.
+        updated: Vec<(Uid, ModSeq)>,
+        /// Items left alone because they changed after `unchanged_since` (IMAP `MODIFIED`).
+        modified: Vec<Uid>,
+    },
+    /// Items were copied or moved (IMAP COPYUID).
+    Copied {
+        /// The destination folder's UIDVALIDITY.
+        uidvalidity: u32,
+        /// `(source UID, destination UID)` for every item copied.
+        mapping: Vec<(Uid, Uid)>,
+        /// The MODSEQ of the change, if anything was copied.
+        modseq: Option<ModSeq>,
+    },
+    /// Items were deleted to Recoverable Items.
+    DeletedToRecoverable {
+        /// `(UID in the folder, UID in Deletions)` per item.
+        mapping: Vec<(Uid, Uid)>,
+        /// The MODSEQ of the change, if anything was deleted.
+        modseq: Option<ModSeq>,
+    },
+    /// Items were recovered.
+    Recovered {
+        /// `(UID in Deletions, folder, UID there)` per item.
+        mapping: Vec<(Uid, FolderId, Uid)>,
+        /// The MODSEQ of the change, if anything was recovered.
+        modseq: Option<ModSeq>,
+    },
+    /// A folder (and its subfolders) was deleted.
+    FolderDeleted {
+        /// Folders removed, the folder itself first.
+        folders: Vec<FolderId>,
+        /// Items moved to Recoverable Items.
+        items: u64,
+        /// The MODSEQ of the change.
+        modseq: ModSeq,
+    },
+    /// A mailbox setting (quota, retention, holds) was set.
+    SettingsChanged,
+    /// A message was submitted.
+    Submitted {
+        /// Its item id in the Outbox.
+        item: ItemId,
+        /// Its UID there.
+        uid: Uid,
+    },
+    /// A submission was acknowledged; the message is in Sent Items.
+    Sent {
+        /// Its UID in Sent Items.
+        uid: Uid,
+    },
+    /// The change log was trimmed.
+    HistoryTrimmed {
+        /// Change entries removed.
+        removed: u64,
+    },
+    /// A mailbox was soft-deleted, restored or purged.
+    MailboxChanged,
+    /// Items were expunged (or purged).
+    Expunged {
+        /// Their UIDs.
+        uids: Vec<Uid>,
+        /// The MODSEQ of the change, if anything was expunged.
+        modseq: Option<ModSeq>,
+    },
+}
+
+/// What applying an operation returns.
+type Applied = Result<MailOutput, ApplyError>;
+
+/// The message an operation stores ([`MailOp::Append`], [`MailOp::ReplaceItem`], [`MailOp::Submit`]), as the
+/// constructors prepare it before logging: when it arrives, its parsed envelope, the hash of its bytes, its bytes.
+struct Message {
+    received_micros: u64,
+    envelope: Box<Envelope>,
+    content: ContentHash,
+    raw: Vec<u8>,
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidArgument(message.into())
+}
+
+fn reject(e: Error) -> ApplyError {
+    ApplyError::Reject(e)
+}
+
+/// An error from a read helper used inside apply: storage errors stay storage errors.
+fn storage(e: Error) -> ApplyError {
+    match e {
+        Error::State(e) => ApplyError::Storage(e),
+        other => ApplyError::Reject(other),
+    }
+}
+
+/// Applies one operation. Deterministic: it reads only the transaction (with what the transaction's earlier
+/// operations gathered for it, see `bodies`) and the operation.
+pub(crate) fn apply(
+    s: &MailStore,
+    txn: &mut RwTxn<'_>,
+    ctx: ApplyContext,
+    op: MailOp,
+) -> Result<MailOutput, ApplyError> {
+    // New message bytes are stored under the LSN of the operation that stores them (their body id).
+    s.pending.lock().begin(ctx.lsn);
+    op.validate().map_err(reject)?;
+    match op {
+        MailOp::CreateMailbox { guid, address, display_name, kind, created_micros, uidvalidity } => {
+            mailbox::create(Tx::new(s, txn, guid), address, display_name, kind, created_micros, uidvalidity)
+        }
+        MailOp::CreateFolder { mailbox, parent, name, uidvalidity } => {
+            folder::create(Tx::new(s, txn, mailbox), parent, name, uidvalidity)
+        }
+        MailOp::RenameFolder { mailbox, folder, parent, name } => {
+            folder::rename(Tx::new(s, txn, mailbox), folder, parent, name)
+        }
+        MailOp::Append { mailbox, folder, flags, keywords, received_micros, class, fai, envelope, content, raw } => {
+            let message = Message { received_micros, envelope, content, raw };
+            item::append(Tx::new(s, txn, mailbox), folder, flags, keywords, class, fai, message)
+        }
+        MailOp::ReplaceItem { mailbox, folder, uid, class, at_micros, envelope, content, raw } => {
+            let message = Message { received_micros: at_micros, envelope, content, raw };
+            item::replace(Tx::new(s, txn, mailbox), folder, uid, class, message)
+        }
+        MailOp::StoreFlags { mailbox, folder, uids, action, flags, keywords, unchanged_since } => {
+            item::store_flags(Tx::new(s, txn, mailbox), folder, uids, unchanged_since, action, flags, keywords)
+        }
+        MailOp::CopyItems { mailbox, from, uids, to, remove_source } => {
+            item::copy(Tx::new(s, txn, mailbox), from, uids, to, remove_source)
+        }
+        MailOp::DeleteItems { mailbox, folder, uids, at_micros } => {
+            recoverable::delete(Tx::new(s, txn, mailbox), folder, uids, at_micros)
+        }
+        MailOp::RecoverItems { mailbox, uids } => recoverable::recover(Tx::new(s, txn, mailbox), uids),
+        MailOp::PurgeDeleted { mailbox, deleted_before_micros } => {
+            recoverable::purge_deleted(Tx::new(s, txn, mailbox), deleted_before_micros)
+        }
+        MailOp::PurgeExpired { mailbox, now_micros } => {
+            recoverable::purge_expired(Tx::new(s, txn, mailbox), now_micros)
+        }
+        MailOp::PurgeItems { mailbox, uids } => recoverable::purge(Tx::new(s, txn, mailbox), uids),
+        MailOp::SetRetention { mailbox, single_item_recovery, litigation_hold, retention_micros } => {
+            mailbox::set_retention(Tx::new(s, txn, mailbox), single_item_recovery, litigation_hold, retention_micros)
+        }
+        MailOp::DeleteFolder { mailbox, folder, at_micros } => {
+            folder::delete(Tx::new(s, txn, mailbox), folder, at_micros)
+        }
+        MailOp::Submit { mailbox, submitted_micros, envelope, content, raw } => {
+            let message = Message { received_micros: submitted_micros, envelope, content, raw };
+            submission::submit(Tx::new(s, txn, mailbox), message)
+        }
+        MailOp::AcknowledgeSubmission { mailbox, item } => submission::acknowledge(Tx::new(s, txn, mailbox), item),
+        MailOp::TrimHistory { mailbox, below } => history::trim(Tx::new(s, txn, mailbox), below),
+        MailOp::DeleteMailbox { mailbox, at_micros } => mailbox::delete(Tx::new(s, txn, mailbox), at_micros),
+        MailOp::RestoreMailbox { mailbox } => mailbox::restore(Tx::new(s, txn, mailbox)),
+        MailOp::PurgeMailbox { mailbox } => mailbox::purge(Tx::new(s, txn, mailbox)),
+        MailOp::SetQuota { mailbox, quota } => mailbox::set_quota(Tx::new(s, txn, mailbox), quota),
+        MailOp::Expunge { mailbox, folder, uids } => item::expunge(Tx::new(s, txn, mailbox), folder, uids),
+    }
+}

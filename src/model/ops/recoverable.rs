@@ -1,0 +1,122 @@
+//! Operations on Recoverable Items: deleting items into Deletions, recovering them, and purging them (to Purges
+//! or for good) as retention, single item recovery and litigation hold allow.
+
+use crate::model::types::{Deleted, FolderId, FolderRole, ItemInfo, Uid};
+
+use super::tx::{Tx, check_recoverable_quota, sorted_unique};
+use super::{Applied, MailOutput, invalid, reject};
+
+/// Applies [`MailOp::DeleteItems`](super::MailOp::DeleteItems).
+pub(super) fn delete(mut tx: Tx<'_, '_>, folder: FolderId, uids: Vec<Uid>, at_micros: u64) -> Applied {
+    let mut m = tx.mailbox()?;
+    let mut src = tx.item_folder(folder)?;
+    if src.hidden {
+        return Err(reject(invalid("items in Recoverable Items are purged, not deleted")));
+    }
+    let mut deletions = tx.role_folder(FolderRole::Deletions)?;
+    let mut modseq = None;
+    let mut mapping = Vec::new();
+    for uid in sorted_unique(&uids) {
+        let Some(item) = tx.item_at(folder, uid)? else { continue };
+        let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+        let moved = ItemInfo { deleted: Some(Deleted { from: folder, at_micros }), ..item.clone() };
+        let new_uid = tx.move_item(&mut m, &mut src, &mut deletions, &item, moved, ms)?;
+        mapping.push((uid, new_uid));
+    }
+    check_recoverable_quota(&m)?;
+    if modseq.is_some() {
+        tx.put_folder(&src)?;
+        tx.put_folder(&deletions)?;
+        tx.put_mailbox(&m)?;
+    }
+    Ok(MailOutput::DeletedToRecoverable { mapping, modseq })
+}
+
+/// Applies [`MailOp::RecoverItems`](super::MailOp::RecoverItems).
+pub(super) fn recover(mut tx: Tx<'_, '_>, uids: Vec<Uid>) -> Applied {
+    let mut m = tx.mailbox()?;
+    let mut deletions = tx.role_folder(FolderRole::Deletions)?;
+    let inbox = tx.role_folder(FolderRole::Inbox)?.id;
+    let mut modseq = None;
+    let mut mapping = Vec::new();
+    for uid in sorted_unique(&uids) {
+        let Some(item) = tx.item_at(deletions.id, uid)? else { continue };
+        let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+        // Back where it came from, if that folder still exists outside Recoverable Items.
+        let from = item.deleted.map_or(inbox, |d| d.from);
+        let mut dst = match tx.folder(from) {
+            Ok(f) if !f.hidden && f.role != Some(FolderRole::Root) => f,
+            _ => tx.folder(inbox)?,
+        };
+        let restored = ItemInfo { deleted: None, ..item.clone() };
+        let new_uid = tx.move_item(&mut m, &mut deletions, &mut dst, &item, restored, ms)?;
+        tx.put_folder(&dst)?;
+        mapping.push((uid, dst.id, new_uid));
+    }
+    if modseq.is_some() {
+        tx.put_folder(&deletions)?;
+        tx.put_mailbox(&m)?;
+    }
+    Ok(MailOutput::Recovered { mapping, modseq })
+}
+
+/// Applies [`MailOp::PurgeDeleted`](super::MailOp::PurgeDeleted).
+pub(super) fn purge_deleted(mut tx: Tx<'_, '_>, deleted_before_micros: u64) -> Applied {
+    purge_older_than(&mut tx, deleted_before_micros)
+}
+
+/// Applies [`MailOp::PurgeExpired`](super::MailOp::PurgeExpired).
+pub(super) fn purge_expired(mut tx: Tx<'_, '_>, now_micros: u64) -> Applied {
+    let retention = tx.mailbox()?.retention_micros;
+    purge_older_than(&mut tx, now_micros.saturating_sub(retention))
+}
+
+/// Applies [`MailOp::PurgeItems`](super::MailOp::PurgeItems).
+pub(super) fn purge(mut tx: Tx<'_, '_>, uids: Vec<Uid>) -> Applied {
+    let mut m = tx.mailbox()?;
+    let mut deletions = tx.role_folder(FolderRole::Deletions)?;
+    let mut purges = tx.role_folder(FolderRole::Purges)?;
+    let keep = m.single_item_recovery || m.litigation_hold;
+    let mut modseq = None;
+    let mut purged = Vec::new();
+    for uid in sorted_unique(&uids) {
+        let Some(item) = tx.item_at(deletions.id, uid)? else { continue };
+        let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
+        if keep {
+            tx.move_item(&mut m, &mut deletions, &mut purges, &item, item.clone(), ms)?;
+        } else {
+            tx.remove_item(&mut m, &mut deletions, &item, ms)?;
+        }
+        purged.push(uid);
+    }
+    if modseq.is_some() {
+        tx.put_folder(&deletions)?;
+        tx.put_folder(&purges)?;
+        tx.put_mailbox(&m)?;
+    }
+    Ok(MailOutput::Expunged { uids: purged, modseq })
+}
+
+/// Removes the items of Deletions and Purges deleted before `cutoff` (none under litigation hold). The UIDs
+/// reported are those of both folders, Deletions first.
+fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: u64) -> Applied {
+    let mut m = tx.mailbox()?;
+    if m.litigation_hold {
+        return Ok(MailOutput::Expunged { uids: Vec::new(), modseq: None });
+    }
+    let mut modseq = None;
+    let mut purged = Vec::new();
+    for role in [FolderRole::Deletions, FolderRole::Purges] {
+        let mut folder = tx.role_folder(role)?;
+        let uids = tx.uids_of(folder.id)?;
+        let expired = |item: &ItemInfo| item.deleted.is_none_or(|d| d.at_micros < cutoff);
+        purged.extend(tx.remove_matching(&mut m, &mut folder, uids, &mut modseq, expired)?);
+        if modseq.is_some() {
+            tx.put_folder(&folder)?;
+        }
+    }
+    if modseq.is_some() {
+        tx.put_mailbox(&m)?;
+    }
+    Ok(MailOutput::Expunged { uids: purged, modseq })
+}
