@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use heed::{CommitOrAbort, RoTxn};
 
 use crate::codec;
-use crate::engine::state::{self, Meta};
+use crate::engine::state;
 use crate::engine::{CHECKPOINT_FILE, Checkpoint, Durability, LOGS_DIR, STATE_DIR, StateMachine, checkpoint};
 use crate::error::{Error, Result};
 use crate::fsutil::DirLock;
@@ -84,17 +84,7 @@ impl CheckReport {
 }
 
 fn read_meta(dir: &Path) -> Result<state::MetaValues> {
-    let env = state::open_env(dir, Durability::Full, true)?;
-    let meta = Meta::open(&env)?;
-    let txn = env.read_txn()?;
-    let values = match meta {
-        Some(meta) => meta.read(&txn)?,
-        None => None,
-    };
-    values.ok_or_else(|| Error::NotADatabase {
-        path: dir.join(state::STATE_DIR),
-        reason: "the state store holds no engine metadata".into(),
-    })
+    state::read_meta(&state::open_env(dir, Durability::Full, true)?, dir)
 }
 
 /// The name of the state machine ([`StateMachine::NAME`](crate::StateMachine::NAME)) the dismounted database

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::engine::checkpoint::CheckpointFile;
-use crate::engine::state::{self, Meta, MetaValues, StateStore};
+use crate::engine::state::{self, MetaValues, StateStore};
 use crate::engine::{Durability, LOGS_DIR, StateMachine};
 use crate::error::{Error, IoContext, Result};
 use crate::log::generation;
@@ -35,15 +35,7 @@ impl<M: StateMachine> OpenDir<M> {
         let checkpoint = CheckpointFile::open(dir)?;
         let guid = checkpoint.current().guid;
         let env = state::open_env(dir, durability, false)?;
-        let no_meta = || Error::NotADatabase {
-            path: dir.join(state::STATE_DIR),
-            reason: "the state store holds no engine metadata".into(),
-        };
-        let meta = Meta::open(&env)?.ok_or_else(no_meta)?;
-        let values = {
-            let txn = env.read_txn()?;
-            meta.read(&txn)?.ok_or_else(no_meta)?
-        };
+        let values = state::read_meta(&env, dir)?;
         if values.guid != guid {
             return Err(Error::ForeignDatabase {
                 file: dir.join(state::STATE_DIR),

@@ -50,6 +50,22 @@ pub struct MetaValues {
     pub policy: LogPolicy,
 }
 
+/// The engine's metadata in `env`, the state store of the database in `dir`; [`Error::NotADatabase`] when it
+/// holds none (a state store that was never initialised, or not a database's).
+pub(crate) fn read_meta(env: &Env<WithoutTls>, dir: &Path) -> Result<MetaValues> {
+    let values = match Meta::open(env)? {
+        Some(meta) => {
+            let txn = env.read_txn()?;
+            meta.read(&txn)?
+        }
+        None => None,
+    };
+    values.ok_or_else(|| Error::NotADatabase {
+        path: dir.join(STATE_DIR),
+        reason: "the state store holds no engine metadata".into(),
+    })
+}
+
 /// Opens the environment in `dir/state` with the flags `durability` calls for (see ARCHITECTURE.md, "Why these
 /// LMDB flags"). `read_only` opens it for inspection only.
 pub fn open_env(dir: &Path, durability: Durability, read_only: bool) -> Result<Env<WithoutTls>> {

@@ -14,7 +14,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::engine::state::{self, Meta};
+use crate::engine::state;
 use crate::engine::{CHECKPOINT_FILE, Durability, LOGS_DIR, StateMachine, read_fence, write_fence};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
@@ -77,12 +77,7 @@ pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) ->
     let id = read_copy_file(dir)?.map_or_else(Guid::new_random, |c| c.id);
     let (guid, applied, own_epoch) = {
         let env = state::open_env(dir, Durability::Full, true)?;
-        let meta = Meta::open(&env)?
-            .ok_or_else(|| Error::NotADatabase { path: dir.to_path_buf(), reason: "no engine metadata".into() })?;
-        let txn = env.read_txn()?;
-        let values = meta
-            .read(&txn)?
-            .ok_or_else(|| Error::NotADatabase { path: dir.to_path_buf(), reason: "no engine metadata".into() })?;
+        let values = state::read_meta(&env, dir)?;
         if values.machine != M::NAME {
             return Err(Error::NotADatabase {
                 path: dir.to_path_buf(),

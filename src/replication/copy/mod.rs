@@ -38,14 +38,14 @@ use parking_lot::{Condvar, Mutex};
 use self::admin::{UNSYNCED_FILE, boot_id};
 use self::copier::Copier;
 use self::replay::Replayer;
-use self::shared::{LocalGen, Progress, Shared, Tail};
+use self::shared::{LocalGen, Progress, Shared, Tail, read_log};
 use self::status::status_of;
 use crate::engine::open::OpenDir;
 use crate::engine::state::StateStore;
 use crate::engine::{Checkpoint, Durability, Engine, LOGS_DIR, Options, StateMachine, read_fence};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
-use crate::log::{LogWriter, generation, verify};
+use crate::log::LogWriter;
 use crate::replication::protocol::{CopyId, LogSource};
 use crate::types::{Guid, Lsn};
 
@@ -352,31 +352,11 @@ impl<M: StateMachine> Drop for PassiveCopy<M> {
     }
 }
 
-/// The copy's own log, judged by the engine's walk from the generation holding the first record replay still
-/// needs (a freshly seeded copy has none yet): every generation present, scanned from there on, and the last
-/// one opened for appending after a torn chunk write is discarded (the copier asks for it again).
+/// The copy's own log, opened for appending after a torn chunk write is discarded (the copier asks for it
+/// again); see [`read_log`].
 fn open_log(logs: &Path, guid: Guid, replayed: Lsn) -> Result<(BTreeMap<u64, LocalGen>, Option<Tail>)> {
-    if generation::list(logs)?.generations.is_empty() {
-        return Ok((BTreeMap::new(), None));
-    }
-    let walk = verify::walk(logs, guid, Some(replayed + 1), |_| Ok(()))?;
+    let Some((gens, walk)) = read_log(logs, guid, replayed)? else { return Ok((BTreeMap::new(), None)) };
     walk.discard_tail()?;
-    let mut gens = BTreeMap::new();
-    let mut headers = walk.present.iter().peekable();
-    while let Some((header, path)) = headers.next() {
-        let next = headers.peek().map(|(next, _)| next);
-        let scan = walk.scans.iter().find(|s| s.header.generation == header.generation);
-        gens.insert(
-            header.generation,
-            LocalGen {
-                header: *header,
-                path: path.clone(),
-                end_offset: scan.map_or(0, |s| s.end_offset),
-                last_lsn: scan.map_or_else(|| next.map_or(header.first_lsn, |n| n.first_lsn) - 1, |s| s.last_lsn),
-                closed_micros: next.map(|n| n.created_micros),
-            },
-        );
-    }
     let log = LogWriter::resume(logs, walk.last(), 0)?;
     Ok((gens, Some(Tail { log, closed: false })))
 }

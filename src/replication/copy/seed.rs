@@ -10,7 +10,7 @@ use super::PassiveCopy;
 use super::admin::{CopyFile, SEEDING_FILE, UNSYNCED_FILE, read_copy_file, write_copy_file};
 use super::options::CopyOptions;
 use crate::engine::checkpoint::CheckpointFile;
-use crate::engine::state::{self, Meta};
+use crate::engine::state;
 use crate::engine::{CHECKPOINT_FILE, Checkpoint, Durability, LOGS_DIR, StateMachine, read_fence};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
@@ -95,9 +95,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             crate::fsutil::sync_dir(&state_dir)?;
 
             let env = state::open_env(&dir, Durability::Full, false)?;
-            let values = Meta::open(&env)?
-                .and_then(|m| env.read_txn().ok().and_then(|t| m.read(&t).ok().flatten()))
-                .ok_or_else(|| Error::Shipping("the snapshot holds no engine metadata".into()))?;
+            let values = state::read_meta(&env, &dir)?;
             if values.guid != info.guid {
                 return Err(Error::Shipping("the snapshot belongs to another database".into()));
             }

@@ -2,7 +2,7 @@
 //! local log's generations and tail, and the `Shared` handle with its stop flag and write gate.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,7 +17,9 @@ use crate::engine::checkpoint::CheckpointFile;
 use crate::error::Result;
 use crate::log::LogWriter;
 use crate::log::format::GenerationHeader;
+use crate::log::generation;
 use crate::log::reader::Extent;
+use crate::log::verify::{self, Walk};
 use crate::replication::protocol::{CopyId, LogSource, SourceInfo};
 use crate::types::{Guid, Lsn};
 
@@ -32,6 +34,33 @@ pub(super) struct LocalGen {
     pub(super) last_lsn: Lsn,
     /// When it was closed: the creation time of the next generation.
     pub(super) closed_micros: Option<u64>,
+}
+
+/// The copy's own log, judged by the engine's walk from the generation holding the first record replay still
+/// needs: every generation present, those from there on scanned (their chain, epochs and records checked). `None`
+/// for a freshly seeded copy, which has no log yet.
+pub(super) fn read_log(logs: &Path, guid: Guid, replayed: Lsn) -> Result<Option<(BTreeMap<u64, LocalGen>, Walk)>> {
+    if generation::list(logs)?.generations.is_empty() {
+        return Ok(None);
+    }
+    let walk = verify::walk(logs, guid, Some(replayed + 1), |_| Ok(()))?;
+    let mut gens = BTreeMap::new();
+    let mut headers = walk.present.iter().peekable();
+    while let Some((header, path)) = headers.next() {
+        let next = headers.peek().map(|(next, _)| next);
+        let scan = walk.scans.iter().find(|s| s.header.generation == header.generation);
+        gens.insert(
+            header.generation,
+            LocalGen {
+                header: *header,
+                path: path.clone(),
+                end_offset: scan.map_or(0, |s| s.end_offset),
+                last_lsn: scan.map_or_else(|| next.map_or(header.first_lsn, |n| n.first_lsn) - 1, |s| s.last_lsn),
+                closed_micros: next.map(|n| n.created_micros),
+            },
+        );
+    }
+    Ok(Some((gens, walk)))
 }
 
 impl LocalGen {

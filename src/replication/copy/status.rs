@@ -1,7 +1,6 @@
 //! What a copy reports: [`CopyState`], [`CopyStatus`] and how it is computed from the progress, the status of a
 //! copy that is not open ([`offline_copy_status`]), the [`MountDial`] of activation, and [`NoSource`].
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,12 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::{CopyFile, RESYNCING_FILE, SEEDING_FILE, read_copy_file};
 use super::options::CopyOptions;
-use super::shared::{LocalGen, Progress, Shared};
+use super::shared::{Progress, Shared, read_log};
 use crate::engine::checkpoint::CheckpointFile;
-use crate::engine::state::{self, Meta};
+use crate::engine::state;
 use crate::engine::{Durability, LOGS_DIR, StateMachine, read_fence};
 use crate::error::{Error, Result};
-use crate::log::generation;
 use crate::replication::protocol::{Chunk, CopyId, Hello, LogSource, ReadRequest, SnapshotRequest, SourceInfo};
 use crate::types::{Guid, Lsn};
 
@@ -145,37 +143,14 @@ pub fn offline_copy_status(dir: impl AsRef<Path>, source: Option<&dyn LogSource>
     };
     let copy = read_copy_file(dir)?
         .ok_or_else(|| Error::NotADatabase { path: dir.to_path_buf(), reason: "it is not a passive copy".into() })?;
-    let env = state::open_env(dir, Durability::Full, true)?;
-    let no_meta =
-        || Error::NotADatabase { path: dir.to_path_buf(), reason: "the copy's state holds no metadata".into() };
-    let values = {
-        let meta = Meta::open(&env)?.ok_or_else(no_meta)?;
-        let txn = env.read_txn()?;
-        meta.read(&txn)?.ok_or_else(no_meta)?
-    };
-    drop(env);
-    let mut gens = BTreeMap::new();
-    let mut known_epoch = values.epoch.max(read_fence(dir)?.unwrap_or(0));
-    let mut copied = (values.applied_lsn, 0, 0);
-    let listing = generation::list(&dir.join(LOGS_DIR))?;
-    for (i, (number, path)) in listing.generations.iter().enumerate() {
-        let header = generation::read_header(path, Some(values.guid))?;
-        known_epoch = known_epoch.max(header.epoch);
-        let mut local =
-            LocalGen { header, path: path.clone(), end_offset: 0, last_lsn: header.first_lsn - 1, closed_micros: None };
-        if i + 1 == listing.generations.len() {
-            let scan = generation::scan(path, Some(values.guid), |_| Ok(()))?;
-            local.last_lsn = scan.last_lsn;
-            local.end_offset = scan.end_offset;
-            copied = (scan.last_lsn.max(values.applied_lsn), *number, scan.end_offset);
-        }
-        if let Some(prev) = gens.values_mut().last() {
-            let prev: &mut LocalGen = prev;
-            prev.last_lsn = header.first_lsn - 1;
-            prev.closed_micros = Some(header.created_micros);
-        }
-        gens.insert(*number, local);
-    }
+    let values = state::read_meta(&state::open_env(dir, Durability::Full, true)?, dir)?;
+    let gens =
+        read_log(&dir.join(LOGS_DIR), values.guid, values.applied_lsn)?.map(|(gens, _)| gens).unwrap_or_default();
+    let known_epoch =
+        gens.values().map(|g| g.header.epoch).fold(values.epoch.max(read_fence(dir)?.unwrap_or(0)), u64::max);
+    let copied = gens.values().next_back().map_or((values.applied_lsn, 0, 0), |last| {
+        (last.last_lsn.max(values.applied_lsn), last.header.generation, last.end_offset)
+    });
     let source = match source {
         Some(s) => Some(s.hello(Hello { copy: copy.id, known_epoch, keep_lsn: 0 })?),
         None => copy.source,
