@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailStore, MailboxKind};
 use mailstore::replication::{CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions, resync};
-use mailstore::{Guid, Options, Store};
+use mailstore::{Guid, Options, Store, StoreError};
 
 const DELIVERERS: usize = 8;
 const MESSAGES_PER_DELIVERER: usize = 250;
@@ -40,7 +40,7 @@ fn main() -> Result<()> {
     for name in ["db1", "db2"] {
         let db = match store.mount_database(name) {
             Ok(db) => db,
-            Err(mailstore::Error::NotFound(_)) => store.create_database(name)?,
+            Err(mailstore::Error::Store(StoreError::NoSuchDatabase { .. })) => store.create_database(name)?,
             Err(e) => return Err(e.into()),
         };
         let r = db.recovery_report();

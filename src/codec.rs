@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use crate::error::CodecError;
 use crate::log::format::MAX_RECORD_LEN;
 
 /// The most that decoding one payload may claim for owned data (bincode's limit), in bytes. Records are at most
@@ -17,10 +17,10 @@ use crate::log::format::MAX_RECORD_LEN;
 const DECODE_LIMIT: usize = 4 * MAX_RECORD_LEN;
 
 /// Encodes `value` into a fresh buffer.
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = VecWriter(Vec::with_capacity(INITIAL_CAPACITY));
     bincode::serde::encode_into_writer(value, &mut out, bincode::config::standard())
-        .map_err(|e| Error::Codec(format!("encode: {e}")))?;
+        .map_err(|e| CodecError::Encode { reason: e.to_string() })?;
     Ok(out.0)
 }
 
@@ -41,12 +41,12 @@ impl bincode::enc::write::Writer for VecWriter {
 /// Decodes one value that must span all of `bytes`.
 ///
 /// Trailing bytes are an error: a record's payload is exactly one operation.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
     let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config).map_err(|e| Error::Codec(format!("decode: {e}")))?;
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| CodecError::Decode { reason: e.to_string() })?;
     if used != bytes.len() {
-        return Err(Error::Codec(format!("decode: {} trailing bytes after the value", bytes.len() - used)));
+        return Err(CodecError::TrailingBytes { count: bytes.len() - used });
     }
     Ok(value)
 }
@@ -72,7 +72,7 @@ mod tests {
     fn trailing_bytes_are_rejected() {
         let mut bytes = encode(&Op::Delete(b"x".to_vec())).unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<Op>(&bytes), Err(Error::Codec(_))));
+        assert!(matches!(decode::<Op>(&bytes), Err(CodecError::TrailingBytes { count: 1 })));
     }
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1,12 +1,31 @@
-//! The one error type of the crate.
+//! The errors of the crate, in layers under one umbrella [`Error`].
 //!
-//! Every variant is distinct so that a caller can act on it: [`Error::Poisoned`] means "dismount and mount
-//! again", [`Error::Corrupted`] names the damaged file and offset, [`Error::AlreadyMounted`] means another
-//! engine holds the directory, and so on. Nothing that a caller could act on is folded into a generic variant.
+//! Each layer raises its own typed error, and each converts (`From`) into one variant of [`Error`], the type every
+//! public function returns:
+//!
+//! - **engine and storage** (the log, the state store, mounting): the variants of [`Error`] itself, such as
+//!   [`Error::Poisoned`] ("dismount and mount again"), [`Error::Corrupted`] (names the damaged file and offset),
+//!   [`Error::AlreadyMounted`] (another engine holds the directory); [`Error::is_damage`] groups the damage ones.
+//!   Encoding failures are a [`CodecError`] in [`Error::Codec`].
+//! - **state machines** reject operations with their own type ([`StateMachine::Rejection`]): the mailbox model's
+//!   [`MailError`] arrives as [`Error::Mail`], the key-value machine's [`KvError`] as [`Error::Kv`].
+//! - **the store** (databases by name): [`StoreError`] in [`Error::Store`].
+//! - **replication** (log shipping, passive copies, activation): [`ReplicationError`] in [`Error::Replication`].
+//!
+//! Match the layer, then the precise variant: `Err(Error::Mail(MailError::NoSuchFolder { .. }))`. The layer
+//! variants display their inner error unchanged. Nothing a caller could act on is folded into a generic variant.
+//!
+//! [`StateMachine::Rejection`]: crate::StateMachine::Rejection
+//! [`MailError`]: crate::model::MailError
+//! [`KvError`]: crate::kv::KvError
+//! [`ReplicationError`]: crate::replication::ReplicationError
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::kv::KvError;
+use crate::model::MailError;
+use crate::replication::ReplicationError;
 use crate::types::{Guid, Lsn};
 
 /// The result type of the crate.
@@ -133,7 +152,8 @@ pub enum Error {
     #[error("the database is dismounted")]
     Dismounted,
 
-    /// A caller-supplied value is out of range or malformed.
+    /// A caller-supplied value is out of range or malformed (engine or copy options, a log position). Refused mail
+    /// input is a [`MailError`], a refused database name a [`StoreError::InvalidName`].
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
@@ -145,42 +165,6 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
-
-    /// A conditional operation found the state different from what it expected (nothing was changed).
-    #[error("conflict: {0}")]
-    Conflict(String),
-
-    /// A named object does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
-
-    /// The operation would take a mailbox over one of its quotas; nothing was changed.
-    #[error("quota exceeded: {what}: {size} bytes would exceed the limit of {limit} bytes")]
-    QuotaExceeded {
-        /// Which quota (and mailbox).
-        what: String,
-        /// The size the operation would reach.
-        size: u64,
-        /// The limit.
-        limit: u64,
-    },
-
-    /// A message is larger than the mailbox accepts; nothing was changed.
-    #[error("message of {size} bytes exceeds the maximum message size of {limit} bytes")]
-    MessageTooLarge {
-        /// The message's size.
-        size: u64,
-        /// The limit.
-        limit: u64,
-    },
-
-    /// A named object exists already.
-    #[error("already exists: {0}")]
-    AlreadyExists(String),
-
-    /// The object is in use and the operation needs it idle (a database still referenced by other handles).
-    #[error("busy: {0}")]
-    Busy(String),
 
     /// A newer epoch of this database exists elsewhere (a passive copy was activated): this copy may no longer
     /// write. Bring it back as a passive copy (resynchronize) instead.
@@ -206,48 +190,114 @@ pub enum Error {
         required: usize,
     },
 
-    /// A chunk of shipped log failed inspection; nothing of it was written or replayed.
-    #[error("shipped log rejected: {reason}")]
-    ChunkRejected {
-        /// What was wrong with it.
-        reason: String,
-    },
-
-    /// Log shipping failed: the source refused a request, the transport broke, or the peer misbehaved.
-    #[error("log shipping: {0}")]
-    Shipping(String),
-
-    /// The source no longer has the generation a copy asked for (it was truncated): reseed the copy.
-    #[error("generation {generation} is no longer on the source (its oldest is {oldest}): reseed the copy")]
-    LogTruncated {
-        /// The generation asked for.
-        generation: u64,
-        /// The oldest generation the source still has.
-        oldest: u64,
-    },
-
-    /// Activation was refused by the mount dial: too much of the log is missing on this copy.
-    #[error("activation refused: {missing} generations missing, the mount dial {dial} allows {allowed}")]
-    ActivationRefused {
-        /// Generations the copy lacks.
-        missing: u64,
-        /// Generations the dial allows.
-        allowed: u64,
-        /// The dial.
-        dial: String,
-    },
-
-    /// A passive copy cannot continue from its source: its log diverged beyond repair, or its state needs a
-    /// reseed. The copy is Failed (or FailedAndSuspended); nothing was merged.
-    #[error("copy failed: {reason}")]
-    CopyFailed {
-        /// Why.
-        reason: String,
-    },
-
-    /// Encoding or decoding an operation failed.
+    /// Encoding or decoding a value failed.
     #[error("codec error: {0}")]
-    Codec(String),
+    Codec(#[from] CodecError),
+
+    /// The mailbox model refused an operation or a lookup failed (see [`MailError`]); nothing was changed.
+    #[error(transparent)]
+    Mail(#[from] MailError),
+
+    /// The key-value state machine refused an operation (see [`KvError`]); nothing was changed.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+
+    /// A database of a [`Store`](crate::Store) is missing, exists already or is in use (see [`StoreError`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// Log shipping, a passive copy or an activation failed (see [`ReplicationError`]).
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+}
+
+/// What failed when encoding or decoding a value (operations, log records, stored state records).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// A value cannot be encoded.
+    #[error("encode: {reason}")]
+    Encode {
+        /// What the encoder said.
+        reason: String,
+    },
+    /// The bytes do not decode as a value of the expected type.
+    #[error("decode: {reason}")]
+    Decode {
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The bytes hold one value and more bytes after it (a record's payload is exactly one operation).
+    #[error("decode: {count} trailing bytes after the value")]
+    TrailingBytes {
+        /// The bytes left over.
+        count: usize,
+    },
+    /// The log record at `lsn` does not decode as an operation of the state machine.
+    #[error("record at LSN {lsn} does not decode: {source}")]
+    Record {
+        /// The record's LSN.
+        lsn: Lsn,
+        /// Why it does not decode.
+        source: Box<CodecError>,
+    },
+    /// A stored record breaks the rules of its layout (damage in the state store).
+    #[error("{record}: {rule}")]
+    Malformed {
+        /// The kind of record (`"listing record"`, `"address index entry"`).
+        record: &'static str,
+        /// The rule it breaks.
+        rule: String,
+    },
+}
+
+/// Why a [`Store`](crate::Store) refused an operation on one of its databases.
+///
+/// A layer of its own (not variants of [`Error`]): its objects are databases *by name*, which neither the engine
+/// (one directory) nor the mailbox model knows, and a caller that hosts several databases matches on them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No database of that name exists in the store.
+    #[error("database {name:?} does not exist (create it with Store::create_database)")]
+    NoSuchDatabase {
+        /// The name asked for.
+        name: String,
+    },
+    /// The database exists but is not mounted.
+    #[error("database {name:?} is not mounted (mount it with Store::mount_database)")]
+    NotMounted {
+        /// The name asked for.
+        name: String,
+    },
+    /// A database of that name exists already.
+    #[error("database {name:?} already exists")]
+    DatabaseExists {
+        /// The name asked for.
+        name: String,
+    },
+    /// The database is still used by other handles, so it cannot be dismounted; it stays mounted.
+    #[error("database {name:?} is still used by {handles} other handle(s); drop them and dismount again")]
+    InUse {
+        /// The database.
+        name: String,
+        /// Handles alive besides the store's own.
+        handles: usize,
+    },
+    /// The database is mounted, so it cannot be deleted.
+    #[error("database {name:?} is mounted; dismount it first")]
+    Mounted {
+        /// The database.
+        name: String,
+    },
+    /// The name cannot name a database (it becomes a directory name and may not leave the store's root).
+    #[error("database name {name:?} {rule}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        rule: String,
+    },
 }
 
 impl Error {

@@ -9,7 +9,7 @@ use heed::{CommitToken, Database, DatabaseOpener, OnCommit, RoTxn, RwTxn, Withou
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{ApplyContext, ApplyError, Engine, StateMachine};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The longest key (LMDB's default key limit is 511 bytes).
 pub const MAX_KEY_LEN: usize = 511;
@@ -31,7 +31,7 @@ pub enum KvOp {
         key: Vec<u8>,
     },
     /// Sets `key` to `new` (or removes it when `None`) only if its current value is `expected` (`None`:
-    /// absent); otherwise the operation is rejected with [`Error::Conflict`] and changes nothing.
+    /// absent); otherwise the operation is rejected with [`KvError::Conflict`] and changes nothing.
     CompareAndSwap {
         /// The key.
         key: Vec<u8>,
@@ -42,6 +42,29 @@ pub enum KvOp {
     },
     /// Several puts, atomically: all or none.
     PutMany(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+/// Why the key-value machine refuses an operation: its [`StateMachine::Rejection`], which reaches the committer as
+/// [`Error::Kv`](crate::Error::Kv).
+///
+/// A type of its own rather than variants of the crate's `Error`: the reference machine shows how any machine
+/// plugs in (a typed rejection plus one `From` into the umbrella error), and a conflict on a key means nothing
+/// to the engine or to the mailbox model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvError {
+    /// The key is empty or longer than [`MAX_KEY_LEN`]; refused before the operation is logged.
+    #[error("key length {len} is outside 1 ..= {MAX_KEY_LEN}")]
+    InvalidKey {
+        /// The key's length.
+        len: usize,
+    },
+    /// A [`KvOp::CompareAndSwap`] found the key holding another value than expected; nothing was changed.
+    #[error("conflict: key {:?} does not hold the expected value", String::from_utf8_lossy(key))]
+    Conflict {
+        /// The key.
+        key: Vec<u8>,
+    },
 }
 
 /// The key-value state: one LMDB database of byte strings.
@@ -90,9 +113,9 @@ impl Kv {
     }
 }
 
-fn check_key(key: &[u8]) -> Result<()> {
+fn check_key(key: &[u8]) -> Result<(), KvError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(Error::InvalidArgument(format!("key length {} is outside 1 ..= {MAX_KEY_LEN}", key.len())));
+        return Err(KvError::InvalidKey { len: key.len() });
     }
     Ok(())
 }
@@ -101,6 +124,7 @@ impl StateMachine for Kv {
     const NAME: &'static str = "kv";
     type Op = KvOp;
     type Output = ();
+    type Rejection = KvError;
     type Databases<'e> = KvDatabases<'e>;
 
     fn create_databases<'e>(opener: &DatabaseOpener<'e, WithoutTls>, txn: &mut RwTxn<'e>) -> Result<KvDatabases<'e>> {
@@ -111,14 +135,14 @@ impl StateMachine for Kv {
         Ok(opener.open_database(txn, Some("kv.data"))?.map(KvDatabases))
     }
 
-    fn validate(&self, op: &KvOp) -> Result<()> {
+    fn validate(&self, op: &KvOp) -> Result<(), KvError> {
         match op {
             KvOp::Put { key, .. } | KvOp::Delete { key } | KvOp::CompareAndSwap { key, .. } => check_key(key),
             KvOp::PutMany(pairs) => pairs.iter().try_for_each(|(k, _)| check_key(k)),
         }
     }
 
-    fn apply(&self, txn: &mut RwTxn<'_>, _ctx: ApplyContext, op: KvOp) -> Result<(), ApplyError> {
+    fn apply(&self, txn: &mut RwTxn<'_>, _ctx: ApplyContext, op: KvOp) -> Result<(), ApplyError<KvError>> {
         // Keys are validated before logging; a record that slipped past (an older release, a hand-made log) is
         // rejected here the same way on every copy.
         self.validate(&op).map_err(ApplyError::Reject)?;
@@ -130,10 +154,7 @@ impl StateMachine for Kv {
             KvOp::CompareAndSwap { key, expected, new } => {
                 let current = self.data.get(txn, &key)?;
                 if current != expected.as_deref() {
-                    return Err(ApplyError::Reject(Error::Conflict(format!(
-                        "key {:?} does not hold the expected value",
-                        String::from_utf8_lossy(&key)
-                    ))));
+                    return Err(ApplyError::Reject(KvError::Conflict { key }));
                 }
                 match new {
                     Some(value) => self.data.put(txn, &key, &value)?,

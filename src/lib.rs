@@ -42,6 +42,6 @@ pub use engine::{
     ApplyContext, ApplyError, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogPolicy, LogPosition,
     LogRetention, OnSyncTimeout, Options, RecoveryMode, RecoveryReport, StateMachine, SyncPolicy,
 };
-pub use error::{Error, Result};
+pub use error::{CodecError, Error, Result, StoreError};
 pub use store::Store;
 pub use types::{Guid, Lsn};

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::engine::{CHECKPOINT_FILE, Engine, Options, StateMachine};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, StoreError};
 use crate::fsutil::{DirLock, sync_dir};
-use crate::model::{MailOp, MailStore, MailboxInfo, MailboxKind};
+use crate::model::{MailError, MailOp, MailStore, MailboxInfo, MailboxKind};
 use crate::types::{Guid, now_micros};
 
 /// Name of the marker file at the root of a store.
@@ -36,7 +36,7 @@ pub const MAX_NAME_LEN: usize = 64;
 
 /// Checks that `name` can name a database: it becomes a directory name, so it may not leave the root.
 pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::InvalidArgument(format!("database name {name:?} {why}")));
+    let bad = |why: &str| Err(StoreError::InvalidName { name: name.to_owned(), rule: why.to_owned() }.into());
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return bad(&format!("must have 1 to {MAX_NAME_LEN} characters"));
     }
@@ -161,7 +161,7 @@ impl<M: StateMachine> Store<M> {
         let dir = self.dir_of(name)?;
         let mut mounted = self.mounted.lock();
         if mounted.contains_key(name) || dir.join(CHECKPOINT_FILE).exists() {
-            return Err(Error::AlreadyExists(format!("database {name:?}")));
+            return Err(StoreError::DatabaseExists { name: name.to_owned() }.into());
         }
         let engine = Arc::new(Engine::mount(&dir, self.options.clone().create_if_missing(true))?);
         sync_dir(&self.root.join(DATABASES_DIR))?;
@@ -177,7 +177,7 @@ impl<M: StateMachine> Store<M> {
             return Ok(Arc::clone(engine));
         }
         if !dir.exists() {
-            return Err(Error::NotFound(format!("database {name:?}")));
+            return Err(StoreError::NoSuchDatabase { name: name.to_owned() }.into());
         }
         let engine = Arc::new(Engine::mount(&dir, self.options.clone().create_if_missing(false))?);
         mounted.insert(name.to_owned(), Arc::clone(&engine));
@@ -187,21 +187,21 @@ impl<M: StateMachine> Store<M> {
     /// The mounted database `name`.
     pub fn database(&self, name: &str) -> Result<Arc<Engine<M>>> {
         validate_name(name)?;
-        self.mounted.lock().get(name).cloned().ok_or_else(|| Error::NotFound(format!("mounted database {name:?}")))
+        self.mounted.lock().get(name).cloned().ok_or_else(|| StoreError::NotMounted { name: name.to_owned() }.into())
     }
 
-    /// Dismounts the database `name` cleanly. Fails with [`Error::Busy`] (and leaves it mounted) while other
+    /// Dismounts the database `name` cleanly. Fails with [`StoreError::InUse`] (and leaves it mounted) while other
     /// handles to it are alive.
     pub fn dismount_database(&self, name: &str) -> Result<()> {
         validate_name(name)?;
         let mut mounted = self.mounted.lock();
-        let engine = mounted.remove(name).ok_or_else(|| Error::NotFound(format!("mounted database {name:?}")))?;
+        let engine = mounted.remove(name).ok_or_else(|| StoreError::NotMounted { name: name.to_owned() })?;
         match Arc::try_unwrap(engine) {
             Ok(engine) => engine.dismount(),
             Err(engine) => {
-                let holders = Arc::strong_count(&engine) - 1;
+                let handles = Arc::strong_count(&engine) - 1;
                 mounted.insert(name.to_owned(), engine);
-                Err(Error::Busy(format!("database {name:?} is still used by {holders} other handle(s)")))
+                Err(StoreError::InUse { name: name.to_owned(), handles }.into())
             }
         }
     }
@@ -212,10 +212,10 @@ impl<M: StateMachine> Store<M> {
         let dir = self.dir_of(name)?;
         let mounted = self.mounted.lock();
         if mounted.contains_key(name) {
-            return Err(Error::Busy(format!("database {name:?} is mounted; dismount it first")));
+            return Err(StoreError::Mounted { name: name.to_owned() }.into());
         }
         if !dir.exists() {
-            return Err(Error::NotFound(format!("database {name:?}")));
+            return Err(StoreError::NoSuchDatabase { name: name.to_owned() }.into());
         }
         // Its own lock makes sure no other process has it mounted.
         drop(DirLock::exclusive(&dir)?);
@@ -280,12 +280,12 @@ impl Store<MailStore> {
     }
 
     /// Creates a mailbox in the mounted database `database`, refusing an address that any mounted database
-    /// already uses ([`Error::AlreadyExists`]). Returns its GUID.
+    /// already uses ([`MailError::AddressTaken`]). Returns its GUID.
     pub fn create_mailbox(&self, database: &str, address: &str, display_name: &str, kind: MailboxKind) -> Result<Guid> {
         // One creation at a time across the store, so two databases cannot take the same address at once.
         let _creating = self.creating.lock();
         if self.locate_address(address)?.is_some() {
-            return Err(Error::AlreadyExists(format!("a mailbox with address {address:?}")));
+            return Err(MailError::AddressTaken { address: address.to_owned() }.into());
         }
         let engine = self.database(database)?;
         let op = MailOp::create_mailbox(address, display_name, kind);

@@ -363,6 +363,7 @@ impl StateMachine for Other {
     const NAME: &'static str = "other";
     type Op = u8;
     type Output = ();
+    type Rejection = mailstore::Error;
     type Databases<'e> = OtherDatabases;
 
     fn create_databases<'e>(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::thread;
 
 use mailstore::engine::{LOGS_DIR, list_generations};
-use mailstore::kv::{KvEngine, KvOp};
+use mailstore::kv::{KvEngine, KvError, KvOp};
 use mailstore::{Durability, Engine, Error, LogRetention, Options};
 
 fn put(key: &str, value: &str) -> KvOp {
@@ -86,7 +86,7 @@ fn rejected_operation_changes_nothing() {
     let err = db
         .commit(KvOp::CompareAndSwap { key: b"k".to_vec(), expected: Some(b"nope".to_vec()), new: None })
         .unwrap_err();
-    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert!(matches!(err, Error::Kv(KvError::Conflict { .. })), "{err:?}");
     assert_eq!(get(&db, "k").as_deref(), Some(&b"v1"[..]));
     db.commit(KvOp::CompareAndSwap { key: b"k".to_vec(), expected: Some(b"v1".to_vec()), new: Some(b"v2".to_vec()) })
         .unwrap();
@@ -94,7 +94,7 @@ fn rejected_operation_changes_nothing() {
     assert_eq!(db.stats().rejected, 1);
     // Invalid keys never reach the log.
     let before = db.status().applied_lsn;
-    assert!(matches!(db.commit(put("", "v")), Err(Error::InvalidArgument(_))));
+    assert!(matches!(db.commit(put("", "v")), Err(Error::Kv(KvError::InvalidKey { len: 0 }))));
     assert_eq!(db.status().applied_lsn, before);
 }
 
@@ -115,7 +115,7 @@ fn rejections_inside_a_batch_leave_no_trace_and_the_rest_of_the_batch_applies() 
                     let key = format!("t{t}-{i}").into_bytes();
                     let op =
                         KvOp::CompareAndSwap { key, expected: Some(b"not ok".to_vec()), new: Some(b"ghost".to_vec()) };
-                    if let Err(Error::Conflict(_)) = db.commit(op) {
+                    if let Err(Error::Kv(KvError::Conflict { .. })) = db.commit(op) {
                         rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
@@ -296,6 +296,7 @@ impl mailstore::StateMachine for Expander {
     const NAME: &'static str = "expander";
     type Op = u32;
     type Output = ();
+    type Rejection = mailstore::Error;
     type Databases<'e> = ExpanderDatabases<'e>;
 
     fn create_databases<'e>(
@@ -390,6 +391,7 @@ impl mailstore::StateMachine for Panicky {
     const NAME: &'static str = "panicky";
     type Op = u8;
     type Output = u8;
+    type Rejection = mailstore::Error;
     type Databases<'e> = PanickyDatabases;
 
     fn create_databases<'e>(

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::thread;
 
 use mailstore::model::{
-    ChangeKind, Entity, FlagAction, Flags, FolderId, FolderRole, ItemClass, MailEngine, MailOp, MailOutput,
-    MailboxKind, Uid,
+    ChangeKind, Entity, FlagAction, Flags, FolderId, FolderRole, ItemClass, MAX_MESSAGE_SIZE, MailEngine, MailError,
+    MailOp, MailOutput, MailboxKind, QuotaKind, Uid,
 };
 use mailstore::{Engine, Error, Guid, Options};
 
@@ -79,7 +79,7 @@ fn mail_mailbox_gets_the_well_known_folders() {
     let pf = db.commit(MailOp::create_mailbox("pf@example.com", "PF", MailboxKind::PublicFolderHierarchy)).unwrap();
     assert!(matches!(pf.output, MailOutput::MailboxCreated { .. }));
     let dup = db.commit(MailOp::create_mailbox("Alice@Example.com", "again", MailboxKind::Shared));
-    assert!(matches!(dup, Err(Error::AlreadyExists(_))), "{dup:?}");
+    assert!(matches!(dup, Err(Error::Mail(MailError::AddressTaken { .. }))), "{dup:?}");
 }
 
 #[test]
@@ -98,23 +98,26 @@ fn folders_names_and_moves() {
     };
     let projects = create(root, "Projects").unwrap();
     let alpha = create(projects, "Alpha").unwrap();
-    assert!(matches!(create(root, "projects"), Err(Error::AlreadyExists(_))), "sibling names are case-insensitive");
+    assert!(
+        matches!(create(root, "projects"), Err(Error::Mail(MailError::FolderExists { .. }))),
+        "sibling names are case-insensitive"
+    );
     for bad in ["", "a/b", "..", " padded", "x\u{7}y", &"n".repeat(256)] {
         let before = db.status().applied_lsn;
-        assert!(matches!(create(root, bad), Err(Error::InvalidArgument(_))), "{bad:?}");
+        assert!(matches!(create(root, bad), Err(Error::Mail(MailError::InvalidFolderName { .. }))), "{bad:?}");
         assert_eq!(db.status().applied_lsn, before, "{bad:?} reached the log");
     }
     let ri = role(&db, mbx, FolderRole::RecoverableItems);
-    assert!(matches!(create(ri, "Sneaky"), Err(Error::InvalidArgument(_))));
-    assert!(matches!(create(9999, "Orphan"), Err(Error::NotFound(_))));
+    assert!(matches!(create(ri, "Sneaky"), Err(Error::Mail(MailError::RecoverableItems { .. }))));
+    assert!(matches!(create(9999, "Orphan"), Err(Error::Mail(MailError::NoSuchFolder { folder: 9999, .. }))));
 
     let rename = |folder, parent, name: &str| {
         db.commit(MailOp::RenameFolder { mailbox: mbx, folder, parent, name: name.into() }).map(|_| ())
     };
     // No cycles, no renaming well-known folders.
-    assert!(matches!(rename(projects, alpha, "Loop"), Err(Error::InvalidArgument(_))));
-    assert!(matches!(rename(projects, projects, "Self"), Err(Error::InvalidArgument(_))));
-    assert!(matches!(rename(inbox, root, "Mail"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(rename(projects, alpha, "Loop"), Err(Error::Mail(MailError::FolderCycle { .. }))));
+    assert!(matches!(rename(projects, projects, "Self"), Err(Error::Mail(MailError::FolderCycle { .. }))));
+    assert!(matches!(rename(inbox, root, "Mail"), Err(Error::Mail(MailError::WellKnownFolder { .. }))));
     rename(alpha, inbox, "Alpha 2").unwrap();
     let moved = db.read(|s, txn| s.child_folder(txn, &mbx, inbox, "alpha 2")).unwrap().unwrap();
     assert_eq!((moved.id, moved.parent), (alpha, Some(inbox)));
@@ -291,7 +294,7 @@ fn delete_goes_to_recoverable_items_and_comes_back() {
     // Deleted items are not stored or copied into Recoverable Items by other paths.
     assert!(matches!(
         db.commit(MailOp::CopyItems { mailbox: mbx, from: inbox, uids: vec![2], to: deletions, remove_source: false }),
-        Err(Error::InvalidArgument(_))
+        Err(Error::Mail(MailError::RecoverableItems { .. }))
     ));
 
     // Recover puts an item back where it came from, with a new UID.
@@ -334,7 +337,7 @@ fn deleting_a_folder_moves_its_subtree_to_recoverable_items() {
     append(&db, mbx, grandchild, "g2");
     assert!(matches!(
         db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: inbox, at_micros: 1 }),
-        Err(Error::InvalidArgument(_))
+        Err(Error::Mail(MailError::WellKnownFolder { .. }))
     ));
     let MailOutput::FolderDeleted { folders, items, .. } =
         db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: top, at_micros: 7 }).unwrap().output
@@ -377,7 +380,10 @@ fn quotas_refuse_delivery_and_report_state() {
     };
     db.commit(MailOp::SetQuota { mailbox: mbx, quota: Some(quota) }).unwrap();
     let bad = mailstore::model::Quota { issue_warning: 10, prohibit_send: 5, ..quota };
-    assert!(matches!(db.commit(MailOp::SetQuota { mailbox: mbx, quota: Some(bad) }), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        db.commit(MailOp::SetQuota { mailbox: mbx, quota: Some(bad) }),
+        Err(Error::Mail(MailError::InvalidQuota { .. }))
+    ));
     for i in 0..3 {
         append(&db, mbx, inbox, &format!("q{i}"));
     }
@@ -385,12 +391,18 @@ fn quotas_refuse_delivery_and_report_state() {
     assert!(status.warning && status.prohibit_send && !status.prohibit_send_receive);
     let before = db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap();
     let refused = db.commit(MailOp::append(mbx, inbox, message("q3", "hello"), Flags::empty(), vec![]));
-    assert!(matches!(refused, Err(Error::QuotaExceeded { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::Mail(MailError::QuotaExceeded { quota: QuotaKind::ProhibitSendReceive, .. }))),
+        "{refused:?}"
+    );
     assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap(), before, "nothing half-written");
     // Recoverable Items has its own limit: two items fit, the third deletion is refused whole.
     db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 2], at_micros: 1 }).unwrap();
     let refused = db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![3], at_micros: 1 });
-    assert!(matches!(refused, Err(Error::QuotaExceeded { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::Mail(MailError::QuotaExceeded { quota: QuotaKind::RecoverableItems, .. }))),
+        "{refused:?}"
+    );
     assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap().total, 1);
     // Deleting freed mailbox quota: delivery works again.
     append(&db, mbx, inbox, "fits again");
@@ -543,20 +555,26 @@ fn mailbox_soft_delete_restore_and_purge() {
     db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 99 }).unwrap();
     // A deleted mailbox takes no operation and frees its address.
     let refused = db.commit(MailOp::append(mbx, inbox, message("x", "y"), Flags::empty(), vec![]));
-    assert!(matches!(refused, Err(Error::NotFound(_))), "{refused:?}");
+    assert!(matches!(refused, Err(Error::Mail(MailError::MailboxDeleted { .. }))), "{refused:?}");
     assert!(db.read(|s, txn| s.mailbox_by_address(txn, "jack@example.com")).unwrap().is_none());
     assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().deleted_micros, Some(99));
     // Restored, with its content.
     db.commit(MailOp::RestoreMailbox { mailbox: mbx }).unwrap();
     assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap().total, 1);
     assert!(
-        matches!(db.commit(MailOp::PurgeMailbox { mailbox: mbx }), Err(Error::InvalidArgument(_))),
+        matches!(
+            db.commit(MailOp::PurgeMailbox { mailbox: mbx }),
+            Err(Error::Mail(MailError::MailboxNotDeleted { .. }))
+        ),
         "purge needs a delete first"
     );
     // Deleted again, its address taken by a new mailbox: restore is refused; purge removes everything.
     db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 100 }).unwrap();
     let other = create_mailbox(&db, "jack@example.com");
-    assert!(matches!(db.commit(MailOp::RestoreMailbox { mailbox: mbx }), Err(Error::AlreadyExists(_))));
+    assert!(matches!(
+        db.commit(MailOp::RestoreMailbox { mailbox: mbx }),
+        Err(Error::Mail(MailError::AddressTaken { .. }))
+    ));
     db.commit(MailOp::PurgeMailbox { mailbox: mbx }).unwrap();
     assert!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().is_none());
     assert!(db.read(|s, txn| s.folders(txn, &mbx)).unwrap().is_empty());
@@ -581,7 +599,10 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
     assert!(matches!(deliver(&db, mbx, None, message("to inbox", "x")).unwrap(), MailOutput::Appended { uid: 1, .. }));
     deliver(&db, mbx, Some("inbox/LISTS"), message("to lists", "x")).unwrap();
     assert_eq!(folder_info(&db, mbx, lists).total, 1);
-    assert!(matches!(deliver(&db, mbx, Some("Inbox/Nowhere"), message("lost", "x")), Err(Error::NotFound(_))));
+    assert!(matches!(
+        deliver(&db, mbx, Some("Inbox/Nowhere"), message("lost", "x")),
+        Err(Error::Mail(MailError::NoSuchFolderPath { .. }))
+    ));
 
     // Received-time order, newest first, with pagination; independent of UID order.
     for (i, received) in [300u64, 100, 200].into_iter().enumerate() {
@@ -673,7 +694,10 @@ fn outbox_submission_queue() {
         Some("outgoing")
     );
     assert_eq!(folder_info(&db, mbx, outbox).total, 1);
-    assert!(matches!(db.commit(MailOp::AcknowledgeSubmission { mailbox: mbx, item }), Err(Error::NotFound(_))));
+    assert!(matches!(
+        db.commit(MailOp::AcknowledgeSubmission { mailbox: mbx, item }),
+        Err(Error::Mail(MailError::NoSuchSubmission { .. }))
+    ));
     // Deleting a queued message withdraws it.
     db.commit(MailOp::DeleteItems { mailbox: mbx, folder: outbox, uids: vec![2], at_micros: 1 }).unwrap();
     assert!(db.read(|s, txn| s.submissions(txn)).unwrap().is_empty());
@@ -686,7 +710,10 @@ fn outbox_submission_queue() {
         ..Default::default()
     };
     db.commit(MailOp::SetQuota { mailbox: mbx, quota: Some(quota) }).unwrap();
-    assert!(matches!(db.commit(MailOp::submit(mbx, message("blocked", "x"))), Err(Error::QuotaExceeded { .. })));
+    assert!(matches!(
+        db.commit(MailOp::submit(mbx, message("blocked", "x"))),
+        Err(Error::Mail(MailError::QuotaExceeded { quota: QuotaKind::ProhibitSend, .. }))
+    ));
     append(&db, mbx, role(&db, mbx, FolderRole::Inbox), "still delivered");
 }
 
@@ -783,15 +810,15 @@ fn bad_messages_are_refused_or_flagged_never_half_written() {
     let before = folder_info(&db, mbx, inbox);
     let big = message("big", &"x".repeat(2000));
     let refused = db.commit(MailOp::append(mbx, inbox, big.clone(), Flags::empty(), vec![]));
-    assert!(matches!(refused, Err(Error::MessageTooLarge { limit: 1000, .. })), "{refused:?}");
-    assert!(matches!(db.commit(MailOp::submit(mbx, big)), Err(Error::MessageTooLarge { .. })));
+    assert!(matches!(refused, Err(Error::Mail(MailError::MessageTooLarge { limit: 1000, .. }))), "{refused:?}");
+    assert!(matches!(db.commit(MailOp::submit(mbx, big)), Err(Error::Mail(MailError::MessageTooLarge { .. }))));
     assert_eq!(folder_info(&db, mbx, inbox), before);
     // Beyond what any log record may hold: refused before logging.
     let lsn = db.status().applied_lsn;
     let huge = vec![b'a'; 49 << 20];
     assert!(matches!(
         db.commit(MailOp::append(mbx, inbox, huge, Flags::empty(), vec![])),
-        Err(Error::InvalidArgument(_))
+        Err(Error::Mail(MailError::MessageTooLarge { limit, .. })) if limit == MAX_MESSAGE_SIZE as u64
     ));
     assert_eq!(db.status().applied_lsn, lsn);
     // A content hash that is not the hash of the bytes (an operation built by hand): refused before logging,
@@ -807,7 +834,7 @@ fn bad_messages_are_refused_or_flagged_never_half_written() {
             *content = mailstore::model::ContentHash::of(b"other bytes");
         }
         let refused = db.commit(forged);
-        assert!(matches!(&refused, Err(Error::InvalidArgument(why)) if why.contains("content hash")), "{refused:?}");
+        assert!(matches!(&refused, Err(Error::Mail(MailError::ContentHashMismatch { .. }))), "{refused:?}");
     }
     assert_eq!(db.status().applied_lsn, lsn);
     // Malformed MIME is stored and flagged, never a panic.
@@ -828,12 +855,15 @@ fn bad_messages_are_refused_or_flagged_never_half_written() {
         keywords: vec!["has space".into()],
         unchanged_since: None,
     };
-    assert!(matches!(db.commit(bad_keyword), Err(Error::InvalidArgument(_))));
+    assert!(matches!(db.commit(bad_keyword), Err(Error::Mail(MailError::InvalidKeyword { .. }))));
     assert!(matches!(
         db.commit(MailOp::Expunge { mailbox: Guid([1; 16]), folder: inbox, uids: None }),
-        Err(Error::NotFound(_))
+        Err(Error::Mail(MailError::NoSuchMailbox { .. }))
     ));
-    assert!(matches!(db.commit(MailOp::Expunge { mailbox: mbx, folder: 4242, uids: None }), Err(Error::NotFound(_))));
+    assert!(matches!(
+        db.commit(MailOp::Expunge { mailbox: mbx, folder: 4242, uids: None }),
+        Err(Error::Mail(MailError::NoSuchFolder { folder: 4242, .. }))
+    ));
 }
 
 #[test]
@@ -890,7 +920,7 @@ fn edits_keep_originals_in_versions_under_litigation_hold() {
     assert_eq!(busy[0].class, ItemClass::Appointment { start: 50, end: 60 });
     assert!(matches!(
         db.commit(MailOp::replace_item(mbx, calendar, 99, message("x", "y"), ItemClass::Note)),
-        Err(Error::NotFound(_))
+        Err(Error::Mail(MailError::NoSuchItem { uid: 99, .. }))
     ));
     db.dismount().unwrap();
     assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
@@ -933,11 +963,14 @@ fn holds_cannot_be_bypassed() {
     db.commit(MailOp::store_flags(mbx, deletions, vec![1], FlagAction::Add, Flags::DELETED)).unwrap();
     assert!(matches!(
         db.commit(MailOp::Expunge { mailbox: mbx, folder: deletions, uids: None }),
-        Err(Error::InvalidArgument(_))
+        Err(Error::Mail(MailError::RecoverableItems { .. }))
     ));
     // A mailbox on hold is not purged even once deleted.
     db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 2 }).unwrap();
-    assert!(matches!(db.commit(MailOp::PurgeMailbox { mailbox: mbx }), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        db.commit(MailOp::PurgeMailbox { mailbox: mbx }),
+        Err(Error::Mail(MailError::LitigationHold { .. }))
+    ));
     assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().recoverable_items, 1);
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use mailstore::kv::{KvEngine, KvOp};
+use mailstore::kv::{KvEngine, KvError, KvOp};
 use mailstore::{Durability, Engine, Error, Options};
 use proptest::prelude::*;
 
@@ -83,7 +83,7 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                         prop_assert_eq!(c.lsn, lsn + 1);
                         lsn = c.lsn;
                     }
-                    Err(Error::Conflict(_)) => {
+                    Err(Error::Kv(KvError::Conflict { .. })) => {
                         prop_assert!(!accepted, "engine rejected what the model accepts");
                         lsn += 1; // a rejected operation is still a logged no-op
                     }

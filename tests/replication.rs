@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::{Rng, env_u64, key, put};
 use mailstore::kv::{Kv, KvEngine};
 use mailstore::replication::{
-    Chunk, CopyId, CopyOptions, CopyState, Hello, LogSource, MountDial, PassiveCopy, ReadRequest, ResyncOutcome,
-    ShippingKey, ShippingSource, SnapshotPart, SnapshotRequest, SourceInfo, SourceOptions, TcpShippingServer,
-    TcpSource, resync,
+    Chunk, CopyId, CopyOptions, CopyState, Hello, LogSource, MountDial, PassiveCopy, ReadRequest, ReplicationError,
+    ResyncOutcome, ShippingKey, ShippingSource, SnapshotPart, SnapshotRequest, SourceInfo, SourceOptions,
+    TcpShippingServer, TcpSource, resync,
 };
 use mailstore::{Engine, Error, OnSyncTimeout, Options, Result, SyncPolicy};
 use tempfile::TempDir;
@@ -444,7 +444,7 @@ fn activation_obeys_the_mount_dial() {
             Ok(Vec::new())
         }
         fn snapshot(&self, _: SnapshotRequest) -> Result<SnapshotPart> {
-            Err(Error::Shipping("dead".into()))
+            Err(ReplicationError::Transport { reason: "dead".into() }.into())
         }
         fn goodbye(&self, _: CopyId) -> Result<()> {
             Ok(())
@@ -459,8 +459,14 @@ fn activation_obeys_the_mount_dial() {
     }
     let missing = copy.status().copy_queue_length;
     assert!((7..=12).contains(&missing), "missing {missing}: {:?}", copy.status());
-    assert!(matches!(copy.check_activation(MountDial::Lossless), Err(Error::ActivationRefused { .. })));
-    assert!(matches!(copy.check_activation(MountDial::GoodAvailability), Err(Error::ActivationRefused { .. })));
+    assert!(matches!(
+        copy.check_activation(MountDial::Lossless),
+        Err(Error::Replication(ReplicationError::ActivationRefused { .. }))
+    ));
+    assert!(matches!(
+        copy.check_activation(MountDial::GoodAvailability),
+        Err(Error::Replication(ReplicationError::ActivationRefused { .. }))
+    ));
     let engine = copy.activate(MountDial::BestAvailability, 2, small_gens()).unwrap();
     let status = engine.status();
     assert_eq!(status.epoch, 2);
@@ -601,7 +607,7 @@ fn tcp_transport_refuses_a_wrong_key_and_resumes_a_cut_connection_without_loss_o
 
     let wrong = TcpSource::new(&addr, ShippingKey::from_passphrase("wrong")).retry_for(Duration::from_millis(200));
     let refused = wrong.hello(Hello { copy: mailstore::Guid::new_random(), known_epoch: 0, keep_lsn: 0 });
-    assert!(matches!(&refused, Err(Error::Shipping(m)) if m.contains("authentication")), "{refused:?}");
+    assert!(matches!(&refused, Err(Error::Replication(ReplicationError::Authentication { .. }))), "{refused:?}");
 
     let tcp = Arc::new(TcpSource::new(&addr, key));
     let log: Arc<dyn LogSource> = tcp.clone();
@@ -842,7 +848,11 @@ fn state_synced_at_checkpoints_only_replays_the_same_and_refuses_to_open_after_a
     std::fs::write(dir.join("unsynced"), "00000000-0000-0000-0000-000000000000").unwrap();
     let log: Arc<dyn LogSource> = source.clone();
     let refused = PassiveCopy::<Kv>::open(&dir, log, options.clone());
-    assert!(matches!(&refused, Err(Error::CopyFailed { reason }) if reason.contains("reseed")), "{:?}", refused.err());
+    assert!(
+        matches!(&refused, Err(Error::Replication(ReplicationError::CopyFailed { reason })) if reason.contains("reseed")),
+        "{:?}",
+        refused.err()
+    );
     let log: Arc<dyn LogSource> = source.clone();
     let copy: Copy = PassiveCopy::seed(&dir, source.as_ref(), log, options, |_| {}).unwrap();
     catch_up(&copy, &db);

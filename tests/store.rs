@@ -6,8 +6,9 @@ use std::fs;
 
 use common::*;
 use mailstore::kv::Kv;
+use mailstore::model::MailError;
 use mailstore::store::{DATABASES_DIR, validate_name};
-use mailstore::{Error, Options, Store};
+use mailstore::{Error, Options, Store, StoreError};
 
 fn open(root: &std::path::Path) -> Store<Kv> {
     Store::open(root, Options::default()).unwrap()
@@ -35,7 +36,7 @@ fn databases_are_independent() {
     assert_eq!(names, [("db1".to_string(), true), ("db2".to_string(), true)]);
     drop(db1);
     store.dismount_database("db1").unwrap();
-    assert!(matches!(store.database("db1"), Err(Error::NotFound(_))));
+    assert!(matches!(store.database("db1"), Err(Error::Store(StoreError::NotMounted { .. }))));
     assert!(!store.list().unwrap()[0].mounted);
     // db2 keeps working while db1 is dismounted.
     db2.commit(put("while-db1-down", "y")).unwrap();
@@ -57,15 +58,15 @@ fn databases_are_independent() {
 #[test]
 fn names_cannot_leave_the_root() {
     for bad in ["", ".", "..", "../x", "a/b", "/abs", ".hidden", "-dash", "a\\b", "sp ace", "ü", &"x".repeat(65)] {
-        assert!(matches!(validate_name(bad), Err(Error::InvalidArgument(_))), "{bad:?} accepted");
+        assert!(matches!(validate_name(bad), Err(Error::Store(StoreError::InvalidName { .. }))), "{bad:?} accepted");
     }
     for good in ["db1", "Mailbox_DB-01", "a.b", "9", &"x".repeat(64)] {
         validate_name(good).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    assert!(matches!(store.create_database("../escape"), Err(Error::InvalidArgument(_))));
-    assert!(matches!(store.mount_database("a/b"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.create_database("../escape"), Err(Error::Store(StoreError::InvalidName { .. }))));
+    assert!(matches!(store.mount_database("a/b"), Err(Error::Store(StoreError::InvalidName { .. }))));
     assert!(!dir.path().parent().unwrap().join("escape").exists());
 }
 
@@ -75,13 +76,13 @@ fn one_store_per_root_and_typed_errors() {
     let store = open(dir.path());
     assert!(matches!(Store::<Kv>::open(dir.path(), Options::default()), Err(Error::AlreadyMounted { .. })));
     store.create_database("db").unwrap();
-    assert!(matches!(store.create_database("db"), Err(Error::AlreadyExists(_))));
-    assert!(matches!(store.mount_database("missing"), Err(Error::NotFound(_))));
-    assert!(matches!(store.dismount_database("missing"), Err(Error::NotFound(_))));
+    assert!(matches!(store.create_database("db"), Err(Error::Store(StoreError::DatabaseExists { .. }))));
+    assert!(matches!(store.mount_database("missing"), Err(Error::Store(StoreError::NoSuchDatabase { .. }))));
+    assert!(matches!(store.dismount_database("missing"), Err(Error::Store(StoreError::NotMounted { .. }))));
 
     // A handle still in use keeps the database mounted.
     let handle = store.database("db").unwrap();
-    assert!(matches!(store.dismount_database("db"), Err(Error::Busy(_))));
+    assert!(matches!(store.dismount_database("db"), Err(Error::Store(StoreError::InUse { handles: 1, .. }))));
     handle.commit(put("still", "usable")).unwrap();
     drop(handle);
     store.dismount_database("db").unwrap();
@@ -99,11 +100,14 @@ fn delete_is_all_or_nothing() {
     let db = store.create_database("gone").unwrap();
     db.commit(put("k", "v")).unwrap();
     drop(db);
-    assert!(matches!(store.delete_database("gone"), Err(Error::Busy(_))), "mounted databases are not deleted");
+    assert!(
+        matches!(store.delete_database("gone"), Err(Error::Store(StoreError::Mounted { .. }))),
+        "mounted databases are not deleted"
+    );
     store.dismount_database("gone").unwrap();
     store.delete_database("gone").unwrap();
     assert!(store.list().unwrap().is_empty());
-    assert!(matches!(store.delete_database("gone"), Err(Error::NotFound(_))));
+    assert!(matches!(store.delete_database("gone"), Err(Error::Store(StoreError::NoSuchDatabase { .. }))));
     // The name can be used again, for a new database.
     let again = store.create_database("gone").unwrap();
     assert_eq!(count(&again), 0);
@@ -130,7 +134,7 @@ fn mailbox_directory_across_databases() {
     // Addresses are unique across the store's mounted databases.
     assert!(matches!(
         store.create_mailbox("db2", "ALICE@example.com", "Other", MailboxKind::User),
-        Err(Error::AlreadyExists(_))
+        Err(Error::Mail(MailError::AddressTaken { .. }))
     ));
     assert_eq!(store.locate(&alice).unwrap().map(|l| l.database).as_deref(), Some("db1"));
     assert_eq!(store.locate(&room).unwrap().map(|l| l.database).as_deref(), Some("db2"));

@@ -29,7 +29,7 @@ use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use mailstore::model::envelope;
 use mailstore::model::{
     Change, ChangeKind, ContentHash, Entity, FlagAction, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemInfo,
-    MailOp, MailOutput, ModSeq, Uid,
+    MailError, MailOp, MailOutput, ModSeq, Uid,
 };
 
 use crate::mime::{self, SectionText};
@@ -133,14 +133,32 @@ impl From<std::io::Error> for Fail {
 impl From<mailstore::Error> for Fail {
     fn from(e: mailstore::Error) -> Self {
         let code = match &e {
-            mailstore::Error::QuotaExceeded { .. } => "[OVERQUOTA] ",
-            mailstore::Error::MessageTooLarge { .. } => "[TOOBIG] ",
-            mailstore::Error::NotFound(_) => "[NONEXISTENT] ",
-            mailstore::Error::AlreadyExists(_) => "[ALREADYEXISTS] ",
+            mailstore::Error::Mail(refusal) => response_code(refusal),
             mailstore::Error::InvalidArgument(_) => "[CANNOT] ",
             _ => "[SERVERBUG] ",
         };
         Fail::No(format!("{code}{}", one_line(&e.to_string())))
+    }
+}
+
+/// The IMAP response code (RFC 5530) of a refusal by the mailbox model.
+fn response_code(refusal: &MailError) -> &'static str {
+    match refusal {
+        MailError::QuotaExceeded { .. } => "[OVERQUOTA] ",
+        MailError::MessageTooLarge { .. } | MailError::ItemTooLarge { .. } => "[TOOBIG] ",
+        MailError::NoSuchMailbox { .. }
+        | MailError::MailboxDeleted { .. }
+        | MailError::NoSuchFolder { .. }
+        | MailError::NoSuchFolderPath { .. }
+        | MailError::NoWellKnownFolder { .. }
+        | MailError::NoSuchItem { .. }
+        | MailError::NoSuchSubmission { .. } => "[NONEXISTENT] ",
+        MailError::MailboxExists { .. } | MailError::AddressTaken { .. } | MailError::FolderExists { .. } => {
+            "[ALREADYEXISTS] "
+        }
+        MailError::UidsExhausted { .. } | MailError::TooManyUids { .. } => "[LIMIT] ",
+        // Folder rules, Recoverable Items, holds and malformed input: it can never succeed as asked.
+        _ => "[CANNOT] ",
     }
 }
 

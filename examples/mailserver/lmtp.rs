@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use mailstore::model::{Flags, FolderId, FolderRole, MailOp, MailOutput};
+use mailstore::model::{Flags, FolderId, FolderRole, MailError, MailOp, MailOutput};
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as SmtpError, Request};
 
@@ -169,7 +169,7 @@ fn inbox_if_not_full(account: &Account) -> Result<Option<FolderId>, mailstore::E
         }
         match s.folder_by_role(txn, &account.guid, FolderRole::Inbox)? {
             Some(f) => Ok(Some(f.id)),
-            None => Err(mailstore::Error::NotFound(format!("the Inbox of {}", account.address))),
+            None => Err(MailError::NoWellKnownFolder { mailbox: account.guid, role: FolderRole::Inbox }.into()),
         }
     })
 }
@@ -233,8 +233,10 @@ fn deliver(server: &Server, recipient: &Recipient, raw: Vec<u8>) -> String {
                 _ => format!("250 2.0.0 <{}> delivered", account.address),
             }
         }
-        Err(mailstore::Error::QuotaExceeded { .. }) => format!("552 5.2.2 <{}> mailbox is full", account.address),
-        Err(mailstore::Error::MessageTooLarge { .. }) => {
+        Err(mailstore::Error::Mail(MailError::QuotaExceeded { .. })) => {
+            format!("552 5.2.2 <{}> mailbox is full", account.address)
+        }
+        Err(mailstore::Error::Mail(MailError::MessageTooLarge { .. })) => {
             format!("552 5.3.4 <{}> message too large for this mailbox", account.address)
         }
         Err(e) => format!("451 4.3.0 <{}> {e}", account.address),

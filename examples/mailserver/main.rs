@@ -40,7 +40,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use mailstore::model::{MailEngine, MailOp, MailStore, MailboxKind, Quota};
-use mailstore::{Durability, Guid, Options, Store};
+use mailstore::{Durability, Guid, Options, Store, StoreError};
 use parking_lot::{Condvar, Mutex};
 
 use crate::users::Users;
@@ -199,7 +199,7 @@ fn provision(store: &Store<MailStore>, users: &Users) -> Result<(), BoxError> {
     for name in databases {
         match store.mount_database(name) {
             Ok(_) => {}
-            Err(mailstore::Error::NotFound(_)) => {
+            Err(mailstore::Error::Store(StoreError::NoSuchDatabase { .. })) => {
                 store.create_database(name)?;
                 eprintln!("created database {name}");
             }

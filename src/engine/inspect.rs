@@ -193,7 +193,7 @@ pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
     let mut report = check_structure(dir)?;
     let guid = checkpoint::read(dir).ok().map(|c| c.guid);
     for (_, path) in generation::list(&dir.join(LOGS_DIR))?.generations {
-        let decoded = generation::scan(&path, guid, |record| codec::decode::<M::Op>(record.payload).map(|_| ()));
+        let decoded = generation::scan(&path, guid, |record| Ok(codec::decode::<M::Op>(record.payload).map(|_| ())?));
         // Header and framing problems are already in the report; only decode failures are new here.
         if let Err(e @ Error::Corrupted { .. }) = decoded
             && !report.problems.iter().any(|p| p.contains(&path.display().to_string()))

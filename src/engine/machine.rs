@@ -24,19 +24,19 @@ pub struct ApplyContext {
     pub epoch: u64,
 }
 
-/// Why [`StateMachine::apply`] did not apply an operation.
+/// Why [`StateMachine::apply`] did not apply an operation; `R` is the machine's [`StateMachine::Rejection`].
 #[derive(Debug)]
-pub enum ApplyError {
+pub enum ApplyError<R = Error> {
     /// The operation is refused by the state it meets (a conflict, a missing object, a quota). The refusal is
     /// deterministic: replay refuses it the same way. The engine rolls back whatever the operation wrote and
-    /// hands the error to the committer; the record stays in the log as a no-op.
-    Reject(Error),
+    /// hands the rejection, converted into [`Error`], to the committer; the record stays in the log as a no-op.
+    Reject(R),
     /// The state store failed. `MDB_MAP_FULL` makes the engine grow the map and apply the batch again; any
     /// other storage error poisons the engine.
     Storage(heed::Error),
 }
 
-impl From<heed::Error> for ApplyError {
+impl<R> From<heed::Error> for ApplyError<R> {
     fn from(e: heed::Error) -> Self {
         ApplyError::Storage(e)
     }
@@ -52,6 +52,10 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     type Op: Serialize + DeserializeOwned + Debug + Send;
     /// What applying an operation returns to the committer.
     type Output: Send + 'static;
+    /// Why the machine refuses an operation ([`validate`](Self::validate), [`ApplyError::Reject`]): its own typed
+    /// error, which the engine converts into the crate's [`Error`] when it answers the committer (the mailbox
+    /// model's `MailError` becomes `Error::Mail`). A machine without a type of its own uses [`Error`] itself.
+    type Rejection: Into<Error> + Debug + Send + 'static;
 
     /// The machine's LMDB databases while the opening transaction is live; committing that transaction turns
     /// them into the machine itself (heed's [`OnCommit`]).
@@ -79,18 +83,23 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
 
     /// Checks an operation before it is logged, in the committer's thread: reject what `apply` could never
     /// accept (oversized keys, empty names), so that only plausible operations reach the log.
-    fn validate(&self, _op: &Self::Op) -> Result<()> {
+    fn validate(&self, _op: &Self::Op) -> Result<(), Self::Rejection> {
         Ok(())
     }
 
     /// Applies one operation. Must be deterministic; see the module documentation.
-    fn apply(&self, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: Self::Op) -> Result<Self::Output, ApplyError>;
+    fn apply(
+        &self,
+        txn: &mut RwTxn<'_>,
+        ctx: ApplyContext,
+        op: Self::Op,
+    ) -> Result<Self::Output, ApplyError<Self::Rejection>>;
 
     /// Ends a transaction of applied operations, after its last `apply` and before it commits: writes what the
     /// operations gathered for the whole transaction (the mailbox model packs the bytes of the messages a
     /// transaction stores into one chunk, see `model::bodies`). Part of applying, as deterministic as `apply`;
     /// an error aborts the transaction like a storage error of `apply`. The default has nothing to write.
-    fn finish(&self, _txn: &mut RwTxn<'_>) -> Result<(), ApplyError> {
+    fn finish(&self, _txn: &mut RwTxn<'_>) -> Result<(), ApplyError<Self::Rejection>> {
         Ok(())
     }
 

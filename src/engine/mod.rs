@@ -544,7 +544,7 @@ impl<M: StateMachine> Engine<M> {
     pub fn commit(&self, op: M::Op) -> Result<Committed<M::Output>> {
         self.inner.check_poison()?;
         self.inner.check_fence()?;
-        self.inner.state.machine.validate(&op)?;
+        self.inner.state.machine.validate(&op).map_err(Into::into)?;
         let payload = codec::encode(&op)?;
         if payload.len() > MAX_RECORD_LEN {
             return Err(Error::RecordTooLarge { len: payload.len(), max: MAX_RECORD_LEN });

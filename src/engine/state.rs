@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 
 use crate::codec;
 use crate::engine::{ApplyContext, ApplyError, Counters, Durability, LogPolicy, LogRetention, StateMachine};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CodecError, Error, IoContext, Result};
 use crate::log::RecordRef;
 use crate::types::{Guid, Lsn};
 
@@ -353,7 +353,7 @@ impl<M: StateMachine> StateStore<M> {
                 Err(ApplyError::Reject(e)) => {
                     nested.abort();
                     self.machine.abandon();
-                    outcomes.push(Err(e));
+                    outcomes.push(Err(e.into()));
                 }
                 Err(ApplyError::Storage(e)) => return Err(e.into()),
             }
@@ -411,11 +411,11 @@ fn finish<M: StateMachine>(machine: &M, txn: &mut RwTxn<'_>) -> Result<(), Failu
     match machine.finish(txn) {
         Ok(()) => Ok(()),
         Err(ApplyError::Storage(e)) => Err(e.into()),
-        Err(ApplyError::Reject(e)) => Err(Failure::Fatal(e)),
+        Err(ApplyError::Reject(e)) => Err(Failure::Fatal(e.into())),
     }
 }
 
 fn decode_record<M: StateMachine>(record: &RecordRef<'_>) -> Result<M::Op, Failure> {
     codec::decode(record.payload)
-        .map_err(|e| Failure::Fatal(Error::Codec(format!("record at LSN {} does not decode: {e}", record.lsn))))
+        .map_err(|e| Failure::Fatal(CodecError::Record { lsn: record.lsn, source: Box::new(e) }.into()))
 }

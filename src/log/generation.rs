@@ -176,9 +176,7 @@ pub fn scan(
             Frame::Record { lsn, payload, frame_len } if lsn == expected => {
                 // A payload that does not decode is damage at this record: name the file and offset.
                 visit(RecordRef { lsn, epoch: header.epoch, payload }).map_err(|e| match e {
-                    Error::Codec(reason) => {
-                        Error::corrupted(path, offset as u64, format!("record LSN {lsn}: {reason}"))
-                    }
+                    Error::Codec(e) => Error::corrupted(path, offset as u64, format!("record LSN {lsn}: {e}")),
                     e => e,
                 })?;
                 expected += 1;

@@ -11,6 +11,7 @@
 
 mod bodies;
 pub mod envelope;
+mod error;
 mod keys;
 mod ops;
 mod summary;
@@ -24,9 +25,10 @@ use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::engine::{ApplyContext, ApplyError, Engine, StateMachine};
-use crate::error::{Error, Result};
+use crate::error::{CodecError, Error, Result};
 use crate::types::Guid;
 
+pub use error::{MailError, QuotaKind};
 pub use ops::{Change, ChangeKind, Entity, FlagAction, MAX_MESSAGE_SIZE, MailOp, MailOutput, Submission};
 pub use summary::{AddressRef, Addresses, ItemSummary, Strings};
 
@@ -161,6 +163,7 @@ impl StateMachine for MailStore {
     const NAME: &'static str = "mailbox";
     type Op = MailOp;
     type Output = MailOutput;
+    type Rejection = MailError;
     type Databases<'e> = MailDatabases<'e>;
 
     fn create_databases<'e>(opener: &DatabaseOpener<'e, WithoutTls>, txn: &mut RwTxn<'e>) -> Result<MailDatabases<'e>> {
@@ -189,17 +192,17 @@ impl StateMachine for MailStore {
         self.verify_counters(txn)
     }
 
-    fn validate(&self, op: &MailOp) -> Result<()> {
+    fn validate(&self, op: &MailOp) -> Result<(), MailError> {
         op.validate()?;
         // Only here, before logging: `apply` (and so replay) trusts the logged hash instead of hashing again.
         op.check_content()
     }
 
-    fn apply(&self, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: MailOp) -> Result<MailOutput, ApplyError> {
+    fn apply(&self, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: MailOp) -> Result<MailOutput, ApplyError<MailError>> {
         ops::apply(self, txn, ctx, op)
     }
 
-    fn finish(&self, txn: &mut RwTxn<'_>) -> Result<(), ApplyError> {
+    fn finish(&self, txn: &mut RwTxn<'_>) -> Result<(), ApplyError<MailError>> {
         self.records.lock().clear();
         Ok(self.pending.lock().finish(&self.body_tables(), txn)?)
     }
@@ -262,7 +265,9 @@ impl MailStore {
     /// The mailbox whose address is `address` (compared case-insensitively).
     pub fn mailbox_by_address(&self, txn: &RoTxn<'_>, address: &str) -> Result<Option<MailboxInfo>> {
         let Some(raw) = self.addresses.get(txn, address.to_lowercase().as_bytes())? else { return Ok(None) };
-        let guid: [u8; 16] = raw.try_into().map_err(|_| Error::Codec("address index entry".into()))?;
+        let guid: [u8; 16] = raw
+            .try_into()
+            .map_err(|_| CodecError::Malformed { record: "address index entry", rule: "not a 16-byte GUID".into() })?;
         self.mailbox(txn, &Guid(guid))
     }
 
@@ -693,7 +698,7 @@ impl MailStore {
     /// created and destroyed in between is not reported, created-then-updated is created, updated-then-destroyed
     /// is destroyed. Answers [`Changes::CannotCalculate`] when the history since `since` was trimmed.
     pub fn changes(&self, txn: &RoTxn<'_>, guid: &Guid, since: ModSeq) -> Result<Changes> {
-        let Some(m) = self.mailbox(txn, guid)? else { return Err(Error::NotFound(format!("mailbox {guid}"))) };
+        let Some(m) = self.mailbox(txn, guid)? else { return Err(MailError::NoSuchMailbox { mailbox: *guid }.into()) };
         if since.saturating_add(1) < m.history_floor {
             return Ok(Changes::CannotCalculate { history_floor: m.history_floor });
         }
@@ -763,13 +768,16 @@ impl MailStore {
 
 /// The store driver's delivery: stores `raw` in `folder` (a path such as `"Inbox/Lists"`, the Inbox when
 /// `None`) of mailbox `mailbox`, received now. The folder is looked up before the operation is logged; if it
-/// disappears in between, the delivery is refused with [`Error::NotFound`].
+/// disappears in between, the delivery is refused with [`MailError::NoSuchFolder`]; a folder not found before is
+/// [`MailError::NoSuchFolderPath`] (or [`MailError::NoWellKnownFolder`] for the Inbox).
 pub fn deliver(db: &MailEngine, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
     let target = db.read(|s, txn| match folder {
         Some(path) => s.folder_by_path(txn, &mailbox, path),
         None => s.folder_by_role(txn, &mailbox, FolderRole::Inbox),
     })?;
-    let target = target
-        .ok_or_else(|| Error::NotFound(format!("folder {:?} in mailbox {mailbox}", folder.unwrap_or("Inbox"))))?;
+    let target = target.ok_or_else(|| match folder {
+        Some(path) => MailError::NoSuchFolderPath { mailbox, path: path.to_owned() },
+        None => MailError::NoWellKnownFolder { mailbox, role: FolderRole::Inbox },
+    })?;
     Ok(db.commit(MailOp::append(mailbox, target.id, raw, Flags::empty(), Vec::new()))?.output)
 }

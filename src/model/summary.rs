@@ -42,7 +42,7 @@
 //! Because the heap is one UTF-8 string, a record is validated with one UTF-8 check and one pass over the slot
 //! table (monotonic ends on character boundaries); after that every string is a slice of the heap.
 
-use crate::error::{Error, Result};
+use crate::error::{CodecError, Error, Result};
 use crate::model::envelope::{Address, Envelope};
 use crate::model::types::{Deleted, Flags, FolderId, ItemClass, ItemId, ItemInfo, ModSeq, Uid};
 
@@ -82,7 +82,7 @@ impl Builder {
         let end = u32::try_from(self.heap.len())
             .ok()
             .filter(|e| e & ABSENT == 0)
-            .ok_or_else(|| Error::Codec("listing record: more than 2 GiB of strings".into()))?;
+            .ok_or_else(|| malformed("more than 2 GiB of strings"))?;
         let slot = if s.is_some() { end } else { end | ABSENT };
         self.slots.extend_from_slice(&slot.to_le_bytes());
         self.count += 1;
@@ -90,8 +90,13 @@ impl Builder {
     }
 }
 
+/// A listing record that breaks its layout rule `rule`.
+fn malformed(rule: &str) -> Error {
+    CodecError::Malformed { record: "listing record", rule: rule.to_owned() }.into()
+}
+
 fn count(len: usize) -> Result<u32> {
-    u32::try_from(len).map_err(|_| Error::Codec("listing record: a list with more than 2^32 entries".into()))
+    u32::try_from(len).map_err(|_| malformed("a list with more than 2^32 entries"))
 }
 
 /// The listing record of `item` (see the [module docs](self) for the layout).
@@ -331,7 +336,7 @@ impl<'a> ItemSummary<'a> {
     /// Reads the record `value` of the `mail.uids` entry `key` (GUID ‖ folder ‖ UID). Checks the whole record
     /// (lengths, counts, slot table, UTF-8) without allocating; a record that fails is damage in the state store.
     pub(crate) fn parse(key: &[u8], value: &'a [u8]) -> Result<Self> {
-        let bad = |why: &str| Error::Codec(format!("listing record: {why}"));
+        let bad = malformed;
         let header: &[u8; HEADER] =
             value.get(..HEADER).and_then(|h| h.try_into().ok()).ok_or_else(|| bad("shorter than its header"))?;
         if header[8] != VERSION {

@@ -4,8 +4,9 @@
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::log::format::{Frame, GenerationHeader, HEADER_LEN, RecordSeal};
+use crate::replication::ReplicationError;
 use crate::replication::protocol::Chunk;
 use crate::types::{Guid, Lsn};
 
@@ -47,7 +48,7 @@ pub(crate) struct Inspected {
 }
 
 fn reject<T>(reason: String) -> Result<T> {
-    Err(Error::ChunkRejected { reason })
+    Err(ReplicationError::ChunkRejected { reason }.into())
 }
 
 /// Inspects `chunk`: source identity and epoch, position, and for a new generation its header (checksum, GUID,
@@ -58,7 +59,7 @@ pub(crate) fn inspect<Op: DeserializeOwned>(expect: &Expect, chunk: &Chunk) -> R
     let generation = expect.generation;
     let (header, seal, records_from, first) = if expect.offset == 0 {
         let header = GenerationHeader::decode(&chunk.bytes)
-            .map_err(|e| Error::ChunkRejected { reason: format!("generation {generation}: {e}") })?;
+            .map_err(|e| ReplicationError::ChunkRejected { reason: format!("generation {generation}: {e}") })?;
         check_header(expect, &header, chunk.source.epoch)?;
         (Some(header), RecordSeal::for_header(&header), HEADER_LEN, header.first_lsn)
     } else {
@@ -76,7 +77,7 @@ pub(crate) fn inspect<Op: DeserializeOwned>(expect: &Expect, chunk: &Chunk) -> R
     for (at, frame) in seal.frames(bytes) {
         match frame {
             Frame::Record { lsn, payload, .. } if lsn == expected => {
-                codec::decode::<Op>(payload).map_err(|e| Error::ChunkRejected {
+                codec::decode::<Op>(payload).map_err(|e| ReplicationError::ChunkRejected {
                     reason: format!("generation {generation}: record LSN {lsn} does not decode: {e}"),
                 })?;
                 expected += 1;

@@ -19,6 +19,7 @@
 //! - [`best_copy`] ranks activation candidates.
 
 mod copy;
+mod error;
 pub(crate) mod inspect;
 mod protocol;
 mod resync;
@@ -29,6 +30,7 @@ pub use copy::{
     COPY_FILE, CopyOptions, CopyState, CopyStatus, MAX_LAG, MountDial, NoSource, PassiveCopy, SeedProgress, StateSync,
     is_passive_copy, offline_copy_status,
 };
+pub use error::ReplicationError;
 pub use protocol::{
     Chunk, CopyId, Hello, LogSource, MAX_CHUNK_BYTES, ReadRequest, Refusal, Request, Response, SnapshotPart,
     SnapshotRequest, SourceInfo, SourceRole, serve,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::LogPosition;
 use crate::error::{Error, Result};
+use crate::replication::ReplicationError;
 use crate::types::{Guid, Lsn};
 
 /// Identifies one passive copy to its source (stable for the copy's life, stored in its directory).
@@ -122,11 +123,9 @@ impl Refusal {
     pub fn into_error(self) -> Error {
         match self {
             Refusal::Fenced { epoch, current } => Error::Fenced { epoch, current },
-            Refusal::Gone { generation, oldest } => Error::LogTruncated { generation, oldest },
-            Refusal::Foreign { expected, found } => {
-                Error::Shipping(format!("the source serves database {found}, not {expected}"))
-            }
-            Refusal::Other(reason) => Error::Shipping(reason),
+            Refusal::Gone { generation, oldest } => ReplicationError::LogTruncated { generation, oldest }.into(),
+            Refusal::Foreign { expected, found } => ReplicationError::ForeignSource { expected, found }.into(),
+            Refusal::Other(reason) => ReplicationError::Refused { reason }.into(),
         }
     }
 
@@ -134,7 +133,12 @@ impl Refusal {
     pub fn from_error(e: &Error) -> Self {
         match e {
             Error::Fenced { epoch, current } => Refusal::Fenced { epoch: *epoch, current: *current },
-            Error::LogTruncated { generation, oldest } => Refusal::Gone { generation: *generation, oldest: *oldest },
+            Error::Replication(ReplicationError::LogTruncated { generation, oldest }) => {
+                Refusal::Gone { generation: *generation, oldest: *oldest }
+            }
+            Error::Replication(ReplicationError::ForeignSource { expected, found }) => {
+                Refusal::Foreign { expected: *expected, found: *found }
+            }
             e => Refusal::Other(e.to_string()),
         }
     }

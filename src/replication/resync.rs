@@ -20,6 +20,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
 use crate::log::format::{Frame, GenerationHeader, HEADER_LEN, RecordSeal};
 use crate::log::generation;
+use crate::replication::ReplicationError;
 use crate::replication::copy::{CopyFile, RESYNCING_FILE, read_copy_file, write_copy_file};
 use crate::replication::protocol::{Hello, LogSource};
 use crate::types::{Guid, Lsn};
@@ -65,7 +66,7 @@ pub enum ResyncOutcome {
 
 /// Prepares the database in `dir` (an old active, not mounted) to come back as a passive copy of `source`.
 /// See the module documentation. A divergence that cannot be resolved marks the copy FailedAndSuspended and
-/// returns [`Error::CopyFailed`].
+/// returns [`ReplicationError::CopyFailed`].
 pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) -> Result<ResyncOutcome> {
     let dir = dir.as_ref();
     let _lock = DirLock::exclusive(dir)?;
@@ -101,17 +102,20 @@ pub fn resync<M: StateMachine>(dir: impl AsRef<Path>, source: &dyn LogSource) ->
 
     let info = source.hello(Hello { copy: id, known_epoch: 0, keep_lsn: 0 })?;
     if info.guid != guid {
-        return Err(Error::Shipping(format!("the source serves database {}, not {guid}", info.guid)));
+        return Err(ReplicationError::ForeignSource { expected: guid, found: info.guid }.into());
     }
     let fail = |reason: String| -> Result<ResyncOutcome> {
         write_copy_file(dir, &CopyFile { id, suspended: true, failed: Some(reason.clone()), source: None })?;
-        Err(Error::CopyFailed { reason })
+        Err(ReplicationError::CopyFailed { reason }.into())
     };
     let first = ours[0].0.generation;
     let theirs: Vec<GenerationHeader> = source
         .headers(first)?
         .iter()
-        .map(|raw| GenerationHeader::decode(raw).map_err(|e| Error::Shipping(format!("source header: {e}"))))
+        .map(|raw| {
+            GenerationHeader::decode(raw)
+                .map_err(|e| ReplicationError::Protocol { reason: format!("source header: {e}") }.into())
+        })
         .collect::<Result<_>>()?;
     let their = |number: u64| theirs.iter().find(|h| h.generation == number);
 

@@ -15,6 +15,7 @@ use crate::engine::{Engine, LOGS_DIR, LogPin, LogPosition, StateMachine};
 use crate::error::{Error, IoContext, Result};
 use crate::log::format::{FRAME_HEADER_LEN, HEADER_LEN, frame_len};
 use crate::log::generation;
+use crate::replication::ReplicationError;
 use crate::replication::protocol::{
     Chunk, CopyId, Hello, LogSource, MAX_CHUNK_BYTES, ReadRequest, SnapshotPart, SnapshotRequest, SourceInfo,
     SourceRole,
@@ -223,7 +224,11 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
         let shipping = &self.engine.inner.shipping;
         shipping.acknowledge(request.copy, request.durable_lsn);
         if request.generation < status.oldest_generation {
-            return Err(Error::LogTruncated { generation: request.generation, oldest: status.oldest_generation });
+            return Err(ReplicationError::LogTruncated {
+                generation: request.generation,
+                oldest: status.oldest_generation,
+            }
+            .into());
         }
         self.keep(request.copy, request.keep_lsn, request.generation, status.head_generation)?;
         let deadline = Instant::now() + Duration::from_millis(u64::from(request.wait_millis)).min(MAX_WAIT);
@@ -232,7 +237,11 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
             let info = self.info();
             let position: LogPosition = info.position;
             if request.generation < info.oldest_generation {
-                return Err(Error::LogTruncated { generation: request.generation, oldest: info.oldest_generation });
+                return Err(ReplicationError::LogTruncated {
+                    generation: request.generation,
+                    oldest: info.oldest_generation,
+                }
+                .into());
             }
             let available = request.generation < position.generation
                 || (request.generation == position.generation
@@ -243,15 +252,20 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
                 let closed = request.generation < position.generation;
                 let end = if closed { self.closed_end(request.generation, &path)? } else { position.offset };
                 if request.offset > end || (request.offset != 0 && request.offset < HEADER_LEN as u64) {
-                    return Err(Error::Shipping(format!(
-                        "offset {} is outside generation {} (its records end at {end})",
-                        request.offset, request.generation
-                    )));
+                    return Err(ReplicationError::Refused {
+                        reason: format!(
+                            "offset {} is outside generation {} (its records end at {end})",
+                            request.offset, request.generation
+                        ),
+                    }
+                    .into());
                 }
                 let file = File::open(&path).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => {
-                        Error::LogTruncated { generation: request.generation, oldest: info.oldest_generation }
+                    std::io::ErrorKind::NotFound => ReplicationError::LogTruncated {
+                        generation: request.generation,
+                        oldest: info.oldest_generation,
                     }
+                    .into(),
                     _ => Error::io(&path, e),
                 })?;
                 let bytes = read_frames(&file, &path, request.offset, end, max)?;
@@ -308,13 +322,17 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
     }
 }
 
+fn refused(reason: impl Into<String>) -> Error {
+    ReplicationError::Refused { reason: reason.into() }.into()
+}
+
 /// Serves one piece of a prepared snapshot, deleting the file once its last byte was served.
 fn serve_snapshot(snapshots: &mut HashMap<CopyId, SnapshotFile>, request: SnapshotRequest) -> Result<SnapshotPart> {
     let snap = snapshots
         .get(&request.copy)
-        .ok_or_else(|| Error::Shipping("no snapshot in progress for this copy; start at offset 0".into()))?;
+        .ok_or_else(|| refused("no snapshot in progress for this copy; start at offset 0"))?;
     if request.offset > snap.total {
-        return Err(Error::Shipping(format!("snapshot offset {} beyond its length {}", request.offset, snap.total)));
+        return Err(refused(format!("snapshot offset {} beyond its length {}", request.offset, snap.total)));
     }
     let len = (snap.total - request.offset).min(u64::from(request.max_bytes).clamp(4096, MAX_CHUNK_BYTES as u64));
     let mut bytes = vec![0u8; len as usize];

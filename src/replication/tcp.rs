@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::replication::ReplicationError;
 use crate::replication::protocol::{
     Chunk, CopyId, Hello, LogSource, MAX_CHUNK_BYTES, ReadRequest, Request, Response, SnapshotPart, SnapshotRequest,
     SourceInfo, serve,
@@ -84,7 +85,15 @@ fn nonce() -> [u8; 32] {
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
-    Error::Shipping(format!("{what}: {e}"))
+    transport(format!("{what}: {e}"))
+}
+
+fn transport(reason: impl Into<String>) -> Error {
+    ReplicationError::Transport { reason: reason.into() }.into()
+}
+
+fn protocol(reason: impl Into<String>) -> Error {
+    ReplicationError::Protocol { reason: reason.into() }.into()
 }
 
 /// Why a link operation failed: a transport problem worth a new connection, or an authentication failure that
@@ -101,7 +110,7 @@ impl From<Error> for LinkError {
 }
 
 fn authentication(message: &str) -> LinkError {
-    LinkError::Authentication(Error::Shipping(message.into()))
+    LinkError::Authentication(ReplicationError::Authentication { reason: message.into() }.into())
 }
 
 /// One authenticated connection, either side.
@@ -132,12 +141,12 @@ impl Link {
         self.stream.read_exact(&mut head).map_err(|e| io_err("receive", e))?;
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if len > MAX_FRAME {
-            return Err(Error::Shipping(format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}")).into());
+            return Err(protocol(format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}")).into());
         }
         let mut payload = vec![0u8; len];
         self.stream.read_exact(&mut payload).map_err(|e| io_err("receive", e))?;
         if crc32fast::hash(&payload).to_le_bytes() != head[4..8] {
-            return Err(Error::Shipping("frame checksum mismatch (corrupted in transit)".into()).into());
+            return Err(transport("frame checksum mismatch (corrupted in transit)").into());
         }
         let in_dir = if self.out_dir == b'c' { b's' } else { b'c' };
         let mac = self.session.mac(&[&[in_dir], &self.received.to_le_bytes(), &payload]);
@@ -290,7 +299,7 @@ fn server_handshake(stream: &mut TcpStream, key: &ShippingKey) -> Result<Link> {
     let (client_nonce, proof) = answer.split_at(32);
     let expected = key.mac(&[b"client", &server_nonce, client_nonce]);
     if !constant_time_eq(expected.as_bytes(), proof) {
-        return Err(Error::Shipping("client failed authentication".into()));
+        return Err(ReplicationError::Authentication { reason: "client failed authentication".into() }.into());
     }
     let proof = key.mac(&[b"server", client_nonce, &server_nonce]);
     stream.write_all(proof.as_bytes()).map_err(|e| io_err("handshake", e))?;
@@ -303,7 +312,7 @@ fn client_handshake(mut stream: TcpStream, key: &ShippingKey) -> Result<Link, Li
     let mut hello = [0u8; 40];
     stream.read_exact(&mut hello).map_err(|e| io_err("handshake", e))?;
     if &hello[..8] != GREETING {
-        return Err(Error::Shipping("the peer is not a mailstore shipping server".into()).into());
+        return Err(protocol("the peer is not a mailstore shipping server").into());
     }
     let server_nonce = &hello[8..];
     let client_nonce = nonce();
@@ -366,7 +375,7 @@ impl TcpSource {
     fn connect(&self) -> Result<Link, LinkError> {
         let addrs: Vec<SocketAddr> =
             self.addr.to_socket_addrs().map_err(|e| io_err(&format!("resolve {}", self.addr), e))?.collect();
-        let addr = addrs.first().ok_or_else(|| Error::Shipping(format!("{} resolves to nothing", self.addr)))?;
+        let addr = addrs.first().ok_or_else(|| transport(format!("{} resolves to nothing", self.addr)))?;
         let stream = TcpStream::connect_timeout(addr, Duration::from_secs(2))
             .map_err(|e| io_err(&format!("connect {addr}"), e))?;
         let _ = stream.set_nodelay(true);
@@ -385,7 +394,7 @@ impl TcpSource {
                 if guard.is_none() {
                     *guard = Some(self.connect()?);
                 }
-                let link = guard.as_mut().ok_or_else(|| Error::Shipping("no connection".into()))?;
+                let link = guard.as_mut().ok_or_else(|| transport("no connection"))?;
                 let outcome = link.send(&payload).and_then(|()| link.receive());
                 if outcome.is_err() {
                     *guard = None;
@@ -395,7 +404,7 @@ impl TcpSource {
             match result {
                 Ok(bytes) => {
                     return codec::decode::<Response>(&bytes)
-                        .map_err(|e| Error::Shipping(format!("undecodable response: {e}")));
+                        .map_err(|e| protocol(format!("undecodable response: {e}")));
                 }
                 // Another connection would fail authentication again.
                 Err(LinkError::Authentication(e)) => return Err(e),
@@ -414,7 +423,7 @@ impl TcpSource {
 fn unexpected(r: Response) -> Error {
     match r {
         Response::Refused(refusal) => refusal.into_error(),
-        other => Error::Shipping(format!("unexpected response {:?}", std::mem::discriminant(&other))),
+        other => protocol(format!("unexpected response {:?}", std::mem::discriminant(&other))),
     }
 }
 

@@ -2,13 +2,13 @@
 //! (GUIDs, times, UIDVALIDITY, parsed envelopes, content hashes), and the checks an operation passes without the
 //! state.
 
-use crate::error::Result;
 use crate::model::envelope;
+use crate::model::error::MailError;
 use crate::model::types::{ContentHash, Flags, FolderId, ItemClass, MailboxKind, Uid};
 use crate::types::{Guid, now_micros};
 
 use super::{
-    FlagAction, MAX_ADDRESS, MAX_FOLDER_NAME, MAX_KEYWORD, MAX_MESSAGE_SIZE, MAX_UIDS_PER_OP, MailOp, Message, invalid,
+    FlagAction, MAX_ADDRESS, MAX_FOLDER_NAME, MAX_KEYWORD, MAX_MESSAGE_SIZE, MAX_UIDS_PER_OP, MailOp, Message,
 };
 
 fn uidvalidity_now() -> u32 {
@@ -99,33 +99,28 @@ impl MailOp {
     }
 
     /// Checks that the content hash an operation carries is the hash of its bytes (see [`ContentHash`]).
-    pub(crate) fn check_content(&self) -> Result<()> {
+    pub(crate) fn check_content(&self) -> Result<(), MailError> {
         match self {
             MailOp::Append { content, raw, .. }
             | MailOp::ReplaceItem { content, raw, .. }
             | MailOp::Submit { content, raw, .. }
                 if *content != ContentHash::of(raw) =>
             {
-                Err(invalid(format!(
-                    "the content hash {content:?} is not the hash of the message's {} bytes",
-                    raw.len()
-                )))
+                Err(MailError::ContentHashMismatch { size: raw.len() })
             }
             _ => Ok(()),
         }
     }
 
     /// Checks what can be checked without the state: names, sizes, keyword syntax.
-    pub(crate) fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<(), MailError> {
         match self {
             MailOp::CreateMailbox { address, display_name, uidvalidity, .. } => {
                 if address.is_empty() || address.len() > MAX_ADDRESS || address.chars().any(char::is_control) {
-                    return Err(invalid(format!(
-                        "mailbox address {address:?} must have 1 to {MAX_ADDRESS} printable bytes"
-                    )));
+                    return Err(MailError::InvalidAddress { address: address.clone() });
                 }
                 if display_name.len() > MAX_ADDRESS || display_name.chars().any(char::is_control) {
-                    return Err(invalid("display name too long or not printable"));
+                    return Err(MailError::InvalidDisplayName);
                 }
                 check_uidvalidity(*uidvalidity)
             }
@@ -136,10 +131,7 @@ impl MailOp {
             MailOp::RenameFolder { name, .. } => check_folder_name(name),
             MailOp::Append { raw, keywords, .. } => {
                 if raw.len() > MAX_MESSAGE_SIZE {
-                    return Err(invalid(format!(
-                        "message of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes",
-                        raw.len()
-                    )));
+                    return Err(too_large(raw));
                 }
                 check_keywords(keywords)
             }
@@ -150,13 +142,9 @@ impl MailOp {
             MailOp::CopyItems { uids, .. } | MailOp::DeleteItems { uids, .. } | MailOp::RecoverItems { uids, .. } => {
                 check_uids(uids)
             }
-            MailOp::Submit { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => {
-                Err(invalid(format!("message of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes", raw.len())))
-            }
+            MailOp::Submit { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => Err(too_large(raw)),
             MailOp::PurgeItems { uids, .. } => check_uids(uids),
-            MailOp::ReplaceItem { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => {
-                Err(invalid(format!("item of {} bytes exceeds the maximum of {MAX_MESSAGE_SIZE} bytes", raw.len())))
-            }
+            MailOp::ReplaceItem { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => Err(too_large(raw)),
             MailOp::ReplaceItem { .. } => Ok(()),
             MailOp::Submit { .. }
             | MailOp::AcknowledgeSubmission { .. }
@@ -170,11 +158,11 @@ impl MailOp {
             | MailOp::PurgeMailbox { .. } => Ok(()),
             MailOp::SetQuota { quota, .. } => match quota {
                 Some(q) if q.issue_warning > q.prohibit_send || q.prohibit_send > q.prohibit_send_receive => {
-                    Err(invalid("quota limits must satisfy warning <= prohibit send <= prohibit send and receive"))
+                    Err(MailError::InvalidQuota { rule: "warning <= prohibit send <= prohibit send and receive" })
                 }
-                Some(q) if q.recoverable_warning > q.recoverable_hard => {
-                    Err(invalid("the Recoverable Items warning must not exceed its hard limit"))
-                }
+                Some(q) if q.recoverable_warning > q.recoverable_hard => Err(MailError::InvalidQuota {
+                    rule: "the Recoverable Items warning must not exceed its hard limit",
+                }),
                 _ => Ok(()),
             },
             MailOp::Expunge { uids, .. } => uids.as_deref().map_or(Ok(()), check_uids),
@@ -182,14 +170,19 @@ impl MailOp {
     }
 }
 
-fn check_uidvalidity(v: u32) -> Result<()> {
-    if v == 0 { Err(invalid("UIDVALIDITY must not be 0")) } else { Ok(()) }
+/// [`MailError::MessageTooLarge`] for a message above [`MAX_MESSAGE_SIZE`].
+fn too_large(raw: &[u8]) -> MailError {
+    MailError::MessageTooLarge { size: raw.len() as u64, limit: MAX_MESSAGE_SIZE as u64 }
+}
+
+fn check_uidvalidity(v: u32) -> Result<(), MailError> {
+    if v == 0 { Err(MailError::InvalidUidValidity) } else { Ok(()) }
 }
 
 /// Folder names: 1 to 255 bytes, no `/` (the hierarchy separator), no control characters, not `.` or `..`,
 /// no leading or trailing white space.
-fn check_folder_name(name: &str) -> Result<()> {
-    let bad = |why: &str| Err(invalid(format!("folder name {name:?} {why}")));
+fn check_folder_name(name: &str) -> Result<(), MailError> {
+    let bad = |why: &str| Err(MailError::InvalidFolderName { name: name.to_owned(), rule: why.to_owned() });
     if name.is_empty() || name.len() > MAX_FOLDER_NAME {
         return bad(&format!("must have 1 to {MAX_FOLDER_NAME} bytes"));
     }
@@ -208,19 +201,19 @@ fn check_folder_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_keywords(keywords: &[String]) -> Result<()> {
+fn check_keywords(keywords: &[String]) -> Result<(), MailError> {
     for k in keywords {
         let atom = |c: char| c.is_ascii_graphic() && !"(){%*\"\\]".contains(c);
         if k.is_empty() || k.len() > MAX_KEYWORD || k.starts_with('\\') || !k.chars().all(atom) {
-            return Err(invalid(format!("keyword {k:?} is not an IMAP atom of 1 to {MAX_KEYWORD} bytes")));
+            return Err(MailError::InvalidKeyword { keyword: k.clone() });
         }
     }
     Ok(())
 }
 
-fn check_uids(uids: &[Uid]) -> Result<()> {
+fn check_uids(uids: &[Uid]) -> Result<(), MailError> {
     if uids.len() > MAX_UIDS_PER_OP {
-        return Err(invalid(format!("{} UIDs in one operation, at most {MAX_UIDS_PER_OP}", uids.len())));
+        return Err(MailError::TooManyUids { count: uids.len(), max: MAX_UIDS_PER_OP });
     }
     Ok(())
 }

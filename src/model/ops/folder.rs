@@ -1,19 +1,19 @@
 //! Operations on folders: creating, renaming or moving, and deleting a folder with its subfolders (their items go
 //! to Recoverable Items).
 
-use crate::error::Error;
+use crate::model::error::MailError;
 use crate::model::keys;
 use crate::model::types::{Deleted, FolderId, FolderInfo, FolderRole, ItemInfo, ModSeq};
 
 use super::tx::{Tx, check_recoverable_quota};
-use super::{Applied, ChangeKind, Entity, MailOutput, invalid, reject, storage};
+use super::{Applied, ChangeKind, Entity, MailOutput, reject, storage};
 
 /// Applies [`MailOp::CreateFolder`](super::MailOp::CreateFolder).
 pub(super) fn create(mut tx: Tx<'_, '_>, parent: FolderId, name: String, uidvalidity: u32) -> Applied {
     let mut m = tx.mailbox()?;
     let parent_folder = tx.folder(parent)?;
     if parent_folder.hidden {
-        return Err(reject(invalid("folders cannot be created inside Recoverable Items")));
+        return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder: parent }));
     }
     let modseq = Tx::next_modseq(&mut m);
     let folder = empty(m.next_folder_id, Some(parent), name, None, false, uidvalidity, modseq);
@@ -29,17 +29,17 @@ pub(super) fn rename(mut tx: Tx<'_, '_>, folder: FolderId, parent: FolderId, nam
     let mut m = tx.mailbox()?;
     let mut f = tx.folder(folder)?;
     if f.role.is_some() {
-        return Err(reject(invalid(format!("{:?} is a well-known folder and cannot be renamed or moved", f.name))));
+        return Err(reject(MailError::WellKnownFolder { mailbox, folder, name: f.name }));
     }
     let new_parent = tx.folder(parent)?;
     if new_parent.hidden {
-        return Err(reject(invalid("folders cannot be moved into Recoverable Items")));
+        return Err(reject(MailError::RecoverableItems { mailbox, folder: parent }));
     }
     // No cycles: the new parent may not be the folder or lie below it.
     let mut walk = Some(new_parent.id);
     while let Some(id) = walk {
         if id == folder {
-            return Err(reject(invalid(format!("cannot move folder {:?} into its own subtree", f.name))));
+            return Err(reject(MailError::FolderCycle { mailbox, folder, name: f.name }));
         }
         walk = tx.folder(id)?.parent;
     }
@@ -47,7 +47,7 @@ pub(super) fn rename(mut tx: Tx<'_, '_>, folder: FolderId, parent: FolderId, nam
     let old_key = keys::folder_name(&mailbox, old_parent, &f.name);
     let new_key = keys::folder_name(&mailbox, parent, &name);
     if new_key != old_key && tx.s.folder_names.get(tx.txn, &new_key)?.is_some() {
-        return Err(reject(Error::AlreadyExists(format!("folder {name:?}"))));
+        return Err(reject(MailError::FolderExists { mailbox, parent, name }));
     }
     tx.s.folder_names.delete(tx.txn, &old_key)?;
     tx.s.folder_names.put(tx.txn, &new_key, &folder.to_be_bytes())?;
@@ -67,7 +67,7 @@ pub(super) fn delete(mut tx: Tx<'_, '_>, folder: FolderId, at_micros: u64) -> Ap
     let mut m = tx.mailbox()?;
     let target = tx.folder(folder)?;
     if target.role.is_some() || target.hidden {
-        return Err(reject(invalid(format!("{:?} is a well-known folder and cannot be deleted", target.name))));
+        return Err(reject(MailError::WellKnownFolder { mailbox, folder, name: target.name }));
     }
     let mut deletions = tx.role_folder(FolderRole::Deletions)?;
     let modseq = Tx::next_modseq(&mut m);

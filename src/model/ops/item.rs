@@ -1,12 +1,12 @@
 //! Operations on the items of ordinary folders: storing, replacing, flagging, copying or moving and expunging
 //! them.
 
-use crate::error::Error;
 use crate::model::envelope::Envelope;
+use crate::model::error::{MailError, QuotaKind};
 use crate::model::types::{Deleted, Flags, FolderId, FolderRole, ItemClass, ItemInfo, ModSeq, Uid};
 
 use super::tx::{Tx, check_message_size, check_quota, check_recoverable_quota, count, sorted_unique};
-use super::{Applied, ChangeKind, Entity, FlagAction, MailOutput, Message, invalid, reject};
+use super::{Applied, ChangeKind, Entity, FlagAction, MailOutput, Message, reject};
 
 /// Applies [`MailOp::Append`](super::MailOp::Append).
 pub(super) fn append(
@@ -21,11 +21,11 @@ pub(super) fn append(
     let mut m = tx.mailbox()?;
     let mut f = tx.item_folder(folder)?;
     if f.hidden {
-        return Err(reject(invalid("items cannot be stored in Recoverable Items directly")));
+        return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
     }
     check_message_size(&m, raw.len())?;
     let limit = m.quota.unwrap_or_default().prohibit_send_receive;
-    check_quota(&m, "prohibit-send-receive", m.size.saturating_add(raw.len() as u64), limit)?;
+    check_quota(&m, QuotaKind::ProhibitSendReceive, m.size.saturating_add(raw.len() as u64), limit)?;
     let modseq = Tx::next_modseq(&mut m);
     let template = ItemInfo {
         flags: Flags(flags.0 & Flags::ALL.0),
@@ -51,11 +51,11 @@ pub(super) fn replace(
     let mut m = tx.mailbox()?;
     let mut f = tx.item_folder(folder)?;
     if f.hidden {
-        return Err(reject(invalid("items in Recoverable Items are not edited")));
+        return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
     }
     check_message_size(&m, raw.len())?;
     let Some(original) = tx.item_at(folder, uid)? else {
-        return Err(reject(Error::NotFound(format!("UID {uid} in folder {folder}"))));
+        return Err(reject(MailError::NoSuchItem { mailbox: tx.guid, folder, uid }));
     };
     let modseq = Tx::next_modseq(&mut m);
     let template = ItemInfo {
@@ -140,14 +140,13 @@ pub(super) fn store_flags(
 pub(super) fn copy(mut tx: Tx<'_, '_>, from: FolderId, uids: Vec<Uid>, to: FolderId, remove_source: bool) -> Applied {
     let mut m = tx.mailbox()?;
     if from == to {
-        return Err(reject(invalid("source and destination folder are the same")));
+        return Err(reject(MailError::SameFolder { folder: from }));
     }
     let mut src = tx.item_folder(from)?;
     let mut dst = tx.item_folder(to)?;
     if src.hidden || dst.hidden {
-        return Err(reject(invalid(
-            "items enter and leave Recoverable Items only by DeleteItems, RecoverItems and PurgeDeleted",
-        )));
+        let folder = if src.hidden { from } else { to };
+        return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
     }
     let mut modseq = None;
     let mut mapping = Vec::new();
@@ -174,7 +173,7 @@ pub(super) fn expunge(mut tx: Tx<'_, '_>, folder: FolderId, uids: Option<Vec<Uid
     let mut f = tx.item_folder(folder)?;
     if f.hidden {
         // Retention, single item recovery and holds decide what leaves Recoverable Items.
-        return Err(reject(invalid("items leave Recoverable Items by PurgeItems and PurgeExpired only")));
+        return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
     }
     let candidates: Vec<Uid> = match uids {
         Some(uids) => sorted_unique(&uids),

@@ -1,13 +1,13 @@
 //! Operations on a mailbox as a whole: creating it (with its well-known folders), soft-deleting, restoring and
 //! purging it, and its settings (retention, holds, quota).
 
-use crate::error::Error;
+use crate::model::error::MailError;
 use crate::model::types::{DEFAULT_RETENTION_MICROS, FolderRole, ItemInfo, MailboxInfo, MailboxKind, Quota};
 use crate::model::{keys, load};
 
 use super::folder;
 use super::tx::Tx;
-use super::{Applied, ChangeKind, Entity, MailOutput, invalid, reject};
+use super::{Applied, ChangeKind, Entity, MailOutput, reject};
 
 /// Applies [`MailOp::CreateMailbox`](super::MailOp::CreateMailbox).
 pub(super) fn create(
@@ -20,11 +20,11 @@ pub(super) fn create(
 ) -> Applied {
     let guid = tx.guid;
     if tx.s.mailboxes.get(tx.txn, &keys::mailbox(&guid))?.is_some() {
-        return Err(reject(Error::AlreadyExists(format!("mailbox {guid}"))));
+        return Err(reject(MailError::MailboxExists { mailbox: guid }));
     }
     let address_key = address.to_lowercase();
     if tx.s.addresses.get(tx.txn, address_key.as_bytes())?.is_some() {
-        return Err(reject(Error::AlreadyExists(format!("a mailbox with address {address:?}"))));
+        return Err(reject(MailError::AddressTaken { address }));
     }
     let mut m = MailboxInfo {
         guid,
@@ -83,11 +83,11 @@ pub(super) fn restore(mut tx: Tx<'_, '_>) -> Applied {
     let mailbox = tx.guid;
     let mut m = tx.any_mailbox()?;
     if m.deleted_micros.is_none() {
-        return Err(reject(invalid(format!("mailbox {mailbox} is not deleted"))));
+        return Err(reject(MailError::MailboxNotDeleted { mailbox }));
     }
     let address_key = m.address.to_lowercase();
     if tx.s.addresses.get(tx.txn, address_key.as_bytes())?.is_some() {
-        return Err(reject(Error::AlreadyExists(format!("a mailbox with address {:?}", m.address))));
+        return Err(reject(MailError::AddressTaken { address: m.address }));
     }
     let modseq = Tx::next_modseq(&mut m);
     m.deleted_micros = None;
@@ -102,10 +102,10 @@ pub(super) fn purge(mut tx: Tx<'_, '_>) -> Applied {
     let mailbox = tx.guid;
     let m = tx.any_mailbox()?;
     if m.deleted_micros.is_none() {
-        return Err(reject(invalid(format!("mailbox {mailbox} must be deleted before it is purged"))));
+        return Err(reject(MailError::MailboxNotDeleted { mailbox }));
     }
     if m.litigation_hold {
-        return Err(reject(invalid(format!("mailbox {mailbox} is on litigation hold and cannot be purged"))));
+        return Err(reject(MailError::LitigationHold { mailbox }));
     }
     let mut contents = Vec::new();
     for entry in tx.s.items.prefix_iter(tx.txn, &keys::mailbox(&mailbox))? {

@@ -17,6 +17,7 @@ use crate::engine::{ApplyContext, ApplyError};
 use crate::error::Error;
 use crate::model::MailStore;
 use crate::model::envelope::Envelope;
+use crate::model::error::MailError;
 use crate::model::types::{ContentHash, Flags, FolderId, ItemClass, ItemId, MailboxKind, ModSeq, Quota, Uid};
 use crate::types::Guid;
 
@@ -456,7 +457,7 @@ pub enum MailOutput {
 }
 
 /// What applying an operation returns.
-type Applied = Result<MailOutput, ApplyError>;
+type Applied = Result<MailOutput, ApplyError<MailError>>;
 
 /// The message an operation stores ([`MailOp::Append`], [`MailOp::ReplaceItem`], [`MailOp::Submit`]), as the
 /// constructors prepare it before logging: when it arrives, its parsed envelope, the hash of its bytes, its bytes.
@@ -467,30 +468,24 @@ struct Message {
     raw: Vec<u8>,
 }
 
-fn invalid(message: impl Into<String>) -> Error {
-    Error::InvalidArgument(message.into())
-}
-
-fn reject(e: Error) -> ApplyError {
+fn reject(e: MailError) -> ApplyError<MailError> {
     ApplyError::Reject(e)
 }
 
-/// An error from a read helper used inside apply: storage errors stay storage errors.
-fn storage(e: Error) -> ApplyError {
+/// An error from a read helper of [`MailStore`] used inside apply: storage errors stay storage errors, a model
+/// refusal stays a refusal. (The helpers used fail only in the state store; anything else would be damage they
+/// read, a storage failure too.)
+fn storage(e: Error) -> ApplyError<MailError> {
     match e {
         Error::State(e) => ApplyError::Storage(e),
-        other => ApplyError::Reject(other),
+        Error::Mail(e) => ApplyError::Reject(e),
+        other => ApplyError::Storage(heed::Error::Decoding(Box::new(other))),
     }
 }
 
 /// Applies one operation. Deterministic: it reads only the transaction (with what the transaction's earlier
 /// operations gathered for it, see `bodies`) and the operation.
-pub(crate) fn apply(
-    s: &MailStore,
-    txn: &mut RwTxn<'_>,
-    ctx: ApplyContext,
-    op: MailOp,
-) -> Result<MailOutput, ApplyError> {
+pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: MailOp) -> Applied {
     // New message bytes are stored under the LSN of the operation that stores them (their body id).
     s.pending.lock().begin(ctx.lsn);
     op.validate().map_err(reject)?;

@@ -4,14 +4,16 @@
 use crate::model::types::{Deleted, FolderId, FolderRole, ItemInfo, Uid};
 
 use super::tx::{Tx, check_recoverable_quota, sorted_unique};
-use super::{Applied, MailOutput, invalid, reject};
+use crate::model::error::MailError;
+
+use super::{Applied, MailOutput, reject};
 
 /// Applies [`MailOp::DeleteItems`](super::MailOp::DeleteItems).
 pub(super) fn delete(mut tx: Tx<'_, '_>, folder: FolderId, uids: Vec<Uid>, at_micros: u64) -> Applied {
     let mut m = tx.mailbox()?;
     let mut src = tx.item_folder(folder)?;
     if src.hidden {
-        return Err(reject(invalid("items in Recoverable Items are purged, not deleted")));
+        return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
     }
     let mut deletions = tx.role_folder(FolderRole::Deletions)?;
     let mut modseq = None;

@@ -1,7 +1,7 @@
 //! Operations on the submission queue: submitting a message (stored in the Outbox) and acknowledging that a
 //! transport sent it (moved to Sent Items).
 
-use crate::error::Error;
+use crate::model::error::{MailError, QuotaKind};
 use crate::model::keys;
 use crate::model::store;
 use crate::model::types::{Flags, FolderRole, ItemId, ItemInfo};
@@ -18,7 +18,7 @@ pub(super) fn submit(
     let mailbox = tx.guid;
     let mut m = tx.mailbox()?;
     check_message_size(&m, raw.len())?;
-    check_quota(&m, "prohibit-send", m.size, m.quota.unwrap_or_default().prohibit_send)?;
+    check_quota(&m, QuotaKind::ProhibitSend, m.size, m.quota.unwrap_or_default().prohibit_send)?;
     let mut outbox = tx.role_folder(FolderRole::Outbox)?;
     let modseq = Tx::next_modseq(&mut m);
     let template = ItemInfo { flags: Flags::SEEN, ..incoming(submitted_micros, raw.len(), *envelope) };
@@ -36,9 +36,9 @@ pub(super) fn acknowledge(mut tx: Tx<'_, '_>, item: ItemId) -> Applied {
     let mut m = tx.mailbox()?;
     let key = keys::item(&mailbox, item);
     if tx.s.submissions.get(tx.txn, &key)?.is_none() {
-        return Err(reject(Error::NotFound(format!("submission of item {item} in mailbox {mailbox}"))));
+        return Err(reject(MailError::NoSuchSubmission { mailbox, item }));
     }
-    let queued = tx.item(item)?.ok_or_else(|| reject(Error::NotFound(format!("item {item}"))))?;
+    let queued = tx.item(item)?.ok_or_else(|| reject(MailError::NoSuchSubmission { mailbox, item }))?;
     let mut outbox = tx.folder(queued.folder)?;
     let mut sent = tx.role_folder(FolderRole::SentItems)?;
     let modseq = Tx::next_modseq(&mut m);

@@ -4,37 +4,38 @@
 use heed::RwTxn;
 
 use crate::engine::ApplyError;
-use crate::error::Error;
+use crate::model::error::{MailError, QuotaKind};
 use crate::model::types::{
     ContentHash, Flags, FolderId, FolderInfo, FolderRole, ItemId, ItemInfo, MailboxInfo, ModSeq, Uid,
 };
 use crate::model::{MailStore, Table, keys, load, store, summary};
 use crate::types::Guid;
 
-use super::{Change, ChangeKind, Entity, invalid, reject, storage};
+use super::{Change, ChangeKind, Entity, reject, storage};
 
 /// Refuses a message larger than the mailbox's quota allows.
-pub(super) fn check_message_size(m: &MailboxInfo, size: usize) -> Result<(), ApplyError> {
+pub(super) fn check_message_size(m: &MailboxInfo, size: usize) -> Result<(), ApplyError<MailError>> {
     let limit = m.quota.unwrap_or_default().max_message_size;
     if size as u64 > limit {
-        return Err(reject(Error::MessageTooLarge { size: size as u64, limit }));
+        return Err(reject(MailError::MessageTooLarge { size: size as u64, limit }));
     }
     Ok(())
 }
 
 /// Refuses an operation that leaves Recoverable Items above its hard quota.
-pub(super) fn check_recoverable_quota(m: &MailboxInfo) -> Result<(), ApplyError> {
-    check_quota(m, "Recoverable Items", m.recoverable_size, m.quota.unwrap_or_default().recoverable_hard)
+pub(super) fn check_recoverable_quota(m: &MailboxInfo) -> Result<(), ApplyError<MailError>> {
+    check_quota(m, QuotaKind::RecoverableItems, m.recoverable_size, m.quota.unwrap_or_default().recoverable_hard)
 }
 
-/// Refuses an operation that takes mailbox `m` to `size` bytes, above `limit`, its quota named `quota`.
-pub(super) fn check_quota(m: &MailboxInfo, quota: &str, size: u64, limit: u64) -> Result<(), ApplyError> {
+/// Refuses an operation that takes mailbox `m` to `size` bytes, above `limit`, its quota `quota`.
+pub(super) fn check_quota(
+    m: &MailboxInfo,
+    quota: QuotaKind,
+    size: u64,
+    limit: u64,
+) -> Result<(), ApplyError<MailError>> {
     if size > limit {
-        return Err(reject(Error::QuotaExceeded {
-            what: format!("{quota} quota of mailbox {}", m.address),
-            size,
-            limit,
-        }));
+        return Err(reject(MailError::QuotaExceeded { address: m.address.clone(), quota, size, limit }));
     }
     Ok(())
 }
@@ -56,22 +57,22 @@ impl<'a, 't> Tx<'a, 't> {
     }
 
     /// The mailbox, which must not be soft-deleted.
-    pub(super) fn mailbox(&self) -> Result<MailboxInfo, ApplyError> {
+    pub(super) fn mailbox(&self) -> Result<MailboxInfo, ApplyError<MailError>> {
         let m = self.any_mailbox()?;
         if m.deleted_micros.is_some() {
-            return Err(reject(Error::NotFound(format!("mailbox {} (it is deleted)", self.guid))));
+            return Err(reject(MailError::MailboxDeleted { mailbox: self.guid }));
         }
         Ok(m)
     }
 
     /// The mailbox, soft-deleted or not.
-    pub(super) fn any_mailbox(&self) -> Result<MailboxInfo, ApplyError> {
+    pub(super) fn any_mailbox(&self) -> Result<MailboxInfo, ApplyError<MailError>> {
         if let Some(m) = self.s.records.lock().mailboxes.remove(&self.guid) {
             return Ok(m);
         }
         match self.s.mailboxes.get(self.txn, &keys::mailbox(&self.guid))? {
             Some(raw) => Ok(load(raw)?),
-            None => Err(reject(Error::NotFound(format!("mailbox {}", self.guid)))),
+            None => Err(reject(MailError::NoSuchMailbox { mailbox: self.guid })),
         }
     }
 
@@ -92,21 +93,21 @@ impl<'a, 't> Tx<'a, 't> {
         Ok(())
     }
 
-    pub(super) fn folder(&self, id: FolderId) -> Result<FolderInfo, ApplyError> {
+    pub(super) fn folder(&self, id: FolderId) -> Result<FolderInfo, ApplyError<MailError>> {
         if let Some(f) = self.s.records.lock().folders.remove(&(self.guid, id)) {
             return Ok(f);
         }
         match self.s.folders.get(self.txn, &keys::folder(&self.guid, id))? {
             Some(raw) => Ok(load(raw)?),
-            None => Err(reject(Error::NotFound(format!("folder {id} in mailbox {}", self.guid)))),
+            None => Err(reject(MailError::NoSuchFolder { mailbox: self.guid, folder: id })),
         }
     }
 
     /// A folder items can live in: not the root.
-    pub(super) fn item_folder(&self, id: FolderId) -> Result<FolderInfo, ApplyError> {
+    pub(super) fn item_folder(&self, id: FolderId) -> Result<FolderInfo, ApplyError<MailError>> {
         let f = self.folder(id)?;
         if f.role == Some(FolderRole::Root) {
-            return Err(reject(invalid("the root folder holds no items")));
+            return Err(reject(MailError::RootFolder { mailbox: self.guid }));
         }
         Ok(f)
     }
@@ -130,10 +131,11 @@ impl<'a, 't> Tx<'a, 't> {
 
     /// Writes the item and its UID index entry (the listing record, a copy of the item: see `summary`), so the
     /// two never differ after a transaction.
-    pub(super) fn put_item(&mut self, item: &ItemInfo) -> Result<(), ApplyError> {
+    pub(super) fn put_item(&mut self, item: &ItemInfo) -> Result<(), ApplyError<MailError>> {
         // Encoding fails only past 2 GiB of strings or 2^32 list entries (say, keywords added by a great many
         // operations): a function of the item alone, so the refusal is deterministic, like any other.
-        let record = summary::encode(item).map_err(reject)?;
+        let record =
+            summary::encode(item).map_err(|_| reject(MailError::ItemTooLarge { mailbox: self.guid, item: item.id }))?;
         self.s.items.put(self.txn, &keys::item(&self.guid, item.id), &store(item)?)?;
         self.s.uids.put(self.txn, &keys::uid(&self.guid, item.folder, item.uid), &record)?;
         Ok(())
@@ -146,11 +148,15 @@ impl<'a, 't> Tx<'a, 't> {
     }
 
     /// Inserts a new folder (the caller checked the parent) and indexes its name.
-    pub(super) fn insert_folder(&mut self, m: &mut MailboxInfo, folder: FolderInfo) -> Result<FolderId, ApplyError> {
+    pub(super) fn insert_folder(
+        &mut self,
+        m: &mut MailboxInfo,
+        folder: FolderInfo,
+    ) -> Result<FolderId, ApplyError<MailError>> {
         if let Some(parent) = folder.parent {
             let name_key = keys::folder_name(&self.guid, parent, &folder.name);
             if self.s.folder_names.get(self.txn, &name_key)?.is_some() {
-                return Err(reject(Error::AlreadyExists(format!("folder {:?}", folder.name))));
+                return Err(reject(MailError::FolderExists { mailbox: self.guid, parent, name: folder.name }));
             }
             self.s.folder_names.put(self.txn, &name_key, &folder.id.to_be_bytes())?;
         }
@@ -174,9 +180,9 @@ impl<'a, 't> Tx<'a, 't> {
         template: &ItemInfo,
         raw: Option<(&[u8], ContentHash)>,
         modseq: ModSeq,
-    ) -> Result<ItemInfo, ApplyError> {
+    ) -> Result<ItemInfo, ApplyError<MailError>> {
         if folder.uidnext == Uid::MAX {
-            return Err(reject(invalid(format!("folder {} has used up its UIDs", folder.id))));
+            return Err(reject(MailError::UidsExhausted { mailbox: self.guid, folder: folder.id }));
         }
         let content = match raw {
             Some((_, hash)) => hash.0,
@@ -229,7 +235,7 @@ impl<'a, 't> Tx<'a, 't> {
         uids: Vec<Uid>,
         modseq: &mut Option<ModSeq>,
         matches: impl Fn(&ItemInfo) -> bool,
-    ) -> Result<Vec<Uid>, ApplyError> {
+    ) -> Result<Vec<Uid>, ApplyError<MailError>> {
         let mut removed = Vec::new();
         for uid in uids {
             let Some(item) = self.item_at(folder.id, uid)? else { continue };
@@ -244,10 +250,10 @@ impl<'a, 't> Tx<'a, 't> {
     }
 
     /// The folder with a well-known role.
-    pub(super) fn role_folder(&self, role: FolderRole) -> Result<FolderInfo, ApplyError> {
+    pub(super) fn role_folder(&self, role: FolderRole) -> Result<FolderInfo, ApplyError<MailError>> {
         match self.s.folder_by_role(self.txn, &self.guid, role).map_err(storage)? {
             Some(f) => Ok(f),
-            None => Err(reject(Error::NotFound(format!("{role:?} folder of mailbox {}", self.guid)))),
+            None => Err(reject(MailError::NoWellKnownFolder { mailbox: self.guid, role })),
         }
     }
 
@@ -269,7 +275,7 @@ impl<'a, 't> Tx<'a, 't> {
         item: &ItemInfo,
         moved: ItemInfo,
         modseq: ModSeq,
-    ) -> Result<Uid, ApplyError> {
+    ) -> Result<Uid, ApplyError<MailError>> {
         // Insert first: the new reference keeps the stored content alive while the old one is dropped.
         let uid = self.insert_item(m, dst, &moved, None, modseq)?.uid;
         self.remove_item(m, src, item, modseq)?;
@@ -277,7 +283,7 @@ impl<'a, 't> Tx<'a, 't> {
     }
 
     /// One more reference to the content `hash`; stores `raw` (its bytes) if this is the first (see `bodies`).
-    fn add_ref(&mut self, hash: &[u8; 32], raw: Option<&[u8]>) -> Result<(), ApplyError> {
+    fn add_ref(&mut self, hash: &[u8; 32], raw: Option<&[u8]>) -> Result<(), ApplyError<MailError>> {
         Ok(self.s.pending.lock().add_ref(&self.s.body_tables(), self.txn, hash, raw)?)
     }
 

@@ -12,6 +12,7 @@ use crate::engine::{LOGS_DIR, StateMachine};
 use crate::error::{Error, Result};
 use crate::log::LogWriter;
 use crate::log::format::GenerationHeader;
+use crate::replication::ReplicationError;
 use crate::replication::inspect::{Expect, Inspected, TailView, inspect, inspect_origin};
 use crate::replication::protocol::{Chunk, ReadRequest, SourceInfo};
 use crate::types::now_micros;
@@ -41,7 +42,7 @@ impl<M: StateMachine> Copier<M> {
             shared.changed.notify_all();
             match outcome {
                 Ok(()) => backoff = Duration::from_millis(50),
-                Err(e @ (Error::Shipping(_) | Error::Io { .. })) if !is_local_io(&e, &shared.dir) => {
+                Err(e) if is_shipping(&e) && !is_local_io(&e, &shared.dir) => {
                     let mut p = shared.progress.lock();
                     p.state = CopyState::DisconnectedAndHealthy;
                     p.reason = Some(e.to_string());
@@ -119,20 +120,23 @@ impl<M: StateMachine> Copier<M> {
             let Some(last) = headers.last() else { break };
             for raw in &headers {
                 let header = GenerationHeader::decode(raw)
-                    .map_err(|e| Error::ChunkRejected { reason: format!("source header: {e}") })?;
+                    .map_err(|e| ReplicationError::ChunkRejected { reason: format!("source header: {e}") })?;
                 if header.first_lsn <= want {
                     found = Some(header.generation);
                 }
             }
             let last = GenerationHeader::decode(last)
-                .map_err(|e| Error::ChunkRejected { reason: format!("source header: {e}") })?;
+                .map_err(|e| ReplicationError::ChunkRejected { reason: format!("source header: {e}") })?;
             if headers.len() < 4096 {
                 break;
             }
             from = last.generation + 1;
         }
-        found.ok_or_else(|| Error::CopyFailed {
-            reason: format!("the source no longer has the log from LSN {want}: reseed the copy"),
+        found.ok_or_else(|| {
+            ReplicationError::CopyFailed {
+                reason: format!("the source no longer has the log from LSN {want}: reseed the copy"),
+            }
+            .into()
         })
     }
 
@@ -226,6 +230,16 @@ impl<M: StateMachine> Copier<M> {
         }
         drop(p);
         learn_epoch(&self.shared, source.epoch)
+    }
+}
+
+/// A failure of log shipping or an I/O error (the copier reports the copy disconnected and asks again, unless the
+/// I/O error is about the copy's own files: see `is_local_io`).
+fn is_shipping(e: &Error) -> bool {
+    match e {
+        Error::Replication(e) => e.is_shipping(),
+        Error::Io { .. } => true,
+        _ => false,
     }
 }
 

@@ -46,6 +46,7 @@ use crate::engine::{Checkpoint, Durability, Engine, LOGS_DIR, Options, StateMach
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
 use crate::log::LogWriter;
+use crate::replication::ReplicationError;
 use crate::replication::protocol::{CopyId, LogSource};
 use crate::types::{Guid, Lsn};
 
@@ -90,7 +91,7 @@ impl<M: StateMachine> PassiveCopy<M> {
                               (StateSync::AtCheckpoint): its state store may be damaged; reseed the copy"
                     .to_string();
                 write_copy_file(&dir, &CopyFile { failed: Some(reason.clone()), ..copy })?;
-                return Err(Error::CopyFailed { reason });
+                return Err(ReplicationError::CopyFailed { reason }.into());
             }
         }
         let durability = match options.state_sync {
@@ -237,7 +238,7 @@ impl<M: StateMachine> PassiveCopy<M> {
     pub fn check_activation(&self, dial: MountDial) -> Result<u64> {
         let missing = self.status().copy_queue_length;
         if missing > dial.allowed() {
-            return Err(Error::ActivationRefused { missing, allowed: dial.allowed(), dial: dial.to_string() });
+            return Err(ReplicationError::ActivationRefused { missing, allowed: dial.allowed(), dial }.into());
         }
         Ok(missing)
     }
@@ -254,11 +255,12 @@ impl<M: StateMachine> PassiveCopy<M> {
         // write gate taken, it never writes again (see `Shared::write_gate`).
         self.stop_replayer_and_fence_copier();
         if self.shared.progress.lock().gens.is_empty() {
-            return Err(Error::CopyFailed {
+            return Err(ReplicationError::CopyFailed {
                 reason: "the copy holds no log yet (seeded, but it has not copied a generation): it cannot start \
                          the next one"
                     .into(),
-            });
+            }
+            .into());
         }
         self.check_activation(dial)?;
         let epoch = min_epoch.max(self.shared.progress.lock().known_epoch + 1);
@@ -269,7 +271,7 @@ impl<M: StateMachine> PassiveCopy<M> {
         let weak = Arc::downgrade(&self.state);
         drop(self);
         if weak.upgrade().is_some() {
-            return Err(Error::Busy("the copy's state is still in use (a seeding in progress)".into()));
+            return Err(ReplicationError::StateInUse.into());
         }
         let engine = Engine::mount_with(&dir, options.create_if_missing(false), Some(epoch))?;
         // The directory is an active database now.

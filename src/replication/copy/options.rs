@@ -47,7 +47,8 @@ pub enum StateSync {
     /// deep checkpoint of Exchange's passive copies: replay writes far less synchronously. A process crash loses
     /// nothing (the operating system still has the pages). After an OS crash or a power loss *while the copy was
     /// open*, its state store may be damaged: the copy detects it (the machine's boot id changed since it
-    /// opened) and refuses to open with [`Error::CopyFailed`] — reseed it.
+    /// opened) and refuses to open with
+    /// [`ReplicationError::CopyFailed`](crate::replication::ReplicationError::CopyFailed) — reseed it.
     AtCheckpoint,
 }
 

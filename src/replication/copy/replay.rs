@@ -11,9 +11,10 @@ use super::shared::{LocalGen, Progress, Shared};
 use crate::codec;
 use crate::engine::state::StateStore;
 use crate::engine::{Checkpoint, Counters, LOGS_DIR, StateMachine};
-use crate::error::{Error, Result};
+use crate::error::{CodecError, Error, Result};
 use crate::log::reader::{Batch, BatchReader, Extent};
 use crate::log::truncate::Truncator;
+use crate::replication::ReplicationError;
 use crate::types::{Lsn, now_micros};
 
 /// A batch read from the copy's log and decoded ahead of its replay.
@@ -96,7 +97,7 @@ impl<M: StateMachine> Prefetcher<M> {
         let mut ops = Vec::with_capacity(records.len());
         for record in &records {
             let op = codec::decode::<M::Op>(record.payload)
-                .map_err(|e| Error::Codec(format!("record at LSN {} does not decode: {e}", record.lsn)))?;
+                .map_err(|e| CodecError::Record { lsn: record.lsn, source: Box::new(e) })?;
             ops.push(op);
         }
         self.next = records.last().map(|r| r.lsn + 1);
@@ -168,7 +169,7 @@ impl<M: StateMachine> Replayer<M> {
         // Dropping the receiver releases a prefetcher blocked handing over a batch.
         drop(batches);
         if prefetching.join().is_err() {
-            shared.fail("replay: the prefetch thread panicked".to_string());
+            shared.fail(format!("replay: {}", ReplicationError::ThreadPanicked { thread: "prefetch" }));
         }
         // Stopping the copy (closing, activating) stops the deletions after the current file rather than
         // waiting for all of them; the thread is joined here, so none runs once the replayer has stopped.

@@ -12,8 +12,9 @@ use super::options::CopyOptions;
 use crate::engine::checkpoint::CheckpointFile;
 use crate::engine::state;
 use crate::engine::{CHECKPOINT_FILE, Checkpoint, Durability, LOGS_DIR, StateMachine, read_fence};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::fsutil::DirLock;
+use crate::replication::ReplicationError;
 use crate::replication::protocol::{Hello, LogSource, SnapshotRequest};
 use crate::types::Guid;
 
@@ -64,10 +65,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             let info = source.hello(Hello { copy: id, known_epoch, keep_lsn: 0 })?;
             let from = snapshot_from.hello(Hello { copy: id, known_epoch, keep_lsn: 0 })?;
             if from.guid != info.guid {
-                return Err(Error::Shipping(format!(
-                    "the snapshot source serves database {}, the log source {}",
-                    from.guid, info.guid
-                )));
+                return Err(ReplicationError::ForeignSource { expected: info.guid, found: from.guid }.into());
             }
             source.hello(Hello { copy: id, known_epoch, keep_lsn: from.position.lsn.min(info.position.lsn) + 1 })?;
 
@@ -80,7 +78,10 @@ impl<M: StateMachine> PassiveCopy<M> {
                 let part =
                     snapshot_from.snapshot(SnapshotRequest { copy: id, offset, max_bytes: options.chunk_bytes })?;
                 if part.offset != offset || part.bytes.is_empty() && offset < part.total {
-                    return Err(Error::Shipping(format!("snapshot piece at {} answered for {offset}", part.offset)));
+                    return Err(ReplicationError::Protocol {
+                        reason: format!("snapshot piece at {} answered for {offset}", part.offset),
+                    }
+                    .into());
                 }
                 file.write_all_at(&part.bytes, offset).at(&tmp)?;
                 offset += part.bytes.len() as u64;
@@ -97,7 +98,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             let env = state::open_env(&dir, Durability::Full, false)?;
             let values = state::read_meta(&env, &dir)?;
             if values.guid != info.guid {
-                return Err(Error::Shipping("the snapshot belongs to another database".into()));
+                return Err(ReplicationError::ForeignSource { expected: info.guid, found: values.guid }.into());
             }
             drop(env);
             CheckpointFile::create(

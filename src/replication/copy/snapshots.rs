@@ -8,6 +8,7 @@ use super::shared::Shared;
 use crate::engine::state::StateStore;
 use crate::engine::{LOGS_DIR, StateMachine};
 use crate::error::{Error, Result};
+use crate::replication::ReplicationError;
 use crate::replication::protocol::{
     Chunk, CopyId, Hello, LogSource, ReadRequest, SnapshotRequest, SourceInfo, SourceRole,
 };
@@ -26,9 +27,14 @@ struct PassiveSnapshots<M: StateMachine> {
     state: std::sync::Weak<StateStore<M>>,
 }
 
+/// The seeding source copy was closed while it served a snapshot.
+fn closed() -> Error {
+    ReplicationError::Refused { reason: "the seeding source copy is closed".into() }.into()
+}
+
 impl<M: StateMachine> PassiveSnapshots<M> {
     fn shared(&self) -> Result<Arc<Shared<M>>> {
-        self.shared.upgrade().ok_or_else(|| Error::Shipping("the seeding source copy is closed".into()))
+        self.shared.upgrade().ok_or_else(closed)
     }
 }
 
@@ -51,7 +57,10 @@ impl<M: StateMachine> LogSource for PassiveSnapshots<M> {
     }
 
     fn read(&self, _request: ReadRequest) -> Result<Chunk> {
-        Err(Error::Shipping("a passive copy serves snapshots, not log: copy the log from the active".into()))
+        Err(ReplicationError::Refused {
+            reason: "a passive copy serves snapshots, not log: copy the log from the active".into(),
+        }
+        .into())
     }
 
     fn headers(&self, from: u64) -> Result<Vec<Vec<u8>>> {
@@ -61,7 +70,7 @@ impl<M: StateMachine> LogSource for PassiveSnapshots<M> {
     fn snapshot(&self, request: SnapshotRequest) -> Result<crate::replication::protocol::SnapshotPart> {
         let shared = self.shared()?;
         shared.progress.lock().seeding_others += 1;
-        let state = self.state.upgrade().ok_or_else(|| Error::Shipping("the seeding source copy is closed".into()))?;
+        let state = self.state.upgrade().ok_or_else(closed)?;
         let result = shared.snapshots.serve(request, |path| state.snapshot_to(path), &shared.dir);
         let mut p = shared.progress.lock();
         p.seeding_others = p.seeding_others.saturating_sub(1);

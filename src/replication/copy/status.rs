@@ -13,6 +13,7 @@ use crate::engine::checkpoint::CheckpointFile;
 use crate::engine::state;
 use crate::engine::{Durability, LOGS_DIR, StateMachine, read_fence};
 use crate::error::{Error, Result};
+use crate::replication::ReplicationError;
 use crate::replication::protocol::{Chunk, CopyId, Hello, LogSource, ReadRequest, SnapshotRequest, SourceInfo};
 use crate::types::{Guid, Lsn};
 
@@ -187,16 +188,16 @@ pub struct NoSource;
 
 impl LogSource for NoSource {
     fn hello(&self, _: Hello) -> Result<SourceInfo> {
-        Err(Error::Shipping("no source: the copy is offline".into()))
+        Err(ReplicationError::Offline.into())
     }
     fn read(&self, _: ReadRequest) -> Result<Chunk> {
-        Err(Error::Shipping("no source: the copy is offline".into()))
+        Err(ReplicationError::Offline.into())
     }
     fn headers(&self, _: u64) -> Result<Vec<Vec<u8>>> {
-        Err(Error::Shipping("no source: the copy is offline".into()))
+        Err(ReplicationError::Offline.into())
     }
     fn snapshot(&self, _: SnapshotRequest) -> Result<crate::replication::protocol::SnapshotPart> {
-        Err(Error::Shipping("no source: the copy is offline".into()))
+        Err(ReplicationError::Offline.into())
     }
     fn goodbye(&self, _: CopyId) -> Result<()> {
         Ok(())
