@@ -19,10 +19,10 @@ pub type ModSeq = u64;
 /// It is computed when the operation is built, on the caller's thread, and carried in the logged operation, so
 /// neither the writer thread nor a passive copy's replay hashes message bodies. [`Engine::commit`] checks it
 /// against the bytes before anything is logged (an operation whose hash does not match is refused with
-/// [`Error::InvalidArgument`]); `apply` trusts the logged value, as it trusts every other logged field.
+/// [`MailError::ContentHashMismatch`]); `apply` trusts the logged value, as it trusts every other logged field.
 ///
 /// [`Engine::commit`]: crate::Engine::commit
-/// [`Error::InvalidArgument`]: crate::Error::InvalidArgument
+/// [`MailError::ContentHashMismatch`]: crate::model::MailError::ContentHashMismatch
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ContentHash(#[serde(with = "serde_bytes")] pub(crate) [u8; 32]);
 
