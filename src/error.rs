@@ -342,3 +342,60 @@ impl<T> IoContext<T> for io::Result<T> {
         self.map_err(|e| Error::io(path, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::{MountDial, Refusal};
+
+    #[test]
+    fn layers_convert_and_display_their_own_message() {
+        let refusal = MailError::NoSuchMailbox { mailbox: Guid([7; 16]) };
+        let shown = refusal.to_string();
+        let e = Error::from(refusal);
+        assert!(matches!(e, Error::Mail(MailError::NoSuchMailbox { .. })));
+        assert_eq!(e.to_string(), shown);
+        let e = Error::from(StoreError::InUse { name: "db1".into(), handles: 2 });
+        assert!(e.to_string().contains("still used by 2 other handle(s)"), "{e}");
+        let e = Error::from(CodecError::TrailingBytes { count: 3 });
+        assert_eq!(e.to_string(), "codec error: decode: 3 trailing bytes after the value");
+        assert!(!e.is_damage());
+    }
+
+    #[test]
+    fn shipping_failures_are_told_from_the_copys_own() {
+        let shipping = [
+            ReplicationError::Transport { reason: "connect: refused".into() },
+            ReplicationError::Offline,
+            ReplicationError::Refused { reason: "no snapshot".into() },
+            ReplicationError::Protocol { reason: "not a shipping server".into() },
+            ReplicationError::Authentication { reason: "wrong key".into() },
+            ReplicationError::ForeignSource { expected: Guid([1; 16]), found: Guid([2; 16]) },
+        ];
+        assert!(shipping.iter().all(ReplicationError::is_shipping));
+        let own = [
+            ReplicationError::ChunkRejected { reason: "checksum".into() },
+            ReplicationError::CopyFailed { reason: "reseed".into() },
+            ReplicationError::LogTruncated { generation: 1, oldest: 5 },
+            ReplicationError::ActivationRefused { missing: 7, allowed: 6, dial: MountDial::GoodAvailability },
+            ReplicationError::StateInUse,
+            ReplicationError::ThreadPanicked { thread: "prefetch" },
+        ];
+        assert!(!own.iter().any(ReplicationError::is_shipping));
+    }
+
+    #[test]
+    fn typed_refusals_cross_the_wire() {
+        for e in [
+            Error::from(ReplicationError::LogTruncated { generation: 1, oldest: 5 }),
+            Error::from(ReplicationError::ForeignSource { expected: Guid([1; 16]), found: Guid([2; 16]) }),
+            Error::Fenced { epoch: 3, current: 2 },
+        ] {
+            let back = Refusal::from_error(&e).into_error();
+            assert_eq!(std::mem::discriminant(&back), std::mem::discriminant(&e));
+            assert_eq!(back.to_string(), e.to_string());
+        }
+        let other = Refusal::Other("offset 9 is outside generation 1".into()).into_error();
+        assert!(matches!(other, Error::Replication(ReplicationError::Refused { .. })));
+    }
+}
