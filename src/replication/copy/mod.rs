@@ -120,7 +120,7 @@ impl<M: StateMachine> PassiveCopy<M> {
         let logs = dir.join(LOGS_DIR);
         let (gens, tail) = open_log(&logs, guid, replayed)?;
         let known_epoch =
-            gens.values().map(|g| g.header.epoch).fold(meta.epoch.max(read_fence(&dir)?.unwrap_or(0)), u64::max);
+            gens.values().map(|g| g.extent.header.epoch).fold(meta.epoch.max(read_fence(&dir)?.unwrap_or(0)), u64::max);
         let copied_lsn = tail.as_ref().map_or(replayed, |t| t.log.next_lsn() - 1).max(replayed);
         if replayed > copied_lsn {
             return Err(Error::StateAheadOfLog { applied: replayed, log_end: copied_lsn });
