@@ -60,9 +60,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use heed::RoTxn;
-use mailstore::engine::{
-    self, CHECKPOINT_FILE, CheckReport, GenerationInfo, LOGS_DIR, OfflineStatus, STATE_DIR, TailTruncation,
-};
+use mailstore::engine::{self, CheckReport, GenerationInfo, OfflineStatus, TailTruncation};
+// The names of a database's parts, for the check that a path is a database before any library call (the `cli`
+// feature enables `internals` for them).
+use mailstore::internals::engine::{CHECKPOINT_FILE, LOGS_DIR, STATE_DIR};
 use mailstore::kv::Kv;
 use mailstore::model::{MailStore, MailboxInfo};
 use mailstore::replication::{

@@ -46,7 +46,7 @@ use crate::replication::protocol::{
 };
 use crate::types::{Guid, Lsn, now_micros};
 
-pub use crate::engine::COPY_FILE;
+pub(crate) use crate::engine::COPY_FILE;
 /// The longest replay or truncation lag (Exchange's limit).
 pub const MAX_LAG: Duration = Duration::from_secs(14 * 24 * 3600);
 const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
