@@ -264,13 +264,6 @@ pub struct Frames<'a, 's> {
     done: bool,
 }
 
-impl Frames<'_, '_> {
-    /// Where the next frame starts: after the walk, the end of the valid records.
-    pub fn offset(&self) -> usize {
-        self.offset
-    }
-}
-
 impl<'a> Iterator for Frames<'a, '_> {
     type Item = (usize, Frame<'a>);
 

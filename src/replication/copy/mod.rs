@@ -54,7 +54,7 @@ pub(crate) use self::admin::{CopyFile, RESYNCING_FILE, read_copy_file, write_cop
 pub use self::options::{CopyOptions, MAX_LAG, StateSync};
 pub use self::seed::SeedProgress;
 pub use self::status::{CopyState, CopyStatus, MountDial, NoSource, offline_copy_status};
-pub use crate::engine::COPY_FILE;
+pub(crate) use crate::engine::COPY_FILE;
 
 /// A passive copy of one database; see the module documentation. Dropping it (or [`PassiveCopy::close`])
 /// stops both threads and writes a clean checkpoint.
