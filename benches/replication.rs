@@ -373,10 +373,10 @@ fn run(workload: Workload, seconds: u64) {
                 let mb = m.mailbox(txn, &mailbox)?.expect("mailbox");
                 let f = m.folder_by_role(txn, &mailbox, FolderRole::Inbox)?.expect("inbox");
                 let item = m.newest_by_uid(txn, &mailbox, inbox, 1)?.pop().expect("an item");
-                let item_len = mailstore::codec::encode(&item)?.len();
+                let item_len = mailstore::internals::codec::encode(&item)?.len();
                 Ok(RecordSizes {
-                    mailbox: mailstore::codec::encode(&mb)?.len(),
-                    folder: mailstore::codec::encode(&f)?.len(),
+                    mailbox: mailstore::internals::codec::encode(&mb)?.len(),
+                    folder: mailstore::internals::codec::encode(&f)?.len(),
                     item: item_len,
                     listing: item_len + 156,
                     body: MESSAGE + 2,

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use mailstore::codec;
+use mailstore::internals::codec;
 use mailstore::model::{MailOp, MailStore, MailboxKind, deliver};
 use mailstore::replication::{
     CopyOptions, CopyStatus, LogSource, MountDial, PassiveCopy, ResyncOutcome, ShippingKey, ShippingSource,

@@ -12,10 +12,10 @@ use crate::types::Guid;
 /// Decodes record frames from `data` until the first non-record, with a fixed generation seal.
 pub fn record_decoder(data: &[u8]) {
     let seal = RecordSeal::for_header(&fixed_header());
-    let mut rest = data;
-    while let Frame::Record { frame_len, payload, .. } = seal.decode(rest) {
-        let _ = crate::codec::decode::<crate::kv::KvOp>(payload);
-        rest = &rest[frame_len..];
+    for (_, frame) in seal.frames(data) {
+        if let Frame::Record { payload, .. } = frame {
+            let _ = crate::codec::decode::<crate::kv::KvOp>(payload);
+        }
     }
 }
 

@@ -24,19 +24,62 @@
 #![warn(missing_docs)]
 #![cfg(unix)]
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod engine;
 mod error;
 mod fault;
 mod fsutil;
-#[doc(hidden)]
-pub mod fuzzing;
+#[cfg(feature = "internals")]
+mod fuzzing;
 pub mod kv;
-pub mod log;
+pub(crate) mod log;
 pub mod model;
 pub mod replication;
 pub mod store;
 mod types;
+
+/// Internals for the crate's own tests, fuzz targets, benches and examples: the log's byte format, generation
+/// file naming and scanning, the operation codec, the checkpoint, the names of a database's files, and the fuzz
+/// entry points.
+///
+/// **Not a stable API.** It exists only with the `internals` feature, which the crate's own test targets
+/// enable (through a dev-dependency of the crate on itself) and `fuzz/` enables; nothing here is covered by
+/// semantic versioning, and a program embedding `mailstore` should not enable the feature.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    /// The operation codec (bincode 2, bounded decoding): how operations and shipping messages become bytes.
+    pub mod codec {
+        pub use crate::codec::{decode, encode};
+    }
+
+    /// The write-ahead log: the byte layout of generation headers and record frames, and generation files.
+    pub mod log {
+        pub use crate::log::format::GenerationHeader;
+        pub use crate::log::format::{FRAME_HEADER_LEN, HEADER_LEN, RecordSeal};
+        pub use crate::log::generation::Scan;
+        pub use crate::log::generation::{file_name, parse_file_name, scan};
+        pub use crate::log::{MAX_RECORD_LEN, RecordRef};
+    }
+
+    /// A database directory's files, and its checkpoint.
+    pub mod engine {
+        pub use crate::engine::checkpoint::{CHECKPOINT_FILE, Checkpoint};
+        pub use crate::engine::state::STATE_DIR;
+        pub use crate::fsutil::lock::LOCK_FILE;
+
+        /// Directory of the log generations inside a database directory.
+        pub const LOGS_DIR: &str = crate::engine::LOGS_DIR;
+    }
+
+    /// Entry points of the fuzz targets in `fuzz/`: each takes arbitrary bytes and must never panic.
+    pub mod fuzzing {
+        pub use crate::fuzzing::{
+            checkpoint_decoder, chunk_inspection, fixed_header, header_decoder, record_decoder, recovery,
+            shipping_message,
+        };
+    }
+}
 
 pub use engine::{
     ApplyContext, ApplyError, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogPolicy, LogPosition,

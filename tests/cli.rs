@@ -8,7 +8,8 @@ use std::process::Command;
 use std::thread;
 
 use heed::{CommitToken, DatabaseOpener, OnCommit, RwTxn, WithoutTls};
-use mailstore::engine::{CHECKPOINT_FILE, LOCK_FILE, LOGS_DIR, STATE_DIR, list_generations};
+use mailstore::engine::list_generations;
+use mailstore::internals::engine::{CHECKPOINT_FILE, LOCK_FILE, LOGS_DIR, STATE_DIR};
 use mailstore::kv::{KvEngine, KvOp};
 use mailstore::{ApplyContext, ApplyError, Engine, Guid, LogRetention, Options, StateMachine};
 

@@ -7,9 +7,10 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use mailstore::engine::{CHECKPOINT_FILE, STATE_DIR, check};
+use mailstore::engine::check;
+use mailstore::internals::engine::{CHECKPOINT_FILE, STATE_DIR};
+use mailstore::internals::log::{GenerationHeader, HEADER_LEN, RecordSeal};
 use mailstore::kv::KvEngine;
-use mailstore::log::format::{GenerationHeader, HEADER_LEN, RecordSeal};
 use mailstore::{Engine, Error, LogRetention, Options, RecoveryMode};
 
 fn tolerant() -> Options {

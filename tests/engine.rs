@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::thread;
 
-use mailstore::engine::{LOGS_DIR, list_generations};
+use mailstore::engine::list_generations;
+use mailstore::internals::engine::LOGS_DIR;
 use mailstore::kv::{KvEngine, KvError, KvOp};
 use mailstore::{Durability, Engine, Error, LogRetention, Options};
 

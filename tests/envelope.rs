@@ -537,11 +537,13 @@ fn references_keep_the_root_and_the_nearest_ancestors() {
 #[test]
 fn envelope_round_trips_through_the_log_codec() {
     let env = parse(&crlf(MIXED_WITH_PDF));
-    let bytes = mailstore::codec::encode(&env).expect("encode");
-    let back: Envelope = mailstore::codec::decode(&bytes).expect("decode");
+    let bytes = mailstore::internals::codec::encode(&env).expect("encode");
+    let back: Envelope = mailstore::internals::codec::decode(&bytes).expect("decode");
     assert_eq!(back, env);
     let empty = Envelope::default();
-    let back: Envelope = mailstore::codec::decode(&mailstore::codec::encode(&empty).expect("encode")).expect("decode");
+    let back: Envelope =
+        mailstore::internals::codec::decode(&mailstore::internals::codec::encode(&empty).expect("encode"))
+            .expect("decode");
     assert_eq!(back, empty);
 }
 

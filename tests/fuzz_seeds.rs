@@ -1,4 +1,4 @@
-//! Replays the fuzz seed corpora (`fuzz/corpus/<target>/`) through the entry points in `mailstore::fuzzing`,
+//! Replays the fuzz seed corpora (`fuzz/corpus/<target>/`) through the entry points in `mailstore::internals::fuzzing`,
 //! plus deterministic mutations of every seed, so the fuzz targets' invariants (never panic, round trips) are
 //! checked by a plain `cargo test` without cargo-fuzz.
 //!
@@ -9,10 +9,10 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use mailstore::engine::Checkpoint;
-use mailstore::fuzzing;
+use mailstore::internals::engine::Checkpoint;
+use mailstore::internals::fuzzing;
+use mailstore::internals::log::{GenerationHeader, HEADER_LEN, MAX_RECORD_LEN, RecordSeal};
 use mailstore::kv::KvOp;
-use mailstore::log::format::{GenerationHeader, HEADER_LEN, MAX_RECORD_LEN, RecordSeal};
 use mailstore::{Guid, Lsn};
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -159,16 +159,16 @@ type Seed = (&'static str, Vec<u8>);
 type SeedMaker = fn() -> Vec<Seed>;
 
 fn op(op: &KvOp) -> Vec<u8> {
-    mailstore::codec::encode(op).unwrap()
+    mailstore::internals::codec::encode(op).unwrap()
 }
 
 fn put(key: &[u8], value: &[u8]) -> Vec<u8> {
     op(&KvOp::Put { key: key.to_vec(), value: value.to_vec() })
 }
 
-/// Frames for `(lsn, payload)` pairs, sealed for `mailstore::fuzzing::fixed_header`.
+/// Frames for `(lsn, payload)` pairs, sealed for `mailstore::internals::fuzzing::fixed_header`.
 fn frames(records: &[(Lsn, Vec<u8>)]) -> Vec<u8> {
-    let seal = RecordSeal::for_header(&mailstore::fuzzing::fixed_header());
+    let seal = RecordSeal::for_header(&mailstore::internals::fuzzing::fixed_header());
     let mut out = Vec::new();
     for (lsn, payload) in records {
         seal.encode_into(*lsn, payload, &mut out);
@@ -249,7 +249,7 @@ fn record_decoder_seeds() -> Vec<Seed> {
 }
 
 fn header_decoder_seeds() -> Vec<Seed> {
-    let gen1 = mailstore::fuzzing::fixed_header().encode().to_vec();
+    let gen1 = mailstore::internals::fuzzing::fixed_header().encode().to_vec();
     let gen7 = GenerationHeader {
         guid: Guid(*b"0123456789abcdef"),
         generation: 7,
@@ -273,12 +273,15 @@ fn header_decoder_seeds() -> Vec<Seed> {
         ("bad_header_length_resealed.bin", patch_and_reseal(&gen1, 12, &64u32.to_le_bytes())),
         (
             "generation_zero.bin",
-            GenerationHeader { generation: 0, ..mailstore::fuzzing::fixed_header() }.encode().to_vec(),
+            GenerationHeader { generation: 0, ..mailstore::internals::fuzzing::fixed_header() }.encode().to_vec(),
         ),
-        ("epoch_zero.bin", GenerationHeader { epoch: 0, ..mailstore::fuzzing::fixed_header() }.encode().to_vec()),
+        (
+            "epoch_zero.bin",
+            GenerationHeader { epoch: 0, ..mailstore::internals::fuzzing::fixed_header() }.encode().to_vec(),
+        ),
         (
             "first_lsn_zero.bin",
-            GenerationHeader { first_lsn: 0, ..mailstore::fuzzing::fixed_header() }.encode().to_vec(),
+            GenerationHeader { first_lsn: 0, ..mailstore::internals::fuzzing::fixed_header() }.encode().to_vec(),
         ),
         ("reserved_nonzero_resealed.bin", patch_and_reseal(&gen1, 80, b"reserved")),
     ]
@@ -352,8 +355,8 @@ fn recovery_seeds() -> Vec<Seed> {
 }
 
 fn chunk_inspection_seeds() -> Vec<Seed> {
-    use mailstore::log::format::GenerationHeader;
-    let fixed = mailstore::fuzzing::fixed_header();
+    use mailstore::internals::log::GenerationHeader;
+    let fixed = mailstore::internals::fuzzing::fixed_header();
     let next = GenerationHeader { generation: 2, first_lsn: 4, prev_checksum: 0x1234_5678, ..fixed };
     let mode = |m: u8, bytes: Vec<u8>| {
         let mut out = vec![m];
@@ -384,12 +387,15 @@ fn shipping_message_seeds() -> Vec<Seed> {
     vec![
         (
             "hello.bin",
-            enc(&|| mailstore::codec::encode(&Request::Hello(Hello { copy, known_epoch: 2, keep_lsn: 7 })).unwrap()),
+            enc(&|| {
+                mailstore::internals::codec::encode(&Request::Hello(Hello { copy, known_epoch: 2, keep_lsn: 7 }))
+                    .unwrap()
+            }),
         ),
         (
             "read.bin",
             enc(&|| {
-                mailstore::codec::encode(&Request::Read(ReadRequest {
+                mailstore::internals::codec::encode(&Request::Read(ReadRequest {
                     copy,
                     known_epoch: 1,
                     generation: 3,
@@ -403,22 +409,23 @@ fn shipping_message_seeds() -> Vec<Seed> {
                 .unwrap()
             }),
         ),
-        ("headers.bin", mailstore::codec::encode(&Request::Headers(1)).unwrap()),
-        ("goodbye.bin", mailstore::codec::encode(&Request::Goodbye(copy)).unwrap()),
+        ("headers.bin", mailstore::internals::codec::encode(&Request::Headers(1)).unwrap()),
+        ("goodbye.bin", mailstore::internals::codec::encode(&Request::Goodbye(copy)).unwrap()),
         (
             "refused_fenced.bin",
-            mailstore::codec::encode(&Response::Refused(Refusal::Fenced { epoch: 3, current: 2 })).unwrap(),
+            mailstore::internals::codec::encode(&Response::Refused(Refusal::Fenced { epoch: 3, current: 2 })).unwrap(),
         ),
         (
             "refused_gone.bin",
-            mailstore::codec::encode(&Response::Refused(Refusal::Gone { generation: 1, oldest: 5 })).unwrap(),
+            mailstore::internals::codec::encode(&Response::Refused(Refusal::Gone { generation: 1, oldest: 5 }))
+                .unwrap(),
         ),
     ]
 }
 
 #[test]
 fn crc32_matches_the_encoders() {
-    let header = mailstore::fuzzing::fixed_header().encode();
+    let header = mailstore::internals::fuzzing::fixed_header().encode();
     assert_eq!(patch_and_reseal(&header, 0, &header[..1]), header);
     let slot = Checkpoint { guid: Guid([1; 16]), sequence: 9, lsn: 8, epoch: 7, backup_lsn: 6, clean: true }.encode();
     assert_eq!(patch_and_reseal(&slot, 0, &slot[..1]), slot);

@@ -476,9 +476,9 @@ fn check_verifies_counters_against_items() {
     let mut key = mbx.0.to_vec();
     key.extend_from_slice(&inbox.to_be_bytes());
     let mut info: mailstore::model::FolderInfo =
-        mailstore::codec::decode(folders.get(&wtxn, &key).unwrap().unwrap()).unwrap();
+        mailstore::internals::codec::decode(folders.get(&wtxn, &key).unwrap().unwrap()).unwrap();
     info.unread += 5;
-    folders.put(&mut wtxn, &key, &mailstore::codec::encode(&info).unwrap()).unwrap();
+    folders.put(&mut wtxn, &key, &mailstore::internals::codec::encode(&info).unwrap()).unwrap();
     // And damage one stored message (as a bit flip would): check names the content whose bytes no longer match.
     // A `mail.blob_refs` value: count, body id, chunk id (bytes 16..24), offset (24..28) and length (28..32) of the
     // bytes in the chunk's byte area, which follows a directory of 36 bytes per body (after a u32 count).

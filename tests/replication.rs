@@ -1030,7 +1030,7 @@ fn a_killed_copy_keeps_what_it_copied_and_catches_up() {
 fn generations_in(dir: &Path) -> Vec<u64> {
     common::generation_files(dir)
         .iter()
-        .filter_map(|p| mailstore::log::generation::parse_file_name(p.file_name()?.to_str()?))
+        .filter_map(|p| mailstore::internals::log::parse_file_name(p.file_name()?.to_str()?))
         .collect()
 }
 
@@ -1041,7 +1041,7 @@ fn restore_deleted_generations(active_dir: &Path, copy_dir: &Path, how_many: u64
     assert!(oldest > how_many, "no deep checkpoint deleted enough generations yet (oldest kept: {oldest})");
     let restored: Vec<u64> = (oldest - how_many..oldest).collect();
     for n in &restored {
-        let name = mailstore::log::generation::file_name(*n);
+        let name = mailstore::internals::log::file_name(*n);
         std::fs::copy(active_dir.join("logs").join(&name), copy_dir.join("logs").join(&name)).unwrap();
     }
     restored

@@ -1,9 +1,9 @@
-//! See `mailstore::fuzzing::chunk_inspection`.
+//! See `mailstore::internals::fuzzing::chunk_inspection`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    mailstore::fuzzing::chunk_inspection(data);
+    mailstore::internals::fuzzing::chunk_inspection(data);
 });

@@ -1,10 +1,10 @@
 //! Generation headers: decode, and re-encode round trip of anything that decodes.
-//! See `mailstore::fuzzing::header_decoder`.
+//! See `mailstore::internals::fuzzing::header_decoder`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    mailstore::fuzzing::header_decoder(data);
+    mailstore::internals::fuzzing::header_decoder(data);
 });

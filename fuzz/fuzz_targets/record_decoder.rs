@@ -1,10 +1,10 @@
 //! Record frames sealed for a fixed generation (GUID [0x5A; 16], generation 1, epoch 1), each payload decoded as a `KvOp`.
-//! See `mailstore::fuzzing::record_decoder`.
+//! See `mailstore::internals::fuzzing::record_decoder`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    mailstore::fuzzing::record_decoder(data);
+    mailstore::internals::fuzzing::record_decoder(data);
 });

@@ -1,9 +1,9 @@
-//! See `mailstore::fuzzing::shipping_message`.
+//! See `mailstore::internals::fuzzing::shipping_message`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    mailstore::fuzzing::shipping_message(data);
+    mailstore::internals::fuzzing::shipping_message(data);
 });

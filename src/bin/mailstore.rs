@@ -60,9 +60,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use heed::RoTxn;
-use mailstore::engine::{
-    self, CHECKPOINT_FILE, CheckReport, GenerationInfo, LOGS_DIR, OfflineStatus, STATE_DIR, TailTruncation,
-};
+use mailstore::engine::{self, CheckReport, GenerationInfo, OfflineStatus, TailTruncation};
+// The names of a database's parts, for the check that a path is a database before any library call (the `cli`
+// feature enables `internals` for them).
+use mailstore::internals::engine::{CHECKPOINT_FILE, LOGS_DIR, STATE_DIR};
 use mailstore::kv::Kv;
 use mailstore::model::{MailStore, MailboxInfo};
 use mailstore::replication::{
@@ -298,6 +299,26 @@ fn folders(dir: &Path, mailbox: &str) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A command that needs the state machine's type: `check`, `recover`, `seed` and `activate` run it with the
+/// machine a database was created for (or was named), through [`with_machine`].
+trait ForMachine {
+    /// What the command returns.
+    type Output;
+
+    /// Runs the command as machine `M`.
+    fn run<M: StateMachine>(self) -> Self::Output;
+}
+
+/// Runs `command` as the state machine named `name`: the one place that lists the state machines this build
+/// knows. `None` when it knows none by that name.
+fn with_machine<C: ForMachine>(name: &str, command: C) -> Option<C::Output> {
+    match name {
+        <Kv as StateMachine>::NAME => Some(command.run::<Kv>()),
+        <MailStore as StateMachine>::NAME => Some(command.run::<MailStore>()),
+        _ => None,
+    }
+}
+
 /// One command, run on one database directory.
 type Run<'a> = &'a dyn Fn(&Path) -> Result<ExitCode, Failure>;
 
@@ -448,10 +469,9 @@ fn chain(g: &GenerationInfo, next: Option<&GenerationInfo>) -> &'static str {
 
 fn check(dir: &Path) -> Result<ExitCode, Failure> {
     // With a known state machine, every record's payload is decoded too; otherwise the log's structure only.
-    let report: CheckReport = match engine::machine_name(dir).as_deref() {
-        Ok(<Kv as StateMachine>::NAME) => engine::check_as::<Kv>(dir)?,
-        Ok(<MailStore as StateMachine>::NAME) => engine::check_as::<MailStore>(dir)?,
-        _ => engine::check(dir)?,
+    let report: CheckReport = match engine::machine_name(dir).ok().and_then(|m| with_machine(&m, CheckAs(dir))) {
+        Some(report) => report?,
+        None => engine::check(dir)?,
     };
     let generations = count(report.generations, "generation", "generations");
     let records = count(report.records, "record", "records");
@@ -468,6 +488,17 @@ fn check(dir: &Path) -> Result<ExitCode, Failure> {
     Ok(ExitCode::from(EXIT_DAMAGED))
 }
 
+/// Checks the database with its machine's decoding and consistency checks.
+struct CheckAs<'a>(&'a Path);
+
+impl ForMachine for CheckAs<'_> {
+    type Output = mailstore::Result<CheckReport>;
+
+    fn run<M: StateMachine>(self) -> Self::Output {
+        engine::check_as::<M>(self.0)
+    }
+}
+
 /// `n` followed by the singular or plural noun.
 fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -476,32 +507,33 @@ fn count(n: u64, one: &str, many: &str) -> String {
 fn recover(dir: &Path) -> Result<ExitCode, Failure> {
     // The machine name comes from the state store alone, so a damaged log does not hide it.
     let machine = engine::machine_name(dir)?;
-    // One arm per state machine this build knows.
-    let report = match machine.as_str() {
-        <Kv as StateMachine>::NAME => recover_as::<Kv>(dir)?,
-        <MailStore as StateMachine>::NAME => recover_as::<MailStore>(dir)?,
-        other => {
-            return Err(Failure::error(format_args!(
-                "{} was created for state machine {other:?}, which this build of mailstore does not know",
-                dir.display()
-            )));
-        }
-    };
+    let report = with_machine(&machine, RecoverAs(dir)).unwrap_or_else(|| {
+        Err(Failure::error(format_args!(
+            "{} was created for state machine {machine:?}, which this build of mailstore does not know",
+            dir.display()
+        )))
+    })?;
     print_recovery(dir, &report);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Mounts `dir` as a database of machine `M` (never creating one), which runs recovery, then dismounts.
-fn recover_as<M: StateMachine>(dir: &Path) -> Result<RecoveryReport, Failure> {
-    // No log policy is given, so the one stored in the database applies: the final checkpoint deletes only
-    // what the database's own policy allows.
-    let options = Options::default().create_if_missing(false).recovery(RecoveryMode::TolerateTailCorruption);
-    let db = Engine::<M>::mount(dir, options)?;
-    let report = db.recovery_report().clone();
-    db.dismount().map_err(|e| {
-        Failure::from(e).with_context("recovery succeeded, but the dismount after it failed; the database is dirty")
-    })?;
-    Ok(report)
+/// Mounts the database as its machine (never creating one), which runs recovery, then dismounts.
+struct RecoverAs<'a>(&'a Path);
+
+impl ForMachine for RecoverAs<'_> {
+    type Output = Result<RecoveryReport, Failure>;
+
+    fn run<M: StateMachine>(self) -> Self::Output {
+        // No log policy is given, so the one stored in the database applies: the final checkpoint deletes only
+        // what the database's own policy allows.
+        let options = Options::default().create_if_missing(false).recovery(RecoveryMode::TolerateTailCorruption);
+        let db = Engine::<M>::mount(self.0, options)?;
+        let report = db.recovery_report().clone();
+        db.dismount().map_err(|e| {
+            Failure::from(e).with_context("recovery succeeded, but the dismount after it failed; the database is dirty")
+        })?;
+        Ok(report)
+    }
 }
 
 fn print_recovery(dir: &Path, r: &RecoveryReport) {
@@ -574,10 +606,24 @@ fn copy_status(dir: &Path, source: Option<&str>) -> Result<ExitCode, Failure> {
 }
 
 fn seed(dir: &Path, source: &str, from: Option<&str>, machine: &str) -> Result<ExitCode, Failure> {
-    match machine {
-        "mail" => seed_as::<MailStore>(dir, source, from),
-        "kv" => seed_as::<Kv>(dir, source, from),
-        other => Err(Failure::error(format_args!("unknown state machine {other:?} (mail or kv)"))),
+    // `mail` is how `--machine` spells the mailbox model.
+    let name = if machine == "mail" { <MailStore as StateMachine>::NAME } else { machine };
+    with_machine(name, SeedAs { dir, source, from })
+        .unwrap_or_else(|| Err(Failure::error(format_args!("unknown state machine {machine:?} (mail or kv)"))))
+}
+
+/// Seeds a copy of the given machine from a snapshot, then catches it up with the log.
+struct SeedAs<'a> {
+    dir: &'a Path,
+    source: &'a str,
+    from: Option<&'a str>,
+}
+
+impl ForMachine for SeedAs<'_> {
+    type Output = Result<ExitCode, Failure>;
+
+    fn run<M: StateMachine>(self) -> Self::Output {
+        seed_as::<M>(self.dir, self.source, self.from)
     }
 }
 
@@ -617,10 +663,24 @@ fn activate(dir: &Path, dial: &str, epoch: u64, source: Option<&str>) -> Result<
         other => return Err(Failure::error(format_args!("unknown mount dial {other:?} (lossless, good, best)"))),
     };
     let machine = engine::machine_name(dir)?;
-    match machine.as_str() {
-        <Kv as StateMachine>::NAME => activate_as::<Kv>(dir, dial, epoch, source),
-        <MailStore as StateMachine>::NAME => activate_as::<MailStore>(dir, dial, epoch, source),
-        other => Err(Failure::error(format_args!("{} holds state machine {other:?}, unknown here", dir.display()))),
+    with_machine(&machine, ActivateAs { dir, dial, epoch, source }).unwrap_or_else(|| {
+        Err(Failure::error(format_args!("{} holds state machine {machine:?}, unknown here", dir.display())))
+    })
+}
+
+/// Activates a passive copy of the given machine.
+struct ActivateAs<'a> {
+    dir: &'a Path,
+    dial: MountDial,
+    epoch: u64,
+    source: Option<&'a str>,
+}
+
+impl ForMachine for ActivateAs<'_> {
+    type Output = Result<ExitCode, Failure>;
+
+    fn run<M: StateMachine>(self) -> Self::Output {
+        activate_as::<M>(self.dir, self.dial, self.epoch, self.source)
     }
 }
 

@@ -33,8 +33,7 @@ use std::thread::JoinHandle;
 use heed::RoTxn;
 use parking_lot::{Condvar, Mutex};
 
-pub use crate::fsutil::LOCK_FILE;
-pub use checkpoint::{CHECKPOINT_FILE, Checkpoint};
+pub(crate) use checkpoint::{CHECKPOINT_FILE, Checkpoint};
 pub(crate) use inspect::inspection_lock;
 pub use inspect::{
     CheckReport, GenerationInfo, OfflineStatus, check, check_as, list_generations, machine_name, offline_status,
@@ -42,8 +41,9 @@ pub use inspect::{
 };
 pub use machine::{ApplyContext, ApplyError, StateMachine};
 pub use recovery::{RecoveryReport, TailTruncation};
-pub use ship::{COPY_FILE, FENCE_FILE, LogPosition, OnSyncTimeout, SyncPolicy, read_fence, write_fence};
-pub use state::STATE_DIR;
+pub(crate) use ship::{COPY_FILE, read_fence, write_fence};
+pub use ship::{LogPosition, OnSyncTimeout, SyncPolicy};
+pub(crate) use state::STATE_DIR;
 
 use crate::codec;
 use crate::error::{Error, IoContext, Result};
@@ -56,7 +56,7 @@ use state::StateStore;
 use writer::{Control, Pending, Queue, Slot};
 
 /// Directory of the log generations inside a database directory.
-pub const LOGS_DIR: &str = "logs";
+pub(crate) const LOGS_DIR: &str = "logs";
 
 /// When a commit counts as durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,10 +1,9 @@
 //! Small file-system helpers shared by every layer that writes files: durable directory entries, atomic
 //! replacement of small files, and the directory lock.
 
-mod lock;
+pub(crate) mod lock;
 
 pub(crate) use lock::DirLock;
-pub use lock::LOCK_FILE;
 
 use std::fs::{self, File};
 use std::io::Write;

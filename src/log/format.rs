@@ -206,6 +206,22 @@ impl RecordSeal {
         Frames { seal: self, bytes, offset: 0, done: false }
     }
 
+    /// The offset of the first valid record of this generation at or after `from` in `bytes` whose LSN is at
+    /// least `min_lsn` (and less than 2^32 past it), looking at every byte offset: how damage is told from a torn
+    /// tail (damage followed by a valid record is corruption inside the log).
+    pub fn find_record(&self, bytes: &[u8], from: usize, min_lsn: Lsn) -> Option<usize> {
+        (from..bytes.len()).find(|&p| {
+            // Cheap filters first: a plausible length and LSN, then the checksum.
+            bytes[p..].first_chunk::<FRAME_HEADER_LEN>().is_some_and(|header| {
+                let lsn = u64_at(header, 8);
+                frame_len(header).is_some()
+                    && lsn >= min_lsn
+                    && lsn - min_lsn < (1 << 32)
+                    && matches!(self.decode(&bytes[p..]), Frame::Record { .. })
+            })
+        })
+    }
+
     /// Decodes the frame at the start of `bytes`.
     pub fn decode<'a>(&self, bytes: &'a [u8]) -> Frame<'a> {
         let Some(header) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
@@ -246,13 +262,6 @@ pub struct Frames<'a, 's> {
     bytes: &'a [u8],
     offset: usize,
     done: bool,
-}
-
-impl Frames<'_, '_> {
-    /// Where the next frame starts: after the walk, the end of the valid records.
-    pub fn offset(&self) -> usize {
-        self.offset
-    }
 }
 
 impl<'a> Iterator for Frames<'a, '_> {

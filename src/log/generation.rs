@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::log::format::{FRAME_HEADER_LEN, Frame, GenerationHeader, HEADER_LEN, RecordSeal, frame_len};
+use crate::log::format::{Frame, GenerationHeader, HEADER_LEN, RecordSeal};
 use crate::types::{Guid, Lsn};
 
 /// One valid record, as a scan finds it.
@@ -207,23 +207,6 @@ pub fn scan(
 /// Builds the damage report for invalid bytes at `offset`, looking for any valid record of this generation
 /// further on (with an LSN at or past the expected one): if there is one, the damage is not a torn tail.
 fn damaged_at(seal: &RecordSeal, bytes: &[u8], offset: usize, expected: Lsn, reason: &'static str) -> Damage {
-    let mut valid_record_after = None;
-    let mut p = offset + 1;
-    while p + FRAME_HEADER_LEN <= bytes.len() {
-        // Cheap filters first: a plausible length and LSN, then the checksum.
-        let Some(header) = bytes[p..].first_chunk::<FRAME_HEADER_LEN>() else { break };
-        let lsn = u64::from_le_bytes([
-            header[8], header[9], header[10], header[11], header[12], header[13], header[14], header[15],
-        ]);
-        if frame_len(header).is_some()
-            && lsn >= expected
-            && lsn - expected < (1 << 32)
-            && matches!(seal.decode(&bytes[p..]), Frame::Record { .. })
-        {
-            valid_record_after = Some(p as u64);
-            break;
-        }
-        p += 1;
-    }
+    let valid_record_after = seal.find_record(bytes, offset + 1, expected).map(|p| p as u64);
     Damage { offset: offset as u64, reason, valid_record_after }
 }

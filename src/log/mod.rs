@@ -14,6 +14,6 @@ pub(crate) mod truncate;
 pub mod verify;
 pub mod writer;
 
-pub use format::{GenerationHeader, MAX_RECORD_LEN};
-pub use generation::{RecordRef, Scan};
+pub use format::MAX_RECORD_LEN;
+pub use generation::RecordRef;
 pub use writer::LogWriter;

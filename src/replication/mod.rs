@@ -27,7 +27,7 @@ mod source;
 mod tcp;
 
 pub use copy::{
-    COPY_FILE, CopyOptions, CopyState, CopyStatus, MAX_LAG, MountDial, NoSource, PassiveCopy, SeedProgress, StateSync,
+    CopyOptions, CopyState, CopyStatus, MAX_LAG, MountDial, NoSource, PassiveCopy, SeedProgress, StateSync,
     is_passive_copy, offline_copy_status,
 };
 pub use error::ReplicationError;
@@ -36,7 +36,7 @@ pub use protocol::{
     SnapshotRequest, SourceInfo, SourceRole, serve,
 };
 pub use resync::{Diverged, ResyncOutcome, resync};
-pub use source::{COPIES_FILE, ShippingSource, SourceOptions};
+pub use source::{ShippingSource, SourceOptions};
 pub use tcp::{ShippingKey, TcpShippingServer, TcpSource};
 
 /// Ranks activation candidates the way Exchange's best copy selection does: healthy-enough copies first

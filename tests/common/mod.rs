@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use mailstore::engine::LOGS_DIR;
+use mailstore::internals::engine::LOGS_DIR;
 use mailstore::kv::{KvEngine, KvOp};
 
 /// A small deterministic PRNG (xorshift64*), so failures reproduce from the printed seed.
@@ -57,9 +57,9 @@ pub fn generation_files(dir: &Path) -> Vec<PathBuf> {
 /// `(lsn, offset of the frame, offset just past it)` of every record of a generation file.
 pub fn record_extents(path: &Path) -> Vec<(u64, u64, u64)> {
     let mut extents = Vec::new();
-    let mut at = mailstore::log::format::HEADER_LEN as u64;
-    mailstore::log::generation::scan(path, None, |r| {
-        let end = at + (mailstore::log::format::FRAME_HEADER_LEN + r.payload.len()) as u64;
+    let mut at = mailstore::internals::log::HEADER_LEN as u64;
+    mailstore::internals::log::scan(path, None, |r| {
+        let end = at + (mailstore::internals::log::FRAME_HEADER_LEN + r.payload.len()) as u64;
         extents.push((r.lsn, at, end));
         at = end;
         Ok(())

@@ -12,6 +12,7 @@ use crate::engine::{LOGS_DIR, StateMachine};
 use crate::error::{Error, Result};
 use crate::log::LogWriter;
 use crate::log::format::GenerationHeader;
+use crate::log::reader::Extent;
 use crate::replication::ReplicationError;
 use crate::replication::inspect::{Expect, Inspected, TailView, inspect, inspect_origin};
 use crate::replication::protocol::{Chunk, ReadRequest, SourceInfo};
@@ -183,10 +184,7 @@ impl<M: StateMachine> Copier<M> {
             p.gens.insert(
                 generation,
                 LocalGen {
-                    header,
-                    path: log.path().to_path_buf(),
-                    end_offset: log.offset(),
-                    last_lsn,
+                    extent: Extent { header, path: log.path().to_path_buf(), end_offset: log.offset(), last_lsn },
                     closed_micros: None,
                 },
             );
@@ -197,8 +195,8 @@ impl<M: StateMachine> Copier<M> {
             t.log.sync()?;
             let mut p = shared.progress.lock();
             if let Some(local) = p.gens.get_mut(&generation) {
-                local.end_offset = t.log.offset();
-                local.last_lsn = last_lsn;
+                local.extent.end_offset = t.log.offset();
+                local.extent.last_lsn = last_lsn;
             }
         }
         if let Some(t) = &mut self.tail {

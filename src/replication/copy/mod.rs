@@ -55,7 +55,7 @@ pub(crate) use self::admin::{CopyFile, RESYNCING_FILE, read_copy_file, write_cop
 pub use self::options::{CopyOptions, MAX_LAG, StateSync};
 pub use self::seed::SeedProgress;
 pub use self::status::{CopyState, CopyStatus, MountDial, NoSource, offline_copy_status};
-pub use crate::engine::COPY_FILE;
+pub(crate) use crate::engine::COPY_FILE;
 
 /// A passive copy of one database; see the module documentation. Dropping it (or [`PassiveCopy::close`])
 /// stops both threads and writes a clean checkpoint.
@@ -121,7 +121,7 @@ impl<M: StateMachine> PassiveCopy<M> {
         let logs = dir.join(LOGS_DIR);
         let (gens, tail) = open_log(&logs, guid, replayed)?;
         let known_epoch =
-            gens.values().map(|g| g.header.epoch).fold(meta.epoch.max(read_fence(&dir)?.unwrap_or(0)), u64::max);
+            gens.values().map(|g| g.extent.header.epoch).fold(meta.epoch.max(read_fence(&dir)?.unwrap_or(0)), u64::max);
         let copied_lsn = tail.as_ref().map_or(replayed, |t| t.log.next_lsn() - 1).max(replayed);
         if replayed > copied_lsn {
             return Err(Error::StateAheadOfLog { applied: replayed, log_end: copied_lsn });

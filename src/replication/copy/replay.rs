@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::shared::{LocalGen, Progress, Shared};
+use super::shared::{Progress, Shared};
 use crate::codec;
 use crate::engine::state::StateStore;
 use crate::engine::{Checkpoint, Counters, LOGS_DIR, StateMachine};
@@ -72,7 +72,12 @@ impl<M: StateMachine> Prefetcher<M> {
             return p.copied_lsn;
         }
         let cutoff = now_micros().saturating_sub(lag.as_micros() as u64);
-        p.gens.values().filter(|g| g.closed_micros.is_some_and(|c| c <= cutoff)).map(|g| g.last_lsn).max().unwrap_or(0)
+        p.gens
+            .values()
+            .filter(|g| g.closed_micros.is_some_and(|c| c <= cutoff))
+            .map(|g| g.extent.last_lsn)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Reads the next batch; `Ok(None)` when there is nothing to replay yet.
@@ -87,8 +92,8 @@ impl<M: StateMachine> Prefetcher<M> {
             let extents: Vec<Extent> = p
                 .gens
                 .values()
-                .filter(|g| g.last_lsn >= from && g.header.first_lsn <= limit)
-                .map(LocalGen::extent)
+                .filter(|g| g.extent.last_lsn >= from && g.extent.header.first_lsn <= limit)
+                .map(|g| g.extent.clone())
                 .collect();
             (from, limit, extents)
         };
@@ -234,11 +239,11 @@ impl<M: StateMachine> Replayer<M> {
                 .gens
                 .iter()
                 .take_while(|(n, g)| {
-                    **n < newest && g.last_lsn <= replayed && g.closed_micros.is_some_and(|c| c <= cutoff)
+                    **n < newest && g.extent.last_lsn <= replayed && g.closed_micros.is_some_and(|c| c <= cutoff)
                 })
                 .map(|(n, _)| *n)
                 .collect();
-            doomed.iter().filter_map(|n| p.gens.remove(n)).map(|g| g.path).collect()
+            doomed.iter().filter_map(|n| p.gens.remove(n)).map(|g| g.extent.path).collect()
         };
         if self.truncator.is_none() && !doomed.is_empty() {
             let failing = Arc::clone(&shared);

@@ -16,23 +16,17 @@ use crate::engine::StateMachine;
 use crate::engine::checkpoint::CheckpointFile;
 use crate::error::Result;
 use crate::log::LogWriter;
-use crate::log::format::GenerationHeader;
 use crate::log::generation;
 use crate::log::reader::Extent;
 use crate::log::verify::{self, Walk};
 use crate::replication::protocol::{CopyId, LogSource, SourceInfo};
 use crate::types::{Guid, Lsn};
 
-/// One generation of the copy's log.
+/// One generation of the copy's log: what replay reads of it (its end and last LSN as inspected so far), and when
+/// it was closed (the creation time of the next generation).
 #[derive(Clone, Debug)]
 pub(super) struct LocalGen {
-    pub(super) header: GenerationHeader,
-    pub(super) path: PathBuf,
-    /// End of its records as inspected so far.
-    pub(super) end_offset: u64,
-    /// LSN of its last record (`first_lsn - 1` when it has none).
-    pub(super) last_lsn: Lsn,
-    /// When it was closed: the creation time of the next generation.
+    pub(super) extent: Extent,
     pub(super) closed_micros: Option<u64>,
 }
 
@@ -52,22 +46,17 @@ pub(super) fn read_log(logs: &Path, guid: Guid, replayed: Lsn) -> Result<Option<
         gens.insert(
             header.generation,
             LocalGen {
-                header: *header,
-                path: path.clone(),
-                end_offset: scan.map_or(0, |s| s.end_offset),
-                last_lsn: scan.map_or_else(|| next.map_or(header.first_lsn, |n| n.first_lsn) - 1, |s| s.last_lsn),
+                extent: Extent {
+                    header: *header,
+                    path: path.clone(),
+                    end_offset: scan.map_or(0, |s| s.end_offset),
+                    last_lsn: scan.map_or_else(|| next.map_or(header.first_lsn, |n| n.first_lsn) - 1, |s| s.last_lsn),
+                },
                 closed_micros: next.map(|n| n.created_micros),
             },
         );
     }
     Ok(Some((gens, walk)))
-}
-
-impl LocalGen {
-    /// What replay reads of it.
-    pub(super) fn extent(&self) -> Extent {
-        Extent { header: self.header, path: self.path.clone(), end_offset: self.end_offset, last_lsn: self.last_lsn }
-    }
 }
 
 /// The end of the copy's log, as the copier appends to it.
@@ -217,6 +206,6 @@ impl<M: StateMachine> Shared<M> {
         let next = p.copied_lsn + 1;
         let from =
             if self.options.truncation_lag.is_zero() { p.gens.values().next_back() } else { p.gens.values().next() };
-        from.map_or(next, |g| g.header.first_lsn.min(next))
+        from.map_or(next, |g| g.extent.header.first_lsn.min(next))
     }
 }

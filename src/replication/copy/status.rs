@@ -148,9 +148,9 @@ pub fn offline_copy_status(dir: impl AsRef<Path>, source: Option<&dyn LogSource>
     let gens =
         read_log(&dir.join(LOGS_DIR), values.guid, values.applied_lsn)?.map(|(gens, _)| gens).unwrap_or_default();
     let known_epoch =
-        gens.values().map(|g| g.header.epoch).fold(values.epoch.max(read_fence(dir)?.unwrap_or(0)), u64::max);
+        gens.values().map(|g| g.extent.header.epoch).fold(values.epoch.max(read_fence(dir)?.unwrap_or(0)), u64::max);
     let copied = gens.values().next_back().map_or((values.applied_lsn, 0, 0), |last| {
-        (last.last_lsn.max(values.applied_lsn), last.header.generation, last.end_offset)
+        (last.extent.last_lsn.max(values.applied_lsn), last.extent.header.generation, last.extent.end_offset)
     });
     let source = match source {
         Some(s) => Some(s.hello(Hello { copy: copy.id, known_epoch, keep_lsn: 0 })?),
@@ -235,7 +235,8 @@ fn compute_status(id: CopyId, guid: Guid, options: &CopyOptions, p: &Progress) -
     let replay_queue_length = if p.replayed_lsn >= p.copied_lsn {
         0
     } else {
-        let holding = |lsn: Lsn| p.gens.iter().rev().find(|(_, g)| g.header.first_lsn <= lsn).map_or(0, |(n, _)| *n);
+        let holding =
+            |lsn: Lsn| p.gens.iter().rev().find(|(_, g)| g.extent.header.first_lsn <= lsn).map_or(0, |(n, _)| *n);
         holding(p.copied_lsn).saturating_sub(holding(p.replayed_lsn + 1)) + 1
     };
     CopyStatus {
