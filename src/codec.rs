@@ -4,6 +4,18 @@
 //! variable-length integers). Keeping the codec behind this module means a format change touches one file,
 //! and every decode is bounded: bincode is told the largest allocation it may make, so a hostile length
 //! inside a record can never allocate more than the record itself could hold.
+//!
+//! A record's payload is an encoded operation and its **attachment**, the raw bytes it carries outside its
+//! encoded form (a message body, [`StateMachine::attachment`](crate::engine::StateMachine::attachment)):
+//!
+//! ```text
+//! off    size  field
+//!   0       4  N: length of the encoded operation, little-endian
+//!   4       N  the operation, bincode
+//!   4 + N   …  the attachment: the rest of the payload, as given (possibly empty)
+//! ```
+//!
+//! The attachment is never decoded: it stays where the log wrote it, and the state points at it there.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,6 +50,39 @@ impl bincode::enc::write::Writer for VecWriter {
     }
 }
 
+/// Length of the prefix that gives the encoded operation's length.
+pub(crate) const RECORD_PREFIX: usize = 4;
+
+/// Encodes a record's payload: `op` and its `attachment` (see the module documentation).
+pub fn encode_record<T: Serialize>(op: &T, attachment: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let mut out = VecWriter(Vec::with_capacity(RECORD_PREFIX + INITIAL_CAPACITY + attachment.len()));
+    out.0.extend_from_slice(&[0; RECORD_PREFIX]);
+    bincode::serde::encode_into_writer(op, &mut out, bincode::config::standard())
+        .map_err(|e| CodecError::Encode { reason: e.to_string() })?;
+    let len = u32::try_from(out.0.len() - RECORD_PREFIX)
+        .map_err(|_| CodecError::Encode { reason: "an operation over 4 GiB".into() })?;
+    out.0[..RECORD_PREFIX].copy_from_slice(&len.to_le_bytes());
+    out.0.extend_from_slice(attachment);
+    Ok(out.0)
+}
+
+/// Splits a record's payload into the encoded operation and the attachment; the attachment starts at
+/// `RECORD_PREFIX + op.len()` in the payload.
+pub fn split_record(payload: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
+    let short = || CodecError::Decode { reason: "a record shorter than the length of its operation".into() };
+    let prefix: [u8; RECORD_PREFIX] =
+        payload.get(..RECORD_PREFIX).ok_or_else(short)?.try_into().map_err(|_| short())?;
+    let end = (u32::from_le_bytes(prefix) as usize).checked_add(RECORD_PREFIX).ok_or_else(short)?;
+    let op = payload.get(RECORD_PREFIX..end).ok_or_else(short)?;
+    Ok((op, &payload[end..]))
+}
+
+/// Decodes the operation of a record's payload (see [`split_record`]) and returns it with the attachment.
+pub fn decode_record<T: DeserializeOwned>(payload: &[u8]) -> Result<(T, &[u8]), CodecError> {
+    let (op, attachment) = split_record(payload)?;
+    Ok((decode(op)?, attachment))
+}
+
 /// Decodes one value that must span all of `bytes`.
 ///
 /// Trailing bytes are an error: a record's payload is exactly one operation.
@@ -66,6 +111,21 @@ mod tests {
         let op = Op::Put { key: b"k".to_vec(), value: vec![7; 300] };
         let bytes = encode(&op).unwrap();
         assert_eq!(decode::<Op>(&bytes).unwrap(), op);
+    }
+
+    #[test]
+    fn records_carry_their_attachment_after_the_operation() {
+        let op = Op::Delete(b"key".to_vec());
+        let payload = encode_record(&op, b"attached bytes").unwrap();
+        let (decoded, attachment) = decode_record::<Op>(&payload).unwrap();
+        assert_eq!((decoded, attachment), (op, &b"attached bytes"[..]));
+        let (encoded, _) = split_record(&payload).unwrap();
+        assert_eq!(encoded, encode(&Op::Delete(b"key".to_vec())).unwrap());
+        // A length prefix pointing past the payload is refused, not trusted.
+        let mut bad = payload.clone();
+        bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(split_record(&bad).is_err());
+        assert!(split_record(&payload[..3]).is_err());
     }
 
     #[test]

@@ -140,6 +140,24 @@ pub enum Error {
         reason: String,
     },
 
+    /// The database was written in a format this release does not read (an older or newer release made it): it
+    /// is refused before anything is read from it. Nothing was changed.
+    #[error(
+        "{} holds a database in {what} format version {found}; this release reads version {supported} only \
+         (open it with the release that wrote it)",
+        path.display()
+    )]
+    UnsupportedFormat {
+        /// The database directory.
+        path: PathBuf,
+        /// Whose format: `engine`, or the state machine's name.
+        what: String,
+        /// The version the database was written in.
+        found: u32,
+        /// The version this release reads.
+        supported: u32,
+    },
+
     /// An earlier write or fsync failed; the engine refuses all work from then on, because retrying an fsync
     /// after a failure can silently lose data. Dismount and mount again: recovery replays the log.
     #[error("engine poisoned by an earlier failure ({reason}); dismount and mount the database again to recover")]

@@ -14,7 +14,7 @@ pub fn record_decoder(data: &[u8]) {
     let seal = RecordSeal::for_header(&fixed_header());
     for (_, frame) in seal.frames(data) {
         if let Frame::Record { payload, .. } = frame {
-            let _ = crate::codec::decode::<crate::kv::KvOp>(payload);
+            let _ = crate::codec::decode_record::<crate::kv::KvOp>(payload);
         }
     }
 }

@@ -8,7 +8,7 @@ use heed::types::Bytes;
 use heed::{CommitToken, Database, DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{ApplyContext, ApplyError, Engine, StateMachine};
+use crate::engine::{ApplyContext, ApplyError, Attachments, Engine, StateMachine};
 use crate::error::Result;
 
 /// The longest key (LMDB's default key limit is 511 bytes).
@@ -127,11 +127,19 @@ impl StateMachine for Kv {
     type Rejection = KvError;
     type Databases<'e> = KvDatabases<'e>;
 
-    fn create_databases<'e>(opener: &DatabaseOpener<'e, WithoutTls>, txn: &mut RwTxn<'e>) -> Result<KvDatabases<'e>> {
+    fn create_databases<'e>(
+        opener: &DatabaseOpener<'e, WithoutTls>,
+        txn: &mut RwTxn<'e>,
+        _: &Attachments,
+    ) -> Result<KvDatabases<'e>> {
         Ok(KvDatabases(opener.create_database(txn, Some("kv.data"))?))
     }
 
-    fn open_databases<'e>(opener: &DatabaseOpener<'e, WithoutTls>, txn: &RoTxn<'e>) -> Result<Option<KvDatabases<'e>>> {
+    fn open_databases<'e>(
+        opener: &DatabaseOpener<'e, WithoutTls>,
+        txn: &RoTxn<'e>,
+        _: &Attachments,
+    ) -> Result<Option<KvDatabases<'e>>> {
         Ok(opener.open_database(txn, Some("kv.data"))?.map(KvDatabases))
     }
 

@@ -50,7 +50,7 @@ mod types;
 pub mod internals {
     /// The operation codec (bincode 2, bounded decoding): how operations and shipping messages become bytes.
     pub mod codec {
-        pub use crate::codec::{decode, encode};
+        pub use crate::codec::{decode, decode_record, encode, encode_record};
     }
 
     /// The write-ahead log: the byte layout of generation headers and record frames, and generation files.
@@ -70,6 +70,8 @@ pub mod internals {
 
         /// Directory of the log generations inside a database directory.
         pub const LOGS_DIR: &str = crate::engine::LOGS_DIR;
+        /// Directory of the generations that only hold attachments (message bodies) any more.
+        pub const SEGMENTS_DIR: &str = crate::engine::SEGMENTS_DIR;
     }
 
     /// Entry points of the fuzz targets in `fuzz/`: each takes arbitrary bytes and must never panic.
@@ -82,8 +84,8 @@ pub mod internals {
 }
 
 pub use engine::{
-    ApplyContext, ApplyError, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogPolicy, LogPosition,
-    LogRetention, OnSyncTimeout, Options, RecoveryMode, RecoveryReport, StateMachine, SyncPolicy,
+    ApplyContext, ApplyError, Attachments, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogPolicy,
+    LogPosition, LogRetention, OnSyncTimeout, Options, RecoveryMode, RecoveryReport, StateMachine, SyncPolicy,
 };
 pub use error::{CodecError, Error, Result, StoreError};
 pub use store::Store;

@@ -370,6 +370,7 @@ impl StateMachine for Other {
     fn create_databases<'e>(
         _opener: &DatabaseOpener<'e, WithoutTls>,
         _txn: &mut RwTxn<'e>,
+        _attachments: &mailstore::Attachments,
     ) -> mailstore::Result<OtherDatabases> {
         Ok(OtherDatabases)
     }
@@ -377,11 +378,12 @@ impl StateMachine for Other {
     fn open_databases<'e>(
         _opener: &DatabaseOpener<'e, WithoutTls>,
         _txn: &heed::RoTxn<'e>,
+        _attachments: &mailstore::Attachments,
     ) -> mailstore::Result<Option<OtherDatabases>> {
         Ok(Some(OtherDatabases))
     }
 
-    fn apply(&self, _txn: &mut RwTxn<'_>, _ctx: ApplyContext, _op: u8) -> Result<(), ApplyError> {
+    fn apply(&self, _txn: &mut RwTxn<'_>, _ctx: ApplyContext<'_>, _op: u8) -> Result<(), ApplyError> {
         Ok(())
     }
 }

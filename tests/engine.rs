@@ -303,6 +303,7 @@ impl mailstore::StateMachine for Expander {
     fn create_databases<'e>(
         opener: &heed::DatabaseOpener<'e, heed::WithoutTls>,
         txn: &mut heed::RwTxn<'e>,
+        _attachments: &mailstore::engine::Attachments,
     ) -> mailstore::Result<ExpanderDatabases<'e>> {
         Ok(ExpanderDatabases(opener.create_database(txn, Some("zeros"))?))
     }
@@ -310,6 +311,7 @@ impl mailstore::StateMachine for Expander {
     fn open_databases<'e>(
         opener: &heed::DatabaseOpener<'e, heed::WithoutTls>,
         txn: &heed::RoTxn<'e>,
+        _attachments: &mailstore::engine::Attachments,
     ) -> mailstore::Result<Option<ExpanderDatabases<'e>>> {
         Ok(opener.open_database(txn, Some("zeros"))?.map(ExpanderDatabases))
     }
@@ -317,7 +319,7 @@ impl mailstore::StateMachine for Expander {
     fn apply(
         &self,
         txn: &mut heed::RwTxn<'_>,
-        ctx: mailstore::ApplyContext,
+        ctx: mailstore::ApplyContext<'_>,
         mib: u32,
     ) -> Result<(), mailstore::ApplyError> {
         let zeros = vec![0u8; 1 << 20];
@@ -398,6 +400,7 @@ impl mailstore::StateMachine for Panicky {
     fn create_databases<'e>(
         _opener: &heed::DatabaseOpener<'e, heed::WithoutTls>,
         _txn: &mut heed::RwTxn<'e>,
+        _attachments: &mailstore::engine::Attachments,
     ) -> mailstore::Result<PanickyDatabases> {
         Ok(PanickyDatabases)
     }
@@ -405,6 +408,7 @@ impl mailstore::StateMachine for Panicky {
     fn open_databases<'e>(
         _opener: &heed::DatabaseOpener<'e, heed::WithoutTls>,
         _txn: &heed::RoTxn<'e>,
+        _attachments: &mailstore::engine::Attachments,
     ) -> mailstore::Result<Option<PanickyDatabases>> {
         Ok(Some(PanickyDatabases))
     }
@@ -412,7 +416,7 @@ impl mailstore::StateMachine for Panicky {
     fn apply(
         &self,
         _txn: &mut heed::RwTxn<'_>,
-        _ctx: mailstore::ApplyContext,
+        _ctx: mailstore::ApplyContext<'_>,
         op: u8,
     ) -> Result<u8, mailstore::ApplyError> {
         assert_ne!(op, 0xFF, "injected panic in apply");

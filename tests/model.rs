@@ -462,11 +462,10 @@ fn check_verifies_counters_against_items() {
         .unwrap();
     let rtxn = env.read_txn().unwrap();
     type Table<'e> = heed::Database<'e, heed::types::Bytes, heed::types::Bytes>;
-    let (folders, bodies, blob_refs): (Table<'_>, Table<'_>, Table<'_>) = env
+    let (folders, blob_refs): (Table<'_>, Table<'_>) = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {
             Ok(heed::CommitOrAbort::<_, ()>::Commit((
                 dbo.open_database(rtxn, Some("mail.folders"))?.unwrap(),
-                dbo.open_database(rtxn, Some("mail.bodies"))?.unwrap(),
                 dbo.open_database(rtxn, Some("mail.blob_refs"))?.unwrap(),
             )))
         })
@@ -479,18 +478,25 @@ fn check_verifies_counters_against_items() {
         mailstore::internals::codec::decode(folders.get(&wtxn, &key).unwrap().unwrap()).unwrap();
     info.unread += 5;
     folders.put(&mut wtxn, &key, &mailstore::internals::codec::encode(&info).unwrap()).unwrap();
-    // And damage one stored message (as a bit flip would): check names the content whose bytes no longer match.
-    // A `mail.blob_refs` value: count, body id, chunk id (bytes 16..24), offset (24..28) and length (28..32) of the
-    // bytes in the chunk's byte area, which follows a directory of 36 bytes per body (after a u32 count).
-    let (hash, refs) = blob_refs.first(&wtxn).unwrap().map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap();
-    let chunk = &refs[16..24];
-    let offset = u32::from_be_bytes(refs[24..28].try_into().unwrap()) as usize;
-    let len = u32::from_be_bytes(refs[28..32].try_into().unwrap());
-    let mut damaged = bodies.get(&wtxn, chunk).unwrap().unwrap().to_vec();
-    let base = 4 + 36 * u32::from_be_bytes(damaged[..4].try_into().unwrap()) as usize;
-    damaged[base + offset] ^= 1;
-    bodies.put(&mut wtxn, chunk, &damaged).unwrap();
     wtxn.commit().unwrap();
+    // And damage one stored message (as a bit flip would): check names the content whose bytes no longer match.
+    // A `mail.blob_refs` value: count (bytes 0..4), length (4..8), body id (8..16), then where the bytes lie in
+    // the log: generation (16..24) and offset in its file (24..32).
+    let rtxn = env.read_txn().unwrap();
+    let (hash, refs) = blob_refs.first(&rtxn).unwrap().map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap();
+    drop(rtxn);
+    let len = u32::from_be_bytes(refs[4..8].try_into().unwrap());
+    let generation = u64::from_be_bytes(refs[16..24].try_into().unwrap());
+    let offset = u64::from_be_bytes(refs[24..32].try_into().unwrap());
+    let name = mailstore::internals::log::file_name(generation);
+    let file = [mailstore::internals::engine::LOGS_DIR, mailstore::internals::engine::SEGMENTS_DIR]
+        .iter()
+        .map(|d| dir.path().join(d).join(&name))
+        .find(|p| p.exists())
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[offset as usize + 10] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
     drop(env);
     let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap();
     assert!(
@@ -500,7 +506,10 @@ fn check_verifies_counters_against_items() {
     );
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     assert!(
-        report.problems.iter().any(|p| p.contains(&hex) && p.contains(&format!("{len} bytes hash to"))),
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&hex) && p.contains(&format!("{len} bytes) reads back as bytes that hash to"))),
         "{:?}",
         report.problems
     );

@@ -7,7 +7,9 @@ use heed::{CommitOrAbort, RoTxn};
 
 use crate::codec;
 use crate::engine::state;
-use crate::engine::{CHECKPOINT_FILE, Checkpoint, Durability, LOGS_DIR, STATE_DIR, StateMachine, checkpoint};
+use crate::engine::{
+    Attachments, CHECKPOINT_FILE, Checkpoint, Durability, LOGS_DIR, STATE_DIR, StateMachine, checkpoint,
+};
 use crate::error::{Error, Result};
 use crate::fsutil::DirLock;
 use crate::log::generation;
@@ -193,7 +195,8 @@ pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
     let mut report = check_structure(dir)?;
     let guid = checkpoint::read(dir).ok().map(|c| c.guid);
     for (_, path) in generation::list(&dir.join(LOGS_DIR))?.generations {
-        let decoded = generation::scan(&path, guid, |record| Ok(codec::decode::<M::Op>(record.payload).map(|_| ())?));
+        let decoded =
+            generation::scan(&path, guid, |record| Ok(codec::decode_record::<M::Op>(record.payload).map(|_| ())?));
         // Header and framing problems are already in the report; only decode failures are new here.
         if let Err(e @ Error::Corrupted { .. }) = decoded
             && !report.problems.iter().any(|p| p.contains(&path.display().to_string()))
@@ -218,17 +221,13 @@ pub fn with_state<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>)
 
 fn state_of<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>) -> Result<T>) -> Result<T> {
     let meta = read_meta(dir)?;
-    if meta.machine != M::NAME {
-        return Err(Error::NotADatabase {
-            path: dir.to_path_buf(),
-            reason: format!("it was created for state machine {:?}, not {:?}", meta.machine, M::NAME),
-        });
-    }
+    crate::engine::open::check_meta::<M>(dir, &meta)?;
+    let attachments = Attachments::new(dir);
     let env = state::open_env(dir, Durability::Full, true)?;
     let rtxn = env.read_txn()?;
     let machine = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_> {
-            Ok(CommitOrAbort::<_, ()>::Commit(M::open_databases(dbo, rtxn)?))
+            Ok(CommitOrAbort::<_, ()>::Commit(M::open_databases(dbo, rtxn, &attachments)?))
         })?
         .commit()
         .flatten()

@@ -6,22 +6,30 @@
 //! outside the transaction. Whatever must vary (times, ids, UIDVALIDITY) is decided by the caller *before*
 //! the operation is committed and travels inside it.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use heed::{DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::engine::attachments::{Attachments, Place};
 use crate::error::{Error, Result};
 use crate::types::Lsn;
 
 /// What an operation knows about the record that carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ApplyContext {
+pub struct ApplyContext<'a> {
     /// The record's LSN.
     pub lsn: Lsn,
     /// The epoch of the generation the record was written in.
     pub epoch: u64,
+    /// The record's attachment ([`StateMachine::attachment`] of the operation when it was committed), as the log
+    /// holds it: the operation decoded from the record carries none of it.
+    pub attachment: &'a [u8],
+    /// Where the attachment's first byte lies in the log, the same on every copy: what the state keeps to read
+    /// it back later ([`Attachments::read`]).
+    pub attachment_at: Place,
 }
 
 /// Why [`StateMachine::apply`] did not apply an operation; `R` is the machine's [`StateMachine::Rejection`].
@@ -48,6 +56,11 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// mounting it with a different machine fails instead of misreading the log.
     const NAME: &'static str;
 
+    /// The version of the layout this machine keeps in the state store and its operations' encoding. A database
+    /// records it at creation; a database of another version is refused at mount with
+    /// [`Error::UnsupportedFormat`] naming both versions, never misread. Raise it with every change of layout.
+    const FORMAT: u32 = 1;
+
     /// The logged operation.
     type Op: Serialize + DeserializeOwned + Debug + Send;
     /// What applying an operation returns to the committer.
@@ -63,9 +76,11 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
 
     /// Creates (or opens) the machine's LMDB databases. Called once per mount, inside the transaction that
     /// the engine commits before recovery replays anything.
+    /// `attachments` reads back what the database's records attached.
     fn create_databases<'e>(
         opener: &DatabaseOpener<'e, WithoutTls>,
         txn: &mut RwTxn<'e>,
+        attachments: &Attachments,
     ) -> Result<Self::Databases<'e>>;
 
     /// Opens the machine's existing databases without writing, for offline inspection (`mailstore check`,
@@ -73,7 +88,24 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     fn open_databases<'e>(
         opener: &DatabaseOpener<'e, WithoutTls>,
         txn: &RoTxn<'e>,
+        attachments: &Attachments,
     ) -> Result<Option<Self::Databases<'e>>>;
+
+    /// The raw bytes `op` carries outside its encoded form: logged after it in the same record, never decoded,
+    /// and kept where the log wrote them for as long as [`referenced_generations`](Self::referenced_generations)
+    /// names their generation. The operation's own encoding leaves them out (`#[serde(skip)]`); `apply` sees
+    /// them, and where they lie, in its [`ApplyContext`]. The mailbox model attaches message bodies, so that a
+    /// body is written once, by the log. The default attaches nothing.
+    fn attachment(_op: &Self::Op) -> &[u8] {
+        &[]
+    }
+
+    /// The generations holding attachments the state still refers to. Truncation keeps them (in `segments/`)
+    /// and deletes a generation once it is no longer named; a generation, once dropped from this set, must
+    /// never return to it (references only ever go to the generation being written). The default: none.
+    fn referenced_generations(&self, _txn: &RoTxn<'_>) -> Result<BTreeSet<u64>> {
+        Ok(BTreeSet::new())
+    }
 
     /// Checks that the state is internally consistent (for example that counters match what they count) and
     /// returns every problem found; `mailstore check` reports them. The default finds none.

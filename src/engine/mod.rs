@@ -12,8 +12,10 @@
 //! DIR/checkpoint   two-slot checkpoint file (see `checkpoint`)
 //! DIR/state/       the LMDB environment
 //! DIR/logs/        generations 0000000000000001.log, 0000000000000002.log, ...
+//! DIR/segments/    generations the log no longer needs whose attachments the state still refers to
 //! ```
 
+mod attachments;
 pub(crate) mod checkpoint;
 mod inspect;
 mod machine;
@@ -33,6 +35,8 @@ use std::thread::JoinHandle;
 use heed::RoTxn;
 use parking_lot::{Condvar, Mutex};
 
+pub(crate) use attachments::SEGMENTS_DIR;
+pub use attachments::{Attachments, Place};
 pub(crate) use checkpoint::{CHECKPOINT_FILE, Checkpoint};
 pub(crate) use inspect::inspection_lock;
 pub use inspect::{
@@ -545,7 +549,7 @@ impl<M: StateMachine> Engine<M> {
         self.inner.check_poison()?;
         self.inner.check_fence()?;
         self.inner.state.machine.validate(&op).map_err(Into::into)?;
-        let payload = codec::encode(&op)?;
+        let payload = codec::encode_record(&op, M::attachment(&op))?;
         if payload.len() > MAX_RECORD_LEN {
             return Err(Error::RecordTooLarge { len: payload.len(), max: MAX_RECORD_LEN });
         }

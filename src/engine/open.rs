@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::checkpoint::CheckpointFile;
 use crate::engine::state::{self, MetaValues, StateStore};
-use crate::engine::{Durability, LOGS_DIR, StateMachine};
+use crate::engine::{Attachments, Durability, LOGS_DIR, SEGMENTS_DIR, StateMachine};
 use crate::error::{Error, IoContext, Result};
 use crate::log::generation;
 
@@ -43,15 +43,12 @@ impl<M: StateMachine> OpenDir<M> {
                 found: values.guid,
             });
         }
-        if values.machine != M::NAME {
-            return Err(Error::NotADatabase {
-                path: dir.to_path_buf(),
-                reason: format!("it was created for state machine {:?}, not {:?}", values.machine, M::NAME),
-            });
-        }
-        let state = StateStore::<M>::create(env)?;
+        check_meta::<M>(dir, &values)?;
+        let state = StateStore::<M>::create(env, Attachments::new(dir))?;
         let logs = dir.join(LOGS_DIR);
         fs::create_dir_all(&logs).at(&logs)?;
+        let segments = dir.join(SEGMENTS_DIR);
+        fs::create_dir_all(&segments).at(&segments)?;
         let leftovers_removed = generation::list(&logs)?.leftovers;
         if !leftovers_removed.is_empty() {
             for path in &leftovers_removed {
@@ -61,4 +58,22 @@ impl<M: StateMachine> OpenDir<M> {
         }
         Ok(OpenDir { state, meta: values, checkpoint, leftovers_removed })
     }
+}
+
+/// Checks that a database's metadata is of this state machine, in the formats this release reads: a database of
+/// another format is refused ([`Error::UnsupportedFormat`]), never misread.
+pub(crate) fn check_meta<M: StateMachine>(dir: &Path, values: &MetaValues) -> Result<()> {
+    if values.machine != M::NAME {
+        return Err(Error::NotADatabase {
+            path: dir.to_path_buf(),
+            reason: format!("it was created for state machine {:?}, not {:?}", values.machine, M::NAME),
+        });
+    }
+    for (what, found, supported) in [("engine", values.format.0, state::FORMAT), (M::NAME, values.format.1, M::FORMAT)]
+    {
+        if found != supported {
+            return Err(Error::UnsupportedFormat { path: dir.to_path_buf(), what: what.to_string(), found, supported });
+        }
+    }
+    Ok(())
 }

@@ -19,7 +19,10 @@ use crate::engine::checkpoint::CheckpointFile;
 use crate::engine::open::OpenDir;
 use crate::engine::state::{self, StateStore};
 use crate::engine::writer::GenInfo;
-use crate::engine::{CHECKPOINT_FILE, Checkpoint, Counters, LOGS_DIR, LogPolicy, Options, RecoveryMode, StateMachine};
+use crate::engine::{
+    Attachments, CHECKPOINT_FILE, Checkpoint, Counters, LOGS_DIR, LogPolicy, Options, RecoveryMode, SEGMENTS_DIR,
+    StateMachine,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::log::reader::{BatchReader, Extent};
 use crate::log::verify::{self, Walk};
@@ -100,6 +103,13 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
         }
         fs::remove_dir_all(&logs).at(&logs)?;
     }
+    let segments = Attachments::new(dir).list_segments()?;
+    if let Some((_, path)) = segments.first() {
+        return Err(Error::NotADatabase {
+            path: dir.to_path_buf(),
+            reason: format!("the checkpoint file is missing but {} holds message bodies", path.display()),
+        });
+    }
     let state_dir = dir.join(state::STATE_DIR);
     if state_dir.exists() {
         fs::remove_dir_all(&state_dir).at(&state_dir)?;
@@ -108,15 +118,17 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
     let guid = Guid::new_random();
     let epoch = 1;
     let env = state::open_env(dir, options.durability, false)?;
-    let state = StateStore::<M>::create(env)?;
+    let state = StateStore::<M>::create(env, Attachments::new(dir))?;
     let mut txn = state.env.write_txn()?;
-    state.meta.init(&mut txn, guid, epoch, M::NAME)?;
+    state.meta.init(&mut txn, guid, epoch, M::NAME, M::FORMAT)?;
     let policy = options.log_policy.unwrap_or_default();
     state.meta.set_policy(&mut txn, policy)?;
     txn.commit()?;
     state.env.force_sync()?;
 
     fs::create_dir_all(&logs).at(&logs)?;
+    let segments = dir.join(SEGMENTS_DIR);
+    fs::create_dir_all(&segments).at(&segments)?;
     let log = LogWriter::create(&logs, guid, epoch, options.log_target_size)?;
     crate::fsutil::sync_dir(&logs)?;
     let checkpoint =
@@ -154,7 +166,7 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options, activate: Optio
     // with its file and offset before anything is applied.
     let inspected = verify::walk(&logs, ck.guid, Some(start), |record| {
         if record.lsn > applied {
-            codec::decode::<M::Op>(record.payload)?;
+            codec::decode_record::<M::Op>(record.payload)?;
         }
         Ok(())
     })?;

@@ -11,6 +11,7 @@ use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn,
 use parking_lot::RwLock;
 
 use crate::codec;
+use crate::engine::attachments::{Attachments, Place, ReaderToken};
 use crate::engine::{ApplyContext, ApplyError, Counters, Durability, LogPolicy, LogRetention, StateMachine};
 use crate::error::{CodecError, Error, IoContext, Result};
 use crate::log::RecordRef;
@@ -24,6 +25,10 @@ const KEY_EPOCH: &[u8] = b"epoch";
 const KEY_APPLIED: &[u8] = b"applied_lsn";
 const KEY_MACHINE: &[u8] = b"machine";
 const KEY_POLICY: &[u8] = b"log_policy";
+const KEY_FORMAT: &[u8] = b"format";
+/// The format of a database's files this release writes and reads: log records with attachments (`codec`), and
+/// the state store's layout of the engine's metadata. Version 1 (before attachments) kept no `format` key.
+pub(crate) const FORMAT: u32 = 2;
 /// Initial map size; the map doubles whenever a write finds it full.
 pub const INITIAL_MAP_SIZE: usize = 64 << 20;
 /// Named databases an environment may hold (engine and state machine together).
@@ -48,6 +53,9 @@ pub struct MetaValues {
     pub machine: String,
     /// The stored log policy.
     pub policy: LogPolicy,
+    /// The format versions the database was written in: the engine's ([`FORMAT`]) and the state machine's
+    /// ([`StateMachine::FORMAT`]); 1 and 1 for a database older than format versions.
+    pub format: (u32, u32),
 }
 
 /// The engine's metadata in `env`, the state store of the database in `dir`; [`Error::NotADatabase`] when it
@@ -105,8 +113,12 @@ impl Meta {
         Ok(db.map(|db| Meta { db }))
     }
 
-    /// Writes a fresh database's identity.
-    pub fn init(&self, txn: &mut RwTxn<'_>, guid: Guid, epoch: u64, machine: &str) -> Result<()> {
+    /// Writes a fresh database's identity, and the format versions it is written in.
+    pub fn init(&self, txn: &mut RwTxn<'_>, guid: Guid, epoch: u64, machine: &str, machine_format: u32) -> Result<()> {
+        let mut format = [0u8; 8];
+        format[..4].copy_from_slice(&FORMAT.to_be_bytes());
+        format[4..].copy_from_slice(&machine_format.to_be_bytes());
+        self.db.put(txn, KEY_FORMAT, &format)?;
         self.db.put(txn, KEY_GUID, guid.as_bytes())?;
         self.db.put(txn, KEY_MACHINE, machine.as_bytes())?;
         self.db.put(txn, KEY_EPOCH, &epoch.to_be_bytes())?;
@@ -129,7 +141,14 @@ impl Meta {
             },
             _ => return Err(bad("log_policy")),
         };
-        Ok(Some(MetaValues { guid: Guid(guid), epoch, applied_lsn, machine, policy }))
+        let format = match self.db.get(txn, KEY_FORMAT)? {
+            None => (1, 1),
+            Some(v) => {
+                let v: [u8; 8] = v.try_into().map_err(|_| bad("format"))?;
+                (keys_u32(&v[..4]), keys_u32(&v[4..]))
+            }
+        };
+        Ok(Some(MetaValues { guid: Guid(guid), epoch, applied_lsn, machine, policy, format }))
     }
 
     /// Stores the log policy.
@@ -149,6 +168,10 @@ impl Meta {
     pub fn set_applied(&self, txn: &mut RwTxn<'_>, lsn: Lsn) -> heed::Result<()> {
         self.db.put(txn, KEY_APPLIED, &lsn.to_be_bytes())
     }
+}
+
+fn keys_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 fn key_name(key: &[u8]) -> &'static str {
@@ -171,6 +194,8 @@ pub(crate) struct StateStore<M: StateMachine> {
     pub(crate) env: Env<WithoutTls>,
     pub(crate) meta: Meta,
     pub(crate) machine: M,
+    /// The attachments of the database's records, which the machine's readers read.
+    pub(crate) attachments: Attachments,
     /// Readers hold it shared for the life of their read transaction; growing the map takes it exclusively,
     /// because LMDB requires that no transaction of this process is live during `mdb_env_set_mapsize`.
     gate: RwLock<()>,
@@ -192,26 +217,35 @@ impl From<heed::Error> for Failure {
 }
 
 impl<M: StateMachine> StateStore<M> {
-    /// Creates (or opens) the engine's and the machine's databases in one committed transaction.
-    pub(crate) fn create(env: Env<WithoutTls>) -> Result<Self> {
+    /// Creates (or opens) the engine's and the machine's databases in one committed transaction; `attachments`
+    /// are those of the database's directory.
+    pub(crate) fn create(env: Env<WithoutTls>, attachments: Attachments) -> Result<Self> {
         let wtxn = env.write_txn()?;
         let (db, machine) = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_> {
                 let meta = dbo.create_database::<Bytes, Bytes>(wtxn, Some(META_DB))?;
-                let machine = M::create_databases(dbo, wtxn)?;
+                let machine = M::create_databases(dbo, wtxn, &attachments)?;
                 Ok(CommitOrAbort::<_, ()>::Commit((meta, machine)))
             })?
             .commit()
             .ok_or_else(|| Error::NotADatabase { path: env.path().to_path_buf(), reason: "open aborted".into() })?;
-        Ok(StateStore { env, meta: Meta { db }, machine, gate: RwLock::new(()) })
+        Ok(StateStore { env, meta: Meta { db }, machine, attachments, gate: RwLock::new(()) })
     }
 
     /// Runs `f` over a read snapshot.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&M, &RoTxn<'_>) -> Result<T>) -> Result<T> {
         // Recursive, so that a reader nested inside another reader cannot deadlock behind a waiting grower.
         let _gate = self.gate.read_recursive();
+        // Taken before the transaction begins: a generation the snapshot may name stays on disk until it ends.
+        let _token: ReaderToken = self.attachments.enter();
         let txn = self.env.read_txn()?;
         f(&self.machine, &txn)
+    }
+
+    /// The generations whose attachments the current state refers to.
+    pub(crate) fn referenced_generations(&self) -> Result<std::collections::BTreeSet<u64>> {
+        let txn = self.env.read_txn()?;
+        self.machine.referenced_generations(&txn)
     }
 
     /// Writes a compacted, consistent copy of the environment to `path` and syncs it. Returns an LSN the copy
@@ -308,11 +342,10 @@ impl<M: StateMachine> StateStore<M> {
         let mut outcomes = Vec::with_capacity(records.len());
         let mut decoded = decoded.map(Vec::into_iter);
         for record in records {
-            let op = match decoded.as_mut().and_then(Iterator::next) {
-                Some(op) => op,
+            let (op, ctx) = match decoded.as_mut().and_then(Iterator::next) {
+                Some(op) => (op, context(record)?),
                 None => decode_record::<M>(record)?,
             };
-            let ctx = ApplyContext { lsn: record.lsn, epoch: record.epoch };
             match self.machine.apply(&mut txn, ctx, op) {
                 Ok(output) => outcomes.push(Ok(output)),
                 // Dropping `txn` aborts everything this batch wrote.
@@ -341,8 +374,7 @@ impl<M: StateMachine> StateStore<M> {
         let mut txn = self.env.write_txn()?;
         let mut outcomes = Vec::with_capacity(records.len());
         for record in records {
-            let op = decode_record::<M>(record)?;
-            let ctx = ApplyContext { lsn: record.lsn, epoch: record.epoch };
+            let (op, ctx) = decode_record::<M>(record)?;
             let mut nested = self.env.nested_write_txn(&mut txn)?;
             match self.machine.apply(&mut nested, ctx, op) {
                 Ok(output) => {
@@ -415,7 +447,24 @@ fn finish<M: StateMachine>(machine: &M, txn: &mut RwTxn<'_>) -> Result<(), Failu
     }
 }
 
-fn decode_record<M: StateMachine>(record: &RecordRef<'_>) -> Result<M::Op, Failure> {
-    codec::decode(record.payload)
-        .map_err(|e| Failure::Fatal(CodecError::Record { lsn: record.lsn, source: Box::new(e) }.into()))
+/// The operation of `record` and what it knows about its record.
+fn decode_record<'r, M: StateMachine>(record: &RecordRef<'r>) -> Result<(M::Op, ApplyContext<'r>), Failure> {
+    let op = codec::decode_record(record.payload).map(|(op, _)| op).map_err(|e| record_error(record, e))?;
+    Ok((op, context(record)?))
+}
+
+/// What an operation knows about `record`: its LSN, epoch, attachment and where that lies.
+fn context<'r>(record: &RecordRef<'r>) -> Result<ApplyContext<'r>, Failure> {
+    let (op, attachment) = codec::split_record(record.payload).map_err(|e| record_error(record, e))?;
+    let skip = (codec::RECORD_PREFIX + op.len()) as u64;
+    Ok(ApplyContext {
+        lsn: record.lsn,
+        epoch: record.epoch,
+        attachment,
+        attachment_at: Place { generation: record.generation, offset: record.offset + skip },
+    })
+}
+
+fn record_error(record: &RecordRef<'_>, e: CodecError) -> Failure {
+    Failure::Fatal(CodecError::Record { lsn: record.lsn, source: Box::new(e) }.into())
 }

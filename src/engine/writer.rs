@@ -5,7 +5,7 @@
 //! the state store in one LMDB transaction, and only then wakes the committers. A failure anywhere on that path
 //! poisons the engine: the batch's committers and everyone after them get [`Error::Poisoned`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,7 +16,8 @@ use crate::engine::{
     Checkpoint, Committed, Counters, Durability, Inner, LogPosition, LogRetention, PinSet, StateMachine,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::log::truncate::Truncator;
+use crate::log::format::FRAME_HEADER_LEN;
+use crate::log::truncate::{self, Truncator};
 use crate::log::writer::RollKind;
 use crate::log::{LogWriter, RecordRef};
 use crate::types::Lsn;
@@ -163,8 +164,10 @@ struct Writer<M: StateMachine> {
     inner: Arc<Inner<M>>,
     deleter: Truncator,
     log: LogWriter,
-    /// Every generation on disk, oldest first; the last is the one being written.
+    /// Every generation in `logs/`, oldest first; the last is the one being written.
     gens: VecDeque<GenInfo>,
+    /// The generations in `segments/`: out of the log, holding attachments the state refers to.
+    segments: BTreeSet<u64>,
     epoch: u64,
     applied: Lsn,
     since_checkpoint: u64,
@@ -182,12 +185,13 @@ pub(crate) fn spawn<M: StateMachine>(
     let deleter = {
         let (failing, counting) = (Arc::clone(&inner), Arc::clone(&inner));
         Truncator::start(
-            inner.dir.join(super::LOGS_DIR),
-            move |e| failing.poison(format!("deleting truncated generations failed: {e}")),
+            inner.state.attachments.clone(),
+            move |e| failing.poison(format!("releasing truncated generations failed: {e}")),
             move |n| Counters::add(&counting.stats.generations_deleted, n),
         )?
     };
-    let writer = Writer { inner, deleter, log, gens, epoch, applied, since_checkpoint: 0 };
+    let segments = inner.state.attachments.list_segments()?.into_iter().map(|(g, _)| g).collect();
+    let writer = Writer { inner, deleter, log, gens, segments, epoch, applied, since_checkpoint: 0 };
     std::thread::Builder::new().name("mailstore-writer".into()).spawn(move || writer.run()).at(dir)
 }
 
@@ -300,10 +304,16 @@ impl<M: StateMachine> Writer<M> {
             Counters::add(&stats.log_syncs, 1);
         }
         self.publish_position(last);
+        let generation = self.log.header().generation;
+        let mut at = before;
         let records: Vec<RecordRef<'_>> = batch
             .iter()
             .enumerate()
-            .map(|(i, p)| RecordRef { lsn: first + i as u64, epoch, payload: &p.payload })
+            .map(|(i, p)| {
+                let offset = at + FRAME_HEADER_LEN as u64;
+                at = offset + p.payload.len() as u64;
+                RecordRef { lsn: first + i as u64, epoch, generation, offset, payload: &p.payload }
+            })
             .collect();
         let outcomes = self.inner.state.apply_records(&records, stats)?;
         self.applied = last;
@@ -401,7 +411,14 @@ impl<M: StateMachine> Writer<M> {
     fn roll(&mut self) -> Result<()> {
         let stats = &self.inner.stats;
         let pins = self.inner.pins.pins.lock();
-        let recycle = if self.inner.policy.circular_logging && self.deletable(self.keep_from(&pins)) > 0 {
+        // A generation holding attachments the state refers to is never reused: it becomes a segment.
+        let recycle = if self.inner.policy.circular_logging
+            && self.deletable(self.keep_from(&pins)) > 0
+            && self
+                .gens
+                .front()
+                .is_some_and(|g| self.inner.state.referenced_generations().is_ok_and(|r| !r.contains(&g.number)))
+        {
             self.gens.pop_front()
         } else {
             None
@@ -461,20 +478,27 @@ impl<M: StateMachine> Writer<M> {
         Ok(self.applied)
     }
 
-    /// Drops the oldest generations nobody needs from the log (keeping a few spares to recycle with circular
-    /// logging) and hands their files to the deleter.
+    /// Drops the oldest generations nobody needs from the log and hands them to the truncator: those holding
+    /// attachments the state refers to become segments, the others are deleted (with circular logging, up to a
+    /// few of the newest of them are kept as spares to recycle), and so are segments the state no longer refers
+    /// to. The state consulted is the one just checkpointed, so it is durable.
     fn truncate(&mut self) -> Result<()> {
+        let referenced = self.inner.state.referenced_generations()?;
         let pins = self.inner.pins.pins.lock();
         let deletable = self.deletable(self.keep_from(&pins));
-        let spares = if self.inner.policy.circular_logging { SPARE_GENERATIONS } else { 0 };
-        if deletable <= spares {
-            return Ok(());
+        let mut leaving: Vec<GenInfo> = (0..deletable).filter_map(|_| self.gens.pop_front()).collect();
+        if self.inner.policy.circular_logging {
+            // Spares stay at the front of the log, so only a run of unreferenced newest ones can be kept.
+            let reusable = leaving.iter().rev().take_while(|g| !referenced.contains(&g.number)).count();
+            for g in leaving.drain(leaving.len() - reusable.min(SPARE_GENERATIONS)..).rev() {
+                self.gens.push_front(g);
+            }
         }
-        let files: Vec<PathBuf> =
-            (0..deletable - spares).filter_map(|_| self.gens.pop_front()).map(|g| g.path).collect();
         self.publish_extent();
         drop(pins);
-        self.deleter.delete(files);
+        let leaving = leaving.into_iter().map(|g| (g.number, g.path)).collect();
+        let attachments = &self.inner.state.attachments;
+        self.deleter.release(truncate::plan(leaving, &mut self.segments, &referenced, attachments));
         Ok(())
     }
 

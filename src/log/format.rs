@@ -19,7 +19,7 @@
 //! ```text
 //! off size field
 //!   0    8 magic  b"MSTORLOG"
-//!   8    4 format version (1)
+//!   8    4 format version (2)
 //!  12    4 header length (128)
 //!  16   16 database GUID
 //!  32    8 generation number (>= 1)
@@ -39,7 +39,7 @@
 //!   0    4 payload length L (1 ..= MAX_RECORD_LEN)
 //!   4    4 CRC32 of (GUID ‖ generation ‖ epoch ‖ LSN ‖ L ‖ payload)
 //!   8    8 LSN
-//!  16    L payload (one encoded operation)
+//!  16    L payload: one operation and its attachment (layout in `codec`)
 //! ```
 //!
 //! Seeding the record CRC with the database GUID, the generation number and the epoch binds every record to
@@ -51,8 +51,9 @@ use crate::types::{Guid, Lsn};
 
 /// Magic number at the start of every generation.
 pub const MAGIC: [u8; 8] = *b"MSTORLOG";
-/// Format version written by this release.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written by this release. Version 2 payloads carry an operation and its attachment (`codec`);
+/// version 1 payloads were the operation alone. A generation of another version is refused, never misread.
+pub const FORMAT_VERSION: u32 = 2;
 /// Length of the generation header.
 pub const HEADER_LEN: usize = 128;
 /// Length of a record frame's header.

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::log::format::{Frame, GenerationHeader, HEADER_LEN, RecordSeal};
+use crate::log::format::{FRAME_HEADER_LEN, Frame, GenerationHeader, HEADER_LEN, RecordSeal};
 use crate::types::{Guid, Lsn};
 
 /// One valid record, as a scan finds it.
@@ -18,7 +18,11 @@ pub struct RecordRef<'a> {
     pub lsn: Lsn,
     /// The epoch of the generation it was written in.
     pub epoch: u64,
-    /// Its payload (one encoded operation).
+    /// The generation it is in.
+    pub generation: u64,
+    /// Where its payload starts in the generation's file.
+    pub offset: u64,
+    /// Its payload (one operation and its attachment, see `codec`).
     pub payload: &'a [u8],
 }
 
@@ -175,7 +179,14 @@ pub fn scan(
             Frame::End => break,
             Frame::Record { lsn, payload, frame_len } if lsn == expected => {
                 // A payload that does not decode is damage at this record: name the file and offset.
-                visit(RecordRef { lsn, epoch: header.epoch, payload }).map_err(|e| match e {
+                let record = RecordRef {
+                    lsn,
+                    epoch: header.epoch,
+                    generation: header.generation,
+                    offset: (offset + FRAME_HEADER_LEN) as u64,
+                    payload,
+                };
+                visit(record).map_err(|e| match e {
                     Error::Codec(e) => Error::corrupted(path, offset as u64, format!("record LSN {lsn}: {e}")),
                     e => e,
                 })?;

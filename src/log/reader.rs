@@ -47,6 +47,8 @@ pub(crate) struct Batch {
     bufs: Vec<Vec<u8>>,
     /// Per record: LSN, epoch, which buffer, where its payload lies in it.
     spans: Vec<(Lsn, u64, usize, Range<usize>)>,
+    /// Per buffer: the generation it was read from and the file offset of its first byte.
+    origins: Vec<(u64, u64)>,
     /// Payload bytes in all.
     bytes: usize,
 }
@@ -56,10 +58,15 @@ impl Batch {
     pub(crate) fn records(&self) -> Vec<RecordRef<'_>> {
         self.spans
             .iter()
-            .map(|(lsn, epoch, index, range)| RecordRef {
-                lsn: *lsn,
-                epoch: *epoch,
-                payload: &self.bufs[*index][range.clone()],
+            .map(|(lsn, epoch, index, range)| {
+                let (generation, start) = self.origins[*index];
+                RecordRef {
+                    lsn: *lsn,
+                    epoch: *epoch,
+                    generation,
+                    offset: start + range.start as u64,
+                    payload: &self.bufs[*index][range.clone()],
+                }
             })
             .collect()
     }
@@ -106,6 +113,7 @@ impl BatchReader {
     /// those records is in `extents` yet.
     pub(crate) fn read(&mut self, extents: &[Extent], from: Lsn, limit: Lsn) -> Result<Option<Batch>> {
         let mut bufs: Vec<Vec<u8>> = Vec::new();
+        let mut origins = Vec::new();
         let mut spans: Vec<(Lsn, u64, usize, Range<usize>)> = Vec::new();
         let mut bytes = 0usize;
         let mut cursor = None;
@@ -147,6 +155,7 @@ impl BatchReader {
                 }
             }
             bufs.push(buf);
+            origins.push((g.header.generation, start));
             if done {
                 break;
             }
@@ -156,7 +165,7 @@ impl BatchReader {
             return Ok(None);
         }
         self.cursor = cursor;
-        Ok(Some(Batch { bufs, spans, bytes }))
+        Ok(Some(Batch { bufs, spans, origins, bytes }))
     }
 
     /// Reads generation `g` from `start` to the end of its valid records into a recycled buffer.

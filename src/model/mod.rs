@@ -17,6 +17,8 @@ mod ops;
 mod summary;
 mod types;
 
+use std::collections::BTreeSet;
+
 use heed::types::Bytes;
 use heed::{CommitToken, Database, DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
 use parking_lot::Mutex;
@@ -24,7 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::engine::{ApplyContext, ApplyError, Engine, StateMachine};
+use crate::engine::{ApplyContext, ApplyError, Attachments, Engine, StateMachine};
 use crate::error::{CodecError, Error, Result};
 use crate::types::Guid;
 
@@ -62,19 +64,18 @@ pub use types::{
 };
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 11] = [
     "mail.mailboxes",
     "mail.addresses",
     "mail.folders",
     "mail.folder_names",
     "mail.items",
     "mail.uids",
-    "mail.bodies",
     "mail.changes",
     "mail.received",
     "mail.submissions",
     "mail.blob_refs",
-    "mail.chunks",
+    "mail.segments",
 ];
 
 /// A mailbox database.
@@ -92,14 +93,13 @@ pub struct MailStore {
     folder_names: Table,
     items: Table,
     uids: Table,
-    bodies: Table,
     changes: Table,
     received: Table,
     submissions: Table,
     blob_refs: Table,
-    chunks: Table,
-    /// The message bytes the current write transaction stores, until it finishes (see `bodies`).
-    pending: Mutex<bodies::Pending>,
+    segments: Table,
+    /// Where message bodies are read from: the database's log and segments (see `bodies`).
+    attachments: Attachments,
     /// Mailbox and folder records the current write transaction wrote (see [`Records`]).
     records: Mutex<Records>,
 }
@@ -125,14 +125,14 @@ impl Records {
 }
 
 /// [`MailStore`]'s databases while their opening transaction is live.
-pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; TABLES.len()]);
+pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; TABLES.len()], Attachments);
 
 impl<'e> MailDatabases<'e> {
     /// The databases opened in [`TABLES`] order.
-    fn from_vec(dbs: Vec<Database<'e, Bytes, Bytes>>) -> Result<Self> {
+    fn from_vec(dbs: Vec<Database<'e, Bytes, Bytes>>, attachments: &Attachments) -> Result<Self> {
         let dbs: [Database<'e, Bytes, Bytes>; TABLES.len()] =
             dbs.try_into().map_err(|_| Error::InvalidArgument("the model's table count changed".into()))?;
-        Ok(MailDatabases(dbs))
+        Ok(MailDatabases(dbs, attachments.clone()))
     }
 }
 
@@ -147,13 +147,12 @@ impl OnCommit for MailDatabases<'_> {
             folder_names: t[3],
             items: t[4],
             uids: t[5],
-            bodies: t[6],
-            changes: t[7],
-            received: t[8],
-            submissions: t[9],
-            blob_refs: t[10],
-            chunks: t[11],
-            pending: Mutex::new(bodies::Pending::default()),
+            changes: t[6],
+            received: t[7],
+            submissions: t[8],
+            blob_refs: t[9],
+            segments: t[10],
+            attachments: self.1,
             records: Mutex::new(Records::default()),
         }
     }
@@ -161,22 +160,29 @@ impl OnCommit for MailDatabases<'_> {
 
 impl StateMachine for MailStore {
     const NAME: &'static str = "mailbox";
+    /// Version 2: message bodies live in the log (`bodies`), not in the state store.
+    const FORMAT: u32 = 2;
     type Op = MailOp;
     type Output = MailOutput;
     type Rejection = MailError;
     type Databases<'e> = MailDatabases<'e>;
 
-    fn create_databases<'e>(opener: &DatabaseOpener<'e, WithoutTls>, txn: &mut RwTxn<'e>) -> Result<MailDatabases<'e>> {
+    fn create_databases<'e>(
+        opener: &DatabaseOpener<'e, WithoutTls>,
+        txn: &mut RwTxn<'e>,
+        attachments: &Attachments,
+    ) -> Result<MailDatabases<'e>> {
         let mut dbs = Vec::with_capacity(TABLES.len());
         for name in TABLES {
             dbs.push(opener.create_database::<Bytes, Bytes>(txn, Some(name))?);
         }
-        MailDatabases::from_vec(dbs)
+        MailDatabases::from_vec(dbs, attachments)
     }
 
     fn open_databases<'e>(
         opener: &DatabaseOpener<'e, WithoutTls>,
         txn: &RoTxn<'e>,
+        attachments: &Attachments,
     ) -> Result<Option<MailDatabases<'e>>> {
         let mut dbs = Vec::with_capacity(TABLES.len());
         for name in TABLES {
@@ -185,7 +191,7 @@ impl StateMachine for MailStore {
                 None => return Ok(None),
             }
         }
-        MailDatabases::from_vec(dbs).map(Some)
+        MailDatabases::from_vec(dbs, attachments).map(Some)
     }
 
     fn verify(&self, txn: &RoTxn<'_>) -> Result<Vec<String>> {
@@ -198,18 +204,30 @@ impl StateMachine for MailStore {
         op.check_content()
     }
 
-    fn apply(&self, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: MailOp) -> Result<MailOutput, ApplyError<MailError>> {
+    fn apply(
+        &self,
+        txn: &mut RwTxn<'_>,
+        ctx: ApplyContext<'_>,
+        op: MailOp,
+    ) -> Result<MailOutput, ApplyError<MailError>> {
         ops::apply(self, txn, ctx, op)
     }
 
-    fn finish(&self, txn: &mut RwTxn<'_>) -> Result<(), ApplyError<MailError>> {
+    fn attachment(op: &MailOp) -> &[u8] {
+        op.attachment()
+    }
+
+    fn referenced_generations(&self, txn: &RoTxn<'_>) -> Result<BTreeSet<u64>> {
+        Ok(bodies::referenced_generations(&self.body_tables(), txn)?)
+    }
+
+    fn finish(&self, _txn: &mut RwTxn<'_>) -> Result<(), ApplyError<MailError>> {
         self.records.lock().clear();
-        Ok(self.pending.lock().finish(&self.body_tables(), txn)?)
+        Ok(())
     }
 
     fn abandon(&self) {
         self.records.lock().clear();
-        self.pending.lock().abandon();
     }
 }
 
@@ -492,19 +510,25 @@ impl MailStore {
     }
 
     /// The raw RFC 5322 bytes of an item.
+    ///
+    /// The bytes are read from the database's log or segments, where the delivery wrote them, and checked
+    /// against the item's content hash: damaged bytes are [`Error::Corrupted`], never returned.
     pub fn raw(&self, txn: &RoTxn<'_>, guid: &Guid, id: ItemId) -> Result<Option<Vec<u8>>> {
         let Some(item) = self.item(txn, guid, id)? else { return Ok(None) };
-        Ok(self.body(txn, &item.content)?.map(<[u8]>::to_vec))
+        self.body(txn, &item.content)
     }
 
-    /// The stored bytes of the content `hash`, read in place: its `mail.blob_refs` entry says where they are.
-    fn body<'t>(&self, txn: &'t RoTxn<'_>, hash: &[u8; 32]) -> heed::Result<Option<&'t [u8]>> {
-        bodies::get(&self.body_tables(), txn, hash)
+    /// The bytes of the content `hash`, checked against it; `None` when no item holds it.
+    fn body(&self, txn: &RoTxn<'_>, hash: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        match bodies::locate(&self.body_tables(), txn, hash)? {
+            Some(r) => bodies::read(&self.attachments, &r, hash).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The tables `bodies` works on.
     fn body_tables(&self) -> bodies::Tables {
-        bodies::Tables { bodies: self.bodies, chunks: self.chunks, blob_refs: self.blob_refs }
+        bodies::Tables { blob_refs: self.blob_refs, segments: self.segments }
     }
 
     /// Bytes `range` of an item's raw message (clamped to its size), for IMAP partial fetches.
@@ -516,10 +540,12 @@ impl MailStore {
         range: std::ops::Range<u64>,
     ) -> Result<Option<Vec<u8>>> {
         let Some(item) = self.item(txn, guid, id)? else { return Ok(None) };
-        Ok(self.body(txn, &item.content)?.map(|raw| {
+        Ok(self.body(txn, &item.content)?.map(|mut raw| {
             let end = (range.end.min(raw.len() as u64)) as usize;
             let start = (range.start as usize).min(end);
-            raw[start..end].to_vec()
+            raw.truncate(end);
+            raw.drain(..start);
+            raw
         }))
     }
 
@@ -541,8 +567,8 @@ impl MailStore {
 
     /// A deterministic digest (BLAKE3, hex) of the database's whole logical state: every entry of every table
     /// of the model, in key order, and every stored content (hash, reference count, body id, bytes) — not where
-    /// the bytes lie, which depends on how operations were batched (see `bodies`). Two copies that applied the
-    /// same log have the same digest.
+    /// the bytes lie, which is physical layout (see `bodies`). Two copies that applied the same log have the
+    /// same digest.
     pub fn digest(&self, txn: &RoTxn<'_>) -> Result<String> {
         let mut hasher = blake3::Hasher::new();
         let tables = [
@@ -569,14 +595,16 @@ impl MailStore {
             }
         }
         hasher.update(&(tables.len() as u32).to_le_bytes());
-        let t = self.body_tables();
         for entry in self.blob_refs.iter(txn)? {
             let (hash, value) = entry?;
             let r = bodies::BlobRef::decode(value)?;
+            let hash: &[u8; 32] = hash
+                .try_into()
+                .map_err(|_| heed::Error::Decoding("a mail.blob_refs key is not a content hash".into()))?;
             field(&mut hasher, hash);
-            hasher.update(&r.count.to_le_bytes());
+            hasher.update(&u64::from(r.count).to_le_bytes());
             hasher.update(&r.body.to_le_bytes());
-            field(&mut hasher, bodies::locate(&t, txn, &r)?);
+            field(&mut hasher, &bodies::read(&self.attachments, &r, hash)?);
         }
         Ok(hasher.finalize().to_hex().to_string())
     }
@@ -677,7 +705,7 @@ impl MailStore {
             let item: ItemInfo = load(entry?.1)?;
             *refs.entry(item.content).or_default() += 1;
         }
-        let counts = bodies::verify(&self.body_tables(), txn, &mut problems)?;
+        let counts = bodies::verify(&self.body_tables(), txn, &self.attachments, &mut problems)?;
         for (hash, count) in &counts {
             let expected = refs.get(hash).copied().unwrap_or(0);
             if *count != expected {

@@ -77,7 +77,7 @@ pub(crate) fn inspect<Op: DeserializeOwned>(expect: &Expect, chunk: &Chunk) -> R
     for (at, frame) in seal.frames(bytes) {
         match frame {
             Frame::Record { lsn, payload, .. } if lsn == expected => {
-                codec::decode::<Op>(payload).map_err(|e| ReplicationError::ChunkRejected {
+                codec::decode_record::<Op>(payload).map_err(|e| ReplicationError::ChunkRejected {
                     reason: format!("generation {generation}: record LSN {lsn} does not decode: {e}"),
                 })?;
                 expected += 1;

@@ -16,9 +16,9 @@ fn uidvalidity_now() -> u32 {
     ((now_micros() / 1_000_000) as u32).max(1)
 }
 
-impl Message {
+impl Message<Vec<u8>> {
     /// `raw` as it arrives now: its envelope is parsed and its content hashed here, once, before logging.
-    fn now(raw: Vec<u8>) -> Message {
+    fn now(raw: Vec<u8>) -> Self {
         Message {
             received_micros: now_micros(),
             envelope: Box::new(envelope::parse(&raw)),
@@ -29,6 +29,14 @@ impl Message {
 }
 
 impl MailOp {
+    /// The bytes the operation attaches to its log record: the message it stores, if any.
+    pub(crate) fn attachment(&self) -> &[u8] {
+        match self {
+            MailOp::Append { raw, .. } | MailOp::ReplaceItem { raw, .. } | MailOp::Submit { raw, .. } => raw,
+            _ => &[],
+        }
+    }
+
     /// A new mailbox with a fresh GUID, created now.
     pub fn create_mailbox(address: &str, display_name: &str, kind: MailboxKind) -> MailOp {
         MailOp::CreateMailbox {

@@ -1,6 +1,7 @@
 //! Operations on the items of ordinary folders: storing, replacing, flagging, copying or moving and expunging
 //! them.
 
+use crate::model::bodies::NewBody;
 use crate::model::envelope::Envelope;
 use crate::model::error::{MailError, QuotaKind};
 use crate::model::types::{Deleted, Flags, FolderId, FolderRole, ItemClass, ItemInfo, ModSeq, Uid};
@@ -16,25 +17,25 @@ pub(super) fn append(
     keywords: Vec<String>,
     class: ItemClass,
     fai: bool,
-    Message { received_micros, envelope, content, raw }: Message,
+    Message { received_micros, envelope, content, raw }: Message<NewBody>,
 ) -> Applied {
     let mut m = tx.mailbox()?;
     let mut f = tx.item_folder(folder)?;
     if f.hidden {
         return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
     }
-    check_message_size(&m, raw.len())?;
+    check_message_size(&m, raw.len as usize)?;
     let limit = m.quota.unwrap_or_default().prohibit_send_receive;
-    check_quota(&m, QuotaKind::ProhibitSendReceive, m.size.saturating_add(raw.len() as u64), limit)?;
+    check_quota(&m, QuotaKind::ProhibitSendReceive, m.size.saturating_add(raw.len as usize as u64), limit)?;
     let modseq = Tx::next_modseq(&mut m);
     let template = ItemInfo {
         flags: Flags(flags.0 & Flags::ALL.0),
         keywords: normalise_keywords(&keywords),
         class,
         fai,
-        ..incoming(received_micros, raw.len(), *envelope)
+        ..incoming(received_micros, raw.len as usize, *envelope)
     };
-    let item = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content)), modseq)?;
+    let item = tx.insert_item(&mut m, &mut f, &template, Some((raw, content)), modseq)?;
     tx.put_folder(&f)?;
     tx.put_mailbox(&m)?;
     Ok(MailOutput::Appended { item: item.id, uid: item.uid, uidvalidity: f.uidvalidity, modseq })
@@ -46,14 +47,14 @@ pub(super) fn replace(
     folder: FolderId,
     uid: Uid,
     class: ItemClass,
-    Message { received_micros: at_micros, envelope, content, raw }: Message,
+    Message { received_micros: at_micros, envelope, content, raw }: Message<NewBody>,
 ) -> Applied {
     let mut m = tx.mailbox()?;
     let mut f = tx.item_folder(folder)?;
     if f.hidden {
         return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
     }
-    check_message_size(&m, raw.len())?;
+    check_message_size(&m, raw.len as usize)?;
     let Some(original) = tx.item_at(folder, uid)? else {
         return Err(reject(MailError::NoSuchItem { mailbox: tx.guid, folder, uid }));
     };
@@ -61,12 +62,12 @@ pub(super) fn replace(
     let template = ItemInfo {
         class,
         received_micros: at_micros,
-        size: raw.len() as u64,
+        size: raw.len as usize as u64,
         envelope: *envelope,
         deleted: None,
         ..original.clone()
     };
-    let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((&raw, content)), modseq)?.uid;
+    let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((raw, content)), modseq)?.uid;
     let original_in_versions = if m.litigation_hold {
         let mut versions = tx.role_folder(FolderRole::Versions)?;
         let kept = ItemInfo { deleted: Some(Deleted { from: folder, at_micros }), ..original.clone() };

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{ApplyContext, ApplyError};
 use crate::error::Error;
 use crate::model::MailStore;
+use crate::model::bodies::NewBody;
 use crate::model::envelope::Envelope;
 use crate::model::error::MailError;
 use crate::model::types::{ContentHash, Flags, FolderId, ItemClass, ItemId, MailboxKind, ModSeq, Quota, Uid};
@@ -156,8 +157,9 @@ pub enum MailOp {
         envelope: Box<Envelope>,
         /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
         content: ContentHash,
-        /// The raw RFC 5322 bytes.
-        #[serde(with = "serde_bytes")]
+        /// The raw RFC 5322 bytes: the record's attachment, written once by the log and kept there (`bodies`);
+        /// not part of the operation's encoding, so an operation read back from the log has them empty.
+        #[serde(skip)]
         raw: Vec<u8>,
     },
     /// Replaces an item's content (an edited appointment, contact or draft): the new version gets a new UID in
@@ -178,8 +180,8 @@ pub enum MailOp {
         envelope: Box<Envelope>,
         /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
         content: ContentHash,
-        /// The new raw bytes.
-        #[serde(with = "serde_bytes")]
+        /// The new raw bytes: the record's attachment, like [`MailOp::Append`]'s.
+        #[serde(skip)]
         raw: Vec<u8>,
     },
     /// Changes flags and keywords of items of one folder, optionally only of those unchanged since a MODSEQ
@@ -288,8 +290,9 @@ pub enum MailOp {
         envelope: Box<Envelope>,
         /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
         content: ContentHash,
-        /// The raw RFC 5322 bytes.
-        #[serde(with = "serde_bytes")]
+        /// The raw RFC 5322 bytes: the record's attachment, written once by the log and kept there (`bodies`);
+        /// not part of the operation's encoding, so an operation read back from the log has them empty.
+        #[serde(skip)]
         raw: Vec<u8>,
     },
     /// A transport has sent a queued message: it leaves the queue and moves from the Outbox to Sent Items.
@@ -459,13 +462,15 @@ pub enum MailOutput {
 /// What applying an operation returns.
 type Applied = Result<MailOutput, ApplyError<MailError>>;
 
-/// The message an operation stores ([`MailOp::Append`], [`MailOp::ReplaceItem`], [`MailOp::Submit`]), as the
-/// constructors prepare it before logging: when it arrives, its parsed envelope, the hash of its bytes, its bytes.
-struct Message {
+/// The message an operation stores ([`MailOp::Append`], [`MailOp::ReplaceItem`], [`MailOp::Submit`]): when it
+/// arrives, its parsed envelope, the hash of its bytes, and its body — the bytes themselves as the constructors
+/// prepare it before logging (`Message<Vec<u8>>`), where the log put them when it is applied
+/// (`Message<NewBody>`).
+struct Message<B> {
     received_micros: u64,
     envelope: Box<Envelope>,
     content: ContentHash,
-    raw: Vec<u8>,
+    raw: B,
 }
 
 fn reject(e: MailError) -> ApplyError<MailError> {
@@ -485,10 +490,13 @@ fn storage(e: Error) -> ApplyError<MailError> {
 
 /// Applies one operation. Deterministic: it reads only the transaction (with what the transaction's earlier
 /// operations gathered for it, see `bodies`) and the operation.
-pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: MailOp) -> Applied {
-    // New message bytes are stored under the LSN of the operation that stores them (their body id).
-    s.pending.lock().begin(ctx.lsn);
+pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, op: MailOp) -> Applied {
     op.validate().map_err(reject)?;
+    // The message an operation stores is its record's attachment; its body id is the record's LSN.
+    let len = u32::try_from(ctx.attachment.len()).map_err(|_| {
+        reject(MailError::MessageTooLarge { size: ctx.attachment.len() as u64, limit: MAX_MESSAGE_SIZE as u64 })
+    })?;
+    let raw = NewBody { len, at: ctx.attachment_at, body: ctx.lsn };
     match op {
         MailOp::CreateMailbox { guid, address, display_name, kind, created_micros, uidvalidity } => {
             mailbox::create(Tx::new(s, txn, guid), address, display_name, kind, created_micros, uidvalidity)
@@ -499,11 +507,11 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: M
         MailOp::RenameFolder { mailbox, folder, parent, name } => {
             folder::rename(Tx::new(s, txn, mailbox), folder, parent, name)
         }
-        MailOp::Append { mailbox, folder, flags, keywords, received_micros, class, fai, envelope, content, raw } => {
+        MailOp::Append { mailbox, folder, flags, keywords, received_micros, class, fai, envelope, content, .. } => {
             let message = Message { received_micros, envelope, content, raw };
             item::append(Tx::new(s, txn, mailbox), folder, flags, keywords, class, fai, message)
         }
-        MailOp::ReplaceItem { mailbox, folder, uid, class, at_micros, envelope, content, raw } => {
+        MailOp::ReplaceItem { mailbox, folder, uid, class, at_micros, envelope, content, .. } => {
             let message = Message { received_micros: at_micros, envelope, content, raw };
             item::replace(Tx::new(s, txn, mailbox), folder, uid, class, message)
         }
@@ -530,7 +538,7 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext, op: M
         MailOp::DeleteFolder { mailbox, folder, at_micros } => {
             folder::delete(Tx::new(s, txn, mailbox), folder, at_micros)
         }
-        MailOp::Submit { mailbox, submitted_micros, envelope, content, raw } => {
+        MailOp::Submit { mailbox, submitted_micros, envelope, content, .. } => {
             let message = Message { received_micros: submitted_micros, envelope, content, raw };
             submission::submit(Tx::new(s, txn, mailbox), message)
         }

@@ -1,6 +1,7 @@
 //! Operations on the submission queue: submitting a message (stored in the Outbox) and acknowledging that a
 //! transport sent it (moved to Sent Items).
 
+use crate::model::bodies::NewBody;
 use crate::model::error::{MailError, QuotaKind};
 use crate::model::keys;
 use crate::model::store;
@@ -13,16 +14,16 @@ use super::{Applied, MailOutput, Message, Submission, reject};
 /// Applies [`MailOp::Submit`](super::MailOp::Submit).
 pub(super) fn submit(
     mut tx: Tx<'_, '_>,
-    Message { received_micros: submitted_micros, envelope, content, raw }: Message,
+    Message { received_micros: submitted_micros, envelope, content, raw }: Message<NewBody>,
 ) -> Applied {
     let mailbox = tx.guid;
     let mut m = tx.mailbox()?;
-    check_message_size(&m, raw.len())?;
+    check_message_size(&m, raw.len as usize)?;
     check_quota(&m, QuotaKind::ProhibitSend, m.size, m.quota.unwrap_or_default().prohibit_send)?;
     let mut outbox = tx.role_folder(FolderRole::Outbox)?;
     let modseq = Tx::next_modseq(&mut m);
-    let template = ItemInfo { flags: Flags::SEEN, ..incoming(submitted_micros, raw.len(), *envelope) };
-    let item = tx.insert_item(&mut m, &mut outbox, &template, Some((&raw, content)), modseq)?;
+    let template = ItemInfo { flags: Flags::SEEN, ..incoming(submitted_micros, raw.len as usize, *envelope) };
+    let item = tx.insert_item(&mut m, &mut outbox, &template, Some((raw, content)), modseq)?;
     let queued = Submission { mailbox, item: item.id, submitted_micros };
     tx.s.submissions.put(tx.txn, &keys::item(&mailbox, item.id), &store(&queued)?)?;
     tx.put_folder(&outbox)?;

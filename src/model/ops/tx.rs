@@ -4,6 +4,7 @@
 use heed::RwTxn;
 
 use crate::engine::ApplyError;
+use crate::model::bodies::NewBody;
 use crate::model::error::{MailError, QuotaKind};
 use crate::model::types::{
     ContentHash, Flags, FolderId, FolderInfo, FolderRole, ItemId, ItemInfo, MailboxInfo, ModSeq, Uid,
@@ -178,7 +179,7 @@ impl<'a, 't> Tx<'a, 't> {
         m: &mut MailboxInfo,
         folder: &mut FolderInfo,
         template: &ItemInfo,
-        raw: Option<(&[u8], ContentHash)>,
+        raw: Option<(NewBody, ContentHash)>,
         modseq: ModSeq,
     ) -> Result<ItemInfo, ApplyError<MailError>> {
         if folder.uidnext == Uid::MAX {
@@ -282,14 +283,15 @@ impl<'a, 't> Tx<'a, 't> {
         Ok(uid)
     }
 
-    /// One more reference to the content `hash`; stores `raw` (its bytes) if this is the first (see `bodies`).
-    fn add_ref(&mut self, hash: &[u8; 32], raw: Option<&[u8]>) -> Result<(), ApplyError<MailError>> {
-        Ok(self.s.pending.lock().add_ref(&self.s.body_tables(), self.txn, hash, raw)?)
+    /// One more reference to the content `hash`; `raw` is the body the operation stores, if it stores one
+    /// (see `bodies`).
+    fn add_ref(&mut self, hash: &[u8; 32], raw: Option<NewBody>) -> Result<(), ApplyError<MailError>> {
+        Ok(self.s.body_tables().add_ref(self.txn, hash, raw)?)
     }
 
     /// One reference fewer to the content `hash`; the last one releases the stored bytes.
     pub(super) fn drop_ref(&mut self, hash: &[u8; 32]) -> heed::Result<()> {
-        self.s.pending.lock().drop_ref(&self.s.body_tables(), self.txn, hash)
+        self.s.body_tables().drop_ref(self.txn, hash)
     }
 }
 

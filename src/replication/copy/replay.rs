@@ -1,6 +1,7 @@
 //! Replay: the prefetcher reads, frames and decodes the next batch from the copy's log while the replayer
 //! applies the current one, takes the deep checkpoints and deletes, on a thread of its own, what they release.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,10 @@ use parking_lot::Mutex;
 use super::shared::{Progress, Shared};
 use crate::codec;
 use crate::engine::state::StateStore;
-use crate::engine::{Checkpoint, Counters, LOGS_DIR, StateMachine};
+use crate::engine::{Checkpoint, Counters, StateMachine};
 use crate::error::{CodecError, Error, Result};
 use crate::log::reader::{Batch, BatchReader, Extent};
-use crate::log::truncate::Truncator;
+use crate::log::truncate::{self, Truncator};
 use crate::replication::ReplicationError;
 use crate::types::{Lsn, now_micros};
 
@@ -101,7 +102,7 @@ impl<M: StateMachine> Prefetcher<M> {
         let records = batch.records();
         let mut ops = Vec::with_capacity(records.len());
         for record in &records {
-            let op = codec::decode::<M::Op>(record.payload)
+            let (op, _) = codec::decode_record::<M::Op>(record.payload)
                 .map_err(|e| CodecError::Record { lsn: record.lsn, source: Box::new(e) })?;
             ops.push(op);
         }
@@ -118,8 +119,10 @@ pub(super) struct Replayer<M: StateMachine> {
     state: Arc<StateStore<M>>,
     since_checkpoint: u64,
     stats: Counters,
-    /// Deletes the generations deep checkpoints release, on its own thread: the engine's truncator.
+    /// Releases the generations deep checkpoints truncate, on its own thread: the engine's truncator.
     truncator: Option<Truncator>,
+    /// The generations in `segments/` (listed at the first deep checkpoint).
+    segments: Option<BTreeSet<u64>>,
     /// Buffers handed back to the prefetcher.
     recycled: Arc<Mutex<Vec<Vec<u8>>>>,
 }
@@ -132,6 +135,7 @@ impl<M: StateMachine> Replayer<M> {
             since_checkpoint: 0,
             stats: Counters::default(),
             truncator: None,
+            segments: None,
             recycled: Arc::new(Mutex::new(Vec::new())),
         }
     }
@@ -231,7 +235,7 @@ impl<M: StateMachine> Replayer<M> {
         }
         self.since_checkpoint = 0;
         let cutoff = now_micros().saturating_sub(shared.options.truncation_lag.as_micros() as u64);
-        let doomed: Vec<PathBuf> = {
+        let doomed: Vec<(u64, PathBuf)> = {
             let mut p = shared.progress.lock();
             p.checkpoint_lsn = replayed;
             let newest = p.gens.keys().next_back().copied().unwrap_or(0);
@@ -243,18 +247,31 @@ impl<M: StateMachine> Replayer<M> {
                 })
                 .map(|(n, _)| *n)
                 .collect();
-            doomed.iter().filter_map(|n| p.gens.remove(n)).map(|g| g.extent.path).collect()
+            doomed
+                .iter()
+                .filter_map(|n| p.gens.remove(n))
+                .map(|g| (g.extent.header.generation, g.extent.path))
+                .collect()
         };
-        if self.truncator.is_none() && !doomed.is_empty() {
+        // As on the active: generations whose attachments the (just checkpointed) state refers to become
+        // segments, the rest and the segments nothing refers to any more are deleted.
+        let referenced = self.state.referenced_generations()?;
+        let attachments = &self.state.attachments;
+        let segments = match &mut self.segments {
+            Some(segments) => segments,
+            None => self.segments.insert(attachments.list_segments()?.into_iter().map(|(g, _)| g).collect()),
+        };
+        let release = truncate::plan(doomed, segments, &referenced, attachments);
+        if self.truncator.is_none() {
             let failing = Arc::clone(&shared);
             self.truncator = Some(Truncator::start(
-                shared.dir.join(LOGS_DIR),
-                move |e| failing.fail(format!("replay: deleting replayed generations: {e}")),
+                attachments.clone(),
+                move |e| failing.fail(format!("replay: releasing replayed generations: {e}")),
                 |_| {},
             )?);
         }
         if let Some(truncator) = &self.truncator {
-            truncator.delete(doomed);
+            truncator.release(release);
         }
         Ok(())
     }
