@@ -1,0 +1,154 @@
+//! Message bodies are written once, by the log, and read back from where it wrote them: generations the log no
+//! longer needs are kept in `segments/` while the state refers to a body in them and deleted once it refers to
+//! none; single-instance storage keeps working; a database of the previous format is refused, never misread.
+
+use std::path::Path;
+
+use mailstore::internals::engine::{LOGS_DIR, SEGMENTS_DIR};
+use mailstore::model::{FlagAction, Flags, FolderId, FolderRole, ItemId, MailEngine, MailOp, MailOutput, MailboxKind};
+use mailstore::{Engine, Error, Guid, Options};
+
+/// A message of about 10 KiB, distinct for each `n`.
+fn message(n: usize) -> Vec<u8> {
+    let body: String = (0..160).map(|line| format!("line {line} of message {n}: some text to fill it\r\n")).collect();
+    format!(
+        "From: Alice <alice@example.com>\r\nTo: Bob <bob@example.com>\r\nSubject: message {n}\r\n\
+         Message-ID: <m{n}@example.com>\r\n\r\n{body}"
+    )
+    .into_bytes()
+}
+
+/// Small generations, so that a few deliveries fill several, and no automatic checkpoint.
+fn options() -> Options {
+    Options::default().log_target_size(64 << 10).checkpoint_depth(1 << 30)
+}
+
+fn files_in(dir: &Path, sub: &str) -> usize {
+    std::fs::read_dir(dir.join(sub)).map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().is_file())).count())
+}
+
+fn mailbox(db: &MailEngine) -> (Guid, FolderId) {
+    let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
+    let MailOp::CreateMailbox { guid, .. } = op else { unreachable!() };
+    db.commit(op).unwrap();
+    let inbox = db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).unwrap().unwrap().id;
+    (guid, inbox)
+}
+
+fn deliver(db: &MailEngine, mbx: Guid, folder: FolderId, raw: Vec<u8>) -> (ItemId, u32) {
+    match db.commit(MailOp::append(mbx, folder, raw, Flags::empty(), vec![])).unwrap().output {
+        MailOutput::Appended { item, uid, .. } => (item, uid),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn expunge(db: &MailEngine, mbx: Guid, folder: FolderId, uids: Vec<u32>) {
+    db.commit(MailOp::StoreFlags {
+        mailbox: mbx,
+        folder,
+        uids: uids.clone(),
+        action: FlagAction::Add,
+        flags: Flags::DELETED,
+        keywords: vec![],
+        unchanged_since: None,
+    })
+    .unwrap();
+    db.commit(MailOp::Expunge { mailbox: mbx, folder, uids: Some(uids) }).unwrap();
+}
+
+fn check(dir: &Path) {
+    let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir).unwrap();
+    assert!(report.healthy(), "{:?}", report.problems);
+}
+
+#[test]
+fn bodies_stay_in_segments_while_referenced_and_go_when_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: MailEngine = Engine::mount(dir.path(), options()).unwrap();
+    let (mbx, inbox) = mailbox(&db);
+    let delivered: Vec<(ItemId, u32, Vec<u8>)> = (0..60)
+        .map(|n| {
+            let (item, uid) = deliver(&db, mbx, inbox, message(n));
+            (item, uid, message(n))
+        })
+        .collect();
+    db.checkpoint().unwrap();
+    // Every generation below the current one holds bodies the state refers to: none was deleted, all moved.
+    let segments = files_in(dir.path(), SEGMENTS_DIR);
+    let logs = files_in(dir.path(), LOGS_DIR);
+    assert!(segments >= 5, "{segments} segments, {logs} generations in the log");
+    assert_eq!(files_in(dir.path(), LOGS_DIR), 1, "the log keeps only its current generation");
+    for (item, _, raw) in &delivered {
+        assert_eq!(db.read(|s, txn| s.raw(txn, &mbx, *item)).unwrap().as_ref(), Some(raw));
+    }
+
+    // Expunge all but the last message: the segments holding only expunged bodies are deleted at the next
+    // checkpoint, the one holding the last body stays.
+    let (keep, rest) = delivered.split_last().unwrap();
+    expunge(&db, mbx, inbox, rest.iter().map(|(_, uid, _)| *uid).collect());
+    db.checkpoint().unwrap();
+    assert!(files_in(dir.path(), SEGMENTS_DIR) <= 1, "{} segments left", files_in(dir.path(), SEGMENTS_DIR));
+    assert_eq!(db.read(|s, txn| s.raw(txn, &mbx, keep.0)).unwrap().as_ref(), Some(&keep.2));
+    db.dismount().unwrap();
+    check(dir.path());
+
+    // After a remount the body is read from wherever it now lies.
+    let db: MailEngine = Engine::mount(dir.path(), options()).unwrap();
+    assert_eq!(db.read(|s, txn| s.raw(txn, &mbx, keep.0)).unwrap().as_ref(), Some(&keep.2));
+    assert_eq!(db.read(|s, txn| s.stored_contents(txn)).unwrap(), (1, keep.2.len() as u64));
+}
+
+#[test]
+fn single_instance_content_outlives_the_delivery_that_stored_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: MailEngine = Engine::mount(dir.path(), options()).unwrap();
+    let (mbx, inbox) = mailbox(&db);
+    let (_, first) = deliver(&db, mbx, inbox, message(7));
+    // Fill a few generations, then deliver the same bytes again: one content, two references.
+    for n in 100..120 {
+        deliver(&db, mbx, inbox, message(n));
+    }
+    let (second, _) = deliver(&db, mbx, inbox, message(7));
+    assert_eq!(db.read(|s, txn| s.stored_contents(txn)).unwrap().0, 21);
+    // The first delivery goes; the bytes it stored (in an old generation) stay for the second.
+    expunge(&db, mbx, inbox, vec![first]);
+    db.checkpoint().unwrap();
+    assert_eq!(db.read(|s, txn| s.raw(txn, &mbx, second)).unwrap(), Some(message(7)));
+    db.dismount().unwrap();
+    check(dir.path());
+}
+
+#[test]
+fn a_database_of_the_previous_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: MailEngine = Engine::mount(dir.path(), Options::default()).unwrap();
+    mailbox(&db);
+    db.dismount().unwrap();
+    // A format-1 database (bodies in the state store) has no `format` key in the engine's metadata.
+    // SAFETY: the database is dismounted and nothing else opens its environment while the test edits it.
+    let env = unsafe { heed::EnvOpenOptions::new().read_txn_without_tls().max_dbs(128).open(dir.path().join("state")) }
+        .unwrap();
+    let rtxn = env.read_txn().unwrap();
+    let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
+        .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {
+            Ok(heed::CommitOrAbort::<_, ()>::Commit(dbo.open_database(rtxn, Some("engine.meta"))?.unwrap()))
+        })
+        .unwrap()
+        .unwrap_commit();
+    let mut wtxn = env.write_txn().unwrap();
+    assert!(meta.delete(&mut wtxn, b"format").unwrap());
+    wtxn.commit().unwrap();
+    drop(env);
+    for attempt in [
+        Engine::<mailstore::model::MailStore>::mount(dir.path(), Options::default()).map(drop),
+        mailstore::engine::with_state::<mailstore::model::MailStore, _>(dir.path(), |_, _| Ok(())),
+    ] {
+        match attempt {
+            Err(Error::UnsupportedFormat { what, found: 1, supported: 2, .. }) => assert_eq!(what, "engine"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Refused, not changed: the log and the state are still there.
+    assert_eq!(files_in(dir.path(), LOGS_DIR), 1);
+    assert!(dir.path().join("state").join("data.mdb").exists());
+}
