@@ -152,3 +152,37 @@ fn a_database_of_the_previous_format_is_refused() {
     assert_eq!(files_in(dir.path(), LOGS_DIR), 1);
     assert!(dir.path().join("state").join("data.mdb").exists());
 }
+
+#[test]
+fn compaction_relocates_the_live_bodies_of_mostly_dead_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: MailEngine = Engine::mount(dir.path(), options()).unwrap();
+    let (mbx, inbox) = mailbox(&db);
+    let delivered: Vec<(ItemId, u32, Vec<u8>)> = (0..90)
+        .map(|n| {
+            let (item, uid) = deliver(&db, mbx, inbox, message(n));
+            (item, uid, message(n))
+        })
+        .collect();
+    db.checkpoint().unwrap();
+    let before = files_in(dir.path(), SEGMENTS_DIR);
+    // Keep one message in five: every segment is then mostly dead, and none is empty.
+    let (kept, gone): (Vec<_>, Vec<_>) = delivered.iter().partition(|(_, uid, _)| uid % 5 == 0);
+    expunge(&db, mbx, inbox, gone.iter().map(|(_, uid, _)| *uid).collect());
+    db.checkpoint().unwrap();
+    // The compaction runs after the checkpoint, in the background; the next checkpoint deletes what it emptied.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while db.stats().compactions < before as u64 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(db.stats().compactions > 0, "{:?}", db.status().compaction_failure);
+    db.checkpoint().unwrap();
+    let after = files_in(dir.path(), SEGMENTS_DIR);
+    assert!(after < before, "{before} segments before the compaction, {after} after");
+    for (item, _, raw) in &kept {
+        assert_eq!(db.read(|s, txn| s.raw(txn, &mbx, *item)).unwrap().as_ref(), Some(raw));
+    }
+    assert_eq!(db.stats().compaction_failures, 0);
+    db.dismount().unwrap();
+    check(dir.path());
+}

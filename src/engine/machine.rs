@@ -107,6 +107,14 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
         Ok(BTreeSet::new())
     }
 
+    /// An operation that compacts what the state keeps in generations below `below` (all out of the log):
+    /// typically one that attaches the referenced bytes of a mostly dead segment again, so that the segment can
+    /// be deleted. The engine asks after every checkpoint, on a thread of its own, and commits what it gets like
+    /// any other operation (so copies replay it), until `None` (the default) or a bounded number of rounds.
+    fn compaction(&self, _txn: &RoTxn<'_>, _below: u64) -> Result<Option<Self::Op>> {
+        Ok(None)
+    }
+
     /// Checks that the state is internally consistent (for example that counters match what they count) and
     /// returns every problem found; `mailstore check` reports them. The default finds none.
     fn verify(&self, _txn: &RoTxn<'_>) -> Result<Vec<String>> {

@@ -17,6 +17,7 @@
 
 mod attachments;
 pub(crate) mod checkpoint;
+mod compactor;
 mod inspect;
 mod machine;
 pub(crate) mod open;
@@ -262,6 +263,8 @@ pub struct EngineStatus {
     pub sync: Option<SyncPolicy>,
     /// Synchronous mode timed out and degraded to local durability ([`OnSyncTimeout::Degrade`]).
     pub sync_degraded: bool,
+    /// Why the last compaction failed, if one did since mount (it is retried after the next checkpoint).
+    pub compaction_failure: Option<String>,
 }
 
 /// Counters since mount.
@@ -289,6 +292,10 @@ pub struct EngineStats {
     pub generations_deleted: u64,
     /// Bytes of record frames appended.
     pub bytes_logged: u64,
+    /// Compaction operations committed (see [`StateMachine::compaction`]).
+    pub compactions: u64,
+    /// Compactions that could not be built or committed (see [`EngineStatus::compaction_failure`]).
+    pub compaction_failures: u64,
 }
 
 #[derive(Default)]
@@ -304,6 +311,8 @@ pub(crate) struct Counters {
     generations_recycled: AtomicU64,
     generations_deleted: AtomicU64,
     bytes_logged: AtomicU64,
+    compactions: AtomicU64,
+    compaction_failures: AtomicU64,
 }
 
 impl Counters {
@@ -325,6 +334,8 @@ impl Counters {
             generations_recycled: g(&self.generations_recycled),
             generations_deleted: g(&self.generations_deleted),
             bytes_logged: g(&self.bytes_logged),
+            compactions: g(&self.compactions),
+            compaction_failures: g(&self.compaction_failures),
         }
     }
 }
@@ -402,6 +413,9 @@ pub(crate) struct Inner<M: StateMachine> {
     pins: Arc<PinSet>,
     stats: Counters,
     pub(crate) shipping: Arc<Shipping>,
+    /// Wakes the compaction thread after checkpoints.
+    compaction: Arc<compactor::Signal>,
+    compaction_failure: Mutex<Option<String>>,
 }
 
 impl<M: StateMachine> Inner<M> {
@@ -417,6 +431,27 @@ impl<M: StateMachine> Inner<M> {
             Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
             None => Ok(()),
         }
+    }
+
+    /// [`Engine::commit`]: also how the engine's own compaction commits.
+    pub(crate) fn commit(&self, op: M::Op) -> Result<Committed<M::Output>> {
+        self.check_poison()?;
+        self.check_fence()?;
+        self.state.machine.validate(&op).map_err(Into::into)?;
+        let payload = codec::encode_record(&op, M::attachment(&op))?;
+        if payload.len() > MAX_RECORD_LEN {
+            return Err(Error::RecordTooLarge { len: payload.len(), max: MAX_RECORD_LEN });
+        }
+        let slot = Arc::new(Slot::default());
+        {
+            let mut queue = self.queue.lock();
+            if queue.shutdown {
+                return Err(Error::Dismounted);
+            }
+            queue.pending.push(Pending::new(payload, Arc::clone(&slot)));
+        }
+        self.wake.notify_one();
+        slot.wait()
     }
 
     /// Refuses writes once a newer epoch is known to exist.
@@ -437,6 +472,7 @@ pub struct Engine<M: StateMachine> {
     // Field order matters: fields drop in declaration order, so the environment (inside `inner`, whose last
     // reference this is once the writer has exited) is closed before the directory lock is released, and a new
     // mount can never open the environment while this one still has it open.
+    compactor: Option<compactor::Compactor>,
     writer: Option<JoinHandle<()>>,
     pub(crate) inner: Arc<Inner<M>>,
     report: RecoveryReport,
@@ -513,9 +549,13 @@ impl<M: StateMachine> Engine<M> {
             pins: Arc::new(PinSet::default()),
             stats: Counters::default(),
             shipping,
+            compaction: Arc::default(),
+            compaction_failure: Mutex::new(None),
         });
         let writer = writer::spawn(Arc::clone(&inner), log, present, epoch, report.applied_lsn_after)?;
-        Ok(Engine { writer: Some(writer), inner, report, _lock: lock })
+        let mut engine = Engine { compactor: None, writer: Some(writer), inner, report, _lock: lock };
+        engine.compactor = Some(compactor::Compactor::start(Arc::clone(&engine.inner))?);
+        Ok(engine)
     }
 
     /// What mounting found and did: replayed records, a truncated tail, the previous shutdown state.
@@ -546,23 +586,7 @@ impl<M: StateMachine> Engine<M> {
     /// the error is returned and nothing of the operation is applied (its record stays in the log as a no-op).
     /// After a write or sync failure the engine is poisoned and this returns [`Error::Poisoned`].
     pub fn commit(&self, op: M::Op) -> Result<Committed<M::Output>> {
-        self.inner.check_poison()?;
-        self.inner.check_fence()?;
-        self.inner.state.machine.validate(&op).map_err(Into::into)?;
-        let payload = codec::encode_record(&op, M::attachment(&op))?;
-        if payload.len() > MAX_RECORD_LEN {
-            return Err(Error::RecordTooLarge { len: payload.len(), max: MAX_RECORD_LEN });
-        }
-        let slot = Arc::new(Slot::default());
-        {
-            let mut queue = self.inner.queue.lock();
-            if queue.shutdown {
-                return Err(Error::Dismounted);
-            }
-            queue.pending.push(Pending::new(payload, Arc::clone(&slot)));
-        }
-        self.inner.wake.notify_one();
-        slot.wait()
+        self.inner.commit(op)
     }
 
     /// Runs `f` over a consistent read-only snapshot of the state.
@@ -647,6 +671,7 @@ impl<M: StateMachine> Engine<M> {
             fenced_by: self.inner.shipping.fence().filter(|&f| f > live.epoch),
             sync,
             sync_degraded,
+            compaction_failure: self.inner.compaction_failure.lock().clone(),
         }
     }
 
@@ -690,6 +715,10 @@ impl<M: StateMachine> Engine<M> {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        // The compaction commits through the writer: it stops first (after the operation it is committing).
+        if let Some(mut compactor) = self.compactor.take() {
+            compactor.stop();
+        }
         let Some(writer) = self.writer.take() else { return Ok(()) };
         self.inner.queue.lock().shutdown = true;
         self.inner.wake.notify_all();

@@ -475,6 +475,9 @@ impl<M: StateMachine> Writer<M> {
         self.since_checkpoint = 0;
         Counters::add(&self.inner.stats.checkpoints, 1);
         self.truncate()?;
+        if !clean {
+            self.inner.compaction.nudge();
+        }
         Ok(self.applied)
     }
 

@@ -105,7 +105,19 @@ fn read_segment_stats(v: &[u8]) -> heed::Result<(u64, u64)> {
 pub(crate) struct Tables {
     pub blob_refs: Database<'static, Bytes, Bytes>,
     pub segments: Database<'static, Bytes, Bytes>,
+    pub placed: Database<'static, Bytes, Bytes>,
 }
+
+/// A `mail.placed` key: where a stored body lies.
+fn placed_key(at: Place) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&at.generation.to_be_bytes());
+    k[8..].copy_from_slice(&at.offset.to_be_bytes());
+    k
+}
+
+/// The most a compaction moves in one operation (one log record).
+pub(crate) const COMPACTION_BYTES: u64 = 8 << 20;
 
 impl Tables {
     /// Adds `live` referenced and `stored` written bytes to the generation's counts.
@@ -143,6 +155,9 @@ impl Tables {
                 let at = if b.len == 0 { Place { generation: NOWHERE, offset: 0 } } else { b.at };
                 let r = BlobRef { count: 1, len: b.len, body: b.body, at };
                 let existing = self.insert_new(txn, hash, &r)?;
+                if existing.is_none() && b.len > 0 {
+                    self.placed.put(txn, &placed_key(b.at), hash)?;
+                }
                 if b.len > 0 {
                     // Stored either way (the bytes are in the log); referenced only if the content is new.
                     let live = if existing.is_none() { u64::from(b.len) } else { 0 };
@@ -181,7 +196,32 @@ impl Tables {
         if r.len == 0 {
             return Ok(());
         }
+        self.placed.delete(txn, &placed_key(r.at))?;
         self.release(txn, r.at.generation, u64::from(r.len))
+    }
+
+    /// Moves the content `hash` (`len` bytes) from generation `from` to `to`, where a compaction wrote its bytes
+    /// again; does nothing but count the bytes written when the content is gone or lies elsewhere by now (it was
+    /// expunged, or moved, after the compaction read it). Returns whether it moved.
+    pub(crate) fn relocate(
+        &self,
+        txn: &mut RwTxn<'_>,
+        hash: &[u8; 32],
+        len: u32,
+        from: u64,
+        to: Place,
+    ) -> heed::Result<bool> {
+        let current = self.blob_refs.get(txn, hash)?.map(BlobRef::decode).transpose()?;
+        let Some(r) = current.filter(|r| r.at.generation == from && r.len == len && len > 0) else {
+            self.count(txn, to.generation, 0, u64::from(len))?;
+            return Ok(false);
+        };
+        self.placed.delete(txn, &placed_key(r.at))?;
+        self.placed.put(txn, &placed_key(to), hash)?;
+        self.blob_refs.put(txn, hash, &BlobRef { at: to, ..r }.encode())?;
+        self.release(txn, from, u64::from(len))?;
+        self.count(txn, to.generation, u64::from(len), u64::from(len))?;
+        Ok(true)
     }
 }
 
@@ -212,6 +252,49 @@ pub(crate) fn read(files: &Attachments, r: &BlobRef, hash: &[u8; 32]) -> Result<
     Ok(raw)
 }
 
+/// A stored body as a compaction finds it: its content hash and its reference.
+pub(crate) type Placed = ([u8; 32], BlobRef);
+
+/// The generation below `below` most worth compacting — less than half of the bytes of bodies written into it
+/// still referenced, the most dead bytes — and its referenced bodies in the order they lie, up to
+/// [`COMPACTION_BYTES`] (at least one): (generation, [(hash, reference)]).
+pub(crate) fn compaction_candidate(
+    t: &Tables,
+    txn: &RoTxn<'_>,
+    below: u64,
+) -> heed::Result<Option<(u64, Vec<Placed>)>> {
+    let mut best: Option<(u64, u64)> = None;
+    for entry in t.segments.iter(txn)? {
+        let (key, value) = entry?;
+        let generation = keys::u64_at(key, 0);
+        if generation >= below {
+            break;
+        }
+        let (live, stored) = read_segment_stats(value)?;
+        let dead = stored.saturating_sub(live);
+        if live * 2 < stored && best.is_none_or(|(_, most)| dead > most) {
+            best = Some((generation, dead));
+        }
+    }
+    let Some((generation, _)) = best else { return Ok(None) };
+    let mut bodies = Vec::new();
+    let mut bytes = 0u64;
+    for entry in t.placed.prefix_iter(txn, &generation.to_be_bytes())? {
+        let (_, hash) = entry?;
+        let hash: [u8; 32] =
+            hash.try_into().map_err(|_| heed::Error::Decoding("a mail.placed value is not a content hash".into()))?;
+        let Some(r) = locate(t, txn, &hash)? else {
+            return Err(heed::Error::Decoding("mail.placed names a content without a reference".into()));
+        };
+        if !bodies.is_empty() && bytes + u64::from(r.len) > COMPACTION_BYTES {
+            break;
+        }
+        bytes += u64::from(r.len);
+        bodies.push((hash, r));
+    }
+    Ok(Some((generation, bodies)))
+}
+
 /// The generations holding referenced bodies (what the engine must keep).
 pub(crate) fn referenced_generations(t: &Tables, txn: &RoTxn<'_>) -> heed::Result<BTreeSet<u64>> {
     let mut out = BTreeSet::new();
@@ -233,6 +316,7 @@ pub(crate) fn verify(
 ) -> heed::Result<BTreeMap<[u8; 32], u64>> {
     let mut counts = BTreeMap::new();
     let mut referenced: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut placed: BTreeMap<[u8; 16], [u8; 32]> = BTreeMap::new();
     for entry in t.blob_refs.iter(txn)? {
         let (key, value) = entry?;
         let Ok(hash) = <[u8; 32]>::try_from(key) else {
@@ -250,6 +334,7 @@ pub(crate) fn verify(
         counts.insert(hash, u64::from(r.count));
         if r.len > 0 {
             *referenced.entry(r.at.generation).or_default() += u64::from(r.len);
+            placed.insert(placed_key(r.at), hash);
         }
         if let Err(e) = read(files, &r, &hash) {
             problems.push(format!(
@@ -273,6 +358,22 @@ pub(crate) fn verify(
     }
     for (generation, live) in referenced {
         problems.push(format!("generation {generation} holds {live} referenced bytes but has no mail.segments entry"));
+    }
+    // `mail.placed` lists exactly where every stored body lies.
+    for entry in t.placed.iter(txn)? {
+        let (key, value) = entry?;
+        let said = <[u8; 16]>::try_from(key).ok().and_then(|k| placed.remove(&k).map(|h| (k, h)));
+        match said {
+            Some((_, hash)) if hash[..] == *value => {}
+            _ => problems.push(format!(
+                "mail.placed names generation {} offset {} for a body no reference puts there",
+                keys::u64_at(key, 0),
+                key.get(8..16).map_or(0, |o| keys::u64_at(o, 0))
+            )),
+        }
+    }
+    if !placed.is_empty() {
+        problems.push(format!("{} stored bodies are missing from mail.placed", placed.len()));
     }
     Ok(counts)
 }

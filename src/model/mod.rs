@@ -64,7 +64,7 @@ pub use types::{
 };
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "mail.mailboxes",
     "mail.addresses",
     "mail.folders",
@@ -76,6 +76,7 @@ const TABLES: [&str; 11] = [
     "mail.submissions",
     "mail.blob_refs",
     "mail.segments",
+    "mail.placed",
 ];
 
 /// A mailbox database.
@@ -98,6 +99,7 @@ pub struct MailStore {
     submissions: Table,
     blob_refs: Table,
     segments: Table,
+    placed: Table,
     /// Where message bodies are read from: the database's log and segments (see `bodies`).
     attachments: Attachments,
     /// Mailbox and folder records the current write transaction wrote (see [`Records`]).
@@ -152,6 +154,7 @@ impl OnCommit for MailDatabases<'_> {
             submissions: t[8],
             blob_refs: t[9],
             segments: t[10],
+            placed: t[11],
             attachments: self.1,
             records: Mutex::new(Records::default()),
         }
@@ -219,6 +222,10 @@ impl StateMachine for MailStore {
 
     fn referenced_generations(&self, txn: &RoTxn<'_>) -> Result<BTreeSet<u64>> {
         Ok(bodies::referenced_generations(&self.body_tables(), txn)?)
+    }
+
+    fn compaction(&self, txn: &RoTxn<'_>, below: u64) -> Result<Option<MailOp>> {
+        self.compaction(txn, below)
     }
 
     fn finish(&self, _txn: &mut RwTxn<'_>) -> Result<(), ApplyError<MailError>> {
@@ -526,9 +533,25 @@ impl MailStore {
         }
     }
 
+    /// The compaction of the segment below generation `below` most worth compacting (see
+    /// [`MailOp::RelocateBodies`]), with its referenced bodies read (and checked against their hashes); `None`
+    /// when every segment is at least half referenced. The engine runs it after checkpoints.
+    pub fn compaction(&self, txn: &RoTxn<'_>, below: u64) -> Result<Option<MailOp>> {
+        let Some((generation, found)) = bodies::compaction_candidate(&self.body_tables(), txn, below)? else {
+            return Ok(None);
+        };
+        let mut contents = Vec::with_capacity(found.len());
+        let mut raw = Vec::new();
+        for (hash, r) in found {
+            raw.extend_from_slice(&bodies::read(&self.attachments, &r, &hash)?);
+            contents.push((ContentHash(hash), r.len));
+        }
+        Ok(Some(MailOp::RelocateBodies { generation, contents, raw }))
+    }
+
     /// The tables `bodies` works on.
     fn body_tables(&self) -> bodies::Tables {
-        bodies::Tables { blob_refs: self.blob_refs, segments: self.segments }
+        bodies::Tables { blob_refs: self.blob_refs, segments: self.segments, placed: self.placed }
     }
 
     /// Bytes `range` of an item's raw message (clamped to its size), for IMAP partial fetches.

@@ -32,7 +32,10 @@ impl MailOp {
     /// The bytes the operation attaches to its log record: the message it stores, if any.
     pub(crate) fn attachment(&self) -> &[u8] {
         match self {
-            MailOp::Append { raw, .. } | MailOp::ReplaceItem { raw, .. } | MailOp::Submit { raw, .. } => raw,
+            MailOp::Append { raw, .. }
+            | MailOp::ReplaceItem { raw, .. }
+            | MailOp::Submit { raw, .. }
+            | MailOp::RelocateBodies { raw, .. } => raw,
             _ => &[],
         }
     }
@@ -116,6 +119,20 @@ impl MailOp {
             {
                 Err(MailError::ContentHashMismatch { size: raw.len() })
             }
+            // Every relocated body must be the content it claims to be: a relocation rewrites where it is read from.
+            MailOp::RelocateBodies { contents, raw, .. } => {
+                let mut rest = &raw[..];
+                for (hash, len) in contents {
+                    let Some((body, after)) = rest.split_at_checked(*len as usize) else {
+                        return Err(MailError::ContentHashMismatch { size: raw.len() });
+                    };
+                    if *hash != ContentHash::of(body) {
+                        return Err(MailError::ContentHashMismatch { size: body.len() });
+                    }
+                    rest = after;
+                }
+                if rest.is_empty() { Ok(()) } else { Err(MailError::ContentHashMismatch { size: raw.len() }) }
+            }
             _ => Ok(()),
         }
     }
@@ -174,6 +191,10 @@ impl MailOp {
                 _ => Ok(()),
             },
             MailOp::Expunge { uids, .. } => uids.as_deref().map_or(Ok(()), check_uids),
+            MailOp::RelocateBodies { contents, .. } if contents.len() > MAX_UIDS_PER_OP => {
+                Err(MailError::TooManyUids { count: contents.len(), max: MAX_UIDS_PER_OP })
+            }
+            MailOp::RelocateBodies { .. } => Ok(()),
         }
     }
 }

@@ -344,6 +344,19 @@ pub enum MailOp {
         /// Restrict to these UIDs (IMAP `UID EXPUNGE`).
         uids: Option<Vec<Uid>>,
     },
+    /// Writes the referenced bodies of an old generation that is mostly dead again (the store's compaction):
+    /// from then on they lie in this record, and the old generation is deleted once nothing refers to it. Built
+    /// by the store ([`MailStore::compaction`](crate::model::MailStore::compaction)), which the engine runs in the
+    /// background; a body expunged or moved since it was read is left alone.
+    RelocateBodies {
+        /// The generation the bodies leave.
+        generation: u64,
+        /// The bodies in the order their bytes follow each other in `raw`: content hash and length.
+        contents: Vec<(ContentHash, u32)>,
+        /// Their bytes: the record's attachment, like [`MailOp::Append`]'s.
+        #[serde(skip)]
+        raw: Vec<u8>,
+    },
 }
 
 /// What applying a [`MailOp`] returns.
@@ -457,6 +470,11 @@ pub enum MailOutput {
         /// The MODSEQ of the change, if anything was expunged.
         modseq: Option<ModSeq>,
     },
+    /// Bodies were relocated by a compaction.
+    Relocated {
+        /// How many moved (the others were gone or elsewhere by then).
+        moved: u32,
+    },
 }
 
 /// What applying an operation returns.
@@ -549,5 +567,18 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, o
         MailOp::PurgeMailbox { mailbox } => mailbox::purge(Tx::new(s, txn, mailbox)),
         MailOp::SetQuota { mailbox, quota } => mailbox::set_quota(Tx::new(s, txn, mailbox), quota),
         MailOp::Expunge { mailbox, folder, uids } => item::expunge(Tx::new(s, txn, mailbox), folder, uids),
+        MailOp::RelocateBodies { generation, contents, .. } => {
+            let t = s.body_tables();
+            if contents.iter().map(|(_, len)| u64::from(*len)).sum::<u64>() != u64::from(raw.len) {
+                return Err(reject(MailError::ContentHashMismatch { size: raw.len as usize }));
+            }
+            let mut at = raw.at;
+            let mut moved = 0;
+            for (hash, len) in contents {
+                moved += u32::from(t.relocate(txn, &hash.0, len, generation, at)?);
+                at.offset += u64::from(len);
+            }
+            Ok(MailOutput::Relocated { moved })
+        }
     }
 }
