@@ -108,6 +108,8 @@ fn partial_record_after_the_last_one_is_repaired_and_synced() {
     let end = record_extents(&last).last().unwrap().2;
     // What a crash in the middle of an append leaves: a frame header and part of a payload.
     let mut bytes = fs::read(&last).unwrap();
+    // Generations grow with their appends: the torn one reaches past the file's end.
+    bytes.resize(bytes.len().max(end as usize + 30), 0);
     bytes[end as usize..end as usize + 4].copy_from_slice(&200u32.to_le_bytes());
     bytes[end as usize + 4..end as usize + 30].fill(0xAB);
     fs::write(&last, &bytes).unwrap();
@@ -272,6 +274,7 @@ fn record_that_does_not_decode_is_corruption_with_file_and_offset() {
     let header = GenerationHeader::decode(&bytes).unwrap();
     let mut frame = Vec::new();
     RecordSeal::for_header(&header).encode_into(lsn + 1, &[0xFF, 0xFF, 0xFF], &mut frame);
+    bytes.resize(bytes.len().max(end as usize + frame.len()), 0);
     bytes[end as usize..end as usize + frame.len()].copy_from_slice(&frame);
     fs::write(&last, &bytes).unwrap();
 

@@ -121,8 +121,9 @@ pub struct Options {
     pub durability: Durability,
     /// Treatment of a damaged log tail at mount (default [`RecoveryMode::TolerateTailCorruption`]).
     pub recovery: RecoveryMode,
-    /// Size at which a generation is closed and the next one started (default 1 MiB). A batch is never split,
-    /// so a generation may exceed this by one batch.
+    /// Size at which a generation is closed and the next one started (default 16 MiB). A batch is never split,
+    /// so a generation may exceed this by one batch. Generations keep the message bodies they hold (as
+    /// `segments/`), so this is also the granularity at which deleted mail's space is given back.
     pub log_target_size: u64,
     /// Bytes of log after which the writer takes a checkpoint (default 20 MiB): this bounds recovery time and
     /// decides when generations can be truncated.
@@ -143,7 +144,7 @@ impl Default for Options {
         Options {
             durability: Durability::Full,
             recovery: RecoveryMode::TolerateTailCorruption,
-            log_target_size: 1 << 20,
+            log_target_size: 16 << 20,
             checkpoint_depth: 20 << 20,
             log_policy: None,
             create_if_missing: true,
