@@ -159,7 +159,7 @@ type Seed = (&'static str, Vec<u8>);
 type SeedMaker = fn() -> Vec<Seed>;
 
 fn op(op: &KvOp) -> Vec<u8> {
-    mailstore::internals::codec::encode(op).unwrap()
+    mailstore::internals::codec::encode_record(op, &[]).unwrap()
 }
 
 fn put(key: &[u8], value: &[u8]) -> Vec<u8> {
