@@ -122,7 +122,8 @@ struct RecordSizes {
 
 /// The baseline for replaying deliveries: heed alone doing the writes one delivery makes to the state — the
 /// mailbox and folder records rewritten, the item, its listing record, its received-time and change entries, its
-/// bytes packed into 256 KiB chunks with their directory entry, and its 32-byte hash entry — in transactions as
+/// 32-byte hash entry, where its body lies (`mail.placed`) and its generation's count (`mail.segments`) — the
+/// body itself stays in the log (format 2) — in transactions as
 /// large as a copy's replay batches (32,768 records or 64 MiB of log, whichever comes first) synced as
 /// `StateSync::EveryBatch` syncs them (`NO_META_SYNC`), into an environment first filled with `prefill`
 /// deliveries the same way. No decoding, no reads, no `apply` logic: what LMDB itself costs for this data model
@@ -130,10 +131,10 @@ struct RecordSizes {
 fn raw_heed_deliveries(dir: &std::path::Path, prefill: u64, count: u64, sizes: &RecordSizes) -> f64 {
     use heed::types::Bytes;
     use heed::{Database, EnvFlags, EnvOpenOptions};
-    const CHUNK: usize = 256 << 10;
     // A delivery's log record is about its message, envelope and item fields (~300 bytes) long.
     let batch = 32_768.min((64 << 20) / (sizes.body as u64 + 300));
-    const TABLES: [&str; 8] = ["mailboxes", "folders", "items", "uids", "bodies", "blob_refs", "changes", "received"];
+    const TABLES: [&str; 9] =
+        ["mailboxes", "folders", "items", "uids", "blob_refs", "placed", "segments", "changes", "received"];
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("raw heed dir");
     // SAFETY: a fresh directory only this function opens, one environment at a time, in this process.
@@ -147,22 +148,22 @@ fn raw_heed_deliveries(dir: &std::path::Path, prefill: u64, count: u64, sizes: &
             .expect("open raw heed")
     };
     let wtxn = env.write_txn().expect("txn");
-    let dbs: [Database<'_, Bytes, Bytes>; 8] = env
+    let dbs: [Database<'_, Bytes, Bytes>; 9] = env
         .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
             let mut dbs = Vec::with_capacity(TABLES.len());
             for name in TABLES {
                 dbs.push(dbo.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            // Eight names, eight databases.
-            let dbs: [Database<'_, Bytes, Bytes>; 8] = dbs.try_into().unwrap_or_else(|_| unreachable!());
+            // Nine names, nine databases.
+            let dbs: [Database<'_, Bytes, Bytes>; 9] = dbs.try_into().unwrap_or_else(|_| unreachable!());
             Ok(heed::CommitOrAbort::<_, ()>::Commit(dbs))
         })
         .expect("databases")
         .commit()
         .expect("commit");
-    let [mailboxes, folders, items, uids, bodies, blob_refs, changes, received] = dbs;
+    let [mailboxes, folders, items, uids, blob_refs, placed, segments, changes, received] = dbs;
     let (mailbox, folder) = (vec![1u8; sizes.mailbox], vec![2u8; sizes.folder]);
-    let (item, listing, mut body) = (vec![3u8; sizes.item], vec![4u8; sizes.listing], vec![b'x'; sizes.body]);
+    let (item, listing) = (vec![3u8; sizes.item], vec![4u8; sizes.listing]);
     let guid = [7u8; 16];
     let key = |n: u64, len: usize| {
         let mut k = [0u8; 40];
@@ -172,42 +173,30 @@ fn raw_heed_deliveries(dir: &std::path::Path, prefill: u64, count: u64, sizes: &
     };
     let mut n = 0u64;
     let mut started = Instant::now();
-    let (mut chunk, mut directory, mut chunk_id) = (Vec::with_capacity(CHUNK + sizes.body), Vec::new(), 0u64);
     while n < prefill + count {
         if n == prefill {
             started = Instant::now();
         }
         let end = if n < prefill { prefill } else { prefill + count };
         let mut txn = env.write_txn().expect("txn");
-        let mut write_chunk = |txn: &mut heed::RwTxn<'_>, chunk: &mut Vec<u8>, directory: &mut Vec<u8>| {
-            chunk_id += 1;
-            let mut value = ((directory.len() / 36) as u32).to_be_bytes().to_vec();
-            value.extend_from_slice(directory);
-            value.extend_from_slice(chunk);
-            bodies.put(txn, &chunk_id.to_be_bytes(), &value).expect("put");
-            chunk.clear();
-            directory.clear();
-        };
         for _ in 0..batch.min(end - n) {
             n += 1;
-            body[..8].copy_from_slice(&n.to_be_bytes());
             let hash = blake3::hash(&n.to_be_bytes());
+            // Where the body lies in the log: a generation of 16 MiB, the offset in it.
+            let at = n * (sizes.body as u64 + 300);
+            let generation = (at >> 24).to_be_bytes();
+            let mut place = [0u8; 16];
+            place[..8].copy_from_slice(&generation);
+            place[8..].copy_from_slice(&at.to_be_bytes());
             mailboxes.put(&mut txn, &guid, &mailbox).expect("put");
             folders.put(&mut txn, &key(1, 24), &folder).expect("put");
             items.put(&mut txn, &key(n, 24), &item).expect("put");
             uids.put(&mut txn, &key(n, 28), &listing).expect("put");
-            if chunk.len() + body.len() > CHUNK {
-                write_chunk(&mut txn, &mut chunk, &mut directory);
-            }
-            directory.extend_from_slice(hash.as_bytes());
-            directory.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-            chunk.extend_from_slice(&body);
             blob_refs.put(&mut txn, hash.as_bytes(), &[0u8; 32]).expect("put");
+            placed.put(&mut txn, &place, hash.as_bytes()).expect("put");
+            segments.put(&mut txn, &generation, &[6u8; 16]).expect("put");
             changes.put(&mut txn, &key(n, 28), &[5u8; 30]).expect("put");
             received.put(&mut txn, &key(n, 40), &[]).expect("put");
-        }
-        if !chunk.is_empty() {
-            write_chunk(&mut txn, &mut chunk, &mut directory);
         }
         txn.commit().expect("commit");
     }
