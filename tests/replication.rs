@@ -1083,3 +1083,318 @@ fn generations_left_below_a_copy_checkpoint_are_deleted_later_by_the_copy_or_its
     let kept = generations_in(&copy_dir);
     assert!(restored.iter().all(|n| !kept.contains(n)), "leftovers {restored:?} still there: {kept:?}");
 }
+
+// Seeding carries the message bodies the snapshot's state refers to in older generations (`segments/`, and
+// generations of `logs/` below the one the copier starts with).
+
+type MailCopy = PassiveCopy<mailstore::model::MailStore>;
+type MailDb = Engine<mailstore::model::MailStore>;
+
+/// A 10 KB message, different for each `i`.
+fn big_message(i: usize) -> Vec<u8> {
+    let line = format!("line of message {i} ").repeat(4);
+    let body: String = (0..10_000 / line.len()).map(|_| format!("{line}\r\n")).collect();
+    format!("From: bob@example.com\r\nTo: alice@example.com\r\nSubject: big {i}\r\n\r\n{body}").into_bytes()
+}
+
+/// A mail database with small generations and one mailbox; returns it, its source and the mailbox.
+fn mail_active(dir: &Path) -> (Arc<MailDb>, Arc<ShippingSource<mailstore::model::MailStore>>, mailstore::Guid) {
+    use mailstore::model::{MailOp, MailboxKind};
+    let db = Arc::new(Engine::mount(dir, Options::default().log_target_size(64 << 10)).unwrap());
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
+    let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
+    let MailOp::CreateMailbox { guid, .. } = &op else { unreachable!() };
+    let guid = *guid;
+    db.commit(op).unwrap();
+    (db, source, guid)
+}
+
+fn deliver_big(db: &MailDb, guid: mailstore::Guid, range: std::ops::Range<usize>) {
+    for i in range {
+        mailstore::model::deliver(db, guid, None, big_message(i)).unwrap();
+    }
+}
+
+/// Every message of the inbox of `guid` on the active, with its raw bytes.
+fn raw_messages(db: &MailDb, guid: mailstore::Guid) -> Vec<(mailstore::model::ItemId, Vec<u8>)> {
+    use mailstore::model::FolderRole;
+    db.read(|s, txn| {
+        let inbox = s.folder_by_role(txn, &guid, FolderRole::Inbox)?.unwrap();
+        let items = s.items_by_uid(txn, &guid, inbox.id, 1, usize::MAX, false)?;
+        items.iter().map(|item| Ok((item.id, s.raw(txn, &guid, item.id)?.unwrap()))).collect()
+    })
+    .unwrap()
+}
+
+/// Asserts that `copy` reads every message of `expected` back identically.
+fn assert_copy_reads(copy: &MailCopy, guid: mailstore::Guid, expected: &[(mailstore::model::ItemId, Vec<u8>)]) {
+    assert!(!expected.is_empty());
+    for (id, raw) in expected {
+        let read = copy.read(|s, txn| s.raw(txn, &guid, *id));
+        assert!(matches!(&read, Ok(Some(bytes)) if bytes == raw), "item {id:?} on the copy: {:?}", read.map(|_| ()));
+    }
+}
+
+fn segment_generations(dir: &Path) -> Vec<u64> {
+    generation_files_in(&dir.join("segments"))
+}
+
+/// The generations in directory `dir` (none when it does not exist), oldest first.
+fn generation_files_in(dir: &Path) -> Vec<u64> {
+    let mut found: Vec<u64> = match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            entries.filter_map(|e| mailstore::internals::log::parse_file_name(e.ok()?.file_name().to_str()?)).collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    found.sort_unstable();
+    found
+}
+
+fn assert_healthy(dir: &Path) {
+    let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir).unwrap();
+    assert!(report.healthy(), "{}: {:?}", dir.display(), report.problems);
+}
+
+#[test]
+fn a_copy_seeded_from_the_active_holds_the_bodies_in_older_generations() {
+    let tmp = TempDir::new().unwrap();
+    let (db, source, guid) = mail_active(&tmp.path().join("a"));
+    deliver_big(&db, guid, 0..40);
+    db.checkpoint().unwrap();
+    assert!(!segment_generations(&tmp.path().join("a")).is_empty(), "some bodies should be in segments/ by now");
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy: MailCopy = PassiveCopy::seed(tmp.path().join("p"), source.as_ref(), log, copy_options(), |_| {}).unwrap();
+    deliver_big(&db, guid, 40..45);
+    assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)), "{:?}", copy.status());
+    assert_copy_reads(&copy, guid, &raw_messages(&db, guid));
+    assert_eq!(copy.read(|m, txn| m.digest(txn)).unwrap(), db.read(|m, txn| m.digest(txn)).unwrap());
+    let dir = copy.dir().to_path_buf();
+    copy.close().unwrap();
+    assert_healthy(&dir);
+}
+
+#[test]
+fn a_copy_seeded_from_a_passive_holds_the_bodies_in_older_generations() {
+    let tmp = TempDir::new().unwrap();
+    let (db, source, guid) = mail_active(&tmp.path().join("a"));
+    deliver_big(&db, guid, 0..20);
+    db.checkpoint().unwrap();
+    let log: Arc<dyn LogSource> = source.clone();
+    let first: MailCopy =
+        PassiveCopy::seed(tmp.path().join("p1"), source.as_ref(), log, copy_options(), |_| {}).unwrap();
+    // More than the copy's checkpoint depth: its deep checkpoints move generations to its own segments/.
+    deliver_big(&db, guid, 20..50);
+    assert!(first.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)), "{:?}", first.status());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while segment_generations(first.dir()).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the first copy moved nothing to segments/");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let from_passive = first.seeding_source();
+    let log: Arc<dyn LogSource> = source.clone();
+    let second: MailCopy =
+        PassiveCopy::seed(tmp.path().join("p2"), from_passive.as_ref(), log, copy_options(), |_| {}).unwrap();
+    deliver_big(&db, guid, 50..55);
+    let expected = raw_messages(&db, guid);
+    for copy in [&first, &second] {
+        assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)), "{:?}", copy.status());
+        assert_copy_reads(copy, guid, &expected);
+    }
+    let dirs = [first.dir().to_path_buf(), second.dir().to_path_buf()];
+    drop(from_passive);
+    second.close().unwrap();
+    first.close().unwrap();
+    for dir in &dirs {
+        assert_healthy(dir);
+    }
+}
+
+#[test]
+fn a_seeded_copy_keeps_only_the_segments_its_state_refers_to_after_its_first_deep_checkpoint() {
+    use mailstore::engine::StateMachine;
+    use mailstore::model::{FolderRole, MailOp};
+    let tmp = TempDir::new().unwrap();
+    let (db, source, guid) = mail_active(&tmp.path().join("a"));
+    deliver_big(&db, guid, 0..40);
+    db.checkpoint().unwrap();
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy: MailCopy = PassiveCopy::seed(tmp.path().join("p"), source.as_ref(), log, copy_options(), |_| {}).unwrap();
+    let seeded = segment_generations(copy.dir());
+    assert!(!seeded.is_empty(), "the seed should have brought segments");
+    // The oldest messages go: their generations hold nothing referenced any more.
+    let inbox = db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).unwrap().unwrap().id;
+    db.commit(MailOp::delete_items(guid, inbox, (1..=20).collect())).unwrap();
+    db.commit(MailOp::PurgeDeleted { mailbox: guid, deleted_before_micros: u64::MAX }).unwrap();
+    // Past the copy's checkpoint depth.
+    deliver_big(&db, guid, 40..52);
+    assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)), "{:?}", copy.status());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let referenced = copy.read(|m, txn| m.referenced_generations(txn)).unwrap();
+        let segments = segment_generations(copy.dir());
+        if segments.iter().all(|g| referenced.contains(g)) && seeded.iter().any(|g| !segments.contains(g)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "segments {segments:?}, referenced {referenced:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_copy_reads(&copy, guid, &raw_messages(&db, guid));
+    let dir = copy.dir().to_path_buf();
+    copy.close().unwrap();
+    assert_healthy(&dir);
+}
+
+fn no_snapshot_left(dir: &Path) {
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("seed-"))
+        .collect();
+    assert!(left.is_empty(), "{}: snapshot files left: {left:?}", dir.display());
+}
+
+/// Forwards to a seeding source, and rolls the active's log (nothing committed since the snapshot) once the last
+/// piece of a snapshot is served: the generation the snapshot's state ends in closes right at its applied LSN,
+/// before the copy's copier has asked for anything.
+struct RollAfterSnapshot {
+    inner: Arc<dyn LogSource>,
+    db: Arc<MailDb>,
+}
+
+impl LogSource for RollAfterSnapshot {
+    fn hello(&self, hello: Hello) -> Result<SourceInfo> {
+        self.inner.hello(hello)
+    }
+    fn read(&self, request: ReadRequest) -> Result<Chunk> {
+        self.inner.read(request)
+    }
+    fn headers(&self, from: u64) -> Result<Vec<Vec<u8>>> {
+        self.inner.headers(from)
+    }
+    fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPart> {
+        let part = self.inner.snapshot(request)?;
+        if part.offset + part.bytes.len() as u64 == part.total {
+            self.db.roll_log()?;
+        }
+        Ok(part)
+    }
+    fn goodbye(&self, copy: CopyId) -> Result<()> {
+        self.inner.goodbye(copy)
+    }
+}
+
+#[test]
+fn a_copy_seeded_just_before_its_generation_closes_holds_its_bodies() {
+    let tmp = TempDir::new().unwrap();
+    let (db, source, guid) = mail_active(&tmp.path().join("a"));
+    deliver_big(&db, guid, 0..20);
+    db.checkpoint().unwrap();
+    let log: Arc<dyn LogSource> = source.clone();
+    let first: MailCopy =
+        PassiveCopy::seed(tmp.path().join("p1"), source.as_ref(), log, copy_options(), |_| {}).unwrap();
+    for (name, from) in [("active", source.clone() as Arc<dyn LogSource>), ("passive", first.seeding_source())] {
+        // The generation being written holds a body, and nothing is committed after the snapshot.
+        db.roll_log().unwrap();
+        deliver_big(&db, guid, 100..101);
+        assert!(first.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)), "{:?}", first.status());
+        let rolling = RollAfterSnapshot { inner: from, db: Arc::clone(&db) };
+        let log: Arc<dyn LogSource> = source.clone();
+        let copy: MailCopy = PassiveCopy::seed(tmp.path().join(name), &rolling, log, copy_options(), |_| {}).unwrap();
+        assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)), "{name}: {:?}", copy.status());
+        assert_copy_reads(&copy, guid, &raw_messages(&db, guid));
+        let dir = copy.dir().to_path_buf();
+        copy.close().unwrap();
+        assert_healthy(&dir);
+    }
+    no_snapshot_left(&tmp.path().join("a"));
+    no_snapshot_left(first.dir());
+}
+
+/// How [`Tampering`] damages a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SnapshotDamage {
+    /// A byte of the first segment's header (its generation number).
+    SegmentHeader,
+    /// A byte of the first record of the generation the copy's log starts with.
+    LogRecord,
+    /// A layout whose files do not add up to the total.
+    Layout,
+}
+
+/// Forwards to a real source, damaging the snapshot it serves.
+struct Tampering {
+    inner: Arc<ShippingSource<mailstore::model::MailStore>>,
+    damage: SnapshotDamage,
+    layout: parking_lot::Mutex<Option<SnapshotPart>>,
+}
+
+impl LogSource for Tampering {
+    fn hello(&self, hello: Hello) -> Result<SourceInfo> {
+        self.inner.hello(hello)
+    }
+    fn read(&self, request: ReadRequest) -> Result<Chunk> {
+        self.inner.read(request)
+    }
+    fn headers(&self, from: u64) -> Result<Vec<Vec<u8>>> {
+        self.inner.headers(from)
+    }
+    fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPart> {
+        let mut part = self.inner.snapshot(request)?;
+        if part.offset == 0 {
+            *self.layout.lock() = Some(part.clone());
+            if self.damage == SnapshotDamage::Layout {
+                part.segments[0].1 += 1;
+            }
+        }
+        let first = self.layout.lock().clone().unwrap();
+        let log_start = first.total - first.log.unwrap().1;
+        let (at, byte) = match self.damage {
+            SnapshotDamage::SegmentHeader => (first.state_len, 32),
+            SnapshotDamage::LogRecord => (log_start, mailstore::internals::log::HEADER_LEN as u64 + 30),
+            SnapshotDamage::Layout => return Ok(part),
+        };
+        if part.offset == at {
+            assert!(part.bytes.len() as u64 > byte, "{:?}: piece too short to damage", self.damage);
+            part.bytes[byte as usize] ^= 0x01;
+        }
+        Ok(part)
+    }
+    fn goodbye(&self, copy: CopyId) -> Result<()> {
+        self.inner.goodbye(copy)
+    }
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused_and_none_of_its_generations_kept() {
+    let tmp = TempDir::new().unwrap();
+    let (db, source, guid) = mail_active(&tmp.path().join("a"));
+    deliver_big(&db, guid, 0..20);
+    db.checkpoint().unwrap();
+    deliver_big(&db, guid, 20..22);
+    for damage in [SnapshotDamage::SegmentHeader, SnapshotDamage::LogRecord, SnapshotDamage::Layout] {
+        let tampering = Tampering { inner: source.clone(), damage, layout: parking_lot::Mutex::new(None) };
+        let dir = tmp.path().join(format!("{damage:?}"));
+        let log: Arc<dyn LogSource> = source.clone();
+        let seeded = PassiveCopy::<mailstore::model::MailStore>::seed(&dir, &tampering, log, copy_options(), |_| {});
+        let error = seeded.err().expect("a damaged snapshot was accepted");
+        match damage {
+            SnapshotDamage::Layout => {
+                assert!(matches!(error, Error::Replication(ReplicationError::Protocol { .. })), "{damage:?}: {error}")
+            }
+            _ => assert!(
+                matches!(error, Error::Replication(ReplicationError::ChunkRejected { .. })),
+                "{damage:?}: {error}"
+            ),
+        }
+        assert!(segment_generations(&dir).is_empty(), "{damage:?}: a segment was kept");
+        assert!(generation_files_in(&dir.join("logs")).is_empty(), "{damage:?}: a generation was kept");
+        // Seeding the same directory again from the real source works.
+        let log: Arc<dyn LogSource> = source.clone();
+        let copy: MailCopy = PassiveCopy::seed(&dir, source.as_ref(), log, copy_options(), |_| {}).unwrap();
+        assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)), "{:?}", copy.status());
+        assert_copy_reads(&copy, guid, &raw_messages(&db, guid));
+        copy.close().unwrap();
+    }
+    no_snapshot_left(&tmp.path().join("a"));
+}

@@ -249,8 +249,10 @@ impl<M: StateMachine> StateStore<M> {
     }
 
     /// Writes a compacted, consistent copy of the environment to `path` and syncs it. Returns an LSN the copy
-    /// has applied at least (the copy's own metadata holds the exact one): LMDB copies from a read transaction
-    /// it opens itself, after the one this reads.
+    /// has applied at least (the copy's own metadata holds the exact one, see [`StateStore::snapshot_contents`]):
+    /// LMDB copies from a read transaction it opens itself, after the one this reads. Whoever needs the message
+    /// bodies the copy refers to holds a reader token ([`Attachments::enter`]) from before this call: the
+    /// generations the copy names then stay on disk.
     pub(crate) fn snapshot_to(&self, path: &Path) -> Result<Lsn> {
         let _gate = self.gate.read_recursive();
         let applied = {
@@ -260,6 +262,35 @@ impl<M: StateMachine> StateStore<M> {
         let file = self.env.copy_to_path(path, heed::CompactionOption::Enabled)?;
         file.sync_all().at(path)?;
         Ok(applied)
+    }
+
+    /// What the snapshot file `path` (written by [`snapshot_to`](Self::snapshot_to)) holds: the engine's
+    /// metadata (its exact applied LSN) and the generations whose attachments its state refers to. Opens the
+    /// file read-only, as an environment of its own.
+    pub(crate) fn snapshot_contents(path: &Path) -> Result<(MetaValues, std::collections::BTreeSet<u64>)> {
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(INITIAL_MAP_SIZE).max_dbs(MAX_DBS);
+        // SAFETY: the file is a finished copy that nothing writes any more (it is read-only here, so `NO_LOCK`
+        // has no writer to exclude), opened once.
+        unsafe { options.flags(EnvFlags::READ_ONLY | EnvFlags::NO_SUB_DIR | EnvFlags::NO_LOCK) };
+        // SAFETY: see above.
+        let env = unsafe { options.open(path) }?;
+        let meta = read_meta(&env, path)?;
+        let rtxn = env.read_txn()?;
+        let attachments = Attachments::new(path.parent().unwrap_or(path));
+        let machine = env
+            .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_> {
+                Ok(CommitOrAbort::<_, ()>::Commit(M::open_databases(dbo, rtxn, &attachments)?))
+            })?
+            .commit()
+            .flatten()
+            .ok_or_else(|| Error::NotADatabase {
+                path: path.to_path_buf(),
+                reason: format!("the snapshot holds no {:?} databases", M::NAME),
+            })?;
+        let txn = env.read_txn()?;
+        let referenced = machine.referenced_generations(&txn)?;
+        Ok((meta, referenced))
     }
 
     /// Applies `records` (consecutive LSNs) in one LMDB write transaction so that a rejected operation leaves no

@@ -155,18 +155,45 @@ pub struct SnapshotRequest {
     pub max_bytes: u32,
 }
 
-/// A piece of a state snapshot.
+/// A piece of a snapshot.
+///
+/// A snapshot is one byte stream of several files, one after the other: the state file (a compacted copy of
+/// the state store), then the generations holding the message bodies its state refers to below the generation
+/// the copy's log starts with (`segments`, oldest first: they go to the copy's `segments/`), then that
+/// generation itself up to the end of its durable records (`log`: the copy's log starts with it, and its copier
+/// goes on from there). The first piece (offset 0) says how the stream is laid out; a piece never spans two
+/// files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPart {
-    /// Where `bytes` start.
+    /// Where `bytes` start in the stream.
     pub offset: u64,
     /// The bytes.
     #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
-    /// Length of the whole snapshot (for progress).
+    /// Length of the whole stream: the state file and every generation.
     pub total: u64,
-    /// The snapshot has applied at least this LSN; the log from the LSN after it is pinned on the source.
+    /// The LSN the snapshot's state has applied; the log from the LSN after it is pinned on the source.
     pub applied_lsn: Lsn,
+    /// First piece only (0 on the others): length of the state file, which comes first.
+    pub state_len: u64,
+    /// First piece only (empty on the others): the generations that follow the state file, as `(generation,
+    /// length)`, oldest first: those below `log`'s that hold message bodies the state refers to (the copy keeps
+    /// them in its `segments/`).
+    pub segments: Vec<(u64, u64)>,
+    /// First piece only: the generation that comes last, as `(generation, length)`: the newest whose first LSN
+    /// is at most the one after `applied_lsn` (it holds that LSN, or is being written), up to the end of its
+    /// durable records: the copy's log starts with it. `None` when the source has no such generation (the
+    /// copy's copier then finds where to start from its log source).
+    pub log: Option<(u64, u64)>,
+}
+
+/// The most generations one snapshot may carry (a source with more refuses; a copy refuses a layout with more).
+pub(crate) const MAX_SNAPSHOT_GENERATIONS: usize = 1 << 20;
+
+/// Bytes the layout of `generations` generations takes on a snapshot's first piece at most, beyond its other
+/// fields: two integers of at most 10 bytes each (and their framing) per generation.
+pub(crate) fn layout_bytes(generations: usize) -> usize {
+    generations.saturating_add(1).saturating_mul(2 * 10 + 2).saturating_add(64)
 }
 
 /// One source of log and snapshots, seen from a passive copy. [`crate::replication::ShippingSource`] serves
@@ -179,7 +206,8 @@ pub trait LogSource: Send + Sync {
     /// The raw 128-byte headers of the source's generations from `from` on (at most 4096), oldest first: how
     /// a returning old active finds where its log diverged.
     fn headers(&self, from: u64) -> Result<Vec<Vec<u8>>>;
-    /// A piece of a consistent snapshot of the source's state.
+    /// A piece of a consistent snapshot of the source's state, with the generations a copy needs besides it
+    /// (see [`SnapshotPart`]).
     fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPart>;
     /// The copy goes away: its pin is dropped and it no longer counts for synchronous commits.
     fn goodbye(&self, copy: CopyId) -> Result<()>;

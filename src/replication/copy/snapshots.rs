@@ -1,6 +1,8 @@
 //! Seeding from a passive: [`PassiveCopy::seeding_source`] and the [`LogSource`] that serves snapshots of the
-//! copy's state (and no log).
+//! copy's state (and no log): the state file and the generations of the copy's own `logs/` and `segments/` it
+//! needs, chosen as on the active (`prepare_snapshot`).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::PassiveCopy;
@@ -12,10 +14,12 @@ use crate::replication::ReplicationError;
 use crate::replication::protocol::{
     Chunk, CopyId, Hello, LogSource, ReadRequest, SnapshotRequest, SourceInfo, SourceRole,
 };
+use crate::replication::source::prepare_snapshot;
 
 impl<M: StateMachine> PassiveCopy<M> {
     /// A [`LogSource`] that serves snapshots of this copy's state, to seed another copy from it (a seeding
-    /// source); it serves no log.
+    /// source): the state as replayed so far, the generations holding the message bodies it refers to, and the
+    /// start of the log from there (see [`SnapshotPart`](crate::replication::SnapshotPart)). It serves no log.
     pub fn seeding_source(&self) -> Arc<dyn LogSource> {
         Arc::new(PassiveSnapshots { shared: Arc::downgrade(&self.shared), state: Arc::downgrade(&self.state) })
     }
@@ -71,13 +75,31 @@ impl<M: StateMachine> LogSource for PassiveSnapshots<M> {
         let shared = self.shared()?;
         shared.progress.lock().seeding_others += 1;
         let state = self.state.upgrade().ok_or_else(closed)?;
-        let result = shared.snapshots.serve(request, |path| state.snapshot_to(path), &shared.dir);
+        let prepare = |into: &Path| {
+            // Held for the whole preparation (see `prepare_snapshot`).
+            let _token = state.attachments.enter();
+            prepare_snapshot::<M>(
+                &shared.dir,
+                into,
+                shared.guid,
+                |path| state.snapshot_to(path),
+                || {
+                    let p = shared.progress.lock();
+                    (p.copied_generation, p.copied_offset)
+                },
+            )
+        };
+        let result = shared.snapshots.serve(request, prepare, &shared.dir);
         let mut p = shared.progress.lock();
         p.seeding_others = p.seeding_others.saturating_sub(1);
         result
     }
 
-    fn goodbye(&self, _copy: CopyId) -> Result<()> {
+    fn goodbye(&self, copy: CopyId) -> Result<()> {
+        // A snapshot it did not finish is dropped, with the generations it holds.
+        if let Some(shared) = self.shared.upgrade() {
+            shared.snapshots.forget(copy);
+        }
         Ok(())
     }
 }
