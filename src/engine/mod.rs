@@ -693,9 +693,11 @@ impl<M: StateMachine> Engine<M> {
         self.inner.shipping.set_policy(policy);
     }
 
-    /// Writes a consistent copy of the state store to `path` (one LMDB file, compacted) and syncs it. Returns
-    /// the applied LSN of the copy: the log from the LSN after it, replayed onto the copy, reproduces the
-    /// state. Used to seed passive copies; the engine keeps taking commits meanwhile.
+    /// Writes a consistent copy of the state store to `path` (one compacted LMDB file) and syncs it. Returns an
+    /// LSN the copy has applied at least; its own metadata holds the exact one. This is only the state: a copy of
+    /// a database whose machine keeps attachments (the mailbox model's bodies) also needs the generations the
+    /// state refers to, which seeding sends along with it (`SnapshotPart`). Used to seed passive copies; the
+    /// engine keeps taking commits meanwhile.
     pub fn snapshot_state(&self, path: &Path) -> Result<Lsn> {
         self.inner.check_poison()?;
         self.inner.state.snapshot_to(path)
