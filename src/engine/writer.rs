@@ -332,12 +332,12 @@ impl<M: StateMachine> Writer<M> {
     }
 
     fn control(&mut self, control: Control) {
-        let (slot, result) = match control {
+        match control {
+            // An explicit checkpoint answers once the generations it released are gone from disk; the truncator
+            // answers, so that the writer never waits for deletions (which wait for long read transactions).
             Control::Checkpoint(slot) => {
-                // An explicit checkpoint returns once the generations it truncated are gone from disk.
                 let result = self.guarded_checkpoint(None);
-                self.deleter.flush();
-                (slot, result)
+                self.deleter.then(move || slot.fill(result));
             }
             Control::Roll(slot) => {
                 let result = self.inner.check_poison().and_then(|()| {
@@ -347,23 +347,20 @@ impl<M: StateMachine> Writer<M> {
                         Error::Poisoned { reason }
                     })
                 });
-                (slot, result)
+                slot.fill(result);
             }
             Control::BackupCompleted(lsn, slot) => {
-                let result = if lsn > self.applied + 1 {
-                    Err(Error::InvalidArgument(format!(
+                if lsn > self.applied + 1 {
+                    slot.fill(Err(Error::InvalidArgument(format!(
                         "backup LSN {lsn} is beyond the log head (last applied LSN {})",
                         self.applied
-                    )))
+                    ))));
                 } else {
                     let result = self.guarded_checkpoint(Some(lsn));
-                    self.deleter.flush();
-                    result
-                };
-                (slot, result)
+                    self.deleter.then(move || slot.fill(result));
+                }
             }
-        };
-        slot.fill(result);
+        }
     }
 
     fn guarded_checkpoint(&mut self, backup: Option<Lsn>) -> Result<Lsn> {

@@ -22,7 +22,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Sender, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Sender, channel};
 use std::thread::JoinHandle;
 
 use crate::engine::Attachments;
@@ -73,8 +73,8 @@ pub(crate) fn plan(
 enum Work {
     /// Move these generations, then delete these files (oldest first), then sync the directories.
     Release(Release),
-    /// Answer once everything sent before has been done.
-    Flush(SyncSender<()>),
+    /// Run this once everything sent before has been done.
+    Then(Box<dyn FnOnce() + Send>),
 }
 
 /// The thread releasing a database's truncated generations.
@@ -105,9 +105,7 @@ impl Truncator {
                             Ok(done) => deleted(done),
                             Err(e) => failed(e),
                         },
-                        Work::Flush(answer) => {
-                            let _ = answer.send(());
-                        }
+                        Work::Then(f) => f(),
                     }
                 }
             })
@@ -126,12 +124,31 @@ impl Truncator {
     }
 
     /// Waits until everything queued so far is done.
+    #[cfg(test)]
     pub(crate) fn flush(&self) {
-        let (answer, done) = sync_channel(1);
-        if let Some(sender) = &self.sender
-            && sender.send(Work::Flush(answer)).is_ok()
-        {
-            let _ = done.recv();
+        let (answer, done) = std::sync::mpsc::sync_channel(1);
+        self.then(move || {
+            let _ = answer.send(());
+        });
+        let _ = done.recv();
+    }
+
+    /// Runs `f` on the truncator's thread once everything queued so far is done, without waiting for it (a
+    /// deletion may wait for long read transactions; the engine's writer must not). If the thread is gone, `f`
+    /// runs now.
+    pub(crate) fn then(&self, f: impl FnOnce() + Send + 'static) {
+        let work = Work::Then(Box::new(f));
+        match &self.sender {
+            Some(sender) => {
+                if let Err(std::sync::mpsc::SendError(Work::Then(f))) = sender.send(work) {
+                    f();
+                }
+            }
+            None => {
+                if let Work::Then(f) = work {
+                    f();
+                }
+            }
         }
     }
 
