@@ -1,10 +1,13 @@
 //! Operations on the items of ordinary folders: storing, replacing, flagging, copying or moving and expunging
 //! them.
 
+use crate::engine::ApplyError;
 use crate::model::bodies::NewBody;
 use crate::model::envelope::Envelope;
 use crate::model::error::{MailError, QuotaKind};
-use crate::model::types::{Deleted, Flags, FolderId, FolderRole, ItemClass, ItemInfo, ModSeq, Uid};
+use crate::model::types::{
+    Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemInfo, MailboxInfo, ModSeq, Uid,
+};
 
 use super::tx::{Tx, check_message_size, check_quota, check_recoverable_quota, count, sorted_unique};
 use super::{Applied, ChangeKind, Entity, FlagAction, MailOutput, Message, reject};
@@ -19,14 +22,9 @@ pub(super) fn append(
     fai: bool,
     Message { received_micros, envelope, content, raw }: Message<NewBody>,
 ) -> Applied {
-    let mut m = tx.mailbox()?;
-    let mut f = tx.item_folder(folder)?;
-    if f.hidden {
-        return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
-    }
-    check_message_size(&m, raw.len as usize)?;
+    let (mut m, mut f) = message_target(&mut tx, folder, raw)?;
     let limit = m.quota.unwrap_or_default().prohibit_send_receive;
-    check_quota(&m, QuotaKind::ProhibitSendReceive, m.size.saturating_add(raw.len as usize as u64), limit)?;
+    check_quota(&m, QuotaKind::ProhibitSendReceive, m.size.saturating_add(u64::from(raw.len)), limit)?;
     let modseq = Tx::next_modseq(&mut m);
     let template = ItemInfo {
         flags: Flags(flags.0 & Flags::ALL.0),
@@ -41,6 +39,22 @@ pub(super) fn append(
     Ok(MailOutput::Appended { item: item.id, uid: item.uid, uidvalidity: f.uidvalidity, modseq })
 }
 
+/// The mailbox and the folder a message of `raw`'s size is stored in: an ordinary folder (Recoverable Items
+/// takes no new message), and a message the mailbox's size limit allows.
+fn message_target(
+    tx: &mut Tx<'_, '_>,
+    folder: FolderId,
+    raw: NewBody,
+) -> Result<(MailboxInfo, FolderInfo), ApplyError<MailError>> {
+    let m = tx.mailbox()?;
+    let f = tx.item_folder(folder)?;
+    if f.hidden {
+        return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
+    }
+    check_message_size(&m, raw.len as usize)?;
+    Ok((m, f))
+}
+
 /// Applies [`MailOp::ReplaceItem`](super::MailOp::ReplaceItem).
 pub(super) fn replace(
     mut tx: Tx<'_, '_>,
@@ -49,12 +63,7 @@ pub(super) fn replace(
     class: ItemClass,
     Message { received_micros: at_micros, envelope, content, raw }: Message<NewBody>,
 ) -> Applied {
-    let mut m = tx.mailbox()?;
-    let mut f = tx.item_folder(folder)?;
-    if f.hidden {
-        return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder }));
-    }
-    check_message_size(&m, raw.len as usize)?;
+    let (mut m, mut f) = message_target(&mut tx, folder, raw)?;
     let Some(original) = tx.item_at(folder, uid)? else {
         return Err(reject(MailError::NoSuchItem { mailbox: tx.guid, folder, uid }));
     };
@@ -62,7 +71,7 @@ pub(super) fn replace(
     let template = ItemInfo {
         class,
         received_micros: at_micros,
-        size: raw.len as usize as u64,
+        size: u64::from(raw.len),
         envelope: *envelope,
         deleted: None,
         ..original.clone()
