@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -24,6 +25,9 @@ use crate::types::Lsn;
 
 /// Truncated generations circular logging keeps around for reuse.
 const SPARE_GENERATIONS: usize = 2;
+/// The most commits [`Writer::gather`] waits for, and the longest it waits.
+const MAX_GATHER: usize = 4096;
+const MAX_GATHER_WAIT: Duration = Duration::from_millis(2);
 
 /// A one-shot answer to one committer.
 ///
@@ -171,6 +175,9 @@ struct Writer<M: StateMachine> {
     epoch: u64,
     applied: Lsn,
     since_checkpoint: u64,
+    /// Commits the last batch answered, and how long it took: what [`Writer::gather`] waits for.
+    answered: usize,
+    batch_time: Duration,
 }
 
 /// Starts the writer thread.
@@ -191,7 +198,18 @@ pub(crate) fn spawn<M: StateMachine>(
         )?
     };
     let segments = inner.state.attachments.list_segments()?.into_iter().map(|(g, _)| g).collect();
-    let writer = Writer { inner, deleter, log, gens, segments, epoch, applied, since_checkpoint: 0 };
+    let writer = Writer {
+        inner,
+        deleter,
+        log,
+        gens,
+        segments,
+        epoch,
+        applied,
+        since_checkpoint: 0,
+        answered: 0,
+        batch_time: Duration::ZERO,
+    };
     std::thread::Builder::new().name("mailstore-writer".into()).spawn(move || writer.run()).at(dir)
 }
 
@@ -225,10 +243,14 @@ impl<M: StateMachine> Writer<M> {
                 while queue.pending.is_empty() && queue.controls.is_empty() && !queue.shutdown {
                     self.inner.wake.wait(&mut queue);
                 }
+                self.gather(&mut queue);
                 (std::mem::take(&mut queue.pending), std::mem::take(&mut queue.controls), queue.shutdown)
             };
             if !batch.is_empty() {
+                let started = Instant::now();
+                self.answered = batch.len();
                 self.commit_batch(&mut batch);
+                self.batch_time = started.elapsed();
             }
             for control in controls {
                 self.control(control);
@@ -242,6 +264,26 @@ impl<M: StateMachine> Writer<M> {
             && let Err(e) = self.checkpoint(true, None)
         {
             self.inner.poison(format!("final checkpoint failed: {e}"));
+        }
+    }
+
+    /// Lets the next batch gather the committers the last one answered (`Durability::Full` only). They commit
+    /// again within microseconds, but the writer, free again at once, would take only those that queued meanwhile:
+    /// with 32 committers the batches settled into two halves of 16, each paying a log `fdatasync` and an LMDB
+    /// sync of its own. So with fewer commits queued than the last batch answered plus those, the writer waits for
+    /// that many, at most a quarter of the last batch's time ([`MAX_GATHER_WAIT`] at most): a commit waits at most
+    /// that much longer, for batches up to twice as large. A writer with nothing queued waits for the first commit
+    /// as before, and takes the controls and a shutdown at once.
+    fn gather(&self, queue: &mut parking_lot::MutexGuard<'_, Queue<M::Output>>) {
+        if self.inner.options.durability != Durability::Full || self.batch_time.is_zero() {
+            return;
+        }
+        let want = (self.answered + queue.pending.len()).min(MAX_GATHER);
+        let deadline = Instant::now() + (self.batch_time / 4).min(MAX_GATHER_WAIT);
+        while queue.pending.len() < want && queue.controls.is_empty() && !queue.shutdown {
+            if self.inner.wake.wait_until(queue, deadline).timed_out() {
+                break;
+            }
         }
     }
 
