@@ -240,10 +240,12 @@ impl<M: StateMachine> Writer<M> {
         loop {
             let (mut batch, controls, shutdown) = {
                 let mut queue = self.inner.queue.lock();
+                // Counted before waiting: the committers just answered may already be back in the queue.
+                let want = (self.answered + queue.pending.len()).min(MAX_GATHER);
                 while queue.pending.is_empty() && queue.controls.is_empty() && !queue.shutdown {
                     self.inner.wake.wait(&mut queue);
                 }
-                self.gather(&mut queue);
+                self.gather(&mut queue, want);
                 (std::mem::take(&mut queue.pending), std::mem::take(&mut queue.controls), queue.shutdown)
             };
             if !batch.is_empty() {
@@ -270,15 +272,15 @@ impl<M: StateMachine> Writer<M> {
     /// Lets the next batch gather the committers the last one answered (`Durability::Full` only). They commit
     /// again within microseconds, but the writer, free again at once, would take only those that queued meanwhile:
     /// with 32 committers the batches settled into two halves of 16, each paying a log `fdatasync` and an LMDB
-    /// sync of its own. So with fewer commits queued than the last batch answered plus those, the writer waits for
-    /// that many, at most a quarter of the last batch's time ([`MAX_GATHER_WAIT`] at most): a commit waits at most
-    /// that much longer, for batches up to twice as large. A writer with nothing queued waits for the first commit
-    /// as before, and takes the controls and a shutdown at once.
-    fn gather(&self, queue: &mut parking_lot::MutexGuard<'_, Queue<M::Output>>) {
+    /// sync of its own. So while fewer than `want` commits are queued — the last batch's size plus what was queued
+    /// when it was answered — the writer waits, at most a quarter of the last batch's time ([`MAX_GATHER_WAIT`] at
+    /// most): a commit waits at most that much longer, for batches up to twice as large. A lone committer is not
+    /// held up (`want` is 1), a writer with nothing queued waits for the first commit as before, and a control or a
+    /// shutdown ends the wait at once.
+    fn gather(&self, queue: &mut parking_lot::MutexGuard<'_, Queue<M::Output>>, want: usize) {
         if self.inner.options.durability != Durability::Full || self.batch_time.is_zero() {
             return;
         }
-        let want = (self.answered + queue.pending.len()).min(MAX_GATHER);
         let deadline = Instant::now() + (self.batch_time / 4).min(MAX_GATHER_WAIT);
         while queue.pending.len() < want && queue.controls.is_empty() && !queue.shutdown {
             if self.inner.wake.wait_until(queue, deadline).timed_out() {
