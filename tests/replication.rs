@@ -1398,3 +1398,51 @@ fn a_damaged_snapshot_is_refused_and_none_of_its_generations_kept() {
     }
     no_snapshot_left(&tmp.path().join("a"));
 }
+
+#[test]
+fn a_copy_replays_the_actives_compaction_and_gives_the_space_back_too() {
+    use mailstore::model::{FolderRole, MailOp};
+    let tmp = TempDir::new().unwrap();
+    let (db, source, guid) = mail_active(&tmp.path().join("a"));
+    let log: Arc<dyn LogSource> = source.clone();
+    let copy: MailCopy = PassiveCopy::seed(tmp.path().join("p"), source.as_ref(), log, copy_options(), |_| {}).unwrap();
+    deliver_big(&db, guid, 0..60);
+    db.checkpoint().unwrap();
+    // Keep one message in five: every segment is then mostly dead, and the active's compaction relocates the rest.
+    let inbox = db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).unwrap().unwrap().id;
+    let gone: Vec<u32> = (1..=60).filter(|uid| uid % 5 != 0).collect();
+    db.commit(MailOp::delete_items(guid, inbox, gone)).unwrap();
+    db.commit(MailOp::PurgeDeleted { mailbox: guid, deleted_before_micros: u64::MAX }).unwrap();
+    db.checkpoint().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.stats().compactions == 0 {
+        assert!(std::time::Instant::now() < deadline, "no compaction: {:?}", db.status().compaction_failure);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Past the copy's checkpoint depth, so that its deep checkpoints release what the relocations emptied.
+    deliver_big(&db, guid, 60..72);
+    db.checkpoint().unwrap();
+    assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)), "{:?}", copy.status());
+    assert_copy_reads(&copy, guid, &raw_messages(&db, guid));
+    assert_eq!(copy.read(|m, txn| m.digest(txn)).unwrap(), db.read(|m, txn| m.digest(txn)).unwrap());
+    // The copy holds the same generations' worth of bodies as the active: it applied the same relocations.
+    let referenced = |s: &mailstore::model::MailStore, txn: &heed::RoTxn<'_>| {
+        use mailstore::engine::StateMachine;
+        s.referenced_generations(txn)
+    };
+    let kept = copy.read(referenced).unwrap();
+    assert_eq!(kept, db.read(referenced).unwrap());
+    // And it deletes the segments the relocations emptied, at its own deep checkpoints.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !segment_generations(copy.dir()).iter().all(|g| kept.contains(g)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?} kept, {kept:?} referenced",
+            segment_generations(copy.dir())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dir = copy.dir().to_path_buf();
+    copy.close().unwrap();
+    assert_healthy(&dir);
+}
