@@ -399,6 +399,7 @@ fn status(dir: &Path) -> Result<ExitCode, Failure> {
             ("applied LSN", s.applied_lsn.to_string()),
             ("log head", format!("generation {}, LSN {}", s.head_generation, s.head_lsn)),
             ("oldest generation", s.oldest_generation.to_string()),
+            ("segments", format!("{} ({} bytes of generations kept for message bodies)", s.segments, s.segment_bytes)),
             ("shutdown", if s.clean { "clean".into() } else { "dirty (mounted, or crashed while mounted)".into() }),
         ],
     );

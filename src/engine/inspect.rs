@@ -10,7 +10,7 @@ use crate::engine::state;
 use crate::engine::{
     Attachments, CHECKPOINT_FILE, Checkpoint, Durability, LOGS_DIR, STATE_DIR, StateMachine, checkpoint,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
 use crate::log::generation;
 use crate::log::verify;
@@ -37,6 +37,10 @@ pub struct OfflineStatus {
     pub head_lsn: Lsn,
     /// Whether the last mount ended with a clean dismount.
     pub clean: bool,
+    /// Generations out of the log kept for the attachments (message bodies) the state refers to (`segments/`).
+    pub segments: u64,
+    /// Their bytes in all.
+    pub segment_bytes: u64,
 }
 
 /// One generation as `mailstore logs` shows it.
@@ -104,6 +108,11 @@ pub fn offline_status(dir: &Path) -> Result<OfflineStatus> {
     let ck = checkpoint::read(dir)?;
     let meta = read_meta(dir)?;
     let walk = verify::walk(&dir.join(LOGS_DIR), ck.guid, Some(ck.lsn.min(meta.applied_lsn) + 1), |_| Ok(()))?;
+    let segments = Attachments::new(dir).list_segments()?;
+    let mut segment_bytes = 0;
+    for (_, path) in &segments {
+        segment_bytes += std::fs::metadata(path).at(path)?.len();
+    }
     Ok(OfflineStatus {
         guid: ck.guid,
         machine: meta.machine,
@@ -114,6 +123,8 @@ pub fn offline_status(dir: &Path) -> Result<OfflineStatus> {
         head_generation: walk.last().header.generation,
         head_lsn: walk.last_lsn(),
         clean: ck.clean,
+        segments: segments.len() as u64,
+        segment_bytes,
     })
 }
 
