@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use heed::{CommitOrAbort, RoTxn};
+use heed::RoTxn;
 
 use crate::codec;
 use crate::engine::state;
@@ -233,19 +233,8 @@ pub fn with_state<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>)
 fn state_of<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>) -> Result<T>) -> Result<T> {
     let meta = read_meta(dir)?;
     crate::engine::open::check_meta::<M>(dir, &meta)?;
-    let attachments = Attachments::new(dir);
     let env = state::open_env(dir, Durability::Full, true)?;
-    let rtxn = env.read_txn()?;
-    let machine = env
-        .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_> {
-            Ok(CommitOrAbort::<_, ()>::Commit(M::open_databases(dbo, rtxn, &attachments)?))
-        })?
-        .commit()
-        .flatten()
-        .ok_or_else(|| Error::NotADatabase {
-            path: dir.join(state::STATE_DIR),
-            reason: format!("the state store holds no {:?} databases", M::NAME),
-        })?;
+    let machine = state::open_machine::<M>(&env, &Attachments::new(dir), &dir.join(state::STATE_DIR))?;
     let txn = env.read_txn()?;
     f(&machine, &txn)
 }

@@ -188,6 +188,25 @@ fn bad(what: &'static str) -> Error {
     Error::NotADatabase { path: PathBuf::from(STATE_DIR), reason: format!("engine metadata key {what} is malformed") }
 }
 
+/// Opens machine `M`'s existing databases in `env` without writing (offline tools, snapshots); `path` names the
+/// store in the error when they do not exist.
+pub(crate) fn open_machine<M: StateMachine>(
+    env: &Env<WithoutTls>,
+    attachments: &Attachments,
+    path: &Path,
+) -> Result<M> {
+    let rtxn = env.read_txn()?;
+    env.open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_> {
+        Ok(CommitOrAbort::<_, ()>::Commit(M::open_databases(dbo, rtxn, attachments)?))
+    })?
+    .commit()
+    .flatten()
+    .ok_or_else(|| Error::NotADatabase {
+        path: path.to_path_buf(),
+        reason: format!("the state store holds no {:?} databases", M::NAME),
+    })
+}
+
 /// The state store of a mounted engine: the environment, the engine's metadata, the state machine, and the
 /// gate that keeps readers out while the map grows.
 pub(crate) struct StateStore<M: StateMachine> {
@@ -276,18 +295,7 @@ impl<M: StateMachine> StateStore<M> {
         // SAFETY: see above.
         let env = unsafe { options.open(path) }?;
         let meta = read_meta(&env, path)?;
-        let rtxn = env.read_txn()?;
-        let attachments = Attachments::new(path.parent().unwrap_or(path));
-        let machine = env
-            .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_> {
-                Ok(CommitOrAbort::<_, ()>::Commit(M::open_databases(dbo, rtxn, &attachments)?))
-            })?
-            .commit()
-            .flatten()
-            .ok_or_else(|| Error::NotADatabase {
-                path: path.to_path_buf(),
-                reason: format!("the snapshot holds no {:?} databases", M::NAME),
-            })?;
+        let machine = open_machine::<M>(&env, &Attachments::new(path.parent().unwrap_or(path)), path)?;
         let txn = env.read_txn()?;
         let referenced = machine.referenced_generations(&txn)?;
         Ok((meta, referenced))
