@@ -21,8 +21,8 @@
 //! * **newest-50 latency**: p50 / p99 / max of 2,000 queries (after 200 untimed ones) of
 //!   `MailStore::newest_summaries(txn, &guid, inbox, 50)`, one thread, load stopped, every field of every row
 //!   read in place as `benches/mailbox.rs`'s `use_summary` reads it, `Instant` around each query;
-//! * **memory**: the process's `VmRSS`, `VmHWM` (peak) and `RssAnon` (heap and stacks, without the file pages
-//!   LMDB's map and the logs bring in) from `/proc/self/status`, after the queries;
+//! * **memory**: the process's `VmRSS`, `VmHWM` (peak) and `RssAnon` (heap and stacks: `VmRSS` without the file
+//!   pages of LMDB's memory map, which it counts as they are touched) from `/proc/self/status`, after the queries;
 //! * **files**: the size of the LMDB file (`state/data.mdb`) and of `logs/` + `segments/` (where the message
 //!   bodies are);
 //! * **device bytes written per delivered byte** during the window: from `/sys/class/block/DEV/stat` of the
@@ -735,6 +735,16 @@ fn main() {
         println!("{}", row(p));
     }
     let Some(base) = measured.first() else { return };
+    let busy: Vec<&Point> = measured.iter().filter(|p| p.load > 1.0).collect();
+    if !busy.is_empty() {
+        println!(
+            "warning: the 1-minute load was above 1 when {} of the {} points were measured (up to {:.2}): other \
+             processes shared the CPUs and the device, so the rates and the device figures are not clean",
+            busy.len(),
+            measured.len(),
+            busy.iter().map(|p| p.load).fold(0.0, f64::max)
+        );
+    }
     if measured.len() < 2 {
         println!("one point only: no ratios, no verdict");
         println!("removing {} ({:.1} GB)", dir.path().display(), gb(base.total_files));
