@@ -186,3 +186,26 @@ fn compaction_relocates_the_live_bodies_of_mostly_dead_segments() {
     db.dismount().unwrap();
     check(dir.path());
 }
+
+#[test]
+fn a_directory_whose_segments_hold_bodies_is_never_created_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: MailEngine = Engine::mount(dir.path(), options()).unwrap();
+    let (mbx, inbox) = mailbox(&db);
+    for n in 0..30 {
+        deliver(&db, mbx, inbox, message(n));
+    }
+    db.checkpoint().unwrap();
+    db.dismount().unwrap();
+    let segments = files_in(dir.path(), SEGMENTS_DIR);
+    assert!(segments > 0);
+    // Only the message bodies are left (a restore of part of a database, an operator's mistake): mounting must
+    // not take the directory for a new database.
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    std::fs::remove_dir_all(dir.path().join(LOGS_DIR)).unwrap();
+    match Engine::<mailstore::model::MailStore>::mount(dir.path(), options()) {
+        Err(Error::NotADatabase { reason, .. }) => assert!(reason.contains("message bodies"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(files_in(dir.path(), SEGMENTS_DIR), segments, "nothing was deleted");
+}
