@@ -209,3 +209,25 @@ fn a_directory_whose_segments_hold_bodies_is_never_created_over() {
     }
     assert_eq!(files_in(dir.path(), SEGMENTS_DIR), segments, "nothing was deleted");
 }
+
+#[test]
+fn a_lost_checkpoint_file_never_turns_a_database_into_a_new_one() {
+    // The checkpoint file lost right after a roll (or only `state/` restored): the log's newest generation holds
+    // no record, and the state store has applied everything. Mounting must refuse, not start an empty database.
+    let dir = tempfile::tempdir().unwrap();
+    // No message: no body keeps the old generation as a segment, so only the state store says there is data.
+    let db: MailEngine = Engine::mount(dir.path(), Options::default()).unwrap();
+    mailbox(&db);
+    db.roll_log().unwrap();
+    db.checkpoint().unwrap();
+    db.dismount().unwrap();
+    assert_eq!((files_in(dir.path(), LOGS_DIR), files_in(dir.path(), SEGMENTS_DIR)), (1, 0));
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    for _ in 0..2 {
+        match Engine::<mailstore::model::MailStore>::mount(dir.path(), Options::default()) {
+            Err(Error::NotADatabase { reason, .. }) => assert!(reason.contains("state store has applied"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(dir.path().join("state").join("data.mdb").exists(), "the state store is still there");
+}

@@ -111,6 +111,24 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
         });
     }
     let state_dir = dir.join(state::STATE_DIR);
+    if state_dir.join("data.mdb").exists() {
+        // An interrupted creation leaves a state store that applied nothing (or holds no metadata yet); a state
+        // store that applied records is a database whose checkpoint file is lost, never to be created over.
+        match state::open_env(dir, options.durability, true).and_then(|env| state::read_meta(&env, dir)) {
+            Ok(meta) if meta.applied_lsn > 0 => {
+                return Err(Error::NotADatabase {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "the checkpoint file is missing but the state store has applied {} records (database {}); \
+                         restore the checkpoint file, or recover the database from a backup",
+                        meta.applied_lsn, meta.guid
+                    ),
+                });
+            }
+            Ok(_) | Err(Error::NotADatabase { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     if state_dir.exists() {
         fs::remove_dir_all(&state_dir).at(&state_dir)?;
     }

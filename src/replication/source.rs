@@ -395,8 +395,9 @@ pub(crate) fn prepare_snapshot<M: StateMachine>(
     let log = match start {
         None => None,
         Some((generation, first_lsn)) => {
-            let (path, len) = link_generation(dir, into, generation)?;
+            // The end first, then the link: the file only grows, so the link holds at least what the end says.
             let (appending, offset) = log_end();
+            let (path, len) = link_generation(dir, into, generation)?;
             let end = match appending.cmp(&generation) {
                 Ordering::Equal => offset,
                 // Closed: all of its records.
