@@ -101,8 +101,9 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     }
 
     /// The generations holding attachments the state still refers to. Truncation keeps them (in `segments/`)
-    /// and deletes a generation once it is no longer named; a generation, once dropped from this set, must
-    /// never return to it (references only ever go to the generation being written). The default: none.
+    /// and deletes a generation out of the log once it is no longer named. New references may only go to the
+    /// generation of the record being applied (its own attachment, `ApplyContext::attachment_at`), so a generation
+    /// out of the log, once dropped from this set, never returns to it. The default: none.
     fn referenced_generations(&self, _txn: &RoTxn<'_>) -> Result<BTreeSet<u64>> {
         Ok(BTreeSet::new())
     }
