@@ -290,3 +290,38 @@ fn record_that_does_not_decode_is_corruption_with_file_and_offset() {
     let report = mailstore::engine::check_as::<mailstore::kv::Kv>(dir.path()).unwrap();
     assert!(report.problems.iter().any(|p| p.contains(&format!("offset {end}"))), "{:?}", report.problems);
 }
+
+#[test]
+fn a_flipped_bit_in_the_newest_checkpoint_slot_does_not_make_a_healthy_database_unmountable() {
+    // Truncation follows the newest checkpoint; the older slot then names records whose generation is gone.
+    let options = || Options::default().log_target_size(16 << 10).checkpoint_depth(1 << 30);
+    let base = tempfile::tempdir().unwrap();
+    let db: KvEngine = Engine::mount(base.path(), options()).unwrap();
+    for i in 1..=100 {
+        db.commit(put(&key(i), &"v".repeat(100))).unwrap();
+    }
+    db.checkpoint().unwrap();
+    for i in 101..=1000 {
+        db.commit(put(&key(i), &"v".repeat(100))).unwrap();
+    }
+    db.dismount().unwrap();
+    // Damage each slot in turn (one of them is the newest): the database mounts whole either way.
+    for slot in [0usize, 4096] {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["state", "logs", "segments"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+            for entry in fs::read_dir(base.path().join(sub)).unwrap() {
+                let entry = entry.unwrap();
+                fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+        let mut ck = fs::read(base.path().join(CHECKPOINT_FILE)).unwrap();
+        ck[slot + 24] ^= 0x04;
+        fs::write(dir.path().join(CHECKPOINT_FILE), ck).unwrap();
+        let db: KvEngine = Engine::mount(dir.path(), options()).unwrap_or_else(|e| panic!("slot {slot}: {e}"));
+        assert_prefix(&db, 1000);
+        db.dismount().unwrap();
+        let report = check(dir.path()).unwrap();
+        assert!(report.healthy(), "slot {slot}: {:?}", report.problems);
+    }
+}

@@ -50,6 +50,10 @@ pub struct RecoveryReport {
     pub truncated_tail: Option<TailTruncation>,
     /// Leftover temporary files removed.
     pub leftovers_removed: Vec<PathBuf>,
+    /// The checkpoint read (the newest valid slot) named records the log no longer holds, because a newer
+    /// checkpoint, whose slot was damaged, had let them be truncated: recovery went on from the state store's
+    /// applied LSN instead, which every record up to it is in.
+    pub checkpoint_superseded: bool,
 }
 
 /// A torn tail that recovery discarded.
@@ -182,12 +186,24 @@ fn open_existing<M: StateMachine>(dir: &Path, options: &Options, activate: Optio
     let start = ck.lsn.min(applied) + 1;
     // Inspection also decodes every record recovery will replay, so an undecodable one is reported as damage
     // with its file and offset before anything is applied.
-    let inspected = verify::walk(&logs, ck.guid, Some(start), |record| {
-        if record.lsn > applied {
-            codec::decode_record::<M::Op>(record.payload)?;
+    let walk = |start: Lsn| {
+        verify::walk(&logs, ck.guid, Some(start), |record| {
+            if record.lsn > applied {
+                codec::decode_record::<M::Op>(record.payload)?;
+            }
+            Ok(())
+        })
+    };
+    let inspected = match walk(start) {
+        // The checkpoint read names records truncated since: a newer checkpoint, whose slot is now damaged (a
+        // flipped bit) or lost, let truncation go past it. Truncation only follows a checkpoint that synced the
+        // state, and every record up to `applied` is in the state store: the log is needed from `applied + 1`.
+        Err(Error::MissingGeneration { .. }) if applied > ck.lsn => {
+            report.checkpoint_superseded = true;
+            walk(applied + 1)?
         }
-        Ok(())
-    })?;
+        other => other?,
+    };
     if let Some(damage) = &inspected.tail_damage
         && options.recovery == RecoveryMode::AbsoluteConsistency
     {
