@@ -90,3 +90,8 @@ pub use engine::{
 pub use error::{CodecError, Error, Result, StoreError};
 pub use store::Store;
 pub use types::{Guid, Lsn};
+
+/// The README's examples, compiled and run by `cargo test` so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
