@@ -3,6 +3,7 @@
 
 use std::env;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The mount that holds `path`: (mount point, file system type, source), from `/proc/self/mountinfo`.
@@ -183,4 +184,79 @@ pub fn settle() {
         Ok(status) if status.success() => {}
         other => eprintln!("note: `sync` before a timed phase did not run ({other:?})"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The 10 KiB messages the mailbox benches deliver (benches/mailbox.rs, benches/growth.rs).
+
+/// The size of every delivered message.
+pub const MESSAGE_SIZE: usize = 10 * 1024;
+
+/// Plain text for the bodies: 76-character lines of prose, CRLF-terminated, longer than any body needs.
+fn body_text() -> &'static [u8] {
+    static TEXT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        const PROSE: &str = "Thanks for the notes from Tuesday. I went through the numbers for the second quarter \
+            again and the picture is mostly the same as in the draft: the support backlog is down, the migration \
+            of the remaining mailboxes is on schedule, and the storage budget needs another look before we commit \
+            to the new retention policy. Could you check the figures in the attached summary against what finance \
+            sent last week? If they agree, I would like to circulate the plan to the wider team on Friday and \
+            schedule the review for the week after. Let me know if anything is unclear or missing. ";
+        let words: Vec<&str> = PROSE.split_whitespace().collect();
+        let mut text = Vec::with_capacity(2 * MESSAGE_SIZE);
+        let mut line = String::new();
+        let mut i = 0;
+        while text.len() < 2 * MESSAGE_SIZE {
+            let word = words[i % words.len()];
+            i += 1;
+            if line.len() + 1 + word.len() > 76 {
+                text.extend_from_slice(line.as_bytes());
+                text.extend_from_slice(b"\r\n");
+                line.clear();
+                if i % 53 == 0 {
+                    text.extend_from_slice(b"\r\n");
+                }
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        text
+    })
+}
+
+/// Message number `n`: a plain-text message of exactly [`MESSAGE_SIZE`] bytes with a unique subject and id.
+pub fn message(n: u64) -> Vec<u8> {
+    let sender = n % 97;
+    let (h, m, s) = ((n / 3600) % 24, (n / 60) % 60, n % 60);
+    // 3 March 2026 is a Tuesday.
+    let date = format!("Tue, 3 Mar 2026 {h:02}:{m:02}:{s:02} +0100");
+    let mut out = Vec::with_capacity(MESSAGE_SIZE);
+    write!(
+        out,
+        "Return-Path: <sender{sender}@example.org>\r\n\
+         Received: from mx{sender}.example.org (mx{sender}.example.org [192.0.2.{ip}])\r\n\
+         \tby mx.example.com with ESMTPS id {n:016x}\r\n\
+         \tfor <alice@example.com>; {date}\r\n\
+         From: \"Sender Number {sender}\" <sender{sender}@example.org>\r\n\
+         To: \"Alice Example\" <alice@example.com>\r\n\
+         Subject: Quarterly planning notes, part {n}\r\n\
+         Date: {date}\r\n\
+         Message-ID: <{n:016x}.{sender}@example.org>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n",
+        ip = sender + 1,
+    )
+    .expect("write to a Vec");
+    let need = MESSAGE_SIZE - out.len() - 2;
+    out.extend_from_slice(&body_text()[..need]);
+    if out.last() == Some(&b'\r') {
+        *out.last_mut().unwrap() = b'.';
+    }
+    out.extend_from_slice(b"\r\n");
+    debug_assert_eq!(out.len(), MESSAGE_SIZE);
+    out
 }
