@@ -520,3 +520,34 @@ fn seed_copy_status_and_activate_over_tcp() {
     assert_eq!(new.read(|kv, txn| kv.dump(txn)).unwrap(), expected);
     assert_eq!(new.status().epoch, 2);
 }
+
+#[test]
+fn recover_rebuilds_a_lost_checkpoint_then_space_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, pairs) = create(dir.path(), Options::default(), 2, 300, 200);
+    std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).unwrap();
+    let status = mailstore(&["status"], dir.path());
+    assert_ne!(status.code, 0, "{status:?}");
+    let recover = mailstore(&["recover"], dir.path());
+    assert_eq!(recover.code, 0, "{recover:?}");
+    assert!(recover.stdout.contains("checkpoint file was missing: rebuilt"), "{recover:?}");
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+    assert_eq!(contents(dir.path()), pairs);
+
+    let space = mailstore(&["space", "--json"], dir.path());
+    assert_eq!(space.code, 0, "{space:?}");
+    let report: serde_json::Value = serde_json::from_str(space.stdout.trim()).unwrap();
+    let state_file = report["state_file_bytes"].as_u64().unwrap();
+    assert!(state_file > 0 && report["state_used_bytes"].as_u64().unwrap() <= state_file, "{report}");
+    assert!(report["log_bytes"].as_u64().unwrap() > 0, "{report}");
+    let text = mailstore(&["space"], dir.path());
+    assert!(field(&text.stdout, "reclaimable").is_some(), "{text:?}");
+
+    let compact = mailstore(&["compact", "--json"], dir.path());
+    assert_eq!(compact.code, 0, "{compact:?}");
+    let report: serde_json::Value = serde_json::from_str(compact.stdout.trim()).unwrap();
+    assert_eq!(report["after"]["free_bytes"].as_u64(), Some(0), "{report}");
+    assert!(report["after"]["state_file_bytes"].as_u64().unwrap() <= state_file, "{report}");
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+    assert_eq!(contents(dir.path()), pairs);
+}

@@ -18,7 +18,7 @@ mod ops;
 mod summary;
 mod types;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use heed::types::Bytes;
 use heed::{CommitToken, Database, DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::engine::{ApplyContext, ApplyError, Attachments, Engine, StateMachine};
+use crate::engine::{ApplyContext, ApplyError, Attachments, Engine, SegmentUsage, StateMachine};
 use crate::error::{CodecError, Error, Result};
 use crate::types::Guid;
 
@@ -227,6 +227,10 @@ impl StateMachine for MailStore {
 
     fn compaction(&self, txn: &RoTxn<'_>, below: u64) -> Result<Option<MailOp>> {
         self.compaction(txn, below)
+    }
+
+    fn segment_usage(&self, txn: &RoTxn<'_>) -> Result<BTreeMap<u64, SegmentUsage>> {
+        Ok(bodies::segment_usage(&self.body_tables(), txn)?)
     }
 
     fn finish(&self, _txn: &mut RwTxn<'_>) -> Result<(), ApplyError<MailError>> {
