@@ -551,3 +551,39 @@ fn recover_rebuilds_a_lost_checkpoint_then_space_and_compact() {
     assert_eq!(mailstore(&["check"], dir.path()).code, 0);
     assert_eq!(contents(dir.path()), pairs);
 }
+
+#[test]
+fn repair_replaces_a_destroyed_state_from_a_healthy_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default().retention(LogRetention::UntilBackup);
+    let (_, pairs) = create(dir.path(), options.clone(), 1, 200, 100);
+    let healthy = tempfile::tempdir().unwrap();
+    let copied = Command::new("cp").arg("-a").arg(format!("{}/.", dir.path().display())).arg(healthy.path()).status();
+    assert!(copied.unwrap().success());
+    let db = KvEngine::mount(dir.path(), options.create_if_missing(false)).unwrap();
+    for i in 0..100 {
+        db.commit(KvOp::Put { key: key(9, i), value: value(9, i, 50) }).unwrap();
+    }
+    db.dismount().unwrap();
+    let data = dir.path().join(STATE_DIR).join("data.mdb");
+    write_at(&data, 0, &[0xFF; 8192]);
+    assert_ne!(mailstore(&["check"], dir.path()).code, 0);
+
+    let path = dir.path().display().to_string();
+    let from = healthy.path().display().to_string();
+    let repair = mailstore_args(&["repair", &path, "--from", &from, "--json"]);
+    assert_eq!(repair.code, 0, "{repair:?}");
+    let report: serde_json::Value = serde_json::from_str(repair.stdout.trim()).unwrap();
+    assert_eq!(report["replayed"].as_u64(), Some(100), "{report}");
+    assert!(dir.path().join("state.damaged-1").join("data.mdb").exists());
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+    let mut expected = pairs;
+    expected.extend((0..100).map(|i| (key(9, i), value(9, i, 50))));
+    expected.sort();
+    assert_eq!(contents(dir.path()), expected);
+    // A copy of another database is refused (a foreign database counts as damage: exit 1).
+    let other = tempfile::tempdir().unwrap();
+    create(other.path(), Options::default(), 1, 1, 10);
+    let foreign = mailstore_args(&["repair", &path, "--from", &other.path().display().to_string()]);
+    assert_eq!(foreign.code, 1, "{foreign:?}");
+}

@@ -193,3 +193,84 @@ fn compact_now_relocates_bodies_while_the_database_is_mounted() {
     assert_eq!(space.segment_reclaimable_bytes, 0, "{space:?}");
     check(dir.path());
 }
+
+/// Overwrites both LMDB meta pages of the state file: no reader can open it any more.
+fn destroy_state(dir: &Path) {
+    let data = dir.join(STATE_DIR).join("data.mdb");
+    let mut bytes = fs::read(&data).unwrap();
+    bytes[..8192].fill(0xFF);
+    fs::write(&data, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_state_is_repaired_from_an_older_healthy_copy_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = LogPolicy { retention: LogRetention::UntilBackup, circular_logging: false };
+    let db: MailEngine = Engine::mount(dir.path(), options().log_policy(policy)).unwrap();
+    let (mbx, inbox) = mailbox(&db);
+    let early: Vec<u32> = (0..20).map(|n| deliver(&db, mbx, inbox, message(n)).1).collect();
+    let copied_at = db.status().applied_lsn;
+    db.dismount().unwrap();
+    let healthy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), healthy.path());
+
+    // The database goes on: the early messages are expunged and, once backed up, the generations that held only
+    // them are deleted; the healthy copy's state still refers to them.
+    let db = reopen(dir.path()).unwrap();
+    db.backup_completed(copied_at).unwrap();
+    expunge(&db, mbx, inbox, early);
+    for n in 20..60 {
+        deliver(&db, mbx, inbox, message(n));
+    }
+    db.roll_log().unwrap();
+    db.checkpoint().unwrap();
+    let expected = digest(&db);
+    db.dismount().unwrap();
+
+    destroy_state(dir.path());
+    let Err(refused) = reopen(dir.path()) else { panic!("mounted a destroyed state") };
+    eprintln!("mount of the damaged database: {refused}");
+
+    let report = engine::repair_state_from::<MailStore>(dir.path(), healthy.path()).unwrap();
+    assert_eq!(report.copied_at, copied_at);
+    assert!(report.replayed > 40, "{report:?}");
+    assert!(report.generations_copied > 0, "{report:?}");
+    let kept = report.damaged_state.clone().unwrap();
+    assert!(kept.join("data.mdb").exists(), "the damaged state was not kept: {report:?}");
+    check(dir.path());
+    let db = reopen(dir.path()).unwrap();
+    assert_eq!(digest(&db), expected);
+    db.dismount().unwrap();
+}
+
+#[test]
+fn repair_refuses_a_copy_the_log_cannot_carry_on_from_and_a_foreign_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: MailEngine = Engine::mount(dir.path(), options()).unwrap();
+    let (mbx, inbox) = mailbox(&db);
+    for n in 0..20 {
+        deliver(&db, mbx, inbox, message(n));
+    }
+    db.dismount().unwrap();
+    let healthy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), healthy.path());
+    let db = reopen(dir.path()).unwrap();
+    for n in 20..60 {
+        deliver(&db, mbx, inbox, message(n));
+    }
+    db.roll_log().unwrap();
+    db.checkpoint().unwrap();
+    db.dismount().unwrap();
+    destroy_state(dir.path());
+    let damaged = fs::read(dir.path().join(STATE_DIR).join("data.mdb")).unwrap();
+
+    // The default policy truncated the records after the copy's state: nothing can replay it forward.
+    let refused = engine::repair_state_from::<MailStore>(dir.path(), healthy.path()).unwrap_err();
+    assert!(matches!(refused, Error::MissingGeneration { .. }), "{refused}");
+    let other = tempfile::tempdir().unwrap();
+    Engine::<MailStore>::mount(other.path(), options()).unwrap().dismount().unwrap();
+    let refused = engine::repair_state_from::<MailStore>(dir.path(), other.path()).unwrap_err();
+    assert!(matches!(refused, Error::ForeignDatabase { .. }), "{refused}");
+    assert_eq!(fs::read(dir.path().join(STATE_DIR).join("data.mdb")).unwrap(), damaged, "a refusal changed the state");
+    assert!(!dir.path().join("state.repair").exists());
+}

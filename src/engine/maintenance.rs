@@ -1,11 +1,11 @@
-//! Offline maintenance of a database that is not mounted: the space report, compaction, and rebuilding a lost
-//! checkpoint file from the state store and the log.
+//! Offline maintenance of a database that is not mounted: the space report, compaction, rebuilding a lost
+//! checkpoint file from the state store and the log, and repairing a damaged state store from a healthy copy.
 //!
 //! Each takes the directory's lock, so none runs against a mounted database, and none ever creates a database:
 //! they refuse a directory that is not one.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, CompactionOption, Database};
@@ -18,6 +18,7 @@ use crate::engine::{
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, DirLock};
 use crate::log::{generation, verify};
+use crate::types::Lsn;
 
 /// The LMDB data file inside the state store's directory.
 const DATA_FILE: &str = "data.mdb";
@@ -235,4 +236,129 @@ pub fn rebuild_checkpoint(dir: &Path) -> Result<Checkpoint> {
     let file = CheckpointFile::create(dir, ck)?;
     fsutil::sync_dir(dir)?;
     Ok(file.current())
+}
+
+/// What [`repair_state_from`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// The LSN the healthy copy's state had applied: where the repaired database's own log took over.
+    pub copied_at: Lsn,
+    /// Records of the database's own log replayed on top of it.
+    pub replayed: u64,
+    /// Generations the copy's state refers to that the database no longer held, copied into its `segments/`.
+    pub generations_copied: u64,
+    /// Where the damaged state store was moved (kept, never deleted); `None` when there was none.
+    pub damaged_state: Option<PathBuf>,
+}
+
+/// Repairs the dismounted database in `dir`, whose state store is damaged (or lost), from `healthy`: a
+/// dismounted passive copy of it, or any dismounted database directory of the same database (same GUID) whose
+/// state is not ahead of `dir`'s log — for example an older copy of `dir` itself.
+///
+/// The healthy state is checked first ([`check_as`] must find it healthy) and copied (LMDB's compacting copy);
+/// the generations its state refers to that `dir` no longer holds are copied into `dir/segments/`; the damaged
+/// state store is moved to `state.damaged-N/` (never deleted) and the copy takes its place; then `dir` is
+/// mounted, which replays `dir`'s own log from the copy's applied LSN to its end — the one way state changes,
+/// so the result is the state every copy of the database reaches at that LSN — and dismounted. Refuses, and
+/// changes nothing, when `healthy` belongs to another database ([`Error::ForeignDatabase`]) or is damaged, or
+/// when `dir`'s log cannot carry on from the copy's state ([`Error::MissingGeneration`] when the records after
+/// it were truncated, [`Error::StateAheadOfLog`] when the copy is ahead of the log).
+pub fn repair_state_from<M: StateMachine>(dir: &Path, healthy: &Path) -> Result<RepairReport> {
+    let problems = check_as::<M>(healthy)?.problems;
+    if let Some(first) = problems.first() {
+        return Err(Error::corrupted(
+            healthy,
+            0,
+            format!("the copy to repair from is not healthy ({} problem(s)); first: {first}", problems.len()),
+        ));
+    }
+    let (copied_at, generations_copied, damaged_state) = {
+        let _lock = DirLock::exclusive(dir)?;
+        let _source = inspection_lock(healthy)?;
+        install_state::<M>(dir, healthy)?
+    };
+    let engine = Engine::<M>::mount(dir, Options::default().create_if_missing(false))?;
+    let replayed = engine.recovery_report().replayed;
+    engine.dismount()?;
+    Ok(RepairReport { copied_at, replayed, generations_copied, damaged_state })
+}
+
+/// Copies `healthy`'s state (and the generations it refers to that `dir` lacks) into `dir`, once `dir`'s log is
+/// known to carry on from it; returns the copy's applied LSN, the generations copied and where the damaged
+/// state went.
+fn install_state<M: StateMachine>(dir: &Path, healthy: &Path) -> Result<(Lsn, u64, Option<PathBuf>)> {
+    let logs = dir.join(LOGS_DIR);
+    let guid = match checkpoint::read(dir) {
+        Ok(ck) => ck.guid,
+        Err(_) => {
+            let first = generation::list(&logs)?.generations.into_iter().next().ok_or_else(|| Error::NotADatabase {
+                path: dir.to_path_buf(),
+                reason: "no checkpoint and no log generation".into(),
+            })?;
+            generation::read_header(&first.1, None)?.guid
+        }
+    };
+    let env = state::open_env(healthy, Durability::Full, true)?;
+    let meta = state::read_meta(&env, healthy)?;
+    if meta.guid != guid {
+        return Err(Error::ForeignDatabase { file: healthy.join(STATE_DIR), expected: guid, found: meta.guid });
+    }
+    let walk = verify::walk(&logs, guid, Some(meta.applied_lsn + 1), |_| Ok(()))?;
+    if walk.last_lsn() < meta.applied_lsn {
+        return Err(Error::StateAheadOfLog { applied: meta.applied_lsn, log_end: walk.last_lsn() });
+    }
+    let referenced = {
+        let machine = state::open_machine::<M>(&env, &Attachments::new(healthy), &healthy.join(STATE_DIR))?;
+        let txn = env.read_txn()?;
+        machine.referenced_generations(&txn)?
+    };
+
+    let staging = dir.join("state.repair");
+    if staging.exists() {
+        fs::remove_dir_all(&staging).at(&staging)?;
+    }
+    fs::create_dir_all(&staging).at(&staging)?;
+    let data = staging.join(DATA_FILE);
+    env.copy_to_path(&data, CompactionOption::Enabled)?.sync_all().at(&data)?;
+    env.prepare_for_closing().wait();
+    fsutil::sync_dir(&staging)?;
+
+    let mine = Attachments::new(dir);
+    let theirs = Attachments::new(healthy);
+    let mut copied = 0;
+    for generation in referenced {
+        let in_log = logs.join(generation::file_name(generation));
+        let segment = mine.segment_path(generation);
+        if in_log.exists() || segment.exists() {
+            continue;
+        }
+        let from = [healthy.join(LOGS_DIR).join(generation::file_name(generation)), theirs.segment_path(generation)]
+            .into_iter()
+            .find(|p| p.exists())
+            .ok_or_else(|| Error::MissingGeneration { generation, file: theirs.segment_path(generation) })?;
+        let partial = segment.with_extension("log.tmp");
+        fs::copy(&from, &partial).at(&partial)?;
+        fs::File::open(&partial).and_then(|f| f.sync_all()).at(&partial)?;
+        fs::rename(&partial, &segment).at(&segment)?;
+        copied += 1;
+    }
+    if copied > 0 {
+        fsutil::sync_dir(&dir.join(crate::engine::SEGMENTS_DIR))?;
+    }
+
+    let state_dir = dir.join(STATE_DIR);
+    let damaged = (1..)
+        .map(|n| dir.join(format!("state.damaged-{n}")))
+        .find(|p| !p.exists())
+        .ok_or_else(|| Error::InvalidArgument("no free name for the damaged state".into()))?;
+    let damaged = if state_dir.exists() {
+        fs::rename(&state_dir, &damaged).at(&damaged)?;
+        Some(damaged)
+    } else {
+        None
+    };
+    fs::rename(&staging, &state_dir).at(&state_dir)?;
+    fsutil::sync_dir(dir)?;
+    Ok((meta.applied_lsn, copied, damaged))
 }

@@ -46,7 +46,9 @@ pub use inspect::{
     with_state,
 };
 pub use machine::{ApplyContext, ApplyError, SegmentUsage, StateMachine};
-pub use maintenance::{CompactReport, SpaceReport, compact, rebuild_checkpoint, space};
+pub use maintenance::{
+    CompactReport, RepairReport, SpaceReport, compact, rebuild_checkpoint, repair_state_from, space,
+};
 pub use recovery::{RecoveryReport, TailTruncation};
 pub(crate) use ship::{COPY_FILE, read_fence, write_fence};
 pub use ship::{LogPosition, OnSyncTimeout, SyncPolicy};

@@ -29,6 +29,10 @@
 //! - `mailstore compact PATH [--json]`: checks the database (refusing a damaged one), relocates the live
 //!   message bodies out of mostly dead segments (logged, so copies replay it), and replaces the state file
 //!   with a compacted copy; prints the space before and after.
+//! - `mailstore repair PATH --from HEALTHY [--json]`: replaces the damaged (or lost) state store of `PATH` with
+//!   the state of `HEALTHY` — a dismounted passive copy of the same database, or an older copy of `PATH` — and
+//!   replays `PATH`'s own log on top of it; the damaged state is kept as `state.damaged-N/`. Refuses a copy of
+//!   another database, a damaged one, and one the log cannot carry on from (records after it truncated).
 //!
 //! - `mailstore copy-status PATH [--source HOST:PORT]`: the status of a passive copy that is not open: its
 //!   state, copy and replay queue lengths (against the active at `--source` when given, otherwise against the
@@ -78,7 +82,7 @@ use mailstore::{StateMachine, store};
 use copies::{activate, copy_status, seed};
 use inspect::{check, logs, recover, status};
 use mail::{folders, mailboxes, store_database_holding};
-use maintenance::{compact, space};
+use maintenance::{compact, repair, space};
 
 /// Administration of mailstore databases (each command works on a dismounted database).
 #[derive(Debug, Parser)]
@@ -122,6 +126,17 @@ enum Command {
     Compact {
         /// A database directory, or a store root (every database in it).
         path: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Repair a damaged state store from a healthy copy of the database, and replay the log on top of it.
+    Repair {
+        /// The damaged database's directory.
+        path: PathBuf,
+        /// A dismounted healthy copy of the same database (a passive copy's directory, or an older copy).
+        #[arg(long)]
+        from: PathBuf,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -225,6 +240,7 @@ fn main() -> ExitCode {
             compact_of = |dir: &Path| compact(dir, *json);
             (path, &compact_of)
         }
+        Command::Repair { path, from, json } => return report(database(path).and_then(|p| repair(p, from, *json))),
         Command::CopyStatus { path, source } => return report(copy_status(path, source.as_deref())),
         Command::Seed { path, source, from, machine } => {
             return report(seed(path, source, from.as_deref(), machine));

@@ -1,4 +1,4 @@
-//! The maintenance commands: `space` and `compact`.
+//! The maintenance commands: `space`, `compact` and `repair`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use mailstore::StateMachine;
-use mailstore::engine::{self, CompactReport, SpaceReport};
+use mailstore::engine::{self, CompactReport, RepairReport, SpaceReport};
 use serde_json::json;
 
 use crate::{Failure, ForMachine, print_fields, with_machine};
@@ -59,6 +59,44 @@ pub(crate) fn compact(dir: &Path, json: bool) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `mailstore repair PATH --from HEALTHY [--json]`.
+pub(crate) fn repair(dir: &Path, healthy: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let spinner = if json { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    if !json {
+        spinner.set_draw_target(ProgressDrawTarget::stderr());
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        spinner.set_message(format!("repairing {} from {}", dir.display(), healthy.display()));
+    }
+    // The damaged state may not even say which machine it holds: the healthy copy's does.
+    let outcome = run(healthy, RepairAs { dir, healthy });
+    spinner.finish_and_clear();
+    let r = outcome?;
+    let kept = r.damaged_state.as_ref().map(|p| p.display().to_string());
+    if json {
+        let value = json!({
+            "database": dir.display().to_string(),
+            "from": healthy.display().to_string(),
+            "copied_at_lsn": r.copied_at,
+            "replayed": r.replayed,
+            "generations_copied": r.generations_copied,
+            "damaged_state": kept,
+        });
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("repaired {} from {}", dir.display(), healthy.display());
+    print_fields(
+        "  ",
+        &[
+            ("state copied at LSN", r.copied_at.to_string()),
+            ("records replayed", r.replayed.to_string()),
+            ("generations copied", r.generations_copied.to_string()),
+            ("damaged state kept at", kept.unwrap_or_else(|| "- (there was none)".into())),
+        ],
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn total(r: &SpaceReport) -> u64 {
     r.state_file_bytes + r.log_bytes + r.segment_bytes
 }
@@ -100,7 +138,7 @@ fn space_json(r: &SpaceReport) -> serde_json::Value {
     })
 }
 
-/// Runs `command` as the machine the database in `dir` was created for.
+/// Runs `command` as the machine the database in `dir` was created for (read from its state store).
 fn run<C: ForMachine<Output = mailstore::Result<T>>, T>(dir: &Path, command: C) -> Result<T, Failure> {
     let machine = engine::machine_name(dir)?;
     match with_machine(&machine, command) {
@@ -129,5 +167,18 @@ impl ForMachine for CompactAs<'_> {
 
     fn run<M: StateMachine>(self) -> Self::Output {
         engine::compact::<M>(self.0)
+    }
+}
+
+struct RepairAs<'a> {
+    dir: &'a Path,
+    healthy: &'a Path,
+}
+
+impl ForMachine for RepairAs<'_> {
+    type Output = mailstore::Result<RepairReport>;
+
+    fn run<M: StateMachine>(self) -> Self::Output {
+        engine::repair_state_from::<M>(self.dir, self.healthy)
     }
 }
