@@ -587,3 +587,48 @@ fn repair_replaces_a_destroyed_state_from_a_healthy_copy() {
     let foreign = mailstore_args(&["repair", &path, "--from", &other.path().display().to_string()]);
     assert_eq!(foreign.code, 1, "{foreign:?}");
 }
+
+#[test]
+fn recover_mailbox_writes_a_mailbox_of_another_database_into_a_folder() {
+    use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailboxKind};
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let db: MailEngine = Engine::mount(&live, Options::default()).unwrap();
+    let op = MailOp::create_mailbox("ivy@example.com", "Ivy", MailboxKind::User);
+    let MailOp::CreateMailbox { guid, .. } = op else { unreachable!() };
+    db.commit(op).unwrap();
+    let inbox = db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).unwrap().unwrap().id;
+    for n in 0..3 {
+        let raw = format!("From: a@example.com\r\nSubject: hi {n}\r\n\r\nbody\r\n").into_bytes();
+        db.commit(MailOp::append(guid, inbox, raw, Flags::SEEN, vec![])).unwrap();
+    }
+    db.dismount().unwrap();
+    let restored = dir.path().join("restored");
+    assert!(Command::new("cp").arg("-a").arg(&live).arg(&restored).status().unwrap().success());
+
+    let path = live.display().to_string();
+    let run = mailstore_args(&[
+        "recover-mailbox",
+        &path,
+        "--from",
+        &restored.display().to_string(),
+        "--mailbox",
+        "ivy@example.com",
+        "--folder",
+        "Restored 2026-12-03",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(field(&run.stdout, "  items"), Some("3"), "{run:?}");
+    let folders = mailstore_args(&["folders", &path, "ivy@example.com"]);
+    assert!(folders.stdout.contains("Restored 2026-12-03"), "{folders:?}");
+    assert_eq!(mailstore(&["check"], &live).code, 0);
+    let missing = mailstore_args(&[
+        "recover-mailbox",
+        &path,
+        "--from",
+        &restored.display().to_string(),
+        "--mailbox",
+        "no@x.test",
+    ]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+}

@@ -15,6 +15,7 @@ pub mod envelope;
 mod error;
 mod keys;
 mod ops;
+mod restore;
 mod summary;
 mod types;
 
@@ -33,6 +34,7 @@ use crate::types::Guid;
 
 pub use error::{MailError, QuotaKind};
 pub use ops::{Change, ChangeKind, Entity, FlagAction, MAX_MESSAGE_SIZE, MailOp, MailOutput, Submission};
+pub use restore::{MailboxRecovery, recover_mailbox};
 pub use summary::{AddressRef, Addresses, ItemSummary, Strings};
 
 /// The answer to [`MailStore::changes`].

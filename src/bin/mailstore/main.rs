@@ -29,6 +29,10 @@
 //! - `mailstore compact PATH [--json]`: checks the database (refusing a damaged one), relocates the live
 //!   message bodies out of mostly dead segments (logged, so copies replay it), and replaces the state file
 //!   with a compacted copy; prints the space before and after.
+//! - `mailstore recover-mailbox PATH --from DIR --mailbox M [--into M] [--folder NAME]`: single-mailbox
+//!   recovery: mailbox `M` (address or GUID) of the dismounted database `DIR` (for example one restored from a
+//!   backup) is written into a new folder (default `Recovered`) of mailbox `--into` (default `M`) of `PATH`, as
+//!   ordinary logged operations, flags, keywords and received times kept.
 //! - `mailstore repair PATH --from HEALTHY [--json]`: replaces the damaged (or lost) state store of `PATH` with
 //!   the state of `HEALTHY` — a dismounted passive copy of the same database, or an older copy of `PATH` — and
 //!   replays `PATH`'s own log on top of it; the damaged state is kept as `state.damaged-N/`. Refuses a copy of
@@ -81,7 +85,7 @@ use mailstore::{StateMachine, store};
 
 use copies::{activate, copy_status, seed};
 use inspect::{check, logs, recover, status};
-use mail::{folders, mailboxes, store_database_holding};
+use mail::{folders, mailboxes, recover_mailbox_into, store_database_holding};
 use maintenance::{compact, repair, space};
 
 /// Administration of mailstore databases (each command works on a dismounted database).
@@ -129,6 +133,23 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Recover one mailbox out of another database (one restored from a backup) into a folder of a mailbox.
+    RecoverMailbox {
+        /// The mail database to recover into (dismounted).
+        path: PathBuf,
+        /// The database to recover from (dismounted).
+        #[arg(long)]
+        from: PathBuf,
+        /// The mailbox to recover: its address or GUID in `--from`.
+        #[arg(long)]
+        mailbox: String,
+        /// The mailbox to recover into (default: the same address or GUID).
+        #[arg(long)]
+        into: Option<String>,
+        /// The folder created at the top of the target mailbox.
+        #[arg(long, default_value = "Recovered")]
+        folder: String,
     },
     /// Repair a damaged state store from a healthy copy of the database, and replay the log on top of it.
     Repair {
@@ -239,6 +260,11 @@ fn main() -> ExitCode {
         Command::Compact { path, json } => {
             compact_of = |dir: &Path| compact(dir, *json);
             (path, &compact_of)
+        }
+        Command::RecoverMailbox { path, from, mailbox, into, folder } => {
+            return report(database(path).and_then(|p| {
+                database(from).and_then(|f| recover_mailbox_into(p, f, mailbox, into.as_deref(), folder))
+            }));
         }
         Command::Repair { path, from, json } => return report(database(path).and_then(|p| repair(p, from, *json))),
         Command::CopyStatus { path, source } => return report(copy_status(path, source.as_deref())),
