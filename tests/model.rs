@@ -1119,3 +1119,36 @@ fn listing_records_follow_every_change() {
     db.dismount().unwrap();
     assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
 }
+
+#[test]
+fn mailbox_addresses_must_be_local_at_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    for bad in
+        ["", "noat", " alice@x.test", "alice@x.test ", "alice@", "@x.test", "a b@x.test", "a@x..test", "a@-x.test"]
+    {
+        let refused = db.commit(MailOp::create_mailbox(bad, "Bad", MailboxKind::User)).err();
+        assert!(
+            matches!(refused, Some(Error::Mail(MailError::InvalidAddress { .. }))),
+            "{bad:?} was accepted or refused otherwise: {refused:?}"
+        );
+    }
+    for good in
+        ["alice@example.com", "first.last+tag@mail.example.org", "ü@例え.jp", "ops@[192.0.2.1]", "root@localhost"]
+    {
+        db.commit(MailOp::create_mailbox(good, "Good", MailboxKind::User)).unwrap();
+    }
+    db.dismount().unwrap();
+}
+
+#[test]
+fn looking_up_an_impossible_address_finds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    create_mailbox(&db, "alice@example.com");
+    for address in [String::new(), "x".repeat(600), "ALICE@EXAMPLE.COM".into()] {
+        let found = db.read(|s, txn| s.mailbox_by_address(txn, &address)).unwrap();
+        assert_eq!(found.is_some(), address.starts_with("ALICE"), "{address:?}");
+    }
+    db.dismount().unwrap();
+}

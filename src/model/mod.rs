@@ -295,8 +295,14 @@ impl MailStore {
     }
 
     /// The mailbox whose address is `address` (compared case-insensitively).
+    /// An address no mailbox can have (empty, or longer than any key) is simply not found.
     pub fn mailbox_by_address(&self, txn: &RoTxn<'_>, address: &str) -> Result<Option<MailboxInfo>> {
-        let Some(raw) = self.addresses.get(txn, address.to_lowercase().as_bytes())? else { return Ok(None) };
+        let key = address.to_lowercase();
+        // LMDB refuses empty keys and keys over 511 bytes; no mailbox address is either.
+        if key.is_empty() || key.len() > 511 {
+            return Ok(None);
+        }
+        let Some(raw) = self.addresses.get(txn, key.as_bytes())? else { return Ok(None) };
         let guid: [u8; 16] = raw
             .try_into()
             .map_err(|_| CodecError::Malformed { record: "address index entry", rule: "not a 16-byte GUID".into() })?;
