@@ -1152,3 +1152,17 @@ fn looking_up_an_impossible_address_finds_nothing() {
     }
     db.dismount().unwrap();
 }
+
+#[test]
+fn delivering_through_the_wrong_database_names_the_mailbox() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (db1, db2) = (mount(a.path()), mount(b.path()));
+    let alice = create_mailbox(&db1, "alice@example.com");
+    let wrong = mailstore::model::deliver(&db2, alice, None, message("hi", "there")).unwrap_err();
+    assert!(matches!(wrong, Error::Mail(MailError::NoSuchMailbox { mailbox }) if mailbox == alice), "{wrong}");
+    let no_folder = mailstore::model::deliver(&db1, alice, Some("Nope"), message("hi", "there")).unwrap_err();
+    assert!(matches!(no_folder, Error::Mail(MailError::NoSuchFolderPath { .. })), "{no_folder}");
+    mailstore::model::deliver(&db1, alice, None, message("hi", "there")).unwrap();
+    db1.dismount().unwrap();
+    db2.dismount().unwrap();
+}

@@ -677,13 +677,19 @@ impl MailStore {
 /// The store driver's delivery: stores `raw` in `folder` (a path such as `"Inbox/Lists"`, the Inbox when
 /// `None`) of mailbox `mailbox`, received now. The folder is looked up before the operation is logged; if it
 /// disappears in between, the delivery is refused with [`MailError::NoSuchFolder`]; a folder not found before is
-/// [`MailError::NoSuchFolderPath`] (or [`MailError::NoWellKnownFolder`] for the Inbox).
+/// [`MailError::NoSuchFolderPath`] (or [`MailError::NoWellKnownFolder`] for the Inbox), and a mailbox this database
+/// does not hold (delivered through the wrong database) is [`MailError::NoSuchMailbox`].
 pub fn deliver(db: &MailEngine, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
-    let target = db.read(|s, txn| match folder {
-        Some(path) => s.folder_by_path(txn, &mailbox, path),
-        None => s.folder_by_role(txn, &mailbox, FolderRole::Inbox),
+    let (exists, target) = db.read(|s, txn| {
+        let target = match folder {
+            Some(path) => s.folder_by_path(txn, &mailbox, path)?,
+            None => s.folder_by_role(txn, &mailbox, FolderRole::Inbox)?,
+        };
+        Ok((target.is_some() || s.mailbox(txn, &mailbox)?.is_some(), target))
     })?;
+    // A mailbox of another database (or none) is told apart from a folder the mailbox lacks.
     let target = target.ok_or_else(|| match folder {
+        _ if !exists => MailError::NoSuchMailbox { mailbox },
         Some(path) => MailError::NoSuchFolderPath { mailbox, path: path.to_owned() },
         None => MailError::NoWellKnownFolder { mailbox, role: FolderRole::Inbox },
     })?;
