@@ -1166,3 +1166,10 @@ fn delivering_through_the_wrong_database_names_the_mailbox() {
     db1.dismount().unwrap();
     db2.dismount().unwrap();
 }
+
+#[test]
+fn flags_print_as_imap_writes_them() {
+    assert_eq!((Flags::SEEN | Flags::FLAGGED).to_string(), "(\\Seen \\Flagged)");
+    assert_eq!(format!("{:?}", Flags::empty()), "Flags()");
+    assert_eq!(format!("{:?}", Flags::DELETED | Flags(64)), "Flags(\\Deleted)+0x40");
+}

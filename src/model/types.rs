@@ -141,8 +141,8 @@ impl FolderRole {
     ];
 }
 
-/// IMAP system flags, as a bit set.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// IMAP system flags, as a bit set. `Debug` and `Display` print them as IMAP does: `(\Seen \Flagged)`.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Flags(pub u8);
 
 impl Flags {
@@ -174,6 +174,28 @@ impl Flags {
     /// `self` without `other`.
     pub fn without(self, other: Flags) -> Flags {
         Flags(self.0 & !other.0)
+    }
+}
+
+impl std::fmt::Display for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [(Flags, &str); 5] = [
+            (Flags::SEEN, "\\Seen"),
+            (Flags::ANSWERED, "\\Answered"),
+            (Flags::FLAGGED, "\\Flagged"),
+            (Flags::DELETED, "\\Deleted"),
+            (Flags::DRAFT, "\\Draft"),
+        ];
+        let names: Vec<&str> = NAMES.iter().filter(|(flag, _)| self.contains(*flag)).map(|(_, name)| *name).collect();
+        write!(f, "({})", names.join(" "))?;
+        let unknown = self.0 & !Flags::ALL.0;
+        if unknown != 0 { write!(f, "+{unknown:#04x}") } else { Ok(()) }
+    }
+}
+
+impl std::fmt::Debug for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Flags{self}")
     }
 }
 
