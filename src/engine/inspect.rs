@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use heed::RoTxn;
 
 use crate::codec;
-use crate::engine::{lmdb_file, state};
 use crate::engine::{
     Attachments, CHECKPOINT_FILE, Checkpoint, Durability, LOGS_DIR, STATE_DIR, StateMachine, checkpoint,
 };
+use crate::engine::{lmdb_file, state};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
 use crate::log::generation;

@@ -234,10 +234,11 @@ pub fn verify(path: &Path) -> Result<Verified> {
     walk(path, None)
 }
 
-/// The byte ranges `(offset, length)` of the file at `path` that hold the values of named databases (inline in
-/// leaf pages or in overflow runs), in the tree LMDB would read: the bytes a structural walk cannot judge. For
-/// tests that tell damage to values from damage to structure.
-pub fn value_ranges(path: &Path) -> Result<Vec<(u64, u64)>> {
+/// The byte ranges `(offset, length)` of the file at `path` that hold the entries of named databases — each leaf
+/// key, and each value (inline in its leaf page or in an overflow run) — in the tree LMDB would read: the bytes a
+/// structural walk cannot judge (a changed key that keeps its order, a changed value). For tests that tell
+/// damage to entries from damage to structure.
+pub fn entry_ranges(path: &Path) -> Result<Vec<(u64, u64)>> {
     let mut ranges = Vec::new();
     walk(path, Some(&mut ranges))?;
     Ok(ranges)
@@ -422,7 +423,10 @@ impl<'a> Walker<'a> {
             let bounds = Bounds { lower: None, upper: None };
             self.walk_page(name, &db, kind, db.root, 1, &bounds, &mut counts)?;
         }
-        let (want, got) = ([db.branch, db.leaf, db.overflow, db.entries], [counts.branch, counts.leaf, counts.overflow, counts.entries]);
+        let (want, got) = (
+            [db.branch, db.leaf, db.overflow, db.entries],
+            [counts.branch, counts.leaf, counts.overflow, counts.entries],
+        );
         if want != got {
             self.problem(
                 None,
@@ -450,11 +454,20 @@ impl<'a> Walker<'a> {
         self.read(pgno, &mut page)?;
         let Some(nodes) = self.page_layout(name, pgno, &page, db.depth, level) else { return Ok(()) };
         let branch = u16_at(&page, 10) == P_BRANCH;
+        if branch {
+            counts.branch += 1;
+        } else {
+            counts.leaf += 1;
+        }
         let cmp = key_order(kind, db.flags);
         let mut prev: Option<&[u8]> = None;
         for (i, &ptr) in nodes.iter().enumerate() {
-            let (lo, hi, flags, ksize) =
-                (u16_at(&page, ptr), u16_at(&page, ptr + 2), u16_at(&page, ptr + 4), usize::from(u16_at(&page, ptr + 6)));
+            let (lo, hi, flags, ksize) = (
+                u16_at(&page, ptr),
+                u16_at(&page, ptr + 2),
+                u16_at(&page, ptr + 4),
+                usize::from(u16_at(&page, ptr + 6)),
+            );
             let key = &page[ptr + NODESIZE..ptr + NODESIZE + ksize];
             let skip_key = branch && i == 0;
             if !skip_key {
@@ -491,6 +504,9 @@ impl<'a> Walker<'a> {
             let data = match (kind, flags) {
                 (Kind::Main, F_SUBDATA) | (Kind::Free | Kind::Named, 0) => &page[data_at..data_at + dsize as usize],
                 (Kind::Free | Kind::Named, F_BIGDATA) => {
+                    if let (Kind::Named, Some(v)) = (kind, self.values.as_mut()) {
+                        v.push((pgno * self.psize as u64 + (ptr + NODESIZE) as u64, ksize as u64));
+                    }
                     let first = u64_at(&page, data_at);
                     match self.overflow(name, pgno, first, dsize, kind == Kind::Free, counts)? {
                         Some(bytes) => {
@@ -519,8 +535,10 @@ impl<'a> Walker<'a> {
                 }
                 Kind::Free => self.free_entry(pgno, data),
                 Kind::Named => {
-                    let at = pgno * self.psize as u64 + data_at as u64;
-                    self.values.as_mut().map(|v| v.push((at, dsize)));
+                    let at = pgno * self.psize as u64 + (ptr + NODESIZE) as u64;
+                    if let Some(v) = self.values.as_mut() {
+                        v.push((at, ksize as u64 + dsize));
+                    }
                 }
             }
         }
@@ -605,8 +623,7 @@ impl<'a> Walker<'a> {
         }
         let mut header = [0u8; PAGEHDRSZ];
         self.read(first, &mut header)?;
-        if u64_at(&header, 0) != first || u16_at(&header, 10) != P_OVERFLOW || u64::from(u32_at(&header, 12)) != pages
-        {
+        if u64_at(&header, 0) != first || u16_at(&header, 10) != P_OVERFLOW || u64::from(u32_at(&header, 12)) != pages {
             self.problem(Some(first), format!("{name}: not the overflow run of {pages} pages that page {from} names"));
             return Ok(None);
         }
@@ -618,7 +635,9 @@ impl<'a> Walker<'a> {
         counts.overflow += pages;
         let at = first * self.psize as u64 + PAGEHDRSZ as u64;
         if !want_bytes {
-            self.values.as_mut().map(|v| v.push((at, dsize)));
+            if let Some(v) = self.values.as_mut() {
+                v.push((at, dsize));
+            }
             return Ok(None);
         }
         let mut bytes = vec![0u8; dsize as usize];
