@@ -385,3 +385,53 @@ fn a_truncated_state_store_is_a_typed_error_not_a_signal() {
         assert!(v.mount.starts_with("error true"), "cut at {cut}: {v:?}");
     }
 }
+
+/// The walk's speed on a large state store (`MAILSTORE_WALK_MESSAGES` deliveries, 100,000 by default), against a
+/// read of the whole state through LMDB (the digest) in the same run. Run in release:
+/// `cargo test --release --test damage_campaign walk_speed -- --ignored --nocapture`.
+#[test]
+#[ignore = "builds a large database; run by hand for ARCHITECTURE.md's figures"]
+fn walk_speed() {
+    let messages = env_u64("MAILSTORE_WALK_MESSAGES").unwrap_or(100_000) as usize;
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("db");
+    let opts = Options::default().durability(mailstore::Durability::Relaxed).create_if_missing(true);
+    let db: MailEngine = Engine::mount(&dir, opts.clone()).unwrap();
+    let (alice, inbox) = mailbox(&db, "alice@example.com");
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let db = &db;
+            scope.spawn(move || {
+                for n in (t..messages).step_by(8) {
+                    db.commit(MailOp::append(alice, inbox, message(n, 3), Flags::empty(), vec![])).unwrap();
+                }
+            });
+        }
+    });
+    println!("{messages} deliveries in {:.1} s", started.elapsed().as_secs_f64());
+    let _ = db.read(|s, txn| s.digest(txn)).unwrap();
+    db.dismount().unwrap();
+    let data = dir.join(STATE_DIR).join("data.mdb");
+    let mb = fs::metadata(&data).unwrap().len() as f64 / (1 << 20) as f64;
+    let mut walks = Vec::new();
+    let mut digests = Vec::new();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let v = lmdb_file::verify(&data).unwrap();
+        walks.push(t.elapsed().as_secs_f64());
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        let t = std::time::Instant::now();
+        let digest = mailstore::engine::with_state::<MailStore, _>(&dir, |s, txn| s.digest(txn)).unwrap();
+        digests.push(t.elapsed().as_secs_f64());
+        assert!(!digest.is_empty());
+    }
+    walks.sort_by(f64::total_cmp);
+    digests.sort_by(f64::total_cmp);
+    println!(
+        "data.mdb {mb:.1} MiB: walk median {:.3} s ({:.0} MiB/s); open + digest median {:.3} s (the open includes one walk)",
+        walks[1],
+        mb / walks[1],
+        digests[1]
+    );
+}

@@ -234,9 +234,9 @@ pub fn with_state<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>)
 }
 
 fn state_of<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>) -> Result<T>) -> Result<T> {
-    let meta = read_meta(dir)?;
-    crate::engine::open::check_meta::<M>(dir, &meta)?;
     let env = state::open_env(dir, Durability::Full, true)?;
+    let meta = state::read_meta(&env, dir)?;
+    crate::engine::open::check_meta::<M>(dir, &meta)?;
     let machine = state::open_machine::<M>(&env, &Attachments::new(dir), &dir.join(state::STATE_DIR))?;
     let txn = env.read_txn()?;
     f(&machine, &txn)
