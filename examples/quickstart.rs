@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailStore, MailboxKind};
 use mailstore::replication::{CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions, resync};
-use mailstore::{Guid, Options, Store, StoreError};
+use mailstore::{Guid, Options, Store};
 
 const DELIVERERS: usize = 8;
 const MESSAGES_PER_DELIVERER: usize = 250;
@@ -38,11 +38,8 @@ fn main() -> Result<()> {
     let store: Store<MailStore> = Store::open(&root, Options::default())?;
     println!("store {}", root.display());
     for name in ["db1", "db2"] {
-        let db = match store.mount_database(name) {
-            Ok(db) => db,
-            Err(mailstore::Error::Store(StoreError::NoSuchDatabase { .. })) => store.create_database(name)?,
-            Err(e) => return Err(e.into()),
-        };
+        // Mounted by `Store::open` when it exists, created the first time.
+        let db = store.open_database(name)?;
         let r = db.recovery_report();
         println!("  {name}: {} (guid {})", if r.created { "created" } else { "mounted" }, db.guid());
     }

@@ -282,6 +282,15 @@ pub enum StoreError {
         /// The name asked for.
         name: String,
     },
+    /// The store could not mount the database (at [`Store::open`](crate::Store::open) or a later mount); it stays
+    /// dismounted until [`Store::mount_database`](crate::Store::mount_database) succeeds.
+    #[error("database {name:?} failed to mount: {reason} (repair it, then mount it with Store::mount_database)")]
+    MountFailed {
+        /// The database.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The database exists but is not mounted.
     #[error("database {name:?} is not mounted (mount it with Store::mount_database)")]
     NotMounted {

@@ -92,7 +92,7 @@ pub use engine::{
     LogPosition, LogRetention, OnSyncTimeout, Options, RecoveryMode, RecoveryReport, StateMachine, SyncPolicy,
 };
 pub use error::{CodecError, Error, Result, StoreError};
-pub use store::Store;
+pub use store::{CloseError, Store};
 pub use types::{Guid, Lsn};
 
 /// The README's examples, compiled and run by `cargo test` so that they stay true.

@@ -5,18 +5,11 @@
 use std::path::Path;
 
 use mailstore::internals::engine::{LOGS_DIR, SEGMENTS_DIR};
-use mailstore::model::{FlagAction, Flags, FolderId, FolderRole, ItemId, MailEngine, MailOp, MailOutput, MailboxKind};
-use mailstore::{Engine, Error, Guid, Options};
+use mailstore::model::{ItemId, MailEngine};
+use mailstore::{Engine, Error, Options};
 
-/// A message of about 10 KiB, distinct for each `n`.
-fn message(n: usize) -> Vec<u8> {
-    let body: String = (0..160).map(|line| format!("line {line} of message {n}: some text to fill it\r\n")).collect();
-    format!(
-        "From: Alice <alice@example.com>\r\nTo: Bob <bob@example.com>\r\nSubject: message {n}\r\n\
-         Message-ID: <m{n}@example.com>\r\n\r\n{body}"
-    )
-    .into_bytes()
-}
+mod common;
+use common::mail::{check, deliver, expunge, mailbox, message};
 
 /// Small generations, so that a few deliveries fill several, and no automatic checkpoint.
 fn options() -> Options {
@@ -25,40 +18,6 @@ fn options() -> Options {
 
 fn files_in(dir: &Path, sub: &str) -> usize {
     std::fs::read_dir(dir.join(sub)).map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().is_file())).count())
-}
-
-fn mailbox(db: &MailEngine) -> (Guid, FolderId) {
-    let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
-    let MailOp::CreateMailbox { guid, .. } = op else { unreachable!() };
-    db.commit(op).unwrap();
-    let inbox = db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).unwrap().unwrap().id;
-    (guid, inbox)
-}
-
-fn deliver(db: &MailEngine, mbx: Guid, folder: FolderId, raw: Vec<u8>) -> (ItemId, u32) {
-    match db.commit(MailOp::append(mbx, folder, raw, Flags::empty(), vec![])).unwrap().output {
-        MailOutput::Appended { item, uid, .. } => (item, uid),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn expunge(db: &MailEngine, mbx: Guid, folder: FolderId, uids: Vec<u32>) {
-    db.commit(MailOp::StoreFlags {
-        mailbox: mbx,
-        folder,
-        uids: uids.clone(),
-        action: FlagAction::Add,
-        flags: Flags::DELETED,
-        keywords: vec![],
-        unchanged_since: None,
-    })
-    .unwrap();
-    db.commit(MailOp::Expunge { mailbox: mbx, folder, uids: Some(uids) }).unwrap();
-}
-
-fn check(dir: &Path) {
-    let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir).unwrap();
-    assert!(report.healthy(), "{:?}", report.problems);
 }
 
 #[test]

@@ -520,3 +520,115 @@ fn seed_copy_status_and_activate_over_tcp() {
     assert_eq!(new.read(|kv, txn| kv.dump(txn)).unwrap(), expected);
     assert_eq!(new.status().epoch, 2);
 }
+
+#[test]
+fn recover_rebuilds_a_lost_checkpoint_then_space_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, pairs) = create(dir.path(), Options::default(), 2, 300, 200);
+    std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).unwrap();
+    let status = mailstore(&["status"], dir.path());
+    assert_ne!(status.code, 0, "{status:?}");
+    let recover = mailstore(&["recover"], dir.path());
+    assert_eq!(recover.code, 0, "{recover:?}");
+    assert!(recover.stdout.contains("checkpoint file was missing: rebuilt"), "{recover:?}");
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+    assert_eq!(contents(dir.path()), pairs);
+
+    let space = mailstore(&["space", "--json"], dir.path());
+    assert_eq!(space.code, 0, "{space:?}");
+    let report: serde_json::Value = serde_json::from_str(space.stdout.trim()).unwrap();
+    let state_file = report["state_file_bytes"].as_u64().unwrap();
+    assert!(state_file > 0 && report["state_used_bytes"].as_u64().unwrap() <= state_file, "{report}");
+    assert!(report["log_bytes"].as_u64().unwrap() > 0, "{report}");
+    let text = mailstore(&["space"], dir.path());
+    assert!(field(&text.stdout, "reclaimable").is_some(), "{text:?}");
+
+    let compact = mailstore(&["compact", "--json"], dir.path());
+    assert_eq!(compact.code, 0, "{compact:?}");
+    let report: serde_json::Value = serde_json::from_str(compact.stdout.trim()).unwrap();
+    assert_eq!(report["after"]["free_bytes"].as_u64(), Some(0), "{report}");
+    assert!(report["after"]["state_file_bytes"].as_u64().unwrap() <= state_file, "{report}");
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+    assert_eq!(contents(dir.path()), pairs);
+}
+
+#[test]
+fn repair_replaces_a_destroyed_state_from_a_healthy_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default().retention(LogRetention::UntilBackup);
+    let (_, pairs) = create(dir.path(), options.clone(), 1, 200, 100);
+    let healthy = tempfile::tempdir().unwrap();
+    let copied = Command::new("cp").arg("-a").arg(format!("{}/.", dir.path().display())).arg(healthy.path()).status();
+    assert!(copied.unwrap().success());
+    let db = KvEngine::mount(dir.path(), options.create_if_missing(false)).unwrap();
+    for i in 0..100 {
+        db.commit(KvOp::Put { key: key(9, i), value: value(9, i, 50) }).unwrap();
+    }
+    db.dismount().unwrap();
+    let data = dir.path().join(STATE_DIR).join("data.mdb");
+    write_at(&data, 0, &[0xFF; 8192]);
+    assert_ne!(mailstore(&["check"], dir.path()).code, 0);
+
+    let path = dir.path().display().to_string();
+    let from = healthy.path().display().to_string();
+    let repair = mailstore_args(&["repair", &path, "--from", &from, "--json"]);
+    assert_eq!(repair.code, 0, "{repair:?}");
+    let report: serde_json::Value = serde_json::from_str(repair.stdout.trim()).unwrap();
+    assert_eq!(report["replayed"].as_u64(), Some(100), "{report}");
+    assert!(dir.path().join("state.damaged-1").join("data.mdb").exists());
+    assert_eq!(mailstore(&["check"], dir.path()).code, 0);
+    let mut expected = pairs;
+    expected.extend((0..100).map(|i| (key(9, i), value(9, i, 50))));
+    expected.sort();
+    assert_eq!(contents(dir.path()), expected);
+    // A copy of another database is refused (a foreign database counts as damage: exit 1).
+    let other = tempfile::tempdir().unwrap();
+    create(other.path(), Options::default(), 1, 1, 10);
+    let foreign = mailstore_args(&["repair", &path, "--from", &other.path().display().to_string()]);
+    assert_eq!(foreign.code, 1, "{foreign:?}");
+}
+
+#[test]
+fn recover_mailbox_writes_a_mailbox_of_another_database_into_a_folder() {
+    use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailboxKind};
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let db: MailEngine = Engine::mount(&live, Options::default()).unwrap();
+    let op = MailOp::create_mailbox("ivy@example.com", "Ivy", MailboxKind::User);
+    let MailOp::CreateMailbox { guid, .. } = op else { unreachable!() };
+    db.commit(op).unwrap();
+    let inbox = db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).unwrap().unwrap().id;
+    for n in 0..3 {
+        let raw = format!("From: a@example.com\r\nSubject: hi {n}\r\n\r\nbody\r\n").into_bytes();
+        db.commit(MailOp::append(guid, inbox, raw, Flags::SEEN, vec![])).unwrap();
+    }
+    db.dismount().unwrap();
+    let restored = dir.path().join("restored");
+    assert!(Command::new("cp").arg("-a").arg(&live).arg(&restored).status().unwrap().success());
+
+    let path = live.display().to_string();
+    let run = mailstore_args(&[
+        "recover-mailbox",
+        &path,
+        "--from",
+        &restored.display().to_string(),
+        "--mailbox",
+        "ivy@example.com",
+        "--folder",
+        "Restored 2026-12-03",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(field(&run.stdout, "  items"), Some("3"), "{run:?}");
+    let folders = mailstore_args(&["folders", &path, "ivy@example.com"]);
+    assert!(folders.stdout.contains("Restored 2026-12-03"), "{folders:?}");
+    assert_eq!(mailstore(&["check"], &live).code, 0);
+    let missing = mailstore_args(&[
+        "recover-mailbox",
+        &path,
+        "--from",
+        &restored.display().to_string(),
+        "--mailbox",
+        "no@x.test",
+    ]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+}

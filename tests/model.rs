@@ -1119,3 +1119,50 @@ fn listing_records_follow_every_change() {
     db.dismount().unwrap();
     assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
 }
+
+#[test]
+fn mailbox_addresses_must_be_local_at_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    for bad in
+        ["", "noat", " alice@x.test", "alice@x.test ", "alice@", "@x.test", "a b@x.test", "a@x..test", "a@-x.test"]
+    {
+        let refused = db.commit(MailOp::create_mailbox(bad, "Bad", MailboxKind::User)).err();
+        assert!(
+            matches!(refused, Some(Error::Mail(MailError::InvalidAddress { .. }))),
+            "{bad:?} was accepted or refused otherwise: {refused:?}"
+        );
+    }
+    for good in
+        ["alice@example.com", "first.last+tag@mail.example.org", "ü@例え.jp", "ops@[192.0.2.1]", "root@localhost"]
+    {
+        db.commit(MailOp::create_mailbox(good, "Good", MailboxKind::User)).unwrap();
+    }
+    db.dismount().unwrap();
+}
+
+#[test]
+fn looking_up_an_impossible_address_finds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mount(dir.path());
+    create_mailbox(&db, "alice@example.com");
+    for address in [String::new(), "x".repeat(600), "ALICE@EXAMPLE.COM".into()] {
+        let found = db.read(|s, txn| s.mailbox_by_address(txn, &address)).unwrap();
+        assert_eq!(found.is_some(), address.starts_with("ALICE"), "{address:?}");
+    }
+    db.dismount().unwrap();
+}
+
+#[test]
+fn delivering_through_the_wrong_database_names_the_mailbox() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (db1, db2) = (mount(a.path()), mount(b.path()));
+    let alice = create_mailbox(&db1, "alice@example.com");
+    let wrong = mailstore::model::deliver(&db2, alice, None, message("hi", "there")).unwrap_err();
+    assert!(matches!(wrong, Error::Mail(MailError::NoSuchMailbox { mailbox }) if mailbox == alice), "{wrong}");
+    let no_folder = mailstore::model::deliver(&db1, alice, Some("Nope"), message("hi", "there")).unwrap_err();
+    assert!(matches!(no_folder, Error::Mail(MailError::NoSuchFolderPath { .. })), "{no_folder}");
+    mailstore::model::deliver(&db1, alice, None, message("hi", "there")).unwrap();
+    db1.dismount().unwrap();
+    db2.dismount().unwrap();
+}

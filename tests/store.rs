@@ -147,3 +147,76 @@ fn mailbox_directory_across_databases() {
     store.mount_database("db1").unwrap();
     assert!(store.locate(&alice).unwrap().is_some());
 }
+
+#[test]
+fn open_mounts_every_database_and_a_damaged_one_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_database("db1").unwrap().commit(put("k", "v")).unwrap();
+    store.create_database("db2").unwrap().commit(put("k", "w")).unwrap();
+    store.close().unwrap();
+
+    // Reopened: both are mounted, nothing to do but ask.
+    let store = open(dir.path());
+    assert_eq!(get(&store.database("db1").unwrap(), "k").as_deref(), Some(&b"v"[..]));
+    assert!(store.list().unwrap().iter().all(|e| e.mounted && e.mount_failure.is_none()));
+    store.close().unwrap();
+
+    // db2's checkpoint is unreadable: db1 is served, db2 is reported, and mounts again once repaired.
+    let checkpoint = dir.path().join(DATABASES_DIR).join("db2").join("checkpoint");
+    let saved = fs::read(&checkpoint).unwrap();
+    fs::write(&checkpoint, vec![0u8; saved.len()]).unwrap();
+    let store = open(dir.path());
+    assert_eq!(get(&store.database("db1").unwrap(), "k").as_deref(), Some(&b"v"[..]));
+    let Err(Error::Store(StoreError::MountFailed { name, reason })) = store.database("db2") else {
+        panic!("db2 mounted with an unreadable checkpoint")
+    };
+    assert_eq!(name, "db2");
+    assert!(reason.contains("checkpoint"), "{reason}");
+    let entry = store.list().unwrap().into_iter().find(|e| e.name == "db2").unwrap();
+    assert!(!entry.mounted && entry.mount_failure.is_some(), "{entry:?}");
+    fs::write(&checkpoint, saved).unwrap();
+    assert_eq!(get(&store.mount_database("db2").unwrap(), "k").as_deref(), Some(&b"w"[..]));
+    assert!(store.list().unwrap().iter().all(|e| e.mount_failure.is_none()));
+}
+
+#[test]
+fn close_gives_the_store_back_while_a_handle_lives_and_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let db = store.create_database("db1").unwrap();
+    store.create_database("db2").unwrap();
+    let failed = store.close().unwrap_err();
+    assert!(matches!(failed.error(), Error::Store(StoreError::InUse { handles: 1, .. })), "{failed}");
+    let store = failed.into_store().expect("the store comes back with db1 mounted");
+    assert!(store.database("db1").is_ok(), "db1 stays mounted");
+    assert!(matches!(store.database("db2"), Err(Error::Store(StoreError::NotMounted { .. }))), "db2 was dismounted");
+    db.commit(put("still", "works")).unwrap();
+    drop(db);
+    store.close().unwrap();
+    // Closed for real: the root can be opened again.
+    let store = open(dir.path());
+    assert_eq!(get(&store.database("db1").unwrap(), "still").as_deref(), Some(&b"works"[..]));
+}
+
+/// The README's mail example, run twice on the same directory: the second run finds what the first created.
+#[test]
+fn the_readme_mail_example_runs_twice_on_one_directory() {
+    use mailstore::model::{Flags, FolderRole, MailOp, MailStore, MailboxKind};
+    let dir = tempfile::tempdir().unwrap();
+    for run in 1..=2u64 {
+        let store: Store<MailStore> = Store::open(dir.path(), Options::default()).unwrap();
+        let db = store.open_database("db1").unwrap();
+        let alice = match store.locate_address("alice@example.com").unwrap() {
+            Some(found) => found.mailbox.guid,
+            None => store.create_mailbox("db1", "alice@example.com", "Alice", MailboxKind::User).unwrap(),
+        };
+        let inbox = db.read(|s, txn| s.folder_by_role(txn, &alice, FolderRole::Inbox)).unwrap().unwrap().id;
+        let raw = b"From: bob@example.com\r\nSubject: Hello\r\n\r\nHi Alice!\r\n".to_vec();
+        db.commit(MailOp::append(alice, inbox, raw, Flags::empty(), vec![])).unwrap();
+        let items = db.read(|s, txn| s.items_by_uid(txn, &alice, inbox, 1, 50, false)).unwrap();
+        assert_eq!(items.len() as u64, run);
+        drop(db);
+        store.close().unwrap();
+    }
+}

@@ -40,7 +40,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use mailstore::model::{MailEngine, MailOp, MailStore, MailboxKind, Quota};
-use mailstore::{Durability, Guid, Options, Store, StoreError};
+use mailstore::{Durability, Guid, Options, Store};
 use parking_lot::{Condvar, Mutex};
 
 use crate::users::Users;
@@ -197,13 +197,8 @@ fn provision(store: &Store<MailStore>, users: &Users) -> Result<(), BoxError> {
     databases.sort_unstable();
     databases.dedup();
     for name in databases {
-        match store.mount_database(name) {
-            Ok(_) => {}
-            Err(mailstore::Error::Store(StoreError::NoSuchDatabase { .. })) => {
-                store.create_database(name)?;
-                eprintln!("created database {name}");
-            }
-            Err(e) => return Err(e.into()),
+        if store.open_database(name)?.recovery_report().created {
+            eprintln!("created database {name}");
         }
     }
     for user in users.iter() {

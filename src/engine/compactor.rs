@@ -97,18 +97,33 @@ fn round<M: StateMachine>(inner: &Inner<M>) {
         if inner.compaction.stopped() {
             return;
         }
-        let below = inner.live.lock().oldest_generation;
-        let op = match inner.state.read(|m, txn| m.compaction(txn, below)) {
-            Ok(Some(op)) => op,
-            Ok(None) => return,
-            Err(e) => return failed(inner, e),
-        };
-        match inner.commit(op) {
-            Ok(_) => Counters::add(&inner.stats.compactions, 1),
-            Err(Error::Dismounted | Error::Poisoned { .. } | Error::Fenced { .. }) => return,
+        match step(inner) {
+            Ok(true) => {}
+            Ok(false) | Err(Error::Dismounted | Error::Poisoned { .. } | Error::Fenced { .. }) => return,
             Err(e) => return failed(inner, e),
         }
     }
+}
+
+/// Commits compaction operations until the state machine has none left, and returns how many it committed:
+/// [`Engine::compact_now`](crate::Engine::compact_now). Unlike a background round it has no bound and reports
+/// the first failure to its caller.
+pub(crate) fn until_done<M: StateMachine>(inner: &Inner<M>) -> Result<u64> {
+    let mut committed = 0;
+    while step(inner)? {
+        committed += 1;
+    }
+    Ok(committed)
+}
+
+/// Asks the state machine for one compaction operation over the generations out of the log and commits it;
+/// false when there is none.
+fn step<M: StateMachine>(inner: &Inner<M>) -> Result<bool> {
+    let below = inner.live.lock().oldest_generation;
+    let Some(op) = inner.state.read(|m, txn| m.compaction(txn, below))? else { return Ok(false) };
+    inner.commit(op)?;
+    Counters::add(&inner.stats.compactions, 1);
+    Ok(true)
 }
 
 /// A compaction that could not be built or committed (damaged bytes it read, say): counted, and reported in

@@ -6,7 +6,7 @@
 //! outside the transaction. Whatever must vary (times, ids, UIDVALIDITY) is decided by the caller *before*
 //! the operation is committed and travels inside it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use heed::{DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
@@ -30,6 +30,17 @@ pub struct ApplyContext<'a> {
     /// Where the attachment's first byte lies in the log, the same on every copy: what the state keeps to read
     /// it back later ([`Attachments::read`]).
     pub attachment_at: Place,
+}
+
+/// What the state keeps in one generation ([`StateMachine::segment_usage`]), for the space report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentUsage {
+    /// Bytes of attachments written into the generation that the state still refers to.
+    pub live: u64,
+    /// Bytes of attachments written into it in all.
+    pub stored: u64,
+    /// Whether compaction ([`StateMachine::compaction`]) relocates its live bytes, so that its file goes.
+    pub compactable: bool,
 }
 
 /// Why [`StateMachine::apply`] did not apply an operation; `R` is the machine's [`StateMachine::Rejection`].
@@ -114,6 +125,12 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// any other operation (so copies replay it), until `None` (the default) or a bounded number of rounds.
     fn compaction(&self, _txn: &RoTxn<'_>, _below: u64) -> Result<Option<Self::Op>> {
         Ok(None)
+    }
+
+    /// What the state keeps in each generation holding attachments it refers to (those of
+    /// [`referenced_generations`](Self::referenced_generations)), for `mailstore space`. The default: none.
+    fn segment_usage(&self, _txn: &RoTxn<'_>) -> Result<BTreeMap<u64, SegmentUsage>> {
+        Ok(BTreeMap::new())
     }
 
     /// Checks that the state is internally consistent (for example that counters match what they count) and

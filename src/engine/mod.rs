@@ -21,6 +21,7 @@ mod compactor;
 mod inspect;
 pub(crate) mod lmdb_file;
 mod machine;
+mod maintenance;
 pub(crate) mod open;
 mod recovery;
 mod ship;
@@ -45,7 +46,10 @@ pub use inspect::{
     CheckReport, GenerationInfo, OfflineStatus, check, check_as, list_generations, machine_name, offline_status,
     with_state,
 };
-pub use machine::{ApplyContext, ApplyError, StateMachine};
+pub use machine::{ApplyContext, ApplyError, SegmentUsage, StateMachine};
+pub use maintenance::{
+    CompactReport, RepairReport, SpaceReport, compact, rebuild_checkpoint, repair_state_from, space,
+};
 pub use recovery::{RecoveryReport, TailTruncation};
 pub(crate) use ship::{COPY_FILE, read_fence, write_fence};
 pub use ship::{LogPosition, OnSyncTimeout, SyncPolicy};
@@ -604,6 +608,18 @@ impl<M: StateMachine> Engine<M> {
     /// truncates the generations nobody needs any more. Returns the checkpoint LSN.
     pub fn checkpoint(&self) -> Result<Lsn> {
         self.control(Control::Checkpoint)
+    }
+
+    /// Compacts now what the background compaction would compact over time: commits the state machine's
+    /// compaction operations ([`StateMachine::compaction`]; the mailbox model relocates the live bodies of
+    /// segments less than half referenced) until it has none left, then takes a checkpoint, whose truncation
+    /// deletes the segments nothing refers to any more. Returns how many operations it committed. Like every
+    /// change they are logged, so passive copies replay them. Deliveries go on meanwhile.
+    pub fn compact_now(&self) -> Result<u64> {
+        self.inner.check_poison()?;
+        let committed = compactor::until_done(&self.inner)?;
+        self.checkpoint()?;
+        Ok(committed)
     }
 
     /// Records that a backup has copied the state and every log record below `lsn`; with

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use heed::types::Bytes;
 use heed::{Database, RoTxn, RwTxn};
 
-use crate::engine::{Attachments, Place};
+use crate::engine::{Attachments, Place, SegmentUsage};
 use crate::error::{Error, Result};
 use crate::model::keys;
 use crate::model::types::ContentHash;
@@ -272,7 +272,7 @@ pub(crate) fn compaction_candidate(
         }
         let (live, stored) = read_segment_stats(value)?;
         let dead = stored.saturating_sub(live);
-        if live * 2 < stored && best.is_none_or(|(_, most)| dead > most) {
+        if compactable(live, stored) && best.is_none_or(|(_, most)| dead > most) {
             best = Some((generation, dead));
         }
     }
@@ -293,6 +293,22 @@ pub(crate) fn compaction_candidate(
         bodies.push((hash, r));
     }
     Ok(Some((generation, bodies)))
+}
+
+/// Whether compaction takes a generation: less than half of the bytes of bodies written into it still referenced.
+fn compactable(live: u64, stored: u64) -> bool {
+    live * 2 < stored
+}
+
+/// Per generation holding referenced bodies: their bytes still referenced, in all, and whether compaction takes it.
+pub(crate) fn segment_usage(t: &Tables, txn: &RoTxn<'_>) -> heed::Result<BTreeMap<u64, SegmentUsage>> {
+    let mut out = BTreeMap::new();
+    for entry in t.segments.iter(txn)? {
+        let (key, value) = entry?;
+        let (live, stored) = read_segment_stats(value)?;
+        out.insert(keys::u64_at(key, 0), SegmentUsage { live, stored, compactable: compactable(live, stored) });
+    }
+    Ok(out)
 }
 
 /// The generations holding referenced bodies (what the engine must keep).

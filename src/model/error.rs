@@ -227,11 +227,14 @@ pub enum MailError {
     },
 
     // Malformed input, refused before the operation is logged.
-    /// A mailbox address must have 1 to 320 printable bytes.
-    #[error("mailbox address {address:?} must have 1 to {max} printable bytes", max = super::ops::MAX_ADDRESS)]
+    /// A mailbox address must be `local@domain` (RFC 5321: a local part of 1 to 64 bytes, a domain of dot-separated
+    /// labels or an address literal in brackets), at most 320 bytes, without white space or control characters.
+    #[error("mailbox address {address:?} {rule}")]
     InvalidAddress {
         /// The address given.
         address: String,
+        /// The rule it breaks.
+        rule: String,
     },
     /// A display name must have at most 320 printable bytes.
     #[error("display name too long or not printable")]

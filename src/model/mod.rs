@@ -15,10 +15,11 @@ pub mod envelope;
 mod error;
 mod keys;
 mod ops;
+mod restore;
 mod summary;
 mod types;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use heed::types::Bytes;
 use heed::{CommitToken, Database, DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
@@ -27,12 +28,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::engine::{ApplyContext, ApplyError, Attachments, Engine, StateMachine};
+use crate::engine::{ApplyContext, ApplyError, Attachments, Engine, SegmentUsage, StateMachine};
 use crate::error::{CodecError, Error, Result};
 use crate::types::Guid;
 
 pub use error::{MailError, QuotaKind};
 pub use ops::{Change, ChangeKind, Entity, FlagAction, MAX_MESSAGE_SIZE, MailOp, MailOutput, Submission};
+pub use restore::{MailboxRecovery, recover_mailbox};
 pub use summary::{AddressRef, Addresses, ItemSummary, Strings};
 
 /// The answer to [`MailStore::changes`].
@@ -229,6 +231,10 @@ impl StateMachine for MailStore {
         self.compaction(txn, below)
     }
 
+    fn segment_usage(&self, txn: &RoTxn<'_>) -> Result<BTreeMap<u64, SegmentUsage>> {
+        Ok(bodies::segment_usage(&self.body_tables(), txn)?)
+    }
+
     fn finish(&self, _txn: &mut RwTxn<'_>) -> Result<(), ApplyError<MailError>> {
         self.records.lock().clear();
         Ok(())
@@ -289,8 +295,14 @@ impl MailStore {
     }
 
     /// The mailbox whose address is `address` (compared case-insensitively).
+    /// An address no mailbox can have (empty, or longer than any key) is simply not found.
     pub fn mailbox_by_address(&self, txn: &RoTxn<'_>, address: &str) -> Result<Option<MailboxInfo>> {
-        let Some(raw) = self.addresses.get(txn, address.to_lowercase().as_bytes())? else { return Ok(None) };
+        let key = address.to_lowercase();
+        // LMDB refuses empty keys and keys over 511 bytes; no mailbox address is either.
+        if key.is_empty() || key.len() > 511 {
+            return Ok(None);
+        }
+        let Some(raw) = self.addresses.get(txn, key.as_bytes())? else { return Ok(None) };
         let guid: [u8; 16] = raw
             .try_into()
             .map_err(|_| CodecError::Malformed { record: "address index entry", rule: "not a 16-byte GUID".into() })?;
@@ -665,13 +677,19 @@ impl MailStore {
 /// The store driver's delivery: stores `raw` in `folder` (a path such as `"Inbox/Lists"`, the Inbox when
 /// `None`) of mailbox `mailbox`, received now. The folder is looked up before the operation is logged; if it
 /// disappears in between, the delivery is refused with [`MailError::NoSuchFolder`]; a folder not found before is
-/// [`MailError::NoSuchFolderPath`] (or [`MailError::NoWellKnownFolder`] for the Inbox).
+/// [`MailError::NoSuchFolderPath`] (or [`MailError::NoWellKnownFolder`] for the Inbox), and a mailbox this database
+/// does not hold (delivered through the wrong database) is [`MailError::NoSuchMailbox`].
 pub fn deliver(db: &MailEngine, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
-    let target = db.read(|s, txn| match folder {
-        Some(path) => s.folder_by_path(txn, &mailbox, path),
-        None => s.folder_by_role(txn, &mailbox, FolderRole::Inbox),
+    let (exists, target) = db.read(|s, txn| {
+        let target = match folder {
+            Some(path) => s.folder_by_path(txn, &mailbox, path)?,
+            None => s.folder_by_role(txn, &mailbox, FolderRole::Inbox)?,
+        };
+        Ok((target.is_some() || s.mailbox(txn, &mailbox)?.is_some(), target))
     })?;
+    // A mailbox of another database (or none) is told apart from a folder the mailbox lacks.
     let target = target.ok_or_else(|| match folder {
+        _ if !exists => MailError::NoSuchMailbox { mailbox },
         Some(path) => MailError::NoSuchFolderPath { mailbox, path: path.to_owned() },
         None => MailError::NoWellKnownFolder { mailbox, role: FolderRole::Inbox },
     })?;

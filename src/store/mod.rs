@@ -73,6 +73,7 @@ pub fn database_dirs(root: &Path) -> Result<BTreeMap<String, PathBuf>> {
 
 /// One database of a store, as [`Store::list`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DatabaseEntry {
     /// Its name.
     pub name: String,
@@ -82,17 +83,22 @@ pub struct DatabaseEntry {
     pub mounted: bool,
     /// Its GUID, when mounted (reading it otherwise would need its lock).
     pub guid: Option<Guid>,
+    /// Why its last mount by this store failed, while it stays dismounted because of it.
+    pub mount_failure: Option<String>,
 }
 
 /// A store of mailbox databases under one root directory.
 ///
 /// `Store` is `Sync`; databases are handed out as `Arc<Engine<M>>`. While a `Store` has its root open it holds
 /// the root's lock: a second `Store` on the same root, in this or another process, gets
-/// [`Error::AlreadyMounted`]. Dropping the store dismounts every database it mounted (once the last handle to
-/// each is gone).
+/// [`Error::AlreadyMounted`]. [`Store::open`] mounts every database the store holds; dropping the store
+/// dismounts every database it mounted (once the last handle to each is gone), and [`Store::close`] does so
+/// explicitly, reporting what it could not dismount.
 pub struct Store<M: StateMachine> {
     // Field order: databases are dismounted (dropped) before the root lock is released.
     mounted: Mutex<BTreeMap<String, Arc<Engine<M>>>>,
+    /// Databases whose last mount by this store failed, with the reason (they stay dismounted).
+    failed: Mutex<BTreeMap<String, String>>,
     /// Serializes creations that must first look through every database (a mailbox's address is unique in the
     /// store).
     creating: Mutex<()>,
@@ -102,8 +108,14 @@ pub struct Store<M: StateMachine> {
 }
 
 impl<M: StateMachine> Store<M> {
-    /// Opens the store at `root`, creating it when `root` does not exist or is an empty directory. `options`
-    /// are used for every database this store creates or mounts.
+    /// Opens the store at `root`, creating it when `root` does not exist or is an empty directory, and mounts
+    /// every database it holds (each recovered from its log as [`Engine::mount`] does, one after the other, so
+    /// this blocks for as long as their recoveries take). `options` are used for every database this store
+    /// creates or mounts.
+    ///
+    /// A database that fails to mount (damaged, say) does not stop the others: it stays dismounted,
+    /// [`Store::list`] reports why ([`DatabaseEntry::mount_failure`]), [`Store::database`] answers
+    /// [`StoreError::MountFailed`], and [`Store::mount_database`] tries again.
     ///
     /// A directory that holds files but no store marker is refused ([`Error::NotADatabase`]), so a mistyped
     /// path never turns an unrelated directory into a store.
@@ -147,7 +159,19 @@ impl<M: StateMachine> Store<M> {
         if removed {
             sync_dir(&databases)?;
         }
-        Ok(Store { mounted: Mutex::new(BTreeMap::new()), creating: Mutex::new(()), root, options, _lock: lock })
+        let store = Store {
+            mounted: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
+            creating: Mutex::new(()),
+            root,
+            options,
+            _lock: lock,
+        };
+        for name in database_dirs(&store.root)?.into_keys() {
+            // A failure is recorded by `mount_database`; the other databases are mounted all the same.
+            let _ = store.mount_database(&name);
+        }
+        Ok(store)
     }
 
     /// The root directory.
@@ -170,7 +194,25 @@ impl<M: StateMachine> Store<M> {
         let engine = Arc::new(Engine::mount(&dir, self.options.clone().create_if_missing(true))?);
         sync_dir(&self.root.join(DATABASES_DIR))?;
         mounted.insert(name.to_owned(), Arc::clone(&engine));
+        self.failed.lock().remove(name);
         Ok(engine)
+    }
+
+    /// The database `name`, mounted: the one already mounted, or the existing one mounted now, or a new one
+    /// created when the store holds none of that name — what a server calls at start-up for each database it
+    /// serves, however often it restarts. A directory without a checkpoint file is created into only when it
+    /// holds no data (an interrupted creation); one that holds data is refused with the engine's typed error,
+    /// never created over.
+    pub fn open_database(&self, name: &str) -> Result<Arc<Engine<M>>> {
+        let dir = self.dir_of(name)?;
+        if self.mounted.lock().contains_key(name) || dir.join(CHECKPOINT_FILE).exists() {
+            return self.mount_database(name);
+        }
+        let created = self.create_database(name);
+        if let Err(e) = &created {
+            self.failed.lock().insert(name.to_owned(), e.to_string());
+        }
+        created
     }
 
     /// Mounts the existing database `name` (recovering it if needed), or returns it if already mounted.
@@ -183,15 +225,34 @@ impl<M: StateMachine> Store<M> {
         if !dir.exists() {
             return Err(StoreError::NoSuchDatabase { name: name.to_owned() }.into());
         }
-        let engine = Arc::new(Engine::mount(&dir, self.options.clone().create_if_missing(false))?);
-        mounted.insert(name.to_owned(), Arc::clone(&engine));
-        Ok(engine)
+        match Engine::mount(&dir, self.options.clone().create_if_missing(false)) {
+            Ok(engine) => {
+                let engine = Arc::new(engine);
+                mounted.insert(name.to_owned(), Arc::clone(&engine));
+                self.failed.lock().remove(name);
+                Ok(engine)
+            }
+            Err(e) => {
+                self.failed.lock().insert(name.to_owned(), e.to_string());
+                Err(e)
+            }
+        }
     }
 
-    /// The mounted database `name`.
+    /// The mounted database `name`: [`StoreError::MountFailed`] when the store could not mount it,
+    /// [`StoreError::NotMounted`] when it was dismounted, [`StoreError::NoSuchDatabase`] when there is none.
     pub fn database(&self, name: &str) -> Result<Arc<Engine<M>>> {
-        validate_name(name)?;
-        self.mounted.lock().get(name).cloned().ok_or_else(|| StoreError::NotMounted { name: name.to_owned() }.into())
+        let dir = self.dir_of(name)?;
+        if let Some(engine) = self.mounted.lock().get(name) {
+            return Ok(Arc::clone(engine));
+        }
+        if let Some(reason) = self.failed.lock().get(name) {
+            return Err(StoreError::MountFailed { name: name.to_owned(), reason: reason.clone() }.into());
+        }
+        if !dir.exists() {
+            return Err(StoreError::NoSuchDatabase { name: name.to_owned() }.into());
+        }
+        Err(StoreError::NotMounted { name: name.to_owned() }.into())
     }
 
     /// Dismounts the database `name` cleanly. Fails with [`StoreError::InUse`] (and leaves it mounted) while other
@@ -228,23 +289,35 @@ impl<M: StateMachine> Store<M> {
         fs::rename(&dir, &aside).at(&dir)?;
         sync_dir(&databases)?;
         fs::remove_dir_all(&aside).at(&aside)?;
+        self.failed.lock().remove(name);
         Ok(())
     }
 
     /// Every database of the store, by name.
     pub fn list(&self) -> Result<Vec<DatabaseEntry>> {
         let mounted = self.mounted.lock();
+        let failed = self.failed.lock();
         Ok(database_dirs(&self.root)?
             .into_iter()
             .map(|(name, dir)| {
                 let engine = mounted.get(&name);
-                DatabaseEntry { mounted: engine.is_some(), guid: engine.map(|e| e.guid()), name, dir }
+                DatabaseEntry {
+                    mounted: engine.is_some(),
+                    guid: engine.map(|e| e.guid()),
+                    mount_failure: failed.get(&name).cloned(),
+                    name,
+                    dir,
+                }
             })
             .collect())
     }
 
-    /// Dismounts every database cleanly and closes the store. Reports the first failure, after trying all.
-    pub fn close(self) -> Result<()> {
+    /// Dismounts every database cleanly and closes the store (its root's lock is released). Tries every
+    /// database; when one cannot be dismounted — still used by other handles ([`StoreError::InUse`]), or its
+    /// final checkpoint failed — the store comes back inside the error with that database still mounted, so the
+    /// caller can drop the handles and call `close` again ([`CloseError::into_store`]). `?` turns the
+    /// [`CloseError`] into an [`Error`] (dropping the store, which dismounts what it can).
+    pub fn close(self) -> std::result::Result<(), CloseError<M>> {
         let mut first_error = None;
         let names: Vec<String> = self.mounted.lock().keys().cloned().collect();
         for name in names {
@@ -254,7 +327,54 @@ impl<M: StateMachine> Store<M> {
                 first_error = Some(e);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        match first_error {
+            None => Ok(()),
+            Some(error) if self.mounted.lock().is_empty() => Err(CloseError { store: None, error }),
+            Some(error) => Err(CloseError { store: Some(Box::new(self)), error }),
+        }
+    }
+}
+
+/// Why [`Store::close`] did not close the store, and the store itself while a database of it is still mounted.
+pub struct CloseError<M: StateMachine> {
+    store: Option<Box<Store<M>>>,
+    error: Error,
+}
+
+impl<M: StateMachine> CloseError<M> {
+    /// The first failure.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The store, with the databases it could not dismount still mounted, to close again; `None` when every
+    /// database was dismounted (a failure then was a dismount's final checkpoint: the store is closed).
+    pub fn into_store(self) -> Option<Store<M>> {
+        self.store.map(|store| *store)
+    }
+}
+
+impl<M: StateMachine> From<CloseError<M>> for Error {
+    fn from(e: CloseError<M>) -> Self {
+        e.error
+    }
+}
+
+impl<M: StateMachine> std::fmt::Debug for CloseError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloseError").field("error", &self.error).field("store_open", &self.store.is_some()).finish()
+    }
+}
+
+impl<M: StateMachine> std::fmt::Display for CloseError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the store was not closed: {}", self.error)
+    }
+}
+
+impl<M: StateMachine> std::error::Error for CloseError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod mail;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

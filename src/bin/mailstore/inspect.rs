@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use mailstore::engine::{self, CheckReport, GenerationInfo, OfflineStatus, TailTruncation};
-use mailstore::internals::engine::LOGS_DIR;
+use mailstore::internals::engine::{CHECKPOINT_FILE, LOGS_DIR};
 use mailstore::{Engine, Options, RecoveryMode, RecoveryReport, StateMachine};
 
 use crate::{EXIT_DAMAGED, Failure, ForMachine, count, print_fields, with_machine};
@@ -128,6 +128,19 @@ impl ForMachine for CheckAs<'_> {
 pub(crate) fn recover(dir: &Path) -> Result<ExitCode, Failure> {
     // The machine name comes from the state store alone, so a damaged log does not hide it.
     let machine = engine::machine_name(dir)?;
+    // A checkpoint file that is missing or unreadable is rebuilt from the state store and the log first.
+    match checkpoint_state(dir) {
+        CheckpointState::Readable => {}
+        CheckpointState::Lost(why) => {
+            let ck = engine::rebuild_checkpoint(dir).map_err(|e| {
+                Failure::from(e).with_context(&format!("the checkpoint file is {why}; rebuilding it failed"))
+            })?;
+            println!(
+                "the checkpoint file was {why}: rebuilt from the state store and the log (checkpoint LSN {}, epoch {})",
+                ck.lsn, ck.epoch
+            );
+        }
+    }
     let report = with_machine(&machine, RecoverAs(dir)).unwrap_or_else(|| {
         Err(Failure::error(format_args!(
             "{} was created for state machine {machine:?}, which this build of mailstore does not know",
@@ -136,6 +149,23 @@ pub(crate) fn recover(dir: &Path) -> Result<ExitCode, Failure> {
     })?;
     print_recovery(dir, &report);
     Ok(ExitCode::SUCCESS)
+}
+
+enum CheckpointState {
+    Readable,
+    /// Why it is not: "missing" or "damaged".
+    Lost(&'static str),
+}
+
+fn checkpoint_state(dir: &Path) -> CheckpointState {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !path.exists() {
+        return CheckpointState::Lost("missing");
+    }
+    match engine::offline_status(dir) {
+        Err(mailstore::Error::Corrupted { file, .. }) if file == path => CheckpointState::Lost("damaged"),
+        _ => CheckpointState::Readable,
+    }
 }
 
 /// Mounts the database as its machine (never creating one), which runs recovery, then dismounts.

@@ -1,14 +1,14 @@
-//! The mailbox commands: `mailboxes`, `folders`.
+//! The mailbox commands: `mailboxes`, `folders`, `recover-mailbox`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use heed::RoTxn;
 use mailstore::engine;
-use mailstore::model::{MailStore, MailboxInfo};
-use mailstore::{Guid, StateMachine, store};
+use mailstore::model::{MailEngine, MailStore, MailboxInfo, recover_mailbox};
+use mailstore::{Engine, Guid, Options, StateMachine, store};
 
-use crate::Failure;
+use crate::{Failure, print_fields};
 
 /// The database of the store at `root` that holds `mailbox`.
 pub(crate) fn store_database_holding(root: &Path, mailbox: &str) -> Result<PathBuf, Failure> {
@@ -94,5 +94,45 @@ pub(crate) fn folders(dir: &Path, mailbox: &str) -> Result<ExitCode, Failure> {
         children.sort_unstable_by(|a, b| b.cmp(a));
         stack.extend(children.into_iter().map(|c| (c, depth + 1)));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mailstore recover-mailbox PATH --from DIR --mailbox M [--into M] [--folder NAME]`: recovers mailbox `M` of the
+/// dismounted database `from` (a database restored from a backup, say) into a new folder of mailbox `into`
+/// (default: the same address or GUID) of the dismounted database `dir`.
+pub(crate) fn recover_mailbox_into(
+    dir: &Path,
+    from: &Path,
+    mailbox: &str,
+    into: Option<&str>,
+    folder: &str,
+) -> Result<ExitCode, Failure> {
+    require_mail_database(dir)?;
+    require_mail_database(from)?;
+    let options = Options::default().create_if_missing(false);
+    let source: MailEngine = Engine::mount(from, options.clone())?;
+    let target: MailEngine = Engine::mount(dir, options)?;
+    let lookup = |db: &MailEngine, name: &str, side: &Path| -> Result<MailboxInfo, Failure> {
+        db.read(|s, txn| find_mailbox(s, txn, name))?
+            .ok_or_else(|| Failure::error(format_args!("{}: no mailbox {name:?}", side.display())))
+    };
+    let outcome = (|| {
+        let theirs = lookup(&source, mailbox, from)?;
+        let ours = lookup(&target, into.unwrap_or(mailbox), dir)?;
+        Ok::<_, Failure>((recover_mailbox(&source, theirs.guid, &target, ours.guid, folder)?, ours))
+    })();
+    source.dismount()?;
+    target.dismount()?;
+    let (report, ours) = outcome?;
+    println!("recovered mailbox {mailbox} of {} into {} of {}", from.display(), ours.address, dir.display());
+    print_fields(
+        "  ",
+        &[
+            ("folder", format!("{folder} (id {})", report.folder)),
+            ("folders created", report.folders.to_string()),
+            ("items", report.items.to_string()),
+            ("bytes", report.bytes.to_string()),
+        ],
+    );
     Ok(ExitCode::SUCCESS)
 }

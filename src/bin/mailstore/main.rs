@@ -21,7 +21,22 @@
 //!   discards a torn tail of the last generation, removes leftovers of an interrupted generation create),
 //!   prints what recovery found and did, and dismounts cleanly. It never creates a database and keeps the log
 //!   policy stored in it (so generations a backup still needs stay). A database damaged inside its log (not
-//!   just at its tail) is refused, unchanged.
+//!   just at its tail) is refused, unchanged. A checkpoint file that is missing, or damaged in both slots, is
+//!   first rebuilt from the state store and the log (`engine::rebuild_checkpoint`; a damaged one is kept as
+//!   `checkpoint.damaged`).
+//! - `mailstore space PATH [--json]`: where the database's bytes are: used, free (pages of the state file the
+//!   store reuses) and reclaimable (what `compact` gives back), the state file, the log, the segments.
+//! - `mailstore compact PATH [--json]`: checks the database (refusing a damaged one), relocates the live
+//!   message bodies out of mostly dead segments (logged, so copies replay it), and replaces the state file
+//!   with a compacted copy; prints the space before and after.
+//! - `mailstore recover-mailbox PATH --from DIR --mailbox M [--into M] [--folder NAME]`: single-mailbox
+//!   recovery: mailbox `M` (address or GUID) of the dismounted database `DIR` (for example one restored from a
+//!   backup) is written into a new folder (default `Recovered`) of mailbox `--into` (default `M`) of `PATH`, as
+//!   ordinary logged operations, flags, keywords and received times kept.
+//! - `mailstore repair PATH --from HEALTHY [--json]`: replaces the damaged (or lost) state store of `PATH` with
+//!   the state of `HEALTHY` — a dismounted passive copy of the same database, or an older copy of `PATH` — and
+//!   replays `PATH`'s own log on top of it; the damaged state is kept as `state.damaged-N/`. Refuses a copy of
+//!   another database, a damaged one, and one the log cannot carry on from (records after it truncated).
 //!
 //! - `mailstore copy-status PATH [--source HOST:PORT]`: the status of a passive copy that is not open: its
 //!   state, copy and replay queue lengths (against the active at `--source` when given, otherwise against the
@@ -54,6 +69,7 @@
 mod copies;
 mod inspect;
 mod mail;
+mod maintenance;
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
@@ -69,7 +85,8 @@ use mailstore::{StateMachine, store};
 
 use copies::{activate, copy_status, seed};
 use inspect::{check, logs, recover, status};
-use mail::{folders, mailboxes, store_database_holding};
+use mail::{folders, mailboxes, recover_mailbox_into, store_database_holding};
+use maintenance::{compact, repair, space};
 
 /// Administration of mailstore databases (each command works on a dismounted database).
 #[derive(Debug, Parser)]
@@ -100,6 +117,50 @@ enum Command {
     Recover {
         /// A database directory, or a store root (every database in it).
         path: PathBuf,
+    },
+    /// Show where a database's bytes are: used, free and reclaimable.
+    Space {
+        /// A database directory, or a store root (every database in it).
+        path: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compact a database: relocate live message bodies out of mostly dead segments, compact the state file.
+    Compact {
+        /// A database directory, or a store root (every database in it).
+        path: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recover one mailbox out of another database (one restored from a backup) into a folder of a mailbox.
+    RecoverMailbox {
+        /// The mail database to recover into (dismounted).
+        path: PathBuf,
+        /// The database to recover from (dismounted).
+        #[arg(long)]
+        from: PathBuf,
+        /// The mailbox to recover: its address or GUID in `--from`.
+        #[arg(long)]
+        mailbox: String,
+        /// The mailbox to recover into (default: the same address or GUID).
+        #[arg(long)]
+        into: Option<String>,
+        /// The folder created at the top of the target mailbox.
+        #[arg(long, default_value = "Recovered")]
+        folder: String,
+    },
+    /// Repair a damaged state store from a healthy copy of the database, and replay the log on top of it.
+    Repair {
+        /// The damaged database's directory.
+        path: PathBuf,
+        /// A dismounted healthy copy of the same database (a passive copy's directory, or an older copy).
+        #[arg(long)]
+        from: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// List the mailboxes of a mailbox database.
     Mailboxes {
@@ -184,12 +245,28 @@ impl From<mailstore::Error> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let folders_of;
+    let space_of;
+    let compact_of;
     let (path, run): (&Path, Run<'_>) = match &cli.command {
         Command::Status { path } => (path, &status),
         Command::Logs { path } => (path, &logs),
         Command::Check { path } => (path, &check),
         Command::Recover { path } => (path, &recover),
         Command::Mailboxes { path } => (path, &mailboxes),
+        Command::Space { path, json } => {
+            space_of = |dir: &Path| space(dir, *json);
+            (path, &space_of)
+        }
+        Command::Compact { path, json } => {
+            compact_of = |dir: &Path| compact(dir, *json);
+            (path, &compact_of)
+        }
+        Command::RecoverMailbox { path, from, mailbox, into, folder } => {
+            return report(database(path).and_then(|p| {
+                database(from).and_then(|f| recover_mailbox_into(p, f, mailbox, into.as_deref(), folder))
+            }));
+        }
+        Command::Repair { path, from, json } => return report(database(path).and_then(|p| repair(p, from, *json))),
         Command::CopyStatus { path, source } => return report(copy_status(path, source.as_deref())),
         Command::Seed { path, source, from, machine } => {
             return report(seed(path, source, from.as_deref(), machine));

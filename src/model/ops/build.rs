@@ -141,9 +141,7 @@ impl MailOp {
     pub(crate) fn validate(&self) -> Result<(), MailError> {
         match self {
             MailOp::CreateMailbox { address, display_name, uidvalidity, .. } => {
-                if address.is_empty() || address.len() > MAX_ADDRESS || address.chars().any(char::is_control) {
-                    return Err(MailError::InvalidAddress { address: address.clone() });
-                }
+                check_address(address)?;
                 if display_name.len() > MAX_ADDRESS || display_name.chars().any(char::is_control) {
                     return Err(MailError::InvalidDisplayName);
                 }
@@ -210,6 +208,36 @@ fn check_uidvalidity(v: u32) -> Result<(), MailError> {
 
 /// Folder names: 1 to 255 bytes, no `/` (the hierarchy separator), no control characters, not `.` or `..`,
 /// no leading or trailing white space.
+/// `local@domain`, as a mailbox address must be (see [`MailError::InvalidAddress`]). Non-ASCII is allowed in
+/// both parts (SMTPUTF8 addresses); white space, control characters and empty parts are not.
+fn check_address(address: &str) -> Result<(), MailError> {
+    let bad = |rule: &str| Err(MailError::InvalidAddress { address: address.to_owned(), rule: rule.to_owned() });
+    if address.is_empty() || address.len() > MAX_ADDRESS {
+        return bad(&format!("must have 1 to {MAX_ADDRESS} bytes"));
+    }
+    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("may not hold white space or control characters");
+    }
+    let Some((local, domain)) = address.rsplit_once('@') else { return bad("must be local@domain") };
+    if local.is_empty() || local.len() > 64 {
+        return bad("must have a local part of 1 to 64 bytes before the @");
+    }
+    if domain.starts_with('[') && domain.ends_with(']') && domain.len() > 2 {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+    };
+    if domain.is_empty() || domain.len() > 255 || !domain.split('.').all(label_ok) {
+        return bad("must have a domain of dot-separated labels (letters, digits, hyphens) after the @");
+    }
+    Ok(())
+}
+
 fn check_folder_name(name: &str) -> Result<(), MailError> {
     let bad = |why: &str| Err(MailError::InvalidFolderName { name: name.to_owned(), rule: why.to_owned() });
     if name.is_empty() || name.len() > MAX_FOLDER_NAME {
