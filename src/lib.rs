@@ -66,6 +66,10 @@ pub mod internals {
     pub mod engine {
         pub use crate::engine::checkpoint::{CHECKPOINT_FILE, Checkpoint};
         pub use crate::engine::state::STATE_DIR;
+        /// The structural verifier of LMDB data files (reads with `pread`, never maps).
+        pub mod lmdb_file {
+            pub use crate::engine::lmdb_file::{Header, Problem, Verified, entry_ranges, read_header, verify};
+        }
         pub use crate::fsutil::lock::LOCK_FILE;
 
         /// Directory of the log generations inside a database directory.

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use heed::RoTxn;
 
 use crate::codec;
-use crate::engine::state;
 use crate::engine::{
     Attachments, CHECKPOINT_FILE, Checkpoint, Durability, LOGS_DIR, STATE_DIR, StateMachine, checkpoint,
 };
+use crate::engine::{lmdb_file, state};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
 use crate::log::generation;
@@ -195,7 +195,7 @@ fn scan_all(dir: &Path, guid: Option<Guid>) -> Result<Vec<GenerationInfo>> {
 /// This does not decode record payloads (it does not know the state machine); [`check_as`] does.
 pub fn check(dir: &Path) -> Result<CheckReport> {
     let _lock = inspection_lock(dir)?;
-    check_structure(dir)
+    Ok(check_structure(dir)?.0)
 }
 
 /// [`check`], and also decodes every record's payload as an operation of `M` and runs `M`'s own consistency
@@ -203,7 +203,7 @@ pub fn check(dir: &Path) -> Result<CheckReport> {
 /// whose payload is not a valid `M` operation would make mount fail, so it is damage too.
 pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
     let _lock = inspection_lock(dir)?;
-    let mut report = check_structure(dir)?;
+    let (mut report, state_sound) = check_structure(dir)?;
     let guid = checkpoint::read(dir).ok().map(|c| c.guid);
     for (_, path) in generation::list(&dir.join(LOGS_DIR))?.generations {
         let decoded =
@@ -215,7 +215,10 @@ pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
             report.problems.push(e.to_string());
         }
     }
-    // The state machine's own consistency checks (counters against what they count).
+    // The state machine's own consistency checks (counters against what they count), on a sound state store.
+    if !state_sound {
+        return Ok(report);
+    }
     match state_of::<M, _>(dir, |machine, txn| machine.verify(txn)) {
         Ok(problems) => report.problems.extend(problems.into_iter().map(|p| format!("state store: {p}"))),
         Err(e) => report.problems.push(format!("state store: {e}")),
@@ -231,16 +234,38 @@ pub fn with_state<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>)
 }
 
 fn state_of<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>) -> Result<T>) -> Result<T> {
-    let meta = read_meta(dir)?;
-    crate::engine::open::check_meta::<M>(dir, &meta)?;
     let env = state::open_env(dir, Durability::Full, true)?;
+    let meta = state::read_meta(&env, dir)?;
+    crate::engine::open::check_meta::<M>(dir, &meta)?;
     let machine = state::open_machine::<M>(&env, &Attachments::new(dir), &dir.join(state::STATE_DIR))?;
     let txn = env.read_txn()?;
     f(&machine, &txn)
 }
 
-fn check_structure(dir: &Path) -> Result<CheckReport> {
+/// The structure of the state store's LMDB file, walked without mapping it; false when it is missing or
+/// damaged (each problem is in `report`), and nothing else may then open it.
+fn check_state_file(dir: &Path, report: &mut CheckReport) -> bool {
+    let file = lmdb_file::data_file(&dir.join(state::STATE_DIR));
+    let problems = match std::fs::metadata(&file) {
+        Err(e) => vec![format!("{}: {e}", file.display())],
+        Ok(m) if m.len() == 0 => vec![format!("{}: the file is empty", file.display())],
+        Ok(_) => match lmdb_file::verify(&file) {
+            Ok(v) => {
+                let more = (v.more_problems > 0).then(|| format!("{} more problems", v.more_problems));
+                let shown = v.problems.iter().map(|p| format!("{}: {}", file.display(), lmdb_file::describe(p)));
+                shown.chain(more).collect()
+            }
+            Err(e) => vec![e.to_string()],
+        },
+    };
+    let sound = problems.is_empty();
+    report.problems.extend(problems.into_iter().map(|p| format!("state store: {p}")));
+    sound
+}
+
+fn check_structure(dir: &Path) -> Result<(CheckReport, bool)> {
     let mut report = CheckReport::default();
+    let state_sound = check_state_file(dir, &mut report);
     let ck = match checkpoint::read(dir) {
         Ok(ck) => Some(ck),
         Err(e) => {
@@ -248,9 +273,10 @@ fn check_structure(dir: &Path) -> Result<CheckReport> {
             None
         }
     };
-    let meta = match read_meta(dir) {
-        Ok(m) => Some(m),
-        Err(e) => {
+    let meta = match state_sound.then(|| read_meta(dir)) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
             report.problems.push(format!("state store: {e}"));
             None
         }
@@ -341,7 +367,7 @@ fn check_structure(dir: &Path) -> Result<CheckReport> {
             }
         }
     }
-    Ok(report)
+    Ok((report, state_sound))
 }
 
 /// The shared lock offline inspection holds: it conflicts with a mounted engine, not with other inspectors, and

@@ -19,6 +19,7 @@ mod attachments;
 pub(crate) mod checkpoint;
 mod compactor;
 mod inspect;
+pub(crate) mod lmdb_file;
 mod machine;
 mod maintenance;
 pub(crate) mod open;

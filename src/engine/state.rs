@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 
 use crate::codec;
 use crate::engine::attachments::{Attachments, Place, ReaderToken};
+use crate::engine::lmdb_file;
 use crate::engine::{ApplyContext, ApplyError, Counters, Durability, LogPolicy, LogRetention, StateMachine};
 use crate::error::{CodecError, Error, IoContext, Result};
 use crate::log::RecordRef;
@@ -94,7 +95,10 @@ pub fn open_env(dir: &Path, durability: Durability, read_only: bool) -> Result<E
     // exclusive lock (or, read-only, a shared one that excludes a mounted writer), and no file of the
     // environment is modified outside LMDB.
     unsafe { options.flags(flags) };
-    // SAFETY: see above; the memory map is only ever touched through heed's transactions.
+    // LMDB trusts the file's page numbers and offsets: a truncated or damaged file would fault in the map.
+    lmdb_file::validate_before_mapping(&lmdb_file::data_file(&path), lmdb_file::WALK_AT_MOUNT)?;
+    // SAFETY: see above; the memory map is only ever touched through heed's transactions, and the file's
+    // structure was verified (without mapping it) not to lead LMDB's reads outside the file.
     let env = unsafe { options.open(&path) }?;
     // LMDB keeps the map size of the file if it is larger than what we asked for.
     Ok(env)
@@ -292,7 +296,9 @@ impl<M: StateMachine> StateStore<M> {
         // SAFETY: the file is a finished copy that nothing writes any more (it is read-only here, so `NO_LOCK`
         // has no writer to exclude), opened once.
         unsafe { options.flags(EnvFlags::READ_ONLY | EnvFlags::NO_SUB_DIR | EnvFlags::NO_LOCK) };
-        // SAFETY: see above.
+        // A snapshot comes from elsewhere (a source, a transfer): always walked in full before it is mapped.
+        lmdb_file::validate_before_mapping(path, true)?;
+        // SAFETY: see above; its structure was verified.
         let env = unsafe { options.open(path) }?;
         let meta = read_meta(&env, path)?;
         let machine = open_machine::<M>(&env, &Attachments::new(path.parent().unwrap_or(path)), path)?;
