@@ -25,6 +25,7 @@
 #![cfg(unix)]
 
 pub(crate) mod codec;
+pub mod backup;
 pub mod engine;
 mod error;
 mod fault;
