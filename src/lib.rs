@@ -24,8 +24,8 @@
 #![warn(missing_docs)]
 #![cfg(unix)]
 
-pub(crate) mod codec;
 pub mod backup;
+pub(crate) mod codec;
 pub mod engine;
 mod error;
 mod fault;

@@ -250,7 +250,13 @@ impl BackupWriter {
 }
 
 /// Copies the first `len` bytes of `src` to `out`, hashing them.
-fn copy_range(src: &mut File, from: &Path, len: u64, out: &mut File, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
+fn copy_range(
+    src: &mut File,
+    from: &Path,
+    len: u64,
+    out: &mut File,
+    hasher: &mut blake3::Hasher,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
     while left > 0 {

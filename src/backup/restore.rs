@@ -84,7 +84,11 @@ pub fn restore(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
             || b.header.prev_checksum != a.checksum
             || b.header.guid != a.header.guid
         {
-            return Err(Error::corrupted(&b.path, 0, "the log chain is broken: this generation does not follow the last"));
+            return Err(Error::corrupted(
+                &b.path,
+                0,
+                "the log chain is broken: this generation does not follow the last",
+            ));
         }
     }
     let last = logs.last().map_or(snapshot_lsn, |s| s.last_lsn);
@@ -92,7 +96,9 @@ pub fn restore(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
         StopAt::End => last,
         StopAt::Lsn(n) if n >= snapshot_lsn && n <= last => n,
         StopAt::Lsn(n) => {
-            return Err(Error::InvalidArgument(format!("LSN {n} is not within the backups (LSN {snapshot_lsn} to {last})")));
+            return Err(Error::InvalidArgument(format!(
+                "LSN {n} is not within the backups (LSN {snapshot_lsn} to {last})"
+            )));
         }
         StopAt::Time(t) => {
             let mut at = snapshot_lsn;
@@ -198,7 +204,11 @@ fn verify_file(from: &Path, rel: &str, len: u64, blake3_hex: &str) -> Result<()>
         total += n as u64;
     }
     if total != len {
-        return Err(Error::corrupted(&path, total.min(len), format!("backup file is {total} bytes, the catalogue says {len}")));
+        return Err(Error::corrupted(
+            &path,
+            total.min(len),
+            format!("backup file is {total} bytes, the catalogue says {len}"),
+        ));
     }
     if hasher.finalize().to_hex().as_str() != blake3_hex {
         return Err(Error::corrupted(&path, 0, "backup file's BLAKE3 hash differs from the catalogue's"));
