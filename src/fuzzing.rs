@@ -90,9 +90,9 @@ fn reseal(data: &[u8], real: &GenerationHeader) -> Vec<u8> {
     let mut frame = Vec::new();
     while at + FRAME_HEADER_LEN <= data.len() {
         match fixed.decode(&data[at..]) {
-            Frame::Record { lsn, payload, frame_len } => {
+            Frame::Record { lsn, commit_micros, payload, frame_len } => {
                 frame.clear();
-                real.encode_into(lsn, payload, &mut frame);
+                real.encode_into(lsn, commit_micros, payload, &mut frame);
                 out[at..at + frame_len].copy_from_slice(&frame);
                 at += frame_len;
             }

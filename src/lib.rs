@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 #![cfg(unix)]
 
+pub mod backup;
 pub(crate) mod codec;
 pub mod engine;
 mod error;

@@ -103,7 +103,7 @@ fn a_database_of_the_previous_format_is_refused() {
         mailstore::engine::with_state::<mailstore::model::MailStore, _>(dir.path(), |_, _| Ok(())),
     ] {
         match attempt {
-            Err(Error::UnsupportedFormat { what, found: 1, supported: 2, .. }) => assert_eq!(what, "engine"),
+            Err(Error::UnsupportedFormat { what, found: 1, supported: 3, .. }) => assert_eq!(what, "engine"),
             other => panic!("{other:?}"),
         }
     }

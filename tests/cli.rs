@@ -632,3 +632,55 @@ fn recover_mailbox_writes_a_mailbox_of_another_database_into_a_folder() {
     ]);
     assert_eq!(missing.code, 2, "{missing:?}");
 }
+
+#[test]
+fn backup_incremental_and_restore_to_an_lsn_and_to_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, target) = (tmp.path().join("db"), tmp.path().join("backups"));
+    let options = || Options::default().log_target_size(8 << 10);
+    let (_, first) = create(&dir, options(), 2, 40, 100);
+    let arg = |p: &Path| p.display().to_string();
+    let full = mailstore_args(&["backup", &arg(&dir), "--to", &arg(&target), "--json"]);
+    assert_eq!(full.code, 0, "{full:?}");
+    let entry: serde_json::Value = serde_json::from_str(&full.stdout).unwrap();
+    assert_eq!(entry["kind"], "Full");
+    let full_last = entry["last_lsn"].as_u64().unwrap();
+    // More writes, then an incremental (human-readable output).
+    let db = KvEngine::mount(&dir, options()).unwrap();
+    for i in 0..30 {
+        db.commit(KvOp::Put { key: key(9, i), value: value(9, i, 50) }).unwrap();
+    }
+    let all = db.read(|kv, txn| kv.dump(txn)).unwrap();
+    db.dismount().unwrap();
+    let incremental = mailstore_args(&["backup", &arg(&dir), "--to", &arg(&target), "--incremental"]);
+    assert_eq!(incremental.code, 0, "{incremental:?}");
+    let unindented: String = incremental.stdout.lines().map(|l| format!("{}\n", l.trim_start())).collect();
+    assert_eq!(field(&unindented, "kind"), Some("Incremental"));
+
+    let at_full = tmp.path().join("at-full");
+    let run = mailstore_args(&[
+        "restore",
+        "--from",
+        &arg(&target),
+        "--to",
+        &arg(&at_full),
+        "--lsn",
+        &full_last.to_string(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["stop_lsn"].as_u64(), Some(full_last));
+    assert_eq!(contents(&at_full), first);
+    let at_end = tmp.path().join("at-end");
+    let run = mailstore_args(&["restore", "--from", &arg(&target), "--to", &arg(&at_end)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(contents(&at_end), all);
+    // Never over existing data; a bad time is a usage error.
+    let again = mailstore_args(&["restore", "--from", &arg(&target), "--to", &arg(&at_end)]);
+    assert_eq!(again.code, 2, "{again:?}");
+    let bad =
+        mailstore_args(&["restore", "--from", &arg(&target), "--to", &arg(&tmp.path().join("x")), "--time", "noon"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("RFC 3339"), "{bad:?}");
+}

@@ -273,7 +273,7 @@ fn record_that_does_not_decode_is_corruption_with_file_and_offset() {
     let mut bytes = fs::read(&last).unwrap();
     let header = GenerationHeader::decode(&bytes).unwrap();
     let mut frame = Vec::new();
-    RecordSeal::for_header(&header).encode_into(lsn + 1, &[0xFF, 0xFF, 0xFF], &mut frame);
+    RecordSeal::for_header(&header).encode_into(lsn + 1, 1_700_000_000_000_000, &[0xFF, 0xFF, 0xFF], &mut frame);
     bytes.resize(bytes.len().max(end as usize + frame.len()), 0);
     bytes[end as usize..end as usize + frame.len()].copy_from_slice(&frame);
     fs::write(&last, &bytes).unwrap();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use mailstore::internals::engine::Checkpoint;
 use mailstore::internals::fuzzing;
-use mailstore::internals::log::{GenerationHeader, HEADER_LEN, MAX_RECORD_LEN, RecordSeal};
+use mailstore::internals::log::{FRAME_HEADER_LEN, GenerationHeader, HEADER_LEN, MAX_RECORD_LEN, RecordSeal};
 use mailstore::kv::KvOp;
 use mailstore::{Guid, Lsn};
 
@@ -171,12 +171,12 @@ fn frames(records: &[(Lsn, Vec<u8>)]) -> Vec<u8> {
     let seal = RecordSeal::for_header(&mailstore::internals::fuzzing::fixed_header());
     let mut out = Vec::new();
     for (lsn, payload) in records {
-        seal.encode_into(*lsn, payload, &mut out);
+        seal.encode_into(*lsn, 1_700_000_000_000_000 + *lsn, payload, &mut out);
     }
     out
 }
 
-const END_MARKER: [u8; 16] = [0; 16];
+const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
 
 fn with_end(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes.extend_from_slice(&END_MARKER);
@@ -260,7 +260,7 @@ fn header_decoder_seeds() -> Vec<Seed> {
     };
     let gen7_with_records = {
         let mut b = gen7.encode().to_vec();
-        RecordSeal::for_header(&gen7).encode_into(1000, &put(b"k", b"v"), &mut b);
+        RecordSeal::for_header(&gen7).encode_into(1000, 1_700_000_000_000_000, &put(b"k", b"v"), &mut b);
         with_end(b)
     };
     vec![
@@ -320,7 +320,7 @@ fn recovery_seeds() -> Vec<Seed> {
     let three = frames(&[(1, put(b"k", b"v")), (2, put(b"k2", b"v2")), (3, op(&KvOp::Delete { key: b"k".to_vec() }))]);
     let middle_damage = {
         let mut b = three.clone();
-        let second = lsn1.len() + 16 + 2; // a payload byte of LSN 2
+        let second = lsn1.len() + FRAME_HEADER_LEN + 2; // a payload byte of LSN 2
         b[second] ^= 0x01;
         with_end(b)
     };
@@ -365,8 +365,8 @@ fn chunk_inspection_seeds() -> Vec<Seed> {
     };
     let next_seal = RecordSeal::for_header(&next);
     let mut gen2 = next.encode().to_vec();
-    next_seal.encode_into(4, &put(b"a", b"b"), &mut gen2);
-    next_seal.encode_into(5, &put(b"c", b"d"), &mut gen2);
+    next_seal.encode_into(4, 1_700_000_000_000_004, &put(b"a", b"b"), &mut gen2);
+    next_seal.encode_into(5, 1_700_000_000_000_005, &put(b"c", b"d"), &mut gen2);
     let mut seeded = fixed.encode().to_vec();
     seeded.extend_from_slice(&frames(&[(1, put(b"k", b"v"))]));
     vec![

@@ -28,8 +28,9 @@ const KEY_MACHINE: &[u8] = b"machine";
 const KEY_POLICY: &[u8] = b"log_policy";
 const KEY_FORMAT: &[u8] = b"format";
 /// The format of a database's files this release writes and reads: log records with attachments (`codec`), and
-/// the state store's layout of the engine's metadata. Version 1 (before attachments) kept no `format` key.
-pub(crate) const FORMAT: u32 = 2;
+/// the state store's layout of the engine's metadata. Version 1 (before attachments) kept no `format` key;
+/// version 3 log records carry their commit time.
+pub(crate) const FORMAT: u32 = 3;
 /// Initial map size; the map doubles whenever a write finds it full.
 pub const INITIAL_MAP_SIZE: usize = 64 << 20;
 /// Named databases an environment may hold (engine and state machine together).

@@ -21,7 +21,7 @@ use crate::log::format::FRAME_HEADER_LEN;
 use crate::log::truncate::{self, Truncator};
 use crate::log::writer::RollKind;
 use crate::log::{LogWriter, RecordRef};
-use crate::types::Lsn;
+use crate::types::{Lsn, now_micros};
 
 /// Truncated generations circular logging keeps around for reuse.
 const SPARE_GENERATIONS: usize = 2;
@@ -175,6 +175,9 @@ struct Writer<M: StateMachine> {
     epoch: u64,
     applied: Lsn,
     since_checkpoint: u64,
+    /// The commit time the last batch carried: the next one never carries an earlier one, so a point-in-time
+    /// restore's "the last record at or before T" is a prefix of the log even if the clock steps back.
+    last_commit_micros: u64,
     /// Commits the last batch answered, and how long it took: what [`Writer::gather`] waits for.
     answered: usize,
     batch_time: Duration,
@@ -207,6 +210,7 @@ pub(crate) fn spawn<M: StateMachine>(
         epoch,
         applied,
         since_checkpoint: 0,
+        last_commit_micros: 0,
         answered: 0,
         batch_time: Duration::ZERO,
     };
@@ -341,7 +345,9 @@ impl<M: StateMachine> Writer<M> {
         let first = self.log.next_lsn();
         let epoch = self.log.header().epoch;
         let before = self.log.offset();
-        let last = self.log.append(batch.iter().map(|p| p.payload.as_slice()))?;
+        let commit_micros = now_micros().max(self.last_commit_micros);
+        self.last_commit_micros = commit_micros;
+        let last = self.log.append(commit_micros, batch.iter().map(|p| p.payload.as_slice()))?;
         let bytes = self.log.offset() - before;
         if self.inner.options.durability == Durability::Full {
             self.log.sync()?;
@@ -356,7 +362,7 @@ impl<M: StateMachine> Writer<M> {
             .map(|(i, p)| {
                 let offset = at + FRAME_HEADER_LEN as u64;
                 at = offset + p.payload.len() as u64;
-                RecordRef { lsn: first + i as u64, epoch, generation, offset, payload: &p.payload }
+                RecordRef { lsn: first + i as u64, epoch, generation, offset, commit_micros, payload: &p.payload }
             })
             .collect();
         let outcomes = self.inner.state.apply_records(&records, stats)?;

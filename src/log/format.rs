@@ -19,7 +19,7 @@
 //! ```text
 //! off size field
 //!   0    8 magic  b"MSTORLOG"
-//!   8    4 format version (2)
+//!   8    4 format version (3)
 //!  12    4 header length (128)
 //!  16   16 database GUID
 //!  32    8 generation number (>= 1)
@@ -37,27 +37,30 @@
 //! ```text
 //! off size field
 //!   0    4 payload length L (1 ..= MAX_RECORD_LEN)
-//!   4    4 CRC32 of (GUID ‖ generation ‖ epoch ‖ LSN ‖ L ‖ payload)
+//!   4    4 CRC32 of (GUID ‖ generation ‖ epoch ‖ LSN ‖ commit time ‖ L ‖ payload)
 //!   8    8 LSN
-//!  16    L payload: one operation and its attachment (layout in `codec`)
+//!  16    8 commit time, microseconds since the Unix epoch: decided by the writer before the batch is written,
+//!          the same for every record of one batch (point-in-time restore stops by it)
+//!  24    L payload: one operation and its attachment (layout in `codec`)
 //! ```
 //!
 //! Seeding the record CRC with the database GUID, the generation number and the epoch binds every record to
 //! the file it was written into: a stale record left in a recycled file, or a record copied from another
-//! database or another epoch, never validates. A frame header of 16 zero bytes marks the clean end of the
+//! database or another epoch, never validates. A frame header of 24 zero bytes marks the clean end of the
 //! generation; it is written after every batch, so the end is explicit even in a recycled file.
 
 use crate::types::{Guid, Lsn};
 
 /// Magic number at the start of every generation.
 pub const MAGIC: [u8; 8] = *b"MSTORLOG";
-/// Format version written by this release. Version 2 payloads carry an operation and its attachment (`codec`);
-/// version 1 payloads were the operation alone. A generation of another version is refused, never misread.
-pub const FORMAT_VERSION: u32 = 2;
+/// Format version written by this release. Version 3 frames carry the record's commit time; version 2 payloads
+/// carry an operation and its attachment (`codec`); version 1 payloads were the operation alone. A generation of
+/// another version is refused, never misread.
+pub const FORMAT_VERSION: u32 = 3;
 /// Length of the generation header.
 pub const HEADER_LEN: usize = 128;
 /// Length of a record frame's header.
-pub const FRAME_HEADER_LEN: usize = 16;
+pub const FRAME_HEADER_LEN: usize = 24;
 /// The end marker: a frame header of zeros, written after the last record of every batch.
 pub const END_MARKER: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
 /// The largest payload one record may carry (64 MiB). Decoders reject larger lengths before allocating.
@@ -185,20 +188,23 @@ impl RecordSeal {
         RecordSeal { seeded }
     }
 
-    fn crc(&self, lsn: Lsn, payload: &[u8]) -> u32 {
+    fn crc(&self, lsn: Lsn, commit_micros: u64, payload: &[u8]) -> u32 {
         let mut h = self.seeded.clone();
         h.update(&lsn.to_le_bytes());
+        h.update(&commit_micros.to_le_bytes());
         h.update(&(payload.len() as u32).to_le_bytes());
         h.update(payload);
         h.finalize()
     }
 
-    /// Appends the frame of one record to `out`. The caller guarantees `1 <= payload.len() <= MAX_RECORD_LEN`.
-    pub fn encode_into(&self, lsn: Lsn, payload: &[u8], out: &mut Vec<u8>) {
+    /// Appends the frame of one record committed at `commit_micros` (microseconds since the Unix epoch) to
+    /// `out`. The caller guarantees `1 <= payload.len() <= MAX_RECORD_LEN`.
+    pub fn encode_into(&self, lsn: Lsn, commit_micros: u64, payload: &[u8], out: &mut Vec<u8>) {
         debug_assert!(!payload.is_empty() && payload.len() <= MAX_RECORD_LEN);
         out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.crc(lsn, payload).to_le_bytes());
+        out.extend_from_slice(&self.crc(lsn, commit_micros, payload).to_le_bytes());
         out.extend_from_slice(&lsn.to_le_bytes());
+        out.extend_from_slice(&commit_micros.to_le_bytes());
         out.extend_from_slice(payload);
     }
 
@@ -239,11 +245,12 @@ impl RecordSeal {
             return Frame::Invalid("record extends past the end of the file");
         }
         let lsn = u64_at(header, 8);
+        let commit_micros = u64_at(header, 16);
         let payload = &bytes[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len];
-        if self.crc(lsn, payload) != u32_at(header, 4) {
+        if self.crc(lsn, commit_micros, payload) != u32_at(header, 4) {
             return Frame::Invalid("record checksum mismatch");
         }
-        Frame::Record { lsn, payload, frame_len: FRAME_HEADER_LEN + len }
+        Frame::Record { lsn, commit_micros, payload, frame_len: FRAME_HEADER_LEN + len }
     }
 }
 
@@ -289,6 +296,8 @@ pub enum Frame<'a> {
     Record {
         /// Its LSN.
         lsn: Lsn,
+        /// When it was committed (microseconds since the Unix epoch).
+        commit_micros: u64,
         /// Its payload.
         payload: &'a [u8],
         /// Bytes the frame occupies, header included.
@@ -344,8 +353,14 @@ mod tests {
         let h = header();
         let seal = RecordSeal::for_header(&h);
         let mut buf = Vec::new();
-        seal.encode_into(41, b"hello", &mut buf);
-        assert_eq!(seal.decode(&buf), Frame::Record { lsn: 41, payload: b"hello", frame_len: 21 });
+        seal.encode_into(41, 1_700_000_000_000_001, b"hello", &mut buf);
+        assert_eq!(
+            seal.decode(&buf),
+            Frame::Record { lsn: 41, commit_micros: 1_700_000_000_000_001, payload: b"hello", frame_len: 29 }
+        );
+        let mut retimed = buf.clone();
+        retimed[16] ^= 1;
+        assert_eq!(seal.decode(&retimed), Frame::Invalid("record checksum mismatch"), "the time is covered by the CRC");
         let other = RecordSeal::for_header(&GenerationHeader { generation: 4, ..h });
         assert_eq!(other.decode(&buf), Frame::Invalid("record checksum mismatch"));
         let other_epoch = RecordSeal::for_header(&GenerationHeader { epoch: 2, ..h });
@@ -359,7 +374,7 @@ mod tests {
         assert_eq!(seal.decode(&[0; 40]), Frame::End);
         assert_eq!(seal.decode(&[0, 0, 1]), Frame::Invalid("partial frame header"));
         let mut buf = Vec::new();
-        seal.encode_into(41, &[9; 100], &mut buf);
+        seal.encode_into(41, 7, &[9; 100], &mut buf);
         assert!(matches!(seal.decode(&buf[..50]), Frame::Invalid(_)));
         let mut huge = buf.clone();
         huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());

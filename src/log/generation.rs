@@ -22,6 +22,8 @@ pub struct RecordRef<'a> {
     pub generation: u64,
     /// Where its payload starts in the generation's file.
     pub offset: u64,
+    /// When it was committed (microseconds since the Unix epoch), as its frame records it.
+    pub commit_micros: u64,
     /// Its payload (one operation and its attachment, see `codec`).
     pub payload: &'a [u8],
 }
@@ -177,13 +179,14 @@ pub fn scan(
         let offset = HEADER_LEN + at;
         match frame {
             Frame::End => break,
-            Frame::Record { lsn, payload, frame_len } if lsn == expected => {
+            Frame::Record { lsn, commit_micros, payload, frame_len } if lsn == expected => {
                 // A payload that does not decode is damage at this record: name the file and offset.
                 let record = RecordRef {
                     lsn,
                     epoch: header.epoch,
                     generation: header.generation,
                     offset: (offset + FRAME_HEADER_LEN) as u64,
+                    commit_micros,
                     payload,
                 };
                 visit(record).map_err(|e| match e {

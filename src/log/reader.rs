@@ -45,8 +45,8 @@ impl Extent {
 /// Consecutive records read from the log, pointing into the buffers that hold them.
 pub(crate) struct Batch {
     bufs: Vec<Vec<u8>>,
-    /// Per record: LSN, epoch, which buffer, where its payload lies in it.
-    spans: Vec<(Lsn, u64, usize, Range<usize>)>,
+    /// Per record: LSN, epoch, commit time, which buffer, where its payload lies in it.
+    spans: Vec<(Lsn, u64, u64, usize, Range<usize>)>,
     /// Per buffer: the generation it was read from and the file offset of its first byte.
     origins: Vec<(u64, u64)>,
     /// Payload bytes in all.
@@ -58,13 +58,14 @@ impl Batch {
     pub(crate) fn records(&self) -> Vec<RecordRef<'_>> {
         self.spans
             .iter()
-            .map(|(lsn, epoch, index, range)| {
+            .map(|(lsn, epoch, commit_micros, index, range)| {
                 let (generation, start) = self.origins[*index];
                 RecordRef {
                     lsn: *lsn,
                     epoch: *epoch,
                     generation,
                     offset: start + range.start as u64,
+                    commit_micros: *commit_micros,
                     payload: &self.bufs[*index][range.clone()],
                 }
             })
@@ -114,7 +115,7 @@ impl BatchReader {
     pub(crate) fn read(&mut self, extents: &[Extent], from: Lsn, limit: Lsn) -> Result<Option<Batch>> {
         let mut bufs: Vec<Vec<u8>> = Vec::new();
         let mut origins = Vec::new();
-        let mut spans: Vec<(Lsn, u64, usize, Range<usize>)> = Vec::new();
+        let mut spans: Vec<(Lsn, u64, u64, usize, Range<usize>)> = Vec::new();
         let mut bytes = 0usize;
         let mut cursor = None;
         for g in extents.iter().filter(|g| g.last_lsn >= from && g.header.first_lsn <= limit) {
@@ -137,13 +138,13 @@ impl BatchReader {
                         done = true;
                         break;
                     }
-                    Frame::Record { lsn, payload, frame_len } => {
+                    Frame::Record { lsn, commit_micros, payload, frame_len } => {
                         if lsn < from {
                             continue;
                         }
                         let payload_at = at + FRAME_HEADER_LEN;
                         bytes += payload.len();
-                        spans.push((lsn, g.header.epoch, index, payload_at..payload_at + payload.len()));
+                        spans.push((lsn, g.header.epoch, commit_micros, index, payload_at..payload_at + payload.len()));
                         cursor = Some((g.header.generation, start + (at + frame_len) as u64, lsn + 1));
                         if spans.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
                             done = true;

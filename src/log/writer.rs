@@ -135,18 +135,19 @@ impl LogWriter {
         self.offset >= self.target_size
     }
 
-    /// Writes one record per payload (LSNs `next_lsn..`) followed by the end marker, without syncing.
+    /// Writes one record per payload (LSNs `next_lsn..`), each stamped with `commit_micros` (microseconds since
+    /// the Unix epoch, decided by the caller before the batch), followed by the end marker, without syncing.
     /// Returns the LSN of the last record.
     ///
     /// On error nothing is promised about the file's tail; the caller must poison the engine.
-    pub fn append<'p>(&mut self, payloads: impl IntoIterator<Item = &'p [u8]>) -> Result<Lsn> {
+    pub fn append<'p>(&mut self, commit_micros: u64, payloads: impl IntoIterator<Item = &'p [u8]>) -> Result<Lsn> {
         self.frames.clear();
         let mut lsn = self.next_lsn;
         for payload in payloads {
             if payload.is_empty() || payload.len() > MAX_RECORD_LEN {
                 return Err(Error::RecordTooLarge { len: payload.len(), max: MAX_RECORD_LEN });
             }
-            self.seal.encode_into(lsn, payload, &mut self.frames);
+            self.seal.encode_into(lsn, commit_micros, payload, &mut self.frames);
             lsn += 1;
         }
         if lsn == self.next_lsn {

@@ -23,7 +23,7 @@ mod error;
 pub(crate) mod inspect;
 mod protocol;
 mod resync;
-mod source;
+pub(crate) mod source;
 mod tcp;
 
 pub use copy::{

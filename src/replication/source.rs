@@ -335,7 +335,7 @@ fn refused(reason: impl Into<String>) -> Error {
 }
 
 /// The state file's name in a snapshot directory.
-const SNAPSHOT_STATE_FILE: &str = "state.mdb";
+pub(crate) const SNAPSHOT_STATE_FILE: &str = "state.mdb";
 
 /// The directory of `copy`'s snapshot in the database directory `dir`: the state file and hard links to the
 /// generations it carries.
@@ -345,9 +345,9 @@ fn snapshot_dir(dir: &Path, copy: CopyId) -> PathBuf {
 
 /// What [`prepare_snapshot`] chose: the generations that follow the state file (linked next to it).
 pub(crate) struct PreparedSnapshot {
-    applied_lsn: Lsn,
-    segments: Vec<(u64, u64)>,
-    log: Option<(u64, u64)>,
+    pub(crate) applied_lsn: Lsn,
+    pub(crate) segments: Vec<(u64, u64)>,
+    pub(crate) log: Option<(u64, u64)>,
 }
 
 /// Prepares a snapshot of the database in `dir` (whose GUID is `guid`) in the empty directory `into`, for the

@@ -50,6 +50,13 @@
 //!   GoodAvailability 6, BestAvailability 12), otherwise replays what it has, starts a new epoch (at least `N`)
 //!   and leaves `PATH` an active database, dismounted cleanly, ready to mount.
 //!
+//! - `mailstore backup PATH --to TARGET [--incremental] [--json]`: mounts the database (refused when it is
+//!   mounted elsewhere), takes a full backup (or an incremental one) into the backup directory `TARGET`, and
+//!   dismounts. A mounted database is backed up with the library's `mailstore::backup`.
+//! - `mailstore restore --from TARGET --to DIR [--lsn N | --time RFC3339] [--json]`: restores the backups in
+//!   `TARGET` into the new or empty directory `DIR`, up to the end, LSN `N`, or the last record committed at or
+//!   before the time; mounting `DIR` replays the carried log.
+//!
 //! Shipping commands authenticate with the shared key in the environment variable `MAILSTORE_SHIPPING_KEY` (a
 //! passphrase).
 //!
@@ -66,6 +73,7 @@
 //!
 //! [`Engine`]: mailstore::Engine
 
+mod backup;
 mod copies;
 mod inspect;
 mod mail;
@@ -203,6 +211,38 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// Back up a dismounted database (full, or incremental) into a backup directory.
+    Backup {
+        /// The database directory.
+        path: PathBuf,
+        /// The backup directory (created if missing).
+        #[arg(long)]
+        to: PathBuf,
+        /// Only the log closed since the newest backup in the directory.
+        #[arg(long)]
+        incremental: bool,
+        /// Print the backup's catalogue entry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup directory into a new database directory, rolled forward to the end, an LSN or a time.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new (missing or empty) database directory.
+        #[arg(long)]
+        to: PathBuf,
+        /// Stop after this LSN.
+        #[arg(long, conflicts_with = "time")]
+        lsn: Option<u64>,
+        /// Stop after the last record committed at or before this RFC 3339 time.
+        #[arg(long)]
+        time: Option<String>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the folder tree of one mailbox with its IMAP counters.
     Folders {
         /// A database directory, or a store root (the database holding the mailbox).
@@ -273,6 +313,12 @@ fn main() -> ExitCode {
         }
         Command::Activate { path, dial, epoch, source } => {
             return report(activate(path, dial, *epoch, source.as_deref()));
+        }
+        Command::Backup { path, to, incremental, json } => {
+            return report(database(path).and_then(|dir| backup::backup_command(dir, to, *incremental, *json)));
+        }
+        Command::Restore { from, to, lsn, time, json } => {
+            return report(backup::restore_command(from, to, *lsn, time.as_deref(), *json));
         }
         Command::Folders { path, mailbox } => {
             if store::is_store(path) {

@@ -1,0 +1,270 @@
+//! Online backup of a mounted database to a local directory, and restore with roll-forward.
+//!
+//! A backup *set* starts with a full backup and grows by incrementals. Each backup is a directory of the target
+//! named by its id, holding
+//!
+//! * a full backup: `state.mdb` (a consistent, compacted snapshot of the state store, taken while commits go on),
+//!   `segments/` (every closed generation below the log's start that the snapshot's state refers to: they hold
+//!   message bodies) and `logs/` (every generation from the one holding the record after the snapshot's applied
+//!   LSN up to the one a log roll closed after the snapshot);
+//! * an incremental: `logs/` with the generations closed since the previous backup of the set (another roll).
+//!
+//! Each generation is copied up to the end of its last record, followed by an end marker. Every file is listed
+//! in the catalogue (`catalogue.json` at the target's root) with its length and BLAKE3 hash. A backup is written
+//! under `<id>.partial`, synced, renamed to `<id>`, and only then entered in the catalogue (written to a
+//! temporary name, synced, renamed): a crash mid-backup leaves no backup the catalogue lists, so none that looks
+//! complete. [`Engine::backup_completed`] is called only after the catalogue names the backup durably.
+//!
+//! Restore ([`restore`]) is in `restore.rs`.
+
+mod catalogue;
+mod restore;
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::engine::{Engine, LOGS_DIR, SEGMENTS_DIR, StateMachine};
+use crate::error::{Error, IoContext, Result};
+use crate::log::format::{END_MARKER, HEADER_LEN};
+use crate::log::generation;
+use crate::replication::source::{SNAPSHOT_STATE_FILE, prepare_snapshot};
+use crate::types::{Guid, Lsn, now_micros};
+
+pub use catalogue::{BackupEntry, BackupFile, BackupKind, Catalogue, FileKind};
+pub use restore::{RestoreReport, StopAt, restore};
+
+/// What a finished backup holds: its catalogue entry.
+pub type BackupReport = BackupEntry;
+
+/// Takes a full backup of the mounted `engine` into the local directory `target` (created if missing), while
+/// commits go on. Returns the backup's catalogue entry once the catalogue holds it durably; then records it with
+/// [`Engine::backup_completed`] (its last LSN + 1), so [`crate::LogRetention::UntilBackup`] may release the
+/// generations it covers. A database whose catalogue in `target` belongs to another database is refused.
+pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result<BackupReport> {
+    let mut catalogue = Catalogue::load_or_new(target, engine.guid())?;
+    let started = now_micros();
+    let applied = engine.status().applied_lsn;
+    // Keep every record from the one after the snapshot's applied LSN until the backup is copied.
+    let _pin = engine.pin_log(applied + 1)?;
+    let staging = engine.dir().join(format!("backup-{}", Guid::new_random()));
+    fs::create_dir(&staging).at(&staging)?;
+    let result = (|| {
+        let prepared = engine.read(|_, _| {
+            prepare_snapshot::<M>(
+                engine.dir(),
+                &staging,
+                engine.guid(),
+                |path| engine.snapshot_state(path),
+                || {
+                    let end = engine.log_position();
+                    (end.generation, end.offset)
+                },
+            )
+        })?;
+        let snapshot_micros = now_micros();
+        let Some((start, _)) = prepared.log else {
+            return Err(Error::InvalidArgument("the log moved on while the backup's snapshot was taken; retry".into()));
+        };
+        let closed = engine.roll_log()? - 1;
+        // The generations after the start, linked now (the pin keeps them; they may have moved to `segments/`).
+        engine.read(|_, _| (start + 1..=closed).try_for_each(|g| link_generation(engine.dir(), &staging, g)))?;
+        let id = catalogue.next_id();
+        let mut writer = BackupWriter::new(target, &id)?;
+        writer.copy_whole(&staging.join(SNAPSHOT_STATE_FILE), SNAPSHOT_STATE_FILE, FileKind::State)?;
+        for (g, _) in &prepared.segments {
+            writer.copy_generation(&staging, *g, SEGMENTS_DIR, FileKind::Segment, engine.guid())?;
+        }
+        let mut last_lsn = prepared.applied_lsn;
+        for g in start..=closed {
+            last_lsn = writer.copy_generation(&staging, g, LOGS_DIR, FileKind::Log, engine.guid())?.max(last_lsn);
+        }
+        let entry = BackupEntry {
+            id: id.clone(),
+            kind: BackupKind::Full,
+            parent: None,
+            epoch: engine.status().epoch,
+            applied_lsn: prepared.applied_lsn,
+            last_lsn,
+            first_generation: start,
+            last_generation: closed,
+            started_micros: started,
+            snapshot_micros,
+            finished_micros: now_micros(),
+            files: Vec::new(),
+        };
+        writer.finish(&mut catalogue, entry)
+    })();
+    let removed = fs::remove_dir_all(&staging).at(&staging);
+    let entry = result?;
+    removed?;
+    engine.backup_completed(entry.last_lsn + 1)?;
+    Ok(entry)
+}
+
+/// Takes an incremental backup of the mounted `engine` into `target`: the generations closed (by a log roll now)
+/// since the newest backup of the set. Fails with [`Error::InvalidArgument`] when the target holds no full backup
+/// of this database, or when the log no longer holds the records after the newest backup (truncated: take a
+/// full backup, or use [`crate::LogRetention::UntilBackup`]).
+pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result<BackupReport> {
+    let mut catalogue = Catalogue::load_or_new(target, engine.guid())?;
+    let Some(previous) = catalogue.backups.last().cloned() else {
+        return Err(Error::InvalidArgument(format!("{} holds no full backup to add to", target.display())));
+    };
+    let started = now_micros();
+    let _pin = engine.pin_log(previous.last_lsn + 1)?;
+    let staging = engine.dir().join(format!("backup-{}", Guid::new_random()));
+    fs::create_dir(&staging).at(&staging)?;
+    let result = (|| {
+        let closed = engine.roll_log()? - 1;
+        let first = previous.last_generation + 1;
+        engine.read(|_, _| (first..=closed).try_for_each(|g| link_generation(engine.dir(), &staging, g)))?;
+        let id = catalogue.next_id();
+        let mut writer = BackupWriter::new(target, &id)?;
+        let mut last_lsn = previous.last_lsn;
+        for g in first..=closed {
+            last_lsn = writer.copy_generation(&staging, g, LOGS_DIR, FileKind::Log, engine.guid())?.max(last_lsn);
+        }
+        let entry = BackupEntry {
+            id: id.clone(),
+            kind: BackupKind::Incremental,
+            parent: Some(previous.id.clone()),
+            epoch: engine.status().epoch,
+            applied_lsn: previous.last_lsn,
+            last_lsn,
+            first_generation: first,
+            last_generation: closed,
+            started_micros: started,
+            snapshot_micros: started,
+            finished_micros: now_micros(),
+            files: Vec::new(),
+        };
+        writer.finish(&mut catalogue, entry)
+    })();
+    let removed = fs::remove_dir_all(&staging).at(&staging);
+    let entry = result?;
+    removed?;
+    engine.backup_completed(entry.last_lsn + 1)?;
+    Ok(entry)
+}
+
+/// Hard-links `generation` (from `logs/`, or `segments/` once it has moved) of the database in `dir` into `into`.
+fn link_generation(dir: &Path, into: &Path, generation: u64) -> Result<()> {
+    let name = generation::file_name(generation);
+    let link = into.join(&name);
+    for from in [dir.join(LOGS_DIR).join(&name), dir.join(SEGMENTS_DIR).join(&name)] {
+        match fs::hard_link(&from, &link) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&from, e)),
+        }
+    }
+    Err(Error::MissingGeneration { generation, file: dir.join(LOGS_DIR).join(name) })
+}
+
+/// Writes one backup's files under `<target>/<id>.partial`, hashing each as it goes.
+struct BackupWriter {
+    target: PathBuf,
+    id: String,
+    partial: PathBuf,
+    files: Vec<BackupFile>,
+}
+
+impl BackupWriter {
+    fn new(target: &Path, id: &str) -> Result<Self> {
+        let partial = target.join(format!("{id}.partial"));
+        if partial.exists() {
+            fs::remove_dir_all(&partial).at(&partial)?;
+        }
+        for sub in [LOGS_DIR, SEGMENTS_DIR] {
+            fs::create_dir_all(partial.join(sub)).at(&partial)?;
+        }
+        Ok(BackupWriter { target: target.to_path_buf(), id: id.to_owned(), partial, files: Vec::new() })
+    }
+
+    /// Copies the whole file `from` to `name` in the backup.
+    fn copy_whole(&mut self, from: &Path, name: &str, kind: FileKind) -> Result<()> {
+        let mut src = File::open(from).at(from)?;
+        let len = src.metadata().at(from)?.len();
+        self.write(name, kind, None, len, |out, hasher| copy_range(&mut src, from, len, out, hasher))
+    }
+
+    /// Copies generation `g` (linked in `staging`) into `sub/` up to the end of its last record, then an end
+    /// marker. Verifies it first; returns its last LSN.
+    fn copy_generation(&mut self, staging: &Path, g: u64, sub: &str, kind: FileKind, guid: Guid) -> Result<Lsn> {
+        let from = staging.join(generation::file_name(g));
+        let scan = generation::scan(&from, Some(guid), |_| Ok(()))?;
+        if let Some(damage) = scan.damage {
+            return Err(Error::corrupted(&from, damage.offset, damage.reason));
+        }
+        let mut src = File::open(&from).at(&from)?;
+        let name = format!("{sub}/{}", generation::file_name(g));
+        let len = scan.end_offset + END_MARKER.len() as u64;
+        self.write(&name, kind, Some(g), len, |out, hasher| {
+            copy_range(&mut src, &from, scan.end_offset, out, hasher)?;
+            hasher.update(&END_MARKER);
+            out.write_all(&END_MARKER)
+        })?;
+        debug_assert!(scan.end_offset >= HEADER_LEN as u64);
+        Ok(scan.last_lsn)
+    }
+
+    fn write(
+        &mut self,
+        name: &str,
+        kind: FileKind,
+        generation: Option<u64>,
+        len: u64,
+        fill: impl FnOnce(&mut File, &mut blake3::Hasher) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let path = self.partial.join(name);
+        let mut out = File::create(&path).at(&path)?;
+        let mut hasher = blake3::Hasher::new();
+        fill(&mut out, &mut hasher).at(&path)?;
+        out.sync_all().at(&path)?;
+        let path_in_target = format!("{}/{name}", self.id);
+        self.files.push(BackupFile {
+            path: path_in_target,
+            kind,
+            generation,
+            len,
+            blake3: hasher.finalize().to_hex().to_string(),
+        });
+        Ok(())
+    }
+
+    /// Syncs the backup, renames it into place and enters it in the catalogue.
+    fn finish(self, catalogue: &mut Catalogue, mut entry: BackupEntry) -> Result<BackupEntry> {
+        for sub in [LOGS_DIR, SEGMENTS_DIR] {
+            crate::fsutil::sync_dir(&self.partial.join(sub))?;
+        }
+        crate::fsutil::sync_dir(&self.partial)?;
+        let done = self.target.join(&self.id);
+        fs::rename(&self.partial, &done).at(&done)?;
+        crate::fsutil::sync_dir(&self.target)?;
+        entry.files = self.files;
+        catalogue.backups.push(entry.clone());
+        catalogue.store(&self.target)?;
+        Ok(entry)
+    }
+}
+
+/// Copies the first `len` bytes of `src` to `out`, hashing them.
+fn copy_range(
+    src: &mut File,
+    from: &Path,
+    len: u64,
+    out: &mut File,
+    hasher: &mut blake3::Hasher,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = (left as usize).min(buf.len());
+        src.read_exact(&mut buf[..n]).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", from.display())))?;
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
