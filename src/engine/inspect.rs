@@ -215,6 +215,11 @@ pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
             report.problems.push(e.to_string());
         }
     }
+    // Every entry of every table against its checksum (`engine::table`), each damaged one reported.
+    match verify_tables(dir) {
+        Ok(damaged) => report.problems.extend(damaged.iter().map(|d| format!("state store: {d}"))),
+        Err(e) => report.problems.push(format!("state store: {e}")),
+    }
     // The state machine's own consistency checks (counters against what they count).
     match state_of::<M, _>(dir, |machine, txn| machine.verify(txn)) {
         Ok(problems) => report.problems.extend(problems.into_iter().map(|p| format!("state store: {p}"))),
@@ -236,7 +241,13 @@ fn state_of<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>) -> Re
     let env = state::open_env(dir, Durability::Full, true)?;
     let machine = state::open_machine::<M>(&env, &Attachments::new(dir), &dir.join(state::STATE_DIR))?;
     let txn = env.read_txn()?;
-    f(&machine, &txn)
+    f(&machine, &txn).map_err(|e| e.in_database(dir))
+}
+
+/// Every damaged entry of every table of the state store of the database in `dir`.
+fn verify_tables(dir: &Path) -> Result<Vec<crate::engine::table::DamagedEntry>> {
+    let env = state::open_env(dir, Durability::Full, true)?;
+    crate::engine::table::verify_all(&env).map_err(|e| e.in_database(dir))
 }
 
 fn check_structure(dir: &Path) -> Result<CheckReport> {
