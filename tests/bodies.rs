@@ -122,8 +122,8 @@ fn single_instance_content_outlives_the_delivery_that_stored_it() {
 /// checksums, and the `format` key as given (`None`: absent, as format 1 kept it).
 fn make_legacy(dir: &std::path::Path, format: Option<[u8; 8]>) {
     // SAFETY: the database is dismounted and nothing else opens its environment while the test edits it.
-    let env = unsafe { heed::EnvOpenOptions::new().read_txn_without_tls().max_dbs(128).open(dir.join("state")) }
-        .unwrap();
+    let env =
+        unsafe { heed::EnvOpenOptions::new().read_txn_without_tls().max_dbs(128).open(dir.join("state")) }.unwrap();
     let rtxn = env.read_txn().unwrap();
     let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {

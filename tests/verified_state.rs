@@ -39,7 +39,8 @@ fn data_mdb(dir: &Path) -> std::path::PathBuf {
 }
 
 fn find_once(haystack: &[u8], needle: &[u8]) -> usize {
-    let hits: Vec<usize> = haystack.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    let hits: Vec<usize> =
+        haystack.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
     assert_eq!(hits.len(), 1, "{:?} found {} times in data.mdb", String::from_utf8_lossy(needle), hits.len());
     hits[0]
 }
@@ -146,7 +147,8 @@ fn check_reports_every_damaged_entry_and_the_engine_metadata() {
     // (Every copy of its page is flipped: older ones, left by earlier transactions, are free pages.)
     let mut bytes = original.clone();
     let needle = b"machinekv";
-    let hits: Vec<usize> = original.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    let hits: Vec<usize> =
+        original.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
     assert!(!hits.is_empty());
     for at in hits {
         bytes[at + b"machine".len()] ^= 0x04;
@@ -155,7 +157,9 @@ fn check_reports_every_damaged_entry_and_the_engine_metadata() {
     let report = check_as::<Kv>(dir.path()).unwrap();
     assert!(report.problems.iter().any(|p| p.contains("entry machine of table engine.meta")), "{:?}", report.problems);
     match Engine::<Kv>::mount(dir.path(), Options::default()) {
-        Err(Error::Damaged { table, key, .. }) => assert_eq!((table.as_str(), key.as_str()), ("engine.meta", "machine")),
+        Err(Error::Damaged { table, key, .. }) => {
+            assert_eq!((table.as_str(), key.as_str()), ("engine.meta", "machine"))
+        }
         other => panic!("{:?}", other.map(drop)),
     }
 }
