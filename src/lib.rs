@@ -66,7 +66,7 @@ pub mod internals {
     pub mod engine {
         pub use crate::engine::checkpoint::{CHECKPOINT_FILE, Checkpoint};
         pub use crate::engine::state::STATE_DIR;
-        pub use crate::engine::table::display_key;
+        pub use crate::engine::table::{CHECKSUM_LEN, display_key, seal};
         pub use crate::fsutil::lock::LOCK_FILE;
 
         /// Directory of the log generations inside a database directory.

@@ -35,7 +35,7 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, CommitToken, Database, Env, OnCommit, RoRange, RoRevRange, RoTxn, RwTxn, WithoutTls};
 
 /// Bytes of checksum after every stored value.
-pub(crate) const CHECKSUM_LEN: usize = 4;
+pub const CHECKSUM_LEN: usize = 4;
 
 /// A state store entry failed its checksum: damage in `data.mdb`.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,15 @@ pub fn display_key(key: &[u8]) -> String {
         }
         s
     }
+}
+
+/// A value as table `table` stores it under `key`: the value and its checksum (for tests and tools that write a
+/// state store by hand; `mailstore::internals`).
+pub fn seal(table: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(value.len() + CHECKSUM_LEN);
+    stored.extend_from_slice(value);
+    stored.extend_from_slice(&checksum(seed(table), key, value).to_le_bytes());
+    stored
 }
 
 /// The seed of a table's checksums: the CRC of its name.
