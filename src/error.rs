@@ -75,6 +75,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// An entry of the state store fails its checksum (`data.mdb` is damaged): the value read would have been
+    /// wrong, so none is returned. Every table's values carry a checksum over the table, the key and the value
+    /// (ARCHITECTURE.md, "Verified state"); `mailstore check` lists every damaged entry.
+    #[error("{}: entry {key} of table {table} fails its checksum (the state store is damaged)", database.display())]
+    Damaged {
+        /// The database directory (whose `state/data.mdb` holds the entry).
+        database: PathBuf,
+        /// The table (LMDB database name, such as `mail.items` or `engine.meta`).
+        table: String,
+        /// The entry's key as stored: printable ASCII as it is, anything else in hex (`0x...`).
+        key: String,
+    },
+
     /// A generation the log needs is not on disk ("committed log files missing").
     #[error("log generation {generation} is missing: expected {}", file.display())]
     MissingGeneration {
@@ -344,6 +357,7 @@ impl Error {
         matches!(
             self,
             Error::Corrupted { .. }
+                | Error::Damaged { .. }
                 | Error::TornTail { .. }
                 | Error::MissingGeneration { .. }
                 | Error::BrokenChain { .. }
@@ -353,9 +367,37 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Names the database directory `dir` in an [`Error::Damaged`] that does not name one yet: the tables that
+    /// find the damage do not know their directory, the engine's boundaries (reads, applies, offline tools) do.
+    pub(crate) fn in_database(self, dir: &Path) -> Self {
+        match self {
+            Error::Damaged { database, table, key } if database.as_os_str().is_empty() => {
+                Error::Damaged { database: dir.to_path_buf(), table, key }
+            }
+            e => e,
+        }
+    }
+}
+
 impl From<heed::Error> for Error {
     fn from(e: heed::Error) -> Self {
-        Error::State(e)
+        match e {
+            heed::Error::Decoding(boxed) => match boxed.downcast::<crate::engine::table::Damage>() {
+                Ok(damage) => Error::Damaged {
+                    database: PathBuf::new(),
+                    table: damage.table,
+                    key: crate::engine::table::display_key(&damage.key),
+                },
+                // A crate error a state machine carried through heed's error type (`ApplyError::Storage`).
+                Err(other) => match other.downcast::<Error>() {
+                    Ok(inner) if matches!(*inner, Error::Damaged { .. }) => *inner,
+                    Ok(inner) => Error::State(heed::Error::Decoding(inner)),
+                    Err(other) => Error::State(heed::Error::Decoding(other)),
+                },
+            },
+            e => Error::State(e),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use heed::types::Bytes;
 use heed::{CommitToken, Database, DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::table::Table;
 use crate::engine::{ApplyContext, ApplyError, Attachments, Engine, StateMachine};
 use crate::error::Result;
 
@@ -70,8 +71,11 @@ pub enum KvError {
 /// The key-value state: one LMDB database of byte strings.
 #[derive(Debug)]
 pub struct Kv {
-    data: Database<'static, Bytes, Bytes>,
+    data: Table,
 }
+
+/// The name of the machine's one table.
+const TABLE: &str = "kv.data";
 
 /// [`Kv`]'s database while its opening transaction is live.
 pub struct KvDatabases<'e>(Database<'e, Bytes, Bytes>);
@@ -79,7 +83,7 @@ pub struct KvDatabases<'e>(Database<'e, Bytes, Bytes>);
 impl OnCommit for KvDatabases<'_> {
     type Committed = Kv;
     fn on_commit(self, token: &CommitToken) -> Kv {
-        Kv { data: self.0.on_commit(token) }
+        Kv { data: Table::new(self.0.on_commit(token), TABLE) }
     }
 }
 
@@ -132,7 +136,7 @@ impl StateMachine for Kv {
         txn: &mut RwTxn<'e>,
         _: &Attachments,
     ) -> Result<KvDatabases<'e>> {
-        Ok(KvDatabases(opener.create_database(txn, Some("kv.data"))?))
+        Ok(KvDatabases(opener.create_database(txn, Some(TABLE))?))
     }
 
     fn open_databases<'e>(
@@ -140,7 +144,7 @@ impl StateMachine for Kv {
         txn: &RoTxn<'e>,
         _: &Attachments,
     ) -> Result<Option<KvDatabases<'e>>> {
-        Ok(opener.open_database(txn, Some("kv.data"))?.map(KvDatabases))
+        Ok(opener.open_database(txn, Some(TABLE))?.map(KvDatabases))
     }
 
     fn validate(&self, op: &KvOp) -> Result<(), KvError> {

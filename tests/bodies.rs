@@ -77,16 +77,12 @@ fn single_instance_content_outlives_the_delivery_that_stored_it() {
     check(dir.path());
 }
 
-#[test]
-fn a_database_of_the_previous_format_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let db: MailEngine = Engine::mount(dir.path(), Options::default()).unwrap();
-    mailbox(&db);
-    db.dismount().unwrap();
-    // A format-1 database (bodies in the state store) has no `format` key in the engine's metadata.
+/// Rewrites the engine's metadata of the dismounted database in `dir` as an older release wrote it: values without
+/// checksums, and the `format` key as given (`None`: absent, as format 1 kept it).
+fn make_legacy(dir: &std::path::Path, format: Option<[u8; 8]>) {
     // SAFETY: the database is dismounted and nothing else opens its environment while the test edits it.
-    let env = unsafe { heed::EnvOpenOptions::new().read_txn_without_tls().max_dbs(128).open(dir.path().join("state")) }
-        .unwrap();
+    let env =
+        unsafe { heed::EnvOpenOptions::new().read_txn_without_tls().max_dbs(128).open(dir.join("state")) }.unwrap();
     let rtxn = env.read_txn().unwrap();
     let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {
@@ -95,21 +91,42 @@ fn a_database_of_the_previous_format_is_refused() {
         .unwrap()
         .unwrap_commit();
     let mut wtxn = env.write_txn().unwrap();
-    assert!(meta.delete(&mut wtxn, b"format").unwrap());
-    wtxn.commit().unwrap();
-    drop(env);
-    for attempt in [
-        Engine::<mailstore::model::MailStore>::mount(dir.path(), Options::default()).map(drop),
-        mailstore::engine::with_state::<mailstore::model::MailStore, _>(dir.path(), |_, _| Ok(())),
-    ] {
-        match attempt {
-            Err(Error::UnsupportedFormat { what, found: 1, supported: 3, .. }) => assert_eq!(what, "engine"),
-            other => panic!("{other:?}"),
-        }
+    let entries: Vec<(Vec<u8>, Vec<u8>)> =
+        meta.iter(&wtxn).unwrap().map(|e| e.map(|(k, v)| (k.to_vec(), v[..v.len() - 4].to_vec())).unwrap()).collect();
+    for (k, v) in entries {
+        meta.put(&mut wtxn, &k, &v).unwrap();
     }
-    // Refused, not changed: the log and the state are still there.
-    assert_eq!(files_in(dir.path(), LOGS_DIR), 1);
-    assert!(dir.path().join("state").join("data.mdb").exists());
+    match format {
+        Some(f) => meta.put(&mut wtxn, b"format", &f).unwrap(),
+        None => assert!(meta.delete(&mut wtxn, b"format").unwrap()),
+    }
+    wtxn.commit().unwrap();
+}
+
+#[test]
+fn a_database_of_a_previous_format_is_refused() {
+    // Format 1 (bodies in the state store) had no `format` key; format 2, values without checksums.
+    for (format, found) in [(None, 1), (Some([0, 0, 0, 2, 0, 0, 0, 2]), 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let db: MailEngine = Engine::mount(dir.path(), Options::default()).unwrap();
+        mailbox(&db);
+        db.dismount().unwrap();
+        make_legacy(dir.path(), format);
+        for attempt in [
+            Engine::<mailstore::model::MailStore>::mount(dir.path(), Options::default()).map(drop),
+            mailstore::engine::with_state::<mailstore::model::MailStore, _>(dir.path(), |_, _| Ok(())),
+        ] {
+            match attempt {
+                Err(Error::UnsupportedFormat { what, found: f, supported: 3, .. }) if f == found => {
+                    assert_eq!(what, "engine")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Refused, not changed: the log and the state are still there.
+        assert_eq!(files_in(dir.path(), LOGS_DIR), 1);
+        assert!(dir.path().join("state").join("data.mdb").exists());
+    }
 }
 
 #[test]

@@ -474,10 +474,13 @@ fn check_verifies_counters_against_items() {
     let mut wtxn = env.write_txn().unwrap();
     let mut key = mbx.0.to_vec();
     key.extend_from_slice(&inbox.to_be_bytes());
+    let stored = folders.get(&wtxn, &key).unwrap().unwrap();
     let mut info: mailstore::model::FolderInfo =
-        mailstore::internals::codec::decode(folders.get(&wtxn, &key).unwrap().unwrap()).unwrap();
+        mailstore::internals::codec::decode(&stored[..stored.len() - mailstore::internals::engine::CHECKSUM_LEN])
+            .unwrap();
     info.unread += 5;
-    folders.put(&mut wtxn, &key, &mailstore::internals::codec::encode(&info).unwrap()).unwrap();
+    let encoded = mailstore::internals::codec::encode(&info).unwrap();
+    folders.put(&mut wtxn, &key, &mailstore::internals::engine::seal("mail.folders", &key, &encoded)).unwrap();
     wtxn.commit().unwrap();
     // And damage one stored message (as a bit flip would): check names the content whose bytes no longer match.
     // A `mail.blob_refs` value: count (bytes 0..4), length (4..8), body id (8..16), then where the bytes lie in

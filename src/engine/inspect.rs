@@ -215,10 +215,16 @@ pub fn check_as<M: StateMachine>(dir: &Path) -> Result<CheckReport> {
             report.problems.push(e.to_string());
         }
     }
-    // The state machine's own consistency checks (counters against what they count), on a sound state store.
+    // Only a structurally sound state store is read further.
     if !state_sound {
         return Ok(report);
     }
+    // Every entry of every table against its checksum (`engine::table`), each damaged one reported.
+    match verify_tables(dir) {
+        Ok(damaged) => report.problems.extend(damaged.iter().map(|d| format!("state store: {d}"))),
+        Err(e) => report.problems.push(format!("state store: {e}")),
+    }
+    // The state machine's own consistency checks (counters against what they count).
     match state_of::<M, _>(dir, |machine, txn| machine.verify(txn)) {
         Ok(problems) => report.problems.extend(problems.into_iter().map(|p| format!("state store: {p}"))),
         Err(e) => report.problems.push(format!("state store: {e}")),
@@ -239,7 +245,13 @@ fn state_of<M: StateMachine, T>(dir: &Path, f: impl FnOnce(&M, &RoTxn<'_>) -> Re
     crate::engine::open::check_meta::<M>(dir, &meta)?;
     let machine = state::open_machine::<M>(&env, &Attachments::new(dir), &dir.join(state::STATE_DIR))?;
     let txn = env.read_txn()?;
-    f(&machine, &txn)
+    f(&machine, &txn).map_err(|e| e.in_database(dir))
+}
+
+/// Every damaged entry of every table of the state store of the database in `dir`.
+fn verify_tables(dir: &Path) -> Result<Vec<crate::engine::table::DamagedEntry>> {
+    let env = state::open_env(dir, Durability::Full, true)?;
+    crate::engine::table::verify_all(&env).map_err(|e| e.in_database(dir))
 }
 
 /// The structure of the state store's LMDB file, walked without mapping it; false when it is missing or

@@ -26,6 +26,7 @@ pub(crate) mod open;
 mod recovery;
 mod ship;
 pub(crate) mod state;
+pub(crate) mod table;
 mod writer;
 
 use std::collections::BTreeMap;

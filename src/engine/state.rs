@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 use crate::codec;
 use crate::engine::attachments::{Attachments, Place, ReaderToken};
 use crate::engine::lmdb_file;
+use crate::engine::table::Table;
 use crate::engine::{ApplyContext, ApplyError, Counters, Durability, LogPolicy, LogRetention, StateMachine};
 use crate::error::{CodecError, Error, IoContext, Result};
 use crate::log::RecordRef;
@@ -28,8 +29,9 @@ const KEY_MACHINE: &[u8] = b"machine";
 const KEY_POLICY: &[u8] = b"log_policy";
 const KEY_FORMAT: &[u8] = b"format";
 /// The format of a database's files this release writes and reads: log records with attachments (`codec`), and
-/// the state store's layout of the engine's metadata. Version 1 (before attachments) kept no `format` key;
-/// version 3 log records carry their commit time.
+/// the state store's layout: every value of every table checksummed (`engine::table`); version 3 log records
+/// carry their commit time. Version 1 (before attachments) kept no `format` key; version 2 stored values without
+/// checksums and records without times.
 pub(crate) const FORMAT: u32 = 3;
 /// Initial map size; the map doubles whenever a write finds it full.
 pub const INITIAL_MAP_SIZE: usize = 64 << 20;
@@ -39,7 +41,9 @@ const MAX_DBS: u32 = 128;
 /// The engine's own keys in the state store.
 #[derive(Clone, Copy, Debug)]
 pub struct Meta {
-    db: Database<'static, Bytes, Bytes>,
+    db: Table,
+    /// The same database read without checksums: only to name the format of a database older than them.
+    raw: Database<'static, Bytes, Bytes>,
 }
 
 /// The engine's metadata as stored.
@@ -66,7 +70,7 @@ pub(crate) fn read_meta(env: &Env<WithoutTls>, dir: &Path) -> Result<MetaValues>
     let values = match Meta::open(env)? {
         Some(meta) => {
             let txn = env.read_txn()?;
-            meta.read(&txn)?
+            meta.read(&txn).map_err(|e| e.in_database(dir))?
         }
         None => None,
     };
@@ -106,6 +110,24 @@ pub fn open_env(dir: &Path, durability: Durability, read_only: bool) -> Result<E
 }
 
 impl Meta {
+    fn new(raw: Database<'static, Bytes, Bytes>) -> Self {
+        Meta { db: Table::new(raw, META_DB), raw }
+    }
+
+    /// The format versions of a database written before values carried checksums (format 1 or 2), read
+    /// without verifying anything; `None` for a database of this format or later.
+    fn legacy_format(&self, txn: &RoTxn<'_>) -> Result<Option<(u32, u32)>> {
+        if self.raw.get(txn, KEY_GUID)?.is_none() {
+            return Ok(None);
+        }
+        match self.raw.get(txn, KEY_FORMAT)? {
+            None => Ok(Some((1, 1))),
+            // Format 2 stored the two versions alone; from format 3 on a checksum follows them.
+            Some(v) if v.len() == 8 => Ok(Some((keys_u32(&v[..4]), keys_u32(&v[4..])))),
+            Some(_) => Ok(None),
+        }
+    }
+
     /// Opens the metadata database of an existing environment without writing; `None` when it does not exist.
     pub fn open(env: &Env<WithoutTls>) -> Result<Option<Self>> {
         let rtxn = env.read_txn()?;
@@ -115,7 +137,7 @@ impl Meta {
             })?
             .commit()
             .flatten();
-        Ok(db.map(|db| Meta { db }))
+        Ok(db.map(Meta::new))
     }
 
     /// Writes a fresh database's identity, and the format versions it is written in.
@@ -133,6 +155,9 @@ impl Meta {
 
     /// Reads the metadata; `None` for a store that was never initialised.
     pub fn read(&self, txn: &RoTxn<'_>) -> Result<Option<MetaValues>> {
+        if let Some(format) = self.legacy_format(txn)? {
+            return self.read_legacy(txn, format);
+        }
         let Some(guid) = self.db.get(txn, KEY_GUID)? else { return Ok(None) };
         let guid: [u8; 16] = guid.try_into().map_err(|_| bad("guid"))?;
         let epoch = self.read_u64(txn, KEY_EPOCH)?;
@@ -154,6 +179,17 @@ impl Meta {
             }
         };
         Ok(Some(MetaValues { guid: Guid(guid), epoch, applied_lsn, machine, policy, format }))
+    }
+
+    /// The metadata of a database of an older format, read without checksums, so that mounting it is refused
+    /// with [`Error::UnsupportedFormat`] naming its version (nothing else is read from such a database).
+    fn read_legacy(&self, txn: &RoTxn<'_>, format: (u32, u32)) -> Result<Option<MetaValues>> {
+        let Some(guid) = self.raw.get(txn, KEY_GUID)? else { return Ok(None) };
+        let guid: [u8; 16] = guid.try_into().map_err(|_| bad("guid"))?;
+        let machine = self.raw.get(txn, KEY_MACHINE)?.ok_or_else(|| bad("machine"))?;
+        let machine = String::from_utf8(machine.to_vec()).map_err(|_| bad("machine"))?;
+        let policy = LogPolicy { retention: LogRetention::Truncate, circular_logging: false };
+        Ok(Some(MetaValues { guid: Guid(guid), epoch: 0, applied_lsn: 0, machine, policy, format }))
     }
 
     /// Stores the log policy.
@@ -235,7 +271,7 @@ impl From<heed::Error> for Failure {
     fn from(e: heed::Error) -> Self {
         match e {
             heed::Error::Mdb(heed::MdbError::MapFull) => Failure::MapFull,
-            e => Failure::Fatal(Error::State(e)),
+            e => Failure::Fatal(Error::from(e)),
         }
     }
 }
@@ -253,7 +289,7 @@ impl<M: StateMachine> StateStore<M> {
             })?
             .commit()
             .ok_or_else(|| Error::NotADatabase { path: env.path().to_path_buf(), reason: "open aborted".into() })?;
-        Ok(StateStore { env, meta: Meta { db }, machine, attachments, gate: RwLock::new(()) })
+        Ok(StateStore { env, meta: Meta::new(db), machine, attachments, gate: RwLock::new(()) })
     }
 
     /// Runs `f` over a read snapshot.
@@ -263,13 +299,19 @@ impl<M: StateMachine> StateStore<M> {
         // Taken before the transaction begins: a generation the snapshot may name stays on disk until it ends.
         let _token: ReaderToken = self.attachments.enter();
         let txn = self.env.read_txn()?;
-        f(&self.machine, &txn)
+        f(&self.machine, &txn).map_err(|e| e.in_database(self.database()))
+    }
+
+    /// The database directory (the environment's parent).
+    fn database(&self) -> &Path {
+        let path = self.env.path();
+        path.parent().unwrap_or(path)
     }
 
     /// The generations whose attachments the current state refers to.
     pub(crate) fn referenced_generations(&self) -> Result<std::collections::BTreeSet<u64>> {
         let txn = self.env.read_txn()?;
-        self.machine.referenced_generations(&txn)
+        self.machine.referenced_generations(&txn).map_err(|e| e.in_database(self.database()))
     }
 
     /// Writes a compacted, consistent copy of the environment to `path` and syncs it. Returns an LSN the copy
@@ -343,7 +385,7 @@ impl<M: StateMachine> StateStore<M> {
                     self.grow()?;
                     Counters::add(&stats.map_resizes, 1);
                 }
-                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Fatal(e)) => return Err(e.in_database(self.database())),
             }
         }
     }

@@ -20,8 +20,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use heed::types::Bytes;
-use heed::{Database, RoTxn, RwTxn};
+use heed::{RoTxn, RwTxn};
+
+use crate::engine::table::Table;
 
 use crate::engine::{Attachments, Place, SegmentUsage};
 use crate::error::{Error, Result};
@@ -103,9 +104,9 @@ fn read_segment_stats(v: &[u8]) -> heed::Result<(u64, u64)> {
 /// The tables the references live in.
 #[derive(Clone, Copy)]
 pub(crate) struct Tables {
-    pub blob_refs: Database<'static, Bytes, Bytes>,
-    pub segments: Database<'static, Bytes, Bytes>,
-    pub placed: Database<'static, Bytes, Bytes>,
+    pub blob_refs: Table,
+    pub segments: Table,
+    pub placed: Table,
 }
 
 /// A `mail.placed` key: where a stored body lies.

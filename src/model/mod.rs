@@ -85,8 +85,8 @@ const TABLES: [&str; 12] = [
 /// A mailbox database.
 pub type MailEngine = Engine<MailStore>;
 
-/// One of the model's LMDB databases: bytes to bytes, the keys laid out by `keys`.
-type Table = Database<'static, Bytes, Bytes>;
+/// One of the model's LMDB databases: bytes to checksummed bytes (`engine::table`), the keys laid out by `keys`.
+pub(crate) use crate::engine::table::Table;
 
 /// The mailbox model's state: its LMDB databases (see `keys` for the layout).
 #[derive(Debug)]
@@ -145,6 +145,7 @@ impl OnCommit for MailDatabases<'_> {
     type Committed = MailStore;
     fn on_commit(self, token: &CommitToken) -> MailStore {
         let t = self.0.on_commit(token);
+        let t: [Table; TABLES.len()] = std::array::from_fn(|i| Table::new(t[i], TABLES[i]));
         MailStore {
             mailboxes: t[0],
             addresses: t[1],
