@@ -15,7 +15,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Rng;
+use common::{Rng, copy_dir};
 use mailstore::internals::engine::{LOGS_DIR, SEGMENTS_DIR, STATE_DIR, lmdb_file};
 use mailstore::model::{FlagAction, Flags, FolderId, FolderRole, MailEngine, MailOp, MailOutput, MailStore};
 use mailstore::{Engine, Guid, Options};
@@ -165,19 +165,6 @@ fn run_child(dir: &Path) -> Verdict {
         (None, code) => Some(format!("exit {code:?}: {}", String::from_utf8_lossy(&out.stderr).trim())),
     };
     Verdict { crashed, check: line("CHECK "), mount: line("MOUNT ") }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

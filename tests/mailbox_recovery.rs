@@ -2,28 +2,14 @@
 //! of the same database, standing for one restored from a backup) and written into the live mailbox as ordinary
 //! operations, flags, keywords and received times kept.
 
-use std::path::Path;
-
 use mailstore::model::{
     FlagAction, Flags, FolderId, FolderRole, ItemClass, MailEngine, MailOp, MailOutput, recover_mailbox,
 };
 use mailstore::{Engine, Error, Options};
 
 mod common;
+use common::copy_dir;
 use common::mail::{check, deliver, expunge, mailbox, message};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 fn folder(db: &MailEngine, mbx: mailstore::Guid, parent: FolderId, name: &str) -> FolderId {
     match db.commit(MailOp::create_folder(mbx, parent, name)).unwrap().output {

@@ -11,6 +11,7 @@ use mailstore::model::{MailEngine, MailStore};
 use mailstore::{Engine, Error, Options};
 
 mod common;
+use common::copy_dir;
 use common::mail::{check, deliver, digest, expunge, mailbox, message};
 
 /// Small generations, so that a few deliveries fill several, and no automatic checkpoint.
@@ -20,19 +21,6 @@ fn options() -> Options {
 
 fn reopen(dir: &Path) -> Result<MailEngine, Error> {
     Engine::mount(dir, options().create_if_missing(false))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Trigger 1 of issue 14: only `state/` restored from an older backup and the checkpoint file lost. The default

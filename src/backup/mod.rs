@@ -28,7 +28,7 @@ use crate::engine::{Engine, LOGS_DIR, SEGMENTS_DIR, StateMachine};
 use crate::error::{Error, IoContext, Result};
 use crate::log::format::{END_MARKER, HEADER_LEN};
 use crate::log::generation;
-use crate::replication::source::{SNAPSHOT_STATE_FILE, prepare_snapshot};
+use crate::replication::source::{SNAPSHOT_STATE_FILE, link_generation, prepare_snapshot};
 use crate::types::{Guid, Lsn, now_micros};
 
 pub use catalogue::{BackupEntry, BackupFile, BackupKind, Catalogue, FileKind};
@@ -47,13 +47,11 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
     let applied = engine.status().applied_lsn;
     // Keep every record from the one after the snapshot's applied LSN until the backup is copied.
     let _pin = engine.pin_log(applied + 1)?;
-    let staging = engine.dir().join(format!("backup-{}", Guid::new_random()));
-    fs::create_dir(&staging).at(&staging)?;
-    let result = (|| {
+    staged(engine, |staging| {
         let prepared = engine.read(|_, _| {
             prepare_snapshot::<M>(
                 engine.dir(),
-                &staging,
+                staging,
                 engine.guid(),
                 |path| engine.snapshot_state(path),
                 || {
@@ -68,16 +66,17 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
         };
         let closed = engine.roll_log()? - 1;
         // The generations after the start, linked now (the pin keeps them; they may have moved to `segments/`).
-        engine.read(|_, _| (start + 1..=closed).try_for_each(|g| link_generation(engine.dir(), &staging, g)))?;
+        engine
+            .read(|_, _| (start + 1..=closed).try_for_each(|g| link_generation(engine.dir(), staging, g).map(drop)))?;
         let id = catalogue.next_id();
         let mut writer = BackupWriter::new(target, &id)?;
         writer.copy_whole(&staging.join(SNAPSHOT_STATE_FILE), SNAPSHOT_STATE_FILE, FileKind::State)?;
         for (g, _) in &prepared.segments {
-            writer.copy_generation(&staging, *g, SEGMENTS_DIR, FileKind::Segment, engine.guid())?;
+            writer.copy_generation(staging, *g, SEGMENTS_DIR, FileKind::Segment, engine.guid())?;
         }
         let mut last_lsn = prepared.applied_lsn;
         for g in start..=closed {
-            last_lsn = writer.copy_generation(&staging, g, LOGS_DIR, FileKind::Log, engine.guid())?.max(last_lsn);
+            last_lsn = writer.copy_generation(staging, g, LOGS_DIR, FileKind::Log, engine.guid())?.max(last_lsn);
         }
         let entry = BackupEntry {
             id: id.clone(),
@@ -94,12 +93,7 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
             files: Vec::new(),
         };
         writer.finish(&mut catalogue, entry)
-    })();
-    let removed = fs::remove_dir_all(&staging).at(&staging);
-    let entry = result?;
-    removed?;
-    engine.backup_completed(entry.last_lsn + 1)?;
-    Ok(entry)
+    })
 }
 
 /// Takes an incremental backup of the mounted `engine` into `target`: the generations closed (by a log roll now)
@@ -113,17 +107,15 @@ pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) ->
     };
     let started = now_micros();
     let _pin = engine.pin_log(previous.last_lsn + 1)?;
-    let staging = engine.dir().join(format!("backup-{}", Guid::new_random()));
-    fs::create_dir(&staging).at(&staging)?;
-    let result = (|| {
+    staged(engine, |staging| {
         let closed = engine.roll_log()? - 1;
         let first = previous.last_generation + 1;
-        engine.read(|_, _| (first..=closed).try_for_each(|g| link_generation(engine.dir(), &staging, g)))?;
+        engine.read(|_, _| (first..=closed).try_for_each(|g| link_generation(engine.dir(), staging, g).map(drop)))?;
         let id = catalogue.next_id();
         let mut writer = BackupWriter::new(target, &id)?;
         let mut last_lsn = previous.last_lsn;
         for g in first..=closed {
-            last_lsn = writer.copy_generation(&staging, g, LOGS_DIR, FileKind::Log, engine.guid())?.max(last_lsn);
+            last_lsn = writer.copy_generation(staging, g, LOGS_DIR, FileKind::Log, engine.guid())?.max(last_lsn);
         }
         let entry = BackupEntry {
             id: id.clone(),
@@ -140,26 +132,23 @@ pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) ->
             files: Vec::new(),
         };
         writer.finish(&mut catalogue, entry)
-    })();
+    })
+}
+
+/// Runs `backup` with a staging directory of its own inside the database's directory (hard links to the files
+/// it copies), removes the directory, and records the backup it returns with [`Engine::backup_completed`].
+fn staged<M: StateMachine>(
+    engine: &Engine<M>,
+    backup: impl FnOnce(&Path) -> Result<BackupEntry>,
+) -> Result<BackupEntry> {
+    let staging = engine.dir().join(format!("backup-{}", Guid::new_random()));
+    fs::create_dir(&staging).at(&staging)?;
+    let result = backup(&staging);
     let removed = fs::remove_dir_all(&staging).at(&staging);
     let entry = result?;
     removed?;
     engine.backup_completed(entry.last_lsn + 1)?;
     Ok(entry)
-}
-
-/// Hard-links `generation` (from `logs/`, or `segments/` once it has moved) of the database in `dir` into `into`.
-fn link_generation(dir: &Path, into: &Path, generation: u64) -> Result<()> {
-    let name = generation::file_name(generation);
-    let link = into.join(&name);
-    for from in [dir.join(LOGS_DIR).join(&name), dir.join(SEGMENTS_DIR).join(&name)] {
-        match fs::hard_link(&from, &link) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&from, e)),
-        }
-    }
-    Err(Error::MissingGeneration { generation, file: dir.join(LOGS_DIR).join(name) })
 }
 
 /// Writes one backup's files under `<target>/<id>.partial`, hashing each as it goes.

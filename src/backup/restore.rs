@@ -153,17 +153,7 @@ pub fn restore(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
     let env = state::open_env(to, Durability::Full, false)?;
     let values = state::read_meta(&env, to)?;
     drop(env);
-    CheckpointFile::create(
-        to,
-        Checkpoint {
-            guid: values.guid,
-            sequence: 0,
-            lsn: values.applied_lsn,
-            epoch: values.epoch,
-            backup_lsn: 0,
-            clean: false,
-        },
-    )?;
+    CheckpointFile::create(to, Checkpoint::first(values.guid, values.applied_lsn, values.epoch, false))?;
     crate::fsutil::sync_dir(to)?;
     Ok(RestoreReport { backups: chain.iter().map(|e| e.id.clone()).collect(), snapshot_lsn, stop_lsn, bytes })
 }

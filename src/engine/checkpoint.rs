@@ -56,6 +56,12 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The first checkpoint of a database directory whose state store was just made (created, seeded from a
+    /// snapshot, restored from a backup, or found without its checkpoint file): sequence 0, no backup recorded.
+    pub(crate) fn first(guid: Guid, lsn: Lsn, epoch: u64, clean: bool) -> Self {
+        Checkpoint { guid, sequence: 0, lsn, epoch, backup_lsn: 0, clean }
+    }
+
     /// Encodes one slot.
     pub fn encode(&self) -> [u8; SLOT_LEN] {
         let mut b = [0u8; SLOT_LEN];

@@ -84,6 +84,7 @@ pub struct Verified {
 
 impl Verified {
     /// True when the file is structurally sound.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code, reason = "for tests, through `internals`"))]
     pub fn healthy(&self) -> bool {
         self.problems.is_empty()
     }
@@ -238,6 +239,7 @@ pub fn verify(path: &Path) -> Result<Verified> {
 /// key, and each value (inline in its leaf page or in an overflow run) — in the tree LMDB would read: the bytes a
 /// structural walk cannot judge (a changed key that keeps its order, a changed value). For tests that tell
 /// damage to entries from damage to structure.
+#[cfg_attr(not(feature = "internals"), allow(dead_code, reason = "for tests, through `internals`"))]
 pub fn entry_ranges(path: &Path) -> Result<Vec<(u64, u64)>> {
     let mut ranges = Vec::new();
     walk(path, Some(&mut ranges))?;

@@ -232,8 +232,7 @@ pub fn rebuild_checkpoint(dir: &Path) -> Result<Checkpoint> {
         let aside = dir.join(DAMAGED_CHECKPOINT);
         fs::rename(&path, &aside).at(&aside)?;
     }
-    let ck = Checkpoint { guid: meta.guid, sequence: 0, lsn: meta.applied_lsn, epoch, backup_lsn: 0, clean: false };
-    let file = CheckpointFile::create(dir, ck)?;
+    let file = CheckpointFile::create(dir, Checkpoint::first(meta.guid, meta.applied_lsn, epoch, false))?;
     fsutil::sync_dir(dir)?;
     Ok(file.current())
 }

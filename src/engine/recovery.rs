@@ -153,8 +153,7 @@ fn create<M: StateMachine>(dir: &Path, options: &Options) -> Result<Mounted<M>> 
     fs::create_dir_all(&segments).at(&segments)?;
     let log = LogWriter::create(&logs, guid, epoch, options.log_target_size)?;
     crate::fsutil::sync_dir(&logs)?;
-    let checkpoint =
-        CheckpointFile::create(dir, Checkpoint { guid, sequence: 0, lsn: 0, epoch, backup_lsn: 0, clean: false })?;
+    let checkpoint = CheckpointFile::create(dir, Checkpoint::first(guid, 0, epoch, false))?;
     crate::fsutil::sync_dir(dir)?;
     let present = VecDeque::from([GenInfo { number: 1, first_lsn: 1, path: log.path().to_path_buf() }]);
     let report = RecoveryReport { created: true, was_clean: true, generations_scanned: 1, ..Default::default() };

@@ -63,6 +63,7 @@ pub fn display_key(key: &[u8]) -> String {
 
 /// A value as table `table` stores it under `key`: the value and its checksum (for tests and tools that write a
 /// state store by hand; `mailstore::internals`).
+#[cfg_attr(not(feature = "internals"), allow(dead_code, reason = "for tests, through `internals`"))]
 pub fn seal(table: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(value.len() + CHECKSUM_LEN);
     stored.extend_from_slice(value);

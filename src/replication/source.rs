@@ -439,7 +439,7 @@ fn log_start(logs: &Path, guid: Guid, applied: Lsn) -> Result<Option<(u64, Lsn)>
 
 /// Hard-links `generation` (from `logs/`, or `segments/` once it has moved) into `into`; returns the link and its
 /// length.
-fn link_generation(dir: &Path, into: &Path, generation: u64) -> Result<(PathBuf, u64)> {
+pub(crate) fn link_generation(dir: &Path, into: &Path, generation: u64) -> Result<(PathBuf, u64)> {
     let name = generation::file_name(generation);
     let link = into.join(&name);
     // Generations only ever move from `logs/` to `segments/`: one missing from the first is in the second.

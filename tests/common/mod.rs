@@ -130,3 +130,17 @@ pub fn run_killed_child(child: &str, envs: &[(&str, String)], kill_after: std::t
     process.wait().unwrap();
     reader.join().unwrap()
 }
+
+/// Copies the directory tree `from` into `to` (created), file by file.
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -92,17 +92,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             }
             drop(env);
             received.install::<M>(info.guid, values.applied_lsn)?;
-            CheckpointFile::create(
-                &dir,
-                Checkpoint {
-                    guid: values.guid,
-                    sequence: 0,
-                    lsn: values.applied_lsn,
-                    epoch: values.epoch,
-                    backup_lsn: 0,
-                    clean: true,
-                },
-            )?;
+            CheckpointFile::create(&dir, Checkpoint::first(values.guid, values.applied_lsn, values.epoch, true))?;
             let logs = dir.join(LOGS_DIR);
             fs::create_dir_all(&logs).at(&logs)?;
             crate::fsutil::sync_dir(&dir)?;
