@@ -14,6 +14,17 @@
 //! | `log::roll::sync`     | syncing the new generation and the `logs/` directory |
 //! | `checkpoint::write`   | writing a checkpoint slot                          |
 //! | `checkpoint::sync`    | syncing the checkpoint file                        |
+//!
+//! Steps of offline operations that replace files are marked with [`crash_point!`]: a crash test configures one
+//! with `"panic"` in a child process whose panic hook aborts, so the process dies there as in a crash (no
+//! unwinding, nothing cleaned up), and then checks what the next mount finds.
+//!
+//! | crash point               | where                                                        |
+//! |---------------------------|--------------------------------------------------------------|
+//! | `compact::relocated`      | `compact`: the live bodies relocated (logged), before the dismount |
+//! | `compact::dismounted`     | `compact`: dismounted, before the compacted copy is written  |
+//! | `compact::copy_synced`    | `compact`: the compacted copy written and synced, before the rename |
+//! | `compact::renamed`        | `compact`: the copy renamed over `data.mdb`, before the directory sync |
 
 /// The I/O error a fail point injects: `enospc` gives ENOSPC, anything else EIO.
 #[cfg(feature = "failpoints")]
@@ -35,3 +46,13 @@ macro_rules! fail_io {
     };
 }
 pub(crate) use fail_io;
+
+/// Marks a step where a crash test may end the process (see the table above). Without the feature it expands to
+/// nothing.
+macro_rules! crash_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name);
+    };
+}
+pub(crate) use crash_point;

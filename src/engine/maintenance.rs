@@ -16,6 +16,7 @@ use crate::engine::{
     inspection_lock, state,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::fault::crash_point;
 use crate::fsutil::{self, DirLock};
 use crate::log::{generation, verify};
 use crate::types::Lsn;
@@ -167,7 +168,9 @@ pub fn compact<M: StateMachine>(dir: &Path) -> Result<CompactReport> {
     }
     let engine = Engine::<M>::mount(dir, Options::default().create_if_missing(false))?;
     let relocations = engine.compact_now()?;
+    crash_point!("compact::relocated");
     engine.dismount()?;
+    crash_point!("compact::dismounted");
     {
         let _lock = DirLock::exclusive(dir)?;
         compact_state_file(dir)?;
@@ -190,7 +193,9 @@ fn compact_state_file(dir: &Path) -> Result<()> {
     drop(file);
     // The environment must be closed before its file is replaced.
     env.prepare_for_closing().wait();
+    crash_point!("compact::copy_synced");
     fs::rename(&copy, &data).at(&data)?;
+    crash_point!("compact::renamed");
     fsutil::sync_dir(&state_dir)
 }
 
