@@ -71,7 +71,7 @@ pub mod internals {
         pub mod lmdb_file {
             pub use crate::engine::lmdb_file::{Header, Problem, Verified, entry_ranges, read_header, verify};
         }
-        pub use crate::engine::table::{CHECKSUM_LEN, display_key, seal};
+        pub use crate::engine::table::{CHECKSUM_LEN, display_key, seal, set_verification};
         pub use crate::fsutil::lock::LOCK_FILE;
 
         /// Directory of the log generations inside a database directory.

@@ -85,11 +85,35 @@ fn checksum(seed: u32, key: &[u8], value: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// Whether reads verify checksums: always, except in a benchmark that measures what verifying costs
+/// ([`set_verification`], only with the `internals` feature).
+#[cfg(feature = "internals")]
+static VERIFYING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+#[inline]
+fn verifying() -> bool {
+    #[cfg(feature = "internals")]
+    return VERIFYING.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(feature = "internals"))]
+    true
+}
+
+/// Turns the verification of reads off or on for the whole process: **for the benchmark of its cost only**
+/// (`benches/verify.rs`, `mailstore::internals`); with it off, damage gives wrong answers. Without the
+/// `internals` feature reads always verify.
+#[cfg(feature = "internals")]
+pub fn set_verification(on: bool) {
+    VERIFYING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The value of a stored entry if its checksum holds.
 #[inline]
 fn open_value<'v>(seed: u32, key: &[u8], stored: &'v [u8]) -> Option<&'v [u8]> {
     let at = stored.len().checked_sub(CHECKSUM_LEN)?;
     let (value, sum) = stored.split_at(at);
+    if !verifying() {
+        return Some(value);
+    }
     let sum = u32::from_le_bytes([sum[0], sum[1], sum[2], sum[3]]);
     (checksum(seed, key, value) == sum).then_some(value)
 }
@@ -140,11 +164,12 @@ impl Table {
     pub(crate) fn get<'t>(&self, txn: &'t RoTxn<'_>, key: &[u8]) -> heed::Result<Option<&'t [u8]>> {
         match self.db.get(txn, key)? {
             Some(stored) => self.open(key, stored).map(Some),
-            None => {
+            None if verifying() => {
                 self.check(self.db.get_lower_than(txn, key)?)?;
                 self.check(self.db.get_greater_than(txn, key)?)?;
                 Ok(None)
             }
+            None => Ok(None),
         }
     }
 
@@ -221,7 +246,7 @@ impl Table {
             Some(above) => Bound::Excluded(&above[..]),
             None => Bound::Unbounded,
         };
-        if let Bound::Excluded(above) = end {
+        if let (Bound::Excluded(above), true) = (end, verifying()) {
             self.check(self.db.get_greater_than_or_equal_to(txn, above)?)?;
         }
         let to: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Unbounded, end);
@@ -231,6 +256,7 @@ impl Table {
     /// Verifies the entry just before a forward walk that starts at `start`.
     fn check_before(&self, txn: &RoTxn<'_>, start: Bound<&[u8]>) -> heed::Result<()> {
         match start {
+            _ if !verifying() => Ok(()),
             Bound::Unbounded => Ok(()),
             Bound::Included(start) => self.check(self.db.get_lower_than(txn, start)?),
             Bound::Excluded(start) => self.check(self.db.get_lower_than_or_equal_to(txn, start)?),
