@@ -90,11 +90,15 @@ fn checksum(seed: u32, key: &[u8], value: &[u8]) -> u32 {
 #[cfg(feature = "internals")]
 static VERIFYING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
+#[cfg(feature = "internals")]
 #[inline]
 fn verifying() -> bool {
-    #[cfg(feature = "internals")]
-    return VERIFYING.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(feature = "internals"))]
+    VERIFYING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(not(feature = "internals"))]
+#[inline]
+fn verifying() -> bool {
     true
 }
 
