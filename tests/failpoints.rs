@@ -25,6 +25,10 @@ fn assert_poisoned<T: std::fmt::Debug>(result: mailstore::Result<T>, fail_point:
         Err(Error::Poisoned { reason }) => {
             let expected = if arg == "enospc" { "No space left" } else { "Input/output error" };
             assert!(reason.contains(expected), "{fail_point}: reason {reason:?}");
+            // The cause is given once, not wrapped in poison messages again.
+            let message = Error::Poisoned { reason: reason.clone() }.to_string();
+            assert_eq!(message.matches("poisoned").count(), 1, "{fail_point}: nested: {message}");
+            assert_eq!(message.matches(expected).count(), 1, "{fail_point}: repeated: {message}");
         }
         other => panic!("{fail_point}: expected Poisoned, got {other:?}"),
     }

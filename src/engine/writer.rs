@@ -294,8 +294,8 @@ impl<M: StateMachine> Writer<M> {
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<Pending<M::Output>>) {
-        if let Err(e) = self.inner.check_poison() {
-            let reason = e.to_string();
+        // The poison's own reason, not its message: a reason given once, not wrapped again.
+        if let Err(Error::Poisoned { reason }) = self.inner.check_poison() {
             for p in batch.drain(..) {
                 p.reply(Err(Error::Poisoned { reason: reason.clone() }));
             }
