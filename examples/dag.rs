@@ -29,7 +29,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use mailstore::internals::codec;
-use mailstore::model::{MailOp, MailStore, MailboxKind, deliver};
+use mailstore::model::{MailOp, MailStore, MailboxKind};
 use mailstore::replication::{
     CopyOptions, CopyStatus, LogSource, MountDial, PassiveCopy, ResyncOutcome, ShippingKey, ShippingSource,
     SourceOptions, TcpShippingServer, TcpSource, best_copy, is_passive_copy, resync,
@@ -349,7 +349,7 @@ fn start_load(engine: &Arc<Engine<MailStore>>) -> Result<Load> {
                          Message-ID: <{n}.{t}@example.net>\r\n\r\n{}\r\n",
                         "lorem ipsum dolor sit amet ".repeat(40)
                     );
-                    if deliver(&engine, mailbox, None, raw.into_bytes()).is_err() {
+                    if engine.deliver(mailbox, None, raw.into_bytes()).is_err() {
                         break; // fenced or dismounted
                     }
                     std::thread::sleep(Duration::from_millis(2));

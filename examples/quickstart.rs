@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use mailstore::model::Fai;
 use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailStore, MailboxKind};
 use mailstore::replication::{CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions, resync};
 use mailstore::{Guid, Options, Store};
@@ -87,13 +88,13 @@ fn main() -> Result<()> {
     // List the newest messages of Alice's Inbox.
     let inbox = db1.read(|s, txn| s.folder(txn, &alice, alice_inbox))?.ok_or("no Inbox")?;
     let newest =
-        db1.read(|s, txn| s.items_by_uid(txn, &alice, alice_inbox, inbox.uidnext.saturating_sub(3), 3, false))?;
+        db1.read(|s, txn| s.items_by_uid(txn, &alice, alice_inbox, inbox.uidnext.saturating_sub(3), 3, Fai::Exclude))?;
     println!(
         "Alice's Inbox: {} messages, {} unread, UIDVALIDITY {}, UIDNEXT {}",
         inbox.total, inbox.unread, inbox.uidvalidity, inbox.uidnext
     );
     for item in &newest {
-        let from = item.envelope.from.first().and_then(|a| a.email.clone()).unwrap_or_default();
+        let from = item.envelope.from_address().unwrap_or_default();
         println!("  UID {:>5}  {:<24}  {}", item.uid, from, item.envelope.subject.clone().unwrap_or_default());
     }
 

@@ -17,6 +17,7 @@ use std::process::Command;
 
 use common::{Rng, copy_dir};
 use mailstore::internals::engine::{LOGS_DIR, SEGMENTS_DIR, STATE_DIR, lmdb_file};
+use mailstore::model::Fai;
 use mailstore::model::{FlagAction, Flags, FolderId, FolderRole, MailEngine, MailOp, MailOutput, MailStore};
 use mailstore::{Engine, Guid, Options};
 
@@ -90,7 +91,7 @@ fn fingerprint(db: &MailEngine) -> mailstore::Result<String> {
         let mut bodies = blake3_free_hash::Hasher::default();
         for mbx in s.mailboxes(txn)? {
             for folder in s.folders(txn, &mbx.guid)? {
-                for item in s.items_by_uid(txn, &mbx.guid, folder.id, 1, usize::MAX, true)? {
+                for item in s.items_by_uid(txn, &mbx.guid, folder.id, 1, usize::MAX, Fai::Include)? {
                     let raw = s.raw(txn, &mbx.guid, item.id)?;
                     bodies.update(&raw.unwrap_or_default());
                 }

@@ -2,6 +2,7 @@
 //! of the same database, standing for one restored from a backup) and written into the live mailbox as ordinary
 //! operations, flags, keywords and received times kept.
 
+use mailstore::model::Fai;
 use mailstore::model::{
     FlagAction, Flags, FolderId, FolderRole, ItemClass, MailEngine, MailOp, MailOutput, recover_mailbox,
 };
@@ -25,7 +26,7 @@ fn contents(db: &MailEngine, mbx: mailstore::Guid, path: &str) -> Contents {
     db.read(|s, txn| {
         let f = s.folder_by_path(txn, &mbx, path)?.unwrap_or_else(|| panic!("no folder {path}"));
         let mut out = Vec::new();
-        for item in s.items_by_uid(txn, &mbx, f.id, 1, usize::MAX, true)? {
+        for item in s.items_by_uid(txn, &mbx, f.id, 1, usize::MAX, Fai::Include)? {
             let raw = s.raw(txn, &mbx, item.id)?.unwrap();
             out.push((raw, item.flags, item.keywords, item.received_micros));
         }
@@ -54,8 +55,14 @@ fn a_mailbox_is_recovered_from_another_database_into_a_new_folder() {
     let projects = folder(&db, mbx, root, "Projects");
     let year = folder(&db, mbx, projects, "2026");
     deliver(&db, mbx, year, message(1000));
-    db.commit(MailOp::append_item(mbx, year, b"Subject: view settings\r\n\r\n{}".to_vec(), ItemClass::Note, true))
-        .unwrap();
+    db.commit(MailOp::append_item(
+        mbx,
+        year,
+        b"Subject: view settings\r\n\r\n{}".to_vec(),
+        ItemClass::Note,
+        Fai::Include,
+    ))
+    .unwrap();
     let inbox_before = contents(&db, mbx, "Inbox");
     let year_before = contents(&db, mbx, "Projects/2026");
     db.dismount().unwrap();

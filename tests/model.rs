@@ -8,6 +8,7 @@ use mailstore::model::{
     ChangeKind, Entity, FlagAction, Flags, FolderId, FolderRole, ItemClass, MAX_MESSAGE_SIZE, MailEngine, MailError,
     MailOp, MailOutput, MailboxKind, QuotaKind, Uid,
 };
+use mailstore::model::{Fai, Order};
 use mailstore::{Engine, Error, Guid, Options};
 
 fn message(subject: &str, body: &str) -> Vec<u8> {
@@ -142,7 +143,7 @@ fn uids_modseqs_counters_flags_copy_move_expunge() {
     }
     let folder = db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap();
     assert_eq!((folder.total, folder.unread, folder.uidnext, folder.highest_modseq), (4, 4, 5, last_modseq));
-    let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 100, false)).unwrap();
+    let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 100, Fai::Exclude)).unwrap();
     assert_eq!(items.iter().map(|i| i.uid).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert_eq!(items[1].envelope.subject.as_deref(), Some("two"));
     assert_eq!(folder.size, items.iter().map(|i| i.size).sum::<u64>());
@@ -214,12 +215,14 @@ fn uids_modseqs_counters_flags_copy_move_expunge() {
     assert!(changes.windows(2).all(|w| w[0].modseq <= w[1].modseq));
 
     // Everything survives a remount.
-    let before =
-        db.read(|s, txn| Ok((s.folders(txn, &mbx)?, s.items_by_uid(txn, &mbx, archive, 1, 10, true)?))).unwrap();
+    let before = db
+        .read(|s, txn| Ok((s.folders(txn, &mbx)?, s.items_by_uid(txn, &mbx, archive, 1, 10, Fai::Include)?)))
+        .unwrap();
     db.dismount().unwrap();
     let db = mount(dir.path());
-    let after =
-        db.read(|s, txn| Ok((s.folders(txn, &mbx)?, s.items_by_uid(txn, &mbx, archive, 1, 10, true)?))).unwrap();
+    let after = db
+        .read(|s, txn| Ok((s.folders(txn, &mbx)?, s.items_by_uid(txn, &mbx, archive, 1, 10, Fai::Include)?)))
+        .unwrap();
     assert_eq!(before, after);
 }
 
@@ -252,7 +255,7 @@ fn concurrent_delivery_keeps_imap_invariants() {
     assert_eq!(all.iter().map(|a| a.0).collect::<Vec<_>>(), (1..=320).collect::<Vec<_>>());
     assert!(all.windows(2).all(|w| w[0].1 < w[1].1));
     let folder = db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap();
-    let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 1000, false)).unwrap();
+    let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 1000, Fai::Exclude)).unwrap();
     assert_eq!(folder.total, 320);
     assert_eq!(folder.unread, items.iter().filter(|i| !i.flags.contains(Flags::SEEN)).count() as u64);
     assert_eq!(folder.unread, 320 - 8 * 14);
@@ -597,7 +600,6 @@ fn mailbox_soft_delete_restore_and_purge() {
 
 #[test]
 fn delivery_by_path_received_order_free_busy_and_fai() {
-    use mailstore::model::deliver;
     let dir = tempfile::tempdir().unwrap();
     let db = mount(dir.path());
     let mbx = create_mailbox(&db, "kate@example.com");
@@ -608,11 +610,11 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
         panic!()
     };
     // The store driver: into the Inbox by default, or into a folder named by its path.
-    assert!(matches!(deliver(&db, mbx, None, message("to inbox", "x")).unwrap(), MailOutput::Appended { uid: 1, .. }));
-    deliver(&db, mbx, Some("inbox/LISTS"), message("to lists", "x")).unwrap();
+    assert!(matches!(db.deliver(mbx, None, message("to inbox", "x")).unwrap(), MailOutput::Appended { uid: 1, .. }));
+    db.deliver(mbx, Some("inbox/LISTS"), message("to lists", "x")).unwrap();
     assert_eq!(folder_info(&db, mbx, lists).total, 1);
     assert!(matches!(
-        deliver(&db, mbx, Some("Inbox/Nowhere"), message("lost", "x")),
+        db.deliver(mbx, Some("Inbox/Nowhere"), message("lost", "x")),
         Err(Error::Mail(MailError::NoSuchFolderPath { .. }))
     ));
 
@@ -625,7 +627,7 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
         db.commit(op).unwrap();
     }
     let page = |offset, limit| {
-        db.read(|s, txn| s.items_by_received(txn, &mbx, lists, false, offset, limit))
+        db.read(|s, txn| s.items_by_received(txn, &mbx, lists, Order::OldestFirst, offset, limit))
             .unwrap()
             .into_iter()
             .map(|i| i.received_micros)
@@ -633,7 +635,7 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
     };
     assert_eq!(page(0, 2), [100, 200]);
     assert_eq!(page(2, 10)[0], 300);
-    let newest = db.read(|s, txn| s.items_by_received(txn, &mbx, lists, true, 0, 1)).unwrap();
+    let newest = db.read(|s, txn| s.items_by_received(txn, &mbx, lists, Order::NewestFirst, 0, 1)).unwrap();
     assert_eq!(newest[0].envelope.subject.as_deref(), Some("to lists"), "delivered now, so newest");
 
     // Free/busy: appointments overlapping a range, ordered by start.
@@ -644,7 +646,7 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
             calendar,
             message("meeting", "x"),
             ItemClass::Appointment { start, end },
-            false,
+            Fai::Exclude,
         ))
         .unwrap();
     }
@@ -667,13 +669,13 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
         inbox,
         b"view settings".to_vec(),
         ItemClass::Other("IPM.Configuration".into()),
-        true,
+        Fai::Include,
     ))
     .unwrap();
     let after = folder_info(&db, mbx, inbox);
     assert_eq!((after.total, after.size), (before.total, before.size));
-    assert_eq!(db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 100, false)).unwrap().len(), 1);
-    assert_eq!(db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 100, true)).unwrap().len(), 2);
+    assert_eq!(db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 100, Fai::Exclude)).unwrap().len(), 1);
+    assert_eq!(db.read(|s, txn| s.items_by_uid(txn, &mbx, inbox, 1, 100, Fai::Include)).unwrap().len(), 2);
     db.dismount().unwrap();
     assert!(mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap().healthy());
 }
@@ -891,7 +893,7 @@ fn edits_keep_originals_in_versions_under_litigation_hold() {
         calendar,
         message("standup", "v1"),
         ItemClass::Appointment { start: 10, end: 20 },
-        false,
+        Fai::Exclude,
     ))
     .unwrap();
     let edit = |uid, body: &str, start| match db
@@ -951,7 +953,7 @@ fn newest_by_uid_skips_expunged_uids() {
     db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap();
     let newest = db.read(|s, txn| s.newest_by_uid(txn, &mbx, inbox, 3)).unwrap();
     assert_eq!(newest.iter().map(|i| i.uid).collect::<Vec<_>>(), [4, 3, 2]);
-    let page = db.read(|s, txn| s.items_by_received(txn, &mbx, inbox, true, 1, 2)).unwrap();
+    let page = db.read(|s, txn| s.items_by_received(txn, &mbx, inbox, Order::NewestFirst, 1, 2)).unwrap();
     assert_eq!(page.len(), 2, "offset and limit apply lazily");
 }
 
@@ -991,8 +993,8 @@ fn listing_matches_items(db: &MailEngine, mbx: Guid) {
     db.read(|s, txn| {
         assert_eq!(s.verify_counters(txn)?, Vec::<String>::new());
         for f in s.folders(txn, &mbx)? {
-            let all = s.items_by_uid(txn, &mbx, f.id, 1, usize::MAX, true)?;
-            let summaries = s.summaries_by_uid(txn, &mbx, f.id, 1, usize::MAX, true)?;
+            let all = s.items_by_uid(txn, &mbx, f.id, 1, usize::MAX, Fai::Include)?;
+            let summaries = s.summaries_by_uid(txn, &mbx, f.id, 1, usize::MAX, Fai::Include)?;
             assert_eq!(all.len(), summaries.len());
             for (item, summary) in all.iter().zip(&summaries) {
                 assert_eq!(s.item(txn, &mbx, item.id)?.as_ref(), Some(item), "the index copy equals the item");
@@ -1033,7 +1035,7 @@ fn listing_records_follow_every_change() {
         inbox,
         b"X-Setting: 1\r\n\r\n".to_vec(),
         ItemClass::Other("IPM.Cfg".into()),
-        true,
+        Fai::Include,
     ))
     .unwrap();
     db.commit(MailOp::append_item(
@@ -1041,7 +1043,7 @@ fn listing_records_follow_every_change() {
         calendar,
         message("meeting", "at noon"),
         ItemClass::Appointment { start: 10, end: 20 },
-        false,
+        Fai::Exclude,
     ))
     .unwrap();
     let raw =
@@ -1161,11 +1163,11 @@ fn delivering_through_the_wrong_database_names_the_mailbox() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (db1, db2) = (mount(a.path()), mount(b.path()));
     let alice = create_mailbox(&db1, "alice@example.com");
-    let wrong = mailstore::model::deliver(&db2, alice, None, message("hi", "there")).unwrap_err();
+    let wrong = db2.deliver(alice, None, message("hi", "there")).unwrap_err();
     assert!(matches!(wrong, Error::Mail(MailError::NoSuchMailbox { mailbox }) if mailbox == alice), "{wrong}");
-    let no_folder = mailstore::model::deliver(&db1, alice, Some("Nope"), message("hi", "there")).unwrap_err();
+    let no_folder = db1.deliver(alice, Some("Nope"), message("hi", "there")).unwrap_err();
     assert!(matches!(no_folder, Error::Mail(MailError::NoSuchFolderPath { .. })), "{no_folder}");
-    mailstore::model::deliver(&db1, alice, None, message("hi", "there")).unwrap();
+    db1.deliver(alice, None, message("hi", "there")).unwrap();
     db1.dismount().unwrap();
     db2.dismount().unwrap();
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use mailstore::model::Fai;
 use mailstore::model::{
     Changes, Entity, FlagAction, Flags, FolderId, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind, Uid,
 };
@@ -69,7 +70,7 @@ fn check(
     prop_assert_eq!(info.recoverable_items, model[3].items.len() as u64);
     for (id, m) in ids.iter().zip(model) {
         let f = db.read(|s, txn| s.folder(txn, &mbx, *id)).unwrap().unwrap();
-        let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, *id, 1, 10_000, true)).unwrap();
+        let items = db.read(|s, txn| s.items_by_uid(txn, &mbx, *id, 1, 10_000, Fai::Include)).unwrap();
         // The listing records read in place, newest first, are the same items.
         let mut newest: Vec<_> = db
             .read(|s, txn| Ok(s.newest_summaries(txn, &mbx, *id, 10_000)?.iter().map(|s| s.to_item_info()).collect()))
@@ -99,7 +100,7 @@ fn check(
 fn items_now(db: &MailEngine, mbx: Guid, ids: &[FolderId]) -> BTreeMap<Entity, u64> {
     let mut out = BTreeMap::new();
     for id in ids {
-        for i in db.read(|s, txn| s.items_by_uid(txn, &mbx, *id, 1, 10_000, true)).unwrap() {
+        for i in db.read(|s, txn| s.items_by_uid(txn, &mbx, *id, 1, 10_000, Fai::Include)).unwrap() {
             out.insert(Entity::Item { id: i.id, folder: i.folder, uid: i.uid }, i.modseq);
         }
     }

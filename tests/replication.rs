@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{Rng, env_u64, key, put};
 use mailstore::kv::{Kv, KvEngine};
+use mailstore::model::Fai;
 use mailstore::replication::{
     Chunk, CopyId, CopyOptions, CopyState, Hello, LogSource, MountDial, PassiveCopy, ReadRequest, ReplicationError,
     ResyncOutcome, ShippingKey, ShippingSource, SnapshotPart, SnapshotRequest, SourceInfo, SourceOptions,
@@ -122,12 +123,11 @@ fn mail_active_with_copy(
 
 #[test]
 fn mailbox_databases_replicate_with_equal_digests() {
-    use mailstore::model::deliver;
     let tmp = TempDir::new().unwrap();
     let (db, guid, copy) = mail_active_with_copy(tmp.path(), small_gens(), copy_options());
     for i in 0..60 {
         let raw = format!("From: bob@example.com\r\nTo: alice@example.com\r\nSubject: note {i}\r\n\r\nbody {i}\r\n");
-        deliver(&db, guid, None, raw.into_bytes()).unwrap();
+        db.deliver(guid, None, raw.into_bytes()).unwrap();
     }
     assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)));
     let a = db.read(|m, txn| m.digest(txn)).unwrap();
@@ -155,7 +155,7 @@ fn mail_operations_of_every_kind_replay_in_large_batches_to_the_same_state() {
         let folders = [role(FolderRole::Inbox), role(FolderRole::Archive), role(FolderRole::JunkEmail)];
         let deletions = role(FolderRole::Deletions);
         let uids = |folder| {
-            db.read(|m, txn| m.items_by_uid(txn, &mbx, folder, 1, usize::MAX, false))
+            db.read(|m, txn| m.items_by_uid(txn, &mbx, folder, 1, usize::MAX, Fai::Exclude))
                 .unwrap()
                 .into_iter()
                 .map(|i| i.uid)
@@ -1111,7 +1111,7 @@ fn mail_active(dir: &Path) -> (Arc<MailDb>, Arc<ShippingSource<mailstore::model:
 
 fn deliver_big(db: &MailDb, guid: mailstore::Guid, range: std::ops::Range<usize>) {
     for i in range {
-        mailstore::model::deliver(db, guid, None, big_message(i)).unwrap();
+        db.deliver(guid, None, big_message(i)).unwrap();
     }
 }
 
@@ -1120,7 +1120,7 @@ fn raw_messages(db: &MailDb, guid: mailstore::Guid) -> Vec<(mailstore::model::It
     use mailstore::model::FolderRole;
     db.read(|s, txn| {
         let inbox = s.folder_by_role(txn, &guid, FolderRole::Inbox)?.unwrap();
-        let items = s.items_by_uid(txn, &guid, inbox.id, 1, usize::MAX, false)?;
+        let items = s.items_by_uid(txn, &guid, inbox.id, 1, usize::MAX, Fai::Exclude)?;
         items.iter().map(|item| Ok((item.id, s.raw(txn, &guid, item.id)?.unwrap()))).collect()
     })
     .unwrap()

@@ -6,6 +6,7 @@ use std::fs;
 
 use common::*;
 use mailstore::kv::Kv;
+use mailstore::model::Fai;
 use mailstore::model::MailError;
 use mailstore::store::{DATABASES_DIR, validate_name};
 use mailstore::{Error, Options, Store, StoreError};
@@ -146,6 +147,21 @@ fn mailbox_directory_across_databases() {
     assert!(store.locate(&alice).unwrap().is_none());
     store.mount_database("db1").unwrap();
     assert!(store.locate(&alice).unwrap().is_some());
+
+    // The store delivers into whichever database holds the mailbox.
+    let raw = b"From: Bob <bob@example.com>\r\nSubject: hi\r\n\r\nhello\r\n".to_vec();
+    assert!(matches!(
+        store.deliver(&room, None, raw.clone()).unwrap(),
+        mailstore::model::MailOutput::Appended { uid: 1, .. }
+    ));
+    let db2 = store.database("db2").unwrap();
+    let inbox = db2.read(|s, txn| s.folder_by_role(txn, &room, mailstore::model::FolderRole::Inbox)).unwrap().unwrap();
+    assert_eq!(inbox.total, 1);
+    let item = db2.read(|s, txn| s.item_by_uid(txn, &room, inbox.id, 1)).unwrap().unwrap();
+    assert_eq!(item.envelope.from_address(), Some("bob@example.com"));
+    let nobody = mailstore::Guid([9; 16]);
+    let missing = store.deliver(&nobody, None, raw).unwrap_err();
+    assert!(matches!(missing, Error::Mail(MailError::NoSuchMailbox { mailbox }) if mailbox == nobody), "{missing}");
 }
 
 #[test]
@@ -214,7 +230,7 @@ fn the_readme_mail_example_runs_twice_on_one_directory() {
         let inbox = db.read(|s, txn| s.folder_by_role(txn, &alice, FolderRole::Inbox)).unwrap().unwrap().id;
         let raw = b"From: bob@example.com\r\nSubject: Hello\r\n\r\nHi Alice!\r\n".to_vec();
         db.commit(MailOp::append(alice, inbox, raw, Flags::empty(), vec![])).unwrap();
-        let items = db.read(|s, txn| s.items_by_uid(txn, &alice, inbox, 1, 50, false)).unwrap();
+        let items = db.read(|s, txn| s.items_by_uid(txn, &alice, inbox, 1, 50, Fai::Exclude)).unwrap();
         assert_eq!(items.len() as u64, run);
         drop(db);
         store.close().unwrap();

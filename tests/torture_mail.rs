@@ -15,6 +15,7 @@ use std::time::Duration;
 use std::{env, thread};
 
 use common::{Rng, env_u64, run_killed_child, seed_from};
+use mailstore::model::Fai;
 use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind};
 use mailstore::{Engine, Guid, Options};
 use parking_lot::Mutex;
@@ -139,7 +140,7 @@ fn mail_crash_torture() {
             continue;
         }
         let inbox = db.read(|s, txn| s.folder_by_role(txn, &MAILBOX, FolderRole::Inbox)).unwrap().unwrap();
-        let items = db.read(|s, txn| s.items_by_uid(txn, &MAILBOX, inbox.id, 1, usize::MAX, true)).unwrap();
+        let items = db.read(|s, txn| s.items_by_uid(txn, &MAILBOX, inbox.id, 1, usize::MAX, Fai::Include)).unwrap();
         let context = format!("iteration {iteration} (seed {seed})");
         // Counters match the items they describe.
         assert_eq!(inbox.total, items.len() as u64, "{context}");

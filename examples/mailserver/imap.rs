@@ -26,6 +26,7 @@ use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_codec::imap_types::status::StatusDataItemName;
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
+use mailstore::model::Fai;
 use mailstore::model::envelope;
 use mailstore::model::{
     Change, ChangeKind, ContentHash, Entity, FlagAction, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemInfo,
@@ -698,7 +699,8 @@ impl Session<'_> {
         let view = self.find(&account, name)?;
         let f = &view.info;
         let deleted = if items.iter().any(|i| matches!(i, StatusDataItemName::Deleted)) {
-            let list = account.engine.read(|s, txn| s.items_by_uid(txn, &account.guid, f.id, 1, usize::MAX, false))?;
+            let list =
+                account.engine.read(|s, txn| s.items_by_uid(txn, &account.guid, f.id, 1, usize::MAX, Fai::Exclude))?;
             list.iter().filter(|i| i.flags.contains(Flags::DELETED)).count()
         } else {
             0
@@ -731,7 +733,7 @@ impl Session<'_> {
         let view = self.find(&account, &mailbox_name(mailbox))?;
         let folder = view.info.id;
         let (items, mailbox_modseq, f) = account.engine.read(|s, txn| {
-            let items = s.items_by_uid(txn, &account.guid, folder, 1, usize::MAX, false)?;
+            let items = s.items_by_uid(txn, &account.guid, folder, 1, usize::MAX, Fai::Exclude)?;
             let m = s.mailbox(txn, &account.guid)?;
             let f = s.folder(txn, &account.guid, folder)?;
             Ok((items, m.map(|m| m.highest_modseq).unwrap_or(0), f))
@@ -1240,7 +1242,7 @@ impl Session<'_> {
         let largest_uid = uids.last().copied().unwrap_or(0);
         let count = uids.len() as u32;
         let (hits, max_modseq) = account.engine.read(|s, txn| {
-            let items = s.items_by_uid(txn, &guid, folder, 1, usize::MAX, false)?;
+            let items = s.items_by_uid(txn, &guid, folder, 1, usize::MAX, Fai::Exclude)?;
             let mut hits = Vec::new();
             let mut max_modseq = 0;
             for item in items {
@@ -1339,7 +1341,8 @@ impl Session<'_> {
         let full = since.saturating_add(1) < floor;
         if full {
             // The history was trimmed: compare with the folder itself.
-            let items = account.engine.read(|s, txn| s.items_by_uid(txn, &guid, folder, 1, usize::MAX, false))?;
+            let items =
+                account.engine.read(|s, txn| s.items_by_uid(txn, &guid, folder, 1, usize::MAX, Fai::Exclude))?;
             let present: BTreeSet<Uid> = items.iter().map(|i| i.uid).collect();
             destroyed = sel.uids.iter().copied().filter(|u| !present.contains(u)).collect();
             let last = sel.uids.last().copied().unwrap_or(0);

@@ -98,6 +98,13 @@ pub struct Envelope {
     pub malformed: bool,
 }
 
+impl Envelope {
+    /// The author's address: the first `From` mailbox that has one (`None` when none has).
+    pub fn from_address(&self) -> Option<&str> {
+        self.from.iter().find_map(|a| a.email.as_deref())
+    }
+}
+
 /// Parses the raw RFC 5322 bytes of a message into its [`Envelope`].
 ///
 /// Never panics and never fails: input that is not a message gives an envelope with

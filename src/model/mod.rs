@@ -62,8 +62,8 @@ pub struct ChangeFeed {
     pub new_state: ModSeq,
 }
 pub use types::{
-    ContentHash, DEFAULT_RETENTION_MICROS, Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId,
-    ItemInfo, MailboxInfo, MailboxKind, ModSeq, Quota, QuotaStatus, Uid,
+    ContentHash, DEFAULT_RETENTION_MICROS, Deleted, Fai, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId,
+    ItemInfo, MailboxInfo, MailboxKind, ModSeq, Order, Quota, QuotaStatus, Uid,
 };
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
@@ -262,12 +262,12 @@ type Entry<'t> = heed::Result<(&'t [u8], &'t [u8])>;
 type Walk<'t> = Box<dyn Iterator<Item = Entry<'t>> + 't>;
 
 /// The listing records of a walk over the UID index (`entries`, in the walk's order) while it stays in the
-/// folder `prefix`, at most `limit` of them; folder-associated items are left out unless `include_fai`.
+/// folder `prefix`, at most `limit` of them; folder-associated items are left out unless `fai` includes them.
 fn summaries<'t>(
     entries: impl Iterator<Item = Entry<'t>>,
     prefix: &[u8],
     limit: usize,
-    include_fai: bool,
+    fai: Fai,
 ) -> Result<Vec<ItemSummary<'t>>> {
     let mut out = Vec::with_capacity(limit.min(1024));
     if limit == 0 {
@@ -279,7 +279,7 @@ fn summaries<'t>(
             break;
         }
         let summary = ItemSummary::parse(key, raw)?;
-        if include_fai || !summary.fai() {
+        if fai.included() || !summary.fai() {
             out.push(summary);
             if out.len() >= limit {
                 break;
@@ -374,7 +374,7 @@ impl MailStore {
 
     /// Listing records of `folder` with UIDs from `from` on, in UID order, at most `limit` of them, read in place
     /// from the UID index (one cursor walk, nothing allocated per item but the list). Folder-associated items are
-    /// left out unless `include_fai`.
+    /// left out unless `fai` includes them.
     pub fn summaries_by_uid<'t>(
         &self,
         txn: &'t RoTxn<'_>,
@@ -382,11 +382,11 @@ impl MailStore {
         folder: FolderId,
         from: Uid,
         limit: usize,
-        include_fai: bool,
+        fai: Fai,
     ) -> Result<Vec<ItemSummary<'t>>> {
         let start = keys::uid(guid, folder, from);
         let range = (std::ops::Bound::Included(&start[..]), std::ops::Bound::Unbounded);
-        summaries(self.uids.range(txn, &range)?, &keys::folder(guid, folder), limit, include_fai)
+        summaries(self.uids.range(txn, &range)?, &keys::folder(guid, folder), limit, fai)
     }
 
     /// The listing records of the `limit` items of `folder` with the highest UIDs, newest first, read in place
@@ -401,11 +401,11 @@ impl MailStore {
         limit: usize,
     ) -> Result<Vec<ItemSummary<'t>>> {
         let prefix = keys::folder(guid, folder);
-        summaries(self.uids.rev_prefix_iter(txn, &prefix)?, &prefix, limit, false)
+        summaries(self.uids.rev_prefix_iter(txn, &prefix)?, &prefix, limit, Fai::Exclude)
     }
 
     /// Items of `folder` with UIDs from `from` on, in UID order, at most `limit` of them. Folder-associated
-    /// items are left out unless `include_fai`.
+    /// items are left out unless `fai` includes them.
     pub fn items_by_uid(
         &self,
         txn: &RoTxn<'_>,
@@ -413,10 +413,10 @@ impl MailStore {
         folder: FolderId,
         from: Uid,
         limit: usize,
-        include_fai: bool,
+        fai: Fai,
     ) -> Result<Vec<ItemInfo>> {
         // The UID index holds a full copy of the item (see `ItemSummary`): one lookup per item.
-        let summaries = self.summaries_by_uid(txn, guid, folder, from, limit, include_fai)?;
+        let summaries = self.summaries_by_uid(txn, guid, folder, from, limit, fai)?;
         Ok(summaries.iter().map(ItemSummary::to_item_info).collect())
     }
 
@@ -433,14 +433,14 @@ impl MailStore {
         Ok(Some(folder))
     }
 
-    /// Items of `folder` ordered by received time (newest first when `newest_first`), skipping `offset` and
+    /// Items of `folder` ordered by received time in `order`, skipping `offset` and
     /// returning at most `limit`; folder-associated items are left out.
     pub fn items_by_received(
         &self,
         txn: &RoTxn<'_>,
         guid: &Guid,
         folder: FolderId,
-        newest_first: bool,
+        order: Order,
         offset: usize,
         limit: usize,
     ) -> Result<Vec<ItemInfo>> {
@@ -448,7 +448,7 @@ impl MailStore {
         let mut out = Vec::new();
         let mut skipped = 0;
         // Walk the index lazily, in the direction asked: a page costs its own size, not the folder's.
-        let entries: Walk<'_> = if newest_first {
+        let entries: Walk<'_> = if order == Order::NewestFirst {
             Box::new(self.received.rev_prefix_iter(txn, &prefix)?)
         } else {
             Box::new(self.received.prefix_iter(txn, &prefix)?)
@@ -482,7 +482,7 @@ impl MailStore {
     ) -> Result<Vec<ItemInfo>> {
         let mut out = Vec::new();
         for folder in self.folders(txn, guid)?.into_iter().filter(|f| !f.hidden) {
-            for item in self.items_by_uid(txn, guid, folder.id, 1, usize::MAX, false)? {
+            for item in self.items_by_uid(txn, guid, folder.id, 1, usize::MAX, Fai::Exclude)? {
                 if let ItemClass::Appointment { start: s, end: e } = item.class
                     && s < end
                     && e > start
@@ -675,24 +675,34 @@ impl MailStore {
     }
 }
 
-/// The store driver's delivery: stores `raw` in `folder` (a path such as `"Inbox/Lists"`, the Inbox when
-/// `None`) of mailbox `mailbox`, received now. The folder is looked up before the operation is logged; if it
-/// disappears in between, the delivery is refused with [`MailError::NoSuchFolder`]; a folder not found before is
-/// [`MailError::NoSuchFolderPath`] (or [`MailError::NoWellKnownFolder`] for the Inbox), and a mailbox this database
-/// does not hold (delivered through the wrong database) is [`MailError::NoSuchMailbox`].
+impl Engine<MailStore> {
+    /// The store driver's delivery: stores `raw` in `folder` (a path such as `"Inbox/Lists"`, the Inbox when
+    /// `None`) of mailbox `mailbox`, received now; durable when it returns (the commit's promise). The folder is
+    /// looked up before the operation is logged; if it disappears in between, the delivery is refused with
+    /// [`MailError::NoSuchFolder`]; a folder not found before is [`MailError::NoSuchFolderPath`] (or
+    /// [`MailError::NoWellKnownFolder`] for the Inbox), and a mailbox this database does not hold (delivered
+    /// through the wrong database) is [`MailError::NoSuchMailbox`]. [`Store::deliver`](crate::Store::deliver)
+    /// finds the database itself.
+    pub fn deliver(&self, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
+        let (exists, target) = self.read(|s, txn| {
+            let target = match folder {
+                Some(path) => s.folder_by_path(txn, &mailbox, path)?,
+                None => s.folder_by_role(txn, &mailbox, FolderRole::Inbox)?,
+            };
+            Ok((target.is_some() || s.mailbox(txn, &mailbox)?.is_some(), target))
+        })?;
+        // A mailbox of another database (or none) is told apart from a folder the mailbox lacks.
+        let target = target.ok_or_else(|| match folder {
+            _ if !exists => MailError::NoSuchMailbox { mailbox },
+            Some(path) => MailError::NoSuchFolderPath { mailbox, path: path.to_owned() },
+            None => MailError::NoWellKnownFolder { mailbox, role: FolderRole::Inbox },
+        })?;
+        Ok(self.commit(MailOp::append(mailbox, target.id, raw, Flags::empty(), Vec::new()))?.output)
+    }
+}
+
+/// [`Engine::deliver`] as a free function (the form of earlier releases).
+#[deprecated(note = "use the method: `db.deliver(mailbox, folder, raw)`")]
 pub fn deliver(db: &MailEngine, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
-    let (exists, target) = db.read(|s, txn| {
-        let target = match folder {
-            Some(path) => s.folder_by_path(txn, &mailbox, path)?,
-            None => s.folder_by_role(txn, &mailbox, FolderRole::Inbox)?,
-        };
-        Ok((target.is_some() || s.mailbox(txn, &mailbox)?.is_some(), target))
-    })?;
-    // A mailbox of another database (or none) is told apart from a folder the mailbox lacks.
-    let target = target.ok_or_else(|| match folder {
-        _ if !exists => MailError::NoSuchMailbox { mailbox },
-        Some(path) => MailError::NoSuchFolderPath { mailbox, path: path.to_owned() },
-        None => MailError::NoWellKnownFolder { mailbox, role: FolderRole::Inbox },
-    })?;
-    Ok(db.commit(MailOp::append(mailbox, target.id, raw, Flags::empty(), Vec::new()))?.output)
+    db.deliver(mailbox, folder, raw)
 }

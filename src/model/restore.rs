@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::model::error::MailError;
-use crate::model::types::{ContentHash, FolderId, FolderInfo, FolderRole};
+use crate::model::types::{ContentHash, Fai, FolderId, FolderInfo, FolderRole};
 use crate::model::{MailEngine, MailOp, MailOutput, envelope};
 use crate::types::Guid;
 
@@ -98,7 +98,7 @@ fn copy_items(
 ) -> Result<()> {
     let mut next = 1;
     loop {
-        let page = from.read(|s, txn| s.items_by_uid(txn, &source, id, next, PAGE, true))?;
+        let page = from.read(|s, txn| s.items_by_uid(txn, &source, id, next, PAGE, Fai::Include))?;
         let Some(last) = page.last() else { return Ok(()) };
         let Some(after) = last.uid.checked_add(1) else { return Ok(()) };
         next = after;

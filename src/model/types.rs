@@ -206,6 +206,32 @@ impl std::ops::BitOr for Flags {
     }
 }
 
+/// Folder-associated items (FAI, Exchange's "associated contents"): the hidden items a folder keeps for itself
+/// (views, rules, settings). Whether a listing includes them, and whether an item appended is one
+/// ([`MailOp::append_item`](crate::model::MailOp::append_item)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fai {
+    /// A listing leaves them out; an appended item is a normal one.
+    Exclude,
+    /// A listing includes them; an appended item is folder-associated.
+    Include,
+}
+
+impl Fai {
+    pub(crate) fn included(self) -> bool {
+        self == Fai::Include
+    }
+}
+
+/// The order of a listing by received time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Order {
+    /// The most recently received first.
+    NewestFirst,
+    /// The earliest received first.
+    OldestFirst,
+}
+
 /// The kind of an item (Exchange's message class).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ItemClass {

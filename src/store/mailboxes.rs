@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::Store;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{MailError, MailOp, MailStore, MailboxInfo, MailboxKind};
+use crate::model::{MailError, MailOp, MailOutput, MailStore, MailboxInfo, MailboxKind};
 use crate::types::Guid;
 
 /// Where a mailbox lives.
@@ -49,6 +49,16 @@ impl Store<MailStore> {
         };
         engine.commit(op)?;
         Ok(guid)
+    }
+
+    /// Delivers `raw` to mailbox `mailbox` in whichever mounted database holds it ([`Engine::deliver`]: into
+    /// `folder`, a path, or the Inbox when `None`). A mailbox no mounted database holds is
+    /// [`MailError::NoSuchMailbox`].
+    pub fn deliver(&self, mailbox: &Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
+        let Some(located) = self.locate(mailbox)? else {
+            return Err(MailError::NoSuchMailbox { mailbox: *mailbox }.into());
+        };
+        located.engine.deliver(*mailbox, folder, raw)
     }
 
     fn find(

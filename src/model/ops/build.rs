@@ -4,7 +4,7 @@
 
 use crate::model::envelope;
 use crate::model::error::MailError;
-use crate::model::types::{ContentHash, Flags, FolderId, ItemClass, MailboxKind, Uid};
+use crate::model::types::{ContentHash, Fai, Flags, FolderId, ItemClass, MailboxKind, Uid};
 use crate::types::{Guid, now_micros};
 
 use super::{
@@ -91,8 +91,9 @@ impl MailOp {
     }
 
     /// An item of any class (an appointment, a contact, a folder-associated settings item), received now.
-    pub fn append_item(mailbox: Guid, folder: FolderId, raw: Vec<u8>, class: ItemClass, fai: bool) -> MailOp {
-        MailOp::append_now(mailbox, folder, raw, Flags::empty(), Vec::new(), class, fai)
+    /// `fai`: [`Fai::Include`] makes it a folder-associated item.
+    pub fn append_item(mailbox: Guid, folder: FolderId, raw: Vec<u8>, class: ItemClass, fai: Fai) -> MailOp {
+        MailOp::append_now(mailbox, folder, raw, Flags::empty(), Vec::new(), class, fai.included())
     }
 
     /// The [`MailOp::Append`] of `raw`, received now.
