@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use mailstore::model::Fai;
 use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailStore, MailboxKind};
 use mailstore::replication::{CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions, resync};
-use mailstore::{Guid, Options, Store};
+use mailstore::{Guid, Options, Store, Timestamp};
 
 const DELIVERERS: usize = 8;
 const MESSAGES_PER_DELIVERER: usize = 250;
@@ -126,8 +126,12 @@ fn main() -> Result<()> {
     {
         println!("moved to Archive: COPYUID {uidvalidity} {mapping:?}");
     }
-    let deleted =
-        db1.commit(MailOp::DeleteItems { mailbox: alice, folder: alice_inbox, uids: vec![uids[1]], at_micros: now() })?;
+    let deleted = db1.commit(MailOp::DeleteItems {
+        mailbox: alice,
+        folder: alice_inbox,
+        uids: vec![uids[1]],
+        at: Timestamp::now(),
+    })?;
     if let MailOutput::DeletedToRecoverable { mapping, .. } = deleted.output {
         println!("deleted UID {} to Recoverable Items/Deletions (UID {} there)", mapping[0].0, mapping[0].1);
         if let MailOutput::Recovered { mapping, .. } =
@@ -255,12 +259,8 @@ fn message(thread: usize, i: usize) -> Vec<u8> {
          Date: Sun, 22 Nov 2026 09:{:02}:00 +0000\r\nMessage-ID: <{thread}.{i}.{}@example.net>\r\n\
          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
         i % 60,
-        now(),
+        Timestamp::now().as_micros(),
         "The quarterly figures are attached inline below.\r\n".repeat(20)
     )
     .into_bytes()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }

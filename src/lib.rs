@@ -37,6 +37,7 @@ pub(crate) mod log;
 pub mod model;
 pub mod replication;
 pub mod store;
+mod time;
 mod types;
 
 /// Internals for the crate's own tests, fuzz targets, benches and examples: the log's byte format, generation
@@ -94,7 +95,17 @@ pub use engine::{
     LogPosition, LogRetention, OnSyncTimeout, Options, RecoveryMode, RecoveryReport, StateMachine, SyncPolicy,
 };
 pub use error::{CodecError, Error, Result, StoreError};
+/// The LMDB binding the state store is built on, re-exported as part of the API: a [`StateMachine`] opens its
+/// tables with heed's `DatabaseOpener` and applies operations in heed's `RwTxn`, and readers take a [`RoTxn`].
+/// Use this re-export rather than a `heed` dependency of your own, so the versions always match. A change of
+/// heed's major version is a breaking change of `mailstore`.
+pub use heed;
+/// A read transaction over a database's state store (heed's, re-exported): what [`Engine::read`] hands its
+/// closure and what every reader of a state machine takes, e.g. `MailStore::items_by_uid`. It is a consistent
+/// snapshot: commits that complete while it is open are not seen by it.
+pub use heed::RoTxn;
 pub use store::{CloseError, Store};
+pub use time::Timestamp;
 pub use types::{Guid, Lsn};
 
 /// The README's examples, compiled and run by `cargo test` so that they stay true.

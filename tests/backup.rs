@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mailstore::backup::{self, Catalogue, FileKind, StopAt};
 use mailstore::internals::engine::LOGS_DIR;
 use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailboxKind};
-use mailstore::{Engine, Error, Guid, LogRetention, Lsn, Options};
+use mailstore::{Engine, Error, Guid, LogRetention, Lsn, Options, Timestamp};
 
 fn options() -> Options {
     Options::default().log_target_size(16 << 10).retention(LogRetention::UntilBackup)
@@ -109,7 +109,7 @@ fn online_full_and_incremental_backups_restore_to_end_lsn_and_time() {
     check(StopAt::Lsn(mid), mid);
     // A time: the last record at or before it.
     let at = full.last_lsn + 7;
-    check(StopAt::Time(history[&at].1), at);
+    check(StopAt::Time(Timestamp::from_micros(history[&at].1)), at);
     db.checkpoint().unwrap();
     Arc::try_unwrap(db).ok().unwrap().dismount().unwrap();
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 
-use heed::{CommitToken, DatabaseOpener, OnCommit, RwTxn, WithoutTls};
 use mailstore::engine::list_generations;
+use mailstore::heed::{self, CommitToken, DatabaseOpener, OnCommit, RwTxn, WithoutTls};
 use mailstore::internals::engine::{CHECKPOINT_FILE, LOCK_FILE, LOGS_DIR, STATE_DIR};
 use mailstore::kv::{KvEngine, KvOp};
 use mailstore::{ApplyContext, ApplyError, Engine, Guid, LogRetention, Options, StateMachine};

@@ -6,7 +6,7 @@ use std::thread;
 use mailstore::engine::list_generations;
 use mailstore::internals::engine::LOGS_DIR;
 use mailstore::kv::{KvEngine, KvError, KvOp};
-use mailstore::{Durability, Engine, Error, LogRetention, Options};
+use mailstore::{Durability, Engine, Error, LogRetention, Options, heed};
 
 fn put(key: &str, value: &str) -> KvOp {
     KvOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() }

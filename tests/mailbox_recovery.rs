@@ -6,7 +6,7 @@ use mailstore::model::Fai;
 use mailstore::model::{
     FlagAction, Flags, FolderId, FolderRole, ItemClass, MailEngine, MailOp, MailOutput, recover_mailbox,
 };
-use mailstore::{Engine, Error, Options};
+use mailstore::{Engine, Error, Options, Timestamp};
 
 mod common;
 use common::copy_dir;
@@ -20,7 +20,7 @@ fn folder(db: &MailEngine, mbx: mailstore::Guid, parent: FolderId, name: &str) -
 }
 
 /// Every item of a folder path as (raw, flags, keywords, received), in UID order.
-type Contents = Vec<(Vec<u8>, Flags, Vec<String>, u64)>;
+type Contents = Vec<(Vec<u8>, Flags, Vec<String>, Timestamp)>;
 
 fn contents(db: &MailEngine, mbx: mailstore::Guid, path: &str) -> Contents {
     db.read(|s, txn| {
@@ -28,7 +28,7 @@ fn contents(db: &MailEngine, mbx: mailstore::Guid, path: &str) -> Contents {
         let mut out = Vec::new();
         for item in s.items_by_uid(txn, &mbx, f.id, 1, usize::MAX, Fai::Include)? {
             let raw = s.raw(txn, &mbx, item.id)?.unwrap();
-            out.push((raw, item.flags, item.keywords, item.received_micros));
+            out.push((raw, item.flags, item.keywords, item.received));
         }
         Ok(out)
     })
@@ -72,7 +72,7 @@ fn a_mailbox_is_recovered_from_another_database_into_a_new_folder() {
     // The user loses the Inbox's messages and the Projects folder.
     let db: MailEngine = Engine::mount(dir.path(), Options::default().create_if_missing(false)).unwrap();
     expunge(&db, mbx, inbox, uids.clone());
-    db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: projects, at_micros: 1 }).unwrap();
+    db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: projects, at: us(1) }).unwrap();
     assert!(contents(&db, mbx, "Inbox").is_empty());
 
     let from: MailEngine = Engine::mount(recovery_dir.path(), Options::default().create_if_missing(false)).unwrap();
@@ -95,4 +95,9 @@ fn a_mailbox_is_recovered_from_another_database_into_a_new_folder() {
     from.dismount().unwrap();
     db.dismount().unwrap();
     check(dir.path());
+}
+
+/// A time `micros` µs after the epoch.
+fn us(micros: u64) -> Timestamp {
+    Timestamp::from_micros(micros)
 }

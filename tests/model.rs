@@ -9,7 +9,7 @@ use mailstore::model::{
     MailOp, MailOutput, MailboxKind, QuotaKind, Uid,
 };
 use mailstore::model::{Fai, Order};
-use mailstore::{Engine, Error, Guid, Options};
+use mailstore::{Engine, Error, Guid, Options, Timestamp};
 
 fn message(subject: &str, body: &str) -> Vec<u8> {
     format!(
@@ -277,10 +277,8 @@ fn delete_goes_to_recoverable_items_and_comes_back() {
         append(&db, mbx, inbox, s);
     }
     let before = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
-    let MailOutput::DeletedToRecoverable { mapping, .. } = db
-        .commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 3], at_micros: 1_000 })
-        .unwrap()
-        .output
+    let MailOutput::DeletedToRecoverable { mapping, .. } =
+        db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 3], at: us(1_000) }).unwrap().output
     else {
         panic!()
     };
@@ -293,7 +291,7 @@ fn delete_goes_to_recoverable_items_and_comes_back() {
     assert_eq!(folder_info(&db, mbx, inbox).total, 1);
     assert_eq!(folder_info(&db, mbx, deletions).total, 2);
     let deleted = db.read(|s, txn| s.item_by_uid(txn, &mbx, deletions, 2)).unwrap().unwrap();
-    assert_eq!(deleted.deleted.map(|d| (d.from, d.at_micros)), Some((inbox, 1_000)));
+    assert_eq!(deleted.deleted.map(|d| (d.from, d.at)), Some((inbox, us(1_000))));
     // Deleted items are not stored or copied into Recoverable Items by other paths.
     assert!(matches!(
         db.commit(MailOp::CopyItems { mailbox: mbx, from: inbox, uids: vec![2], to: deletions, remove_source: false }),
@@ -310,9 +308,9 @@ fn delete_goes_to_recoverable_items_and_comes_back() {
     assert!(db.read(|s, txn| s.item_by_uid(txn, &mbx, inbox, 4)).unwrap().unwrap().deleted.is_none());
 
     // Purge removes what was deleted before the cut-off, and nothing else.
-    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![2], at_micros: 5_000 }).unwrap();
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![2], at: us(5_000) }).unwrap();
     let MailOutput::Expunged { uids, .. } =
-        db.commit(MailOp::PurgeDeleted { mailbox: mbx, deleted_before_micros: 2_000 }).unwrap().output
+        db.commit(MailOp::PurgeDeleted { mailbox: mbx, deleted_before: us(2_000) }).unwrap().output
     else {
         panic!()
     };
@@ -339,11 +337,11 @@ fn deleting_a_folder_moves_its_subtree_to_recoverable_items() {
     append(&db, mbx, grandchild, "g1");
     append(&db, mbx, grandchild, "g2");
     assert!(matches!(
-        db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: inbox, at_micros: 1 }),
+        db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: inbox, at: us(1) }),
         Err(Error::Mail(MailError::WellKnownFolder { .. }))
     ));
     let MailOutput::FolderDeleted { folders, items, .. } =
-        db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: top, at_micros: 7 }).unwrap().output
+        db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: top, at: us(7) }).unwrap().output
     else {
         panic!()
     };
@@ -400,8 +398,8 @@ fn quotas_refuse_delivery_and_report_state() {
     );
     assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap(), before, "nothing half-written");
     // Recoverable Items has its own limit: two items fit, the third deletion is refused whole.
-    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 2], at_micros: 1 }).unwrap();
-    let refused = db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![3], at_micros: 1 });
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 2], at: us(1) }).unwrap();
+    let refused = db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![3], at: us(1) });
     assert!(
         matches!(refused, Err(Error::Mail(MailError::QuotaExceeded { quota: QuotaKind::RecoverableItems, .. }))),
         "{refused:?}"
@@ -421,7 +419,7 @@ fn digest_is_deterministic_and_sensitive() {
                 address: "gina@example.com".into(),
                 display_name: "Gina".into(),
                 kind: MailboxKind::User,
-                created_micros: 42,
+                created: us(42),
                 uidvalidity: 7,
             },
             MailOp::CreateFolder { mailbox: mbx, parent: 1, name: "Projects".into(), uidvalidity: 8 },
@@ -567,12 +565,12 @@ fn mailbox_soft_delete_restore_and_purge() {
     let mbx = create_mailbox(&db, "jack@example.com");
     let inbox = role(&db, mbx, FolderRole::Inbox);
     append(&db, mbx, inbox, "keep me");
-    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 99 }).unwrap();
+    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at: us(99) }).unwrap();
     // A deleted mailbox takes no operation and frees its address.
     let refused = db.commit(MailOp::append(mbx, inbox, message("x", "y"), Flags::empty(), vec![]));
     assert!(matches!(refused, Err(Error::Mail(MailError::MailboxDeleted { .. }))), "{refused:?}");
     assert!(db.read(|s, txn| s.mailbox_by_address(txn, "jack@example.com")).unwrap().is_none());
-    assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().deleted_micros, Some(99));
+    assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().deleted, Some(us(99)));
     // Restored, with its content.
     db.commit(MailOp::RestoreMailbox { mailbox: mbx }).unwrap();
     assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap().total, 1);
@@ -584,7 +582,7 @@ fn mailbox_soft_delete_restore_and_purge() {
         "purge needs a delete first"
     );
     // Deleted again, its address taken by a new mailbox: restore is refused; purge removes everything.
-    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 100 }).unwrap();
+    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at: us(100) }).unwrap();
     let other = create_mailbox(&db, "jack@example.com");
     assert!(matches!(
         db.commit(MailOp::RestoreMailbox { mailbox: mbx }),
@@ -619,10 +617,10 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
     ));
 
     // Received-time order, newest first, with pagination; independent of UID order.
-    for (i, received) in [300u64, 100, 200].into_iter().enumerate() {
+    for (i, at) in [300, 100, 200].into_iter().enumerate() {
         let mut op = MailOp::append(mbx, lists, message(&format!("r{i}"), "x"), Flags::empty(), vec![]);
-        if let MailOp::Append { received_micros, .. } = &mut op {
-            *received_micros = received;
+        if let MailOp::Append { received, .. } = &mut op {
+            *received = us(at);
         }
         db.commit(op).unwrap();
     }
@@ -630,17 +628,17 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
         db.read(|s, txn| s.items_by_received(txn, &mbx, lists, Order::OldestFirst, offset, limit))
             .unwrap()
             .into_iter()
-            .map(|i| i.received_micros)
+            .map(|i| i.received)
             .collect::<Vec<_>>()
     };
-    assert_eq!(page(0, 2), [100, 200]);
-    assert_eq!(page(2, 10)[0], 300);
+    assert_eq!(page(0, 2), [us(100), us(200)]);
+    assert_eq!(page(2, 10)[0], us(300));
     let newest = db.read(|s, txn| s.items_by_received(txn, &mbx, lists, Order::NewestFirst, 0, 1)).unwrap();
     assert_eq!(newest[0].envelope.subject.as_deref(), Some("to lists"), "delivered now, so newest");
 
     // Free/busy: appointments overlapping a range, ordered by start.
     let calendar = role(&db, mbx, FolderRole::Calendar);
-    for (start, end) in [(10u64, 20u64), (30, 40), (5, 12)] {
+    for (start, end) in [(us(10), us(20)), (us(30), us(40)), (us(5), us(12))] {
         db.commit(MailOp::append_item(
             mbx,
             calendar,
@@ -650,17 +648,20 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
         ))
         .unwrap();
     }
-    let busy = db.read(|s, txn| s.appointments_overlapping(txn, &mbx, 11, 31)).unwrap();
+    let busy = db.read(|s, txn| s.appointments_overlapping(txn, &mbx, us(11), us(31))).unwrap();
     let spans: Vec<_> = busy.iter().map(|i| i.class.clone()).collect();
     assert_eq!(
         spans,
         [
-            ItemClass::Appointment { start: 5, end: 12 },
-            ItemClass::Appointment { start: 10, end: 20 },
-            ItemClass::Appointment { start: 30, end: 40 }
+            ItemClass::Appointment { start: us(5), end: us(12) },
+            ItemClass::Appointment { start: us(10), end: us(20) },
+            ItemClass::Appointment { start: us(30), end: us(40) }
         ]
     );
-    assert!(db.read(|s, txn| s.appointments_overlapping(txn, &mbx, 20, 30)).unwrap().is_empty(), "ends are exclusive");
+    assert!(
+        db.read(|s, txn| s.appointments_overlapping(txn, &mbx, us(20), us(30))).unwrap().is_empty(),
+        "ends are exclusive"
+    );
 
     // Folder-associated items are hidden from listings and folder counts, but count against the quota.
     let before = folder_info(&db, mbx, inbox);
@@ -713,7 +714,7 @@ fn outbox_submission_queue() {
         Err(Error::Mail(MailError::NoSuchSubmission { .. }))
     ));
     // Deleting a queued message withdraws it.
-    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: outbox, uids: vec![2], at_micros: 1 }).unwrap();
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: outbox, uids: vec![2], at: us(1) }).unwrap();
     assert!(db.read(|s, txn| s.submissions(txn)).unwrap().is_empty());
     // Over the prohibit-send quota, submission is refused (delivery still works below prohibit-send-receive).
     let size = folder_info(&db, mbx, sent).size;
@@ -768,22 +769,22 @@ fn identical_messages_are_stored_once() {
 
 #[test]
 fn single_item_recovery_litigation_hold_and_retention() {
-    use mailstore::model::DEFAULT_RETENTION_MICROS;
+    use mailstore::model::DEFAULT_RETENTION;
     let dir = tempfile::tempdir().unwrap();
     let db = mount(dir.path());
     let mbx = create_mailbox(&db, "mia@example.com");
     let inbox = role(&db, mbx, FolderRole::Inbox);
     let (deletions, purges) = (role(&db, mbx, FolderRole::Deletions), role(&db, mbx, FolderRole::Purges));
-    assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().retention_micros, DEFAULT_RETENTION_MICROS);
+    assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().retention, DEFAULT_RETENTION);
     for s in ["a", "b", "c"] {
         append(&db, mbx, inbox, s);
     }
-    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 2, 3], at_micros: 1_000 }).unwrap();
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1, 2, 3], at: us(1_000) }).unwrap();
     let retention = |sir, hold| MailOp::SetRetention {
         mailbox: mbx,
         single_item_recovery: sir,
         litigation_hold: hold,
-        retention_micros: 10_000,
+        retention: std::time::Duration::from_micros(10_000),
     };
     // Without single item recovery, a user's purge removes the item at once.
     db.commit(MailOp::PurgeItems { mailbox: mbx, uids: vec![1] }).unwrap();
@@ -795,19 +796,19 @@ fn single_item_recovery_litigation_hold_and_retention() {
     // Under litigation hold nothing is purged, however old.
     db.commit(retention(true, true)).unwrap();
     let MailOutput::Expunged { uids, .. } =
-        db.commit(MailOp::PurgeExpired { mailbox: mbx, now_micros: u64::MAX }).unwrap().output
+        db.commit(MailOp::PurgeExpired { mailbox: mbx, now: Timestamp::from_micros(u64::MAX) }).unwrap().output
     else {
         panic!()
     };
     assert!(uids.is_empty());
     // Released from hold: retention (10 ms here) decides; deleted at 1 ms, so still kept at 10.9 ms, purged at 11.
     db.commit(retention(true, false)).unwrap();
-    let purge = |now| match db.commit(MailOp::PurgeExpired { mailbox: mbx, now_micros: now }).unwrap().output {
+    let purge = |now| match db.commit(MailOp::PurgeExpired { mailbox: mbx, now }).unwrap().output {
         MailOutput::Expunged { uids, .. } => uids.len(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(purge(10_900), 0);
-    assert_eq!(purge(11_001), 2, "the item in Deletions and the one in Purges");
+    assert_eq!(purge(us(10_900)), 0);
+    assert_eq!(purge(us(11_001)), 2, "the item in Deletions and the one in Purges");
     let m = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
     assert_eq!((m.recoverable_items, m.recoverable_size), (0, 0));
 }
@@ -892,7 +893,7 @@ fn edits_keep_originals_in_versions_under_litigation_hold() {
         mbx,
         calendar,
         message("standup", "v1"),
-        ItemClass::Appointment { start: 10, end: 20 },
+        ItemClass::Appointment { start: us(10), end: us(20) },
         Fai::Exclude,
     ))
     .unwrap();
@@ -902,7 +903,7 @@ fn edits_keep_originals_in_versions_under_litigation_hold() {
             calendar,
             uid,
             message("standup", body),
-            ItemClass::Appointment { start, end: start + 10 },
+            ItemClass::Appointment { start: us(start), end: us(start + 10) },
         ))
         .unwrap()
         .output
@@ -919,19 +920,19 @@ fn edits_keep_originals_in_versions_under_litigation_hold() {
         mailbox: mbx,
         single_item_recovery: true,
         litigation_hold: true,
-        retention_micros: 1,
+        retention: std::time::Duration::from_micros(1),
     })
     .unwrap();
     let (uid3, kept) = edit(uid2, "v3", 50);
     assert_eq!((uid3, kept), (3, Some(1)));
     let original = db.read(|s, txn| s.item_by_uid(txn, &mbx, versions, 1)).unwrap().unwrap();
-    assert_eq!(original.class, ItemClass::Appointment { start: 30, end: 40 });
+    assert_eq!(original.class, ItemClass::Appointment { start: us(30), end: us(40) });
     assert_eq!(original.deleted.map(|d| d.from), Some(calendar));
     assert_eq!(db.read(|s, txn| s.raw(txn, &mbx, original.id)).unwrap().unwrap(), message("standup", "v2"));
     // Free/busy follows the current version only.
-    let busy = db.read(|s, txn| s.appointments_overlapping(txn, &mbx, 0, 100)).unwrap();
+    let busy = db.read(|s, txn| s.appointments_overlapping(txn, &mbx, us(0), us(100))).unwrap();
     assert_eq!(busy.len(), 1);
-    assert_eq!(busy[0].class, ItemClass::Appointment { start: 50, end: 60 });
+    assert_eq!(busy[0].class, ItemClass::Appointment { start: us(50), end: us(60) });
     assert!(matches!(
         db.commit(MailOp::replace_item(mbx, calendar, 99, message("x", "y"), ItemClass::Note)),
         Err(Error::Mail(MailError::NoSuchItem { uid: 99, .. }))
@@ -969,10 +970,10 @@ fn holds_cannot_be_bypassed() {
         mailbox: mbx,
         single_item_recovery: true,
         litigation_hold: true,
-        retention_micros: 1,
+        retention: std::time::Duration::from_micros(1),
     })
     .unwrap();
-    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1], at_micros: 1 }).unwrap();
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![1], at: us(1) }).unwrap();
     // IMAP-style \Deleted + EXPUNGE inside Recoverable Items is refused.
     db.commit(MailOp::store_flags(mbx, deletions, vec![1], FlagAction::Add, Flags::DELETED)).unwrap();
     assert!(matches!(
@@ -980,7 +981,7 @@ fn holds_cannot_be_bypassed() {
         Err(Error::Mail(MailError::RecoverableItems { .. }))
     ));
     // A mailbox on hold is not purged even once deleted.
-    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at_micros: 2 }).unwrap();
+    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at: us(2) }).unwrap();
     assert!(matches!(
         db.commit(MailOp::PurgeMailbox { mailbox: mbx }),
         Err(Error::Mail(MailError::LitigationHold { .. }))
@@ -1042,7 +1043,7 @@ fn listing_records_follow_every_change() {
         mbx,
         calendar,
         message("meeting", "at noon"),
-        ItemClass::Appointment { start: 10, end: 20 },
+        ItemClass::Appointment { start: us(10), end: us(20) },
         Fai::Exclude,
     ))
     .unwrap();
@@ -1074,7 +1075,7 @@ fn listing_records_follow_every_change() {
         .unwrap();
     db.commit(MailOp::CopyItems { mailbox: mbx, from: inbox, uids: vec![3], to: archive, remove_source: true })
         .unwrap();
-    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![4, 5], at_micros: 7 }).unwrap();
+    db.commit(MailOp::DeleteItems { mailbox: mbx, folder: inbox, uids: vec![4, 5], at: us(7) }).unwrap();
     listing_matches_items(&db, mbx);
     db.commit(MailOp::RecoverItems { mailbox: mbx, uids: vec![1] }).unwrap();
     db.commit(MailOp::store_flags(mbx, inbox, vec![6], FlagAction::Add, Flags::DELETED)).unwrap();
@@ -1084,12 +1085,12 @@ fn listing_records_follow_every_change() {
         calendar,
         1,
         message("moved", "at one"),
-        ItemClass::Appointment { start: 30, end: 40 },
+        ItemClass::Appointment { start: us(30), end: us(40) },
     ))
     .unwrap();
     listing_matches_items(&db, mbx);
     let deleted = db.read(|s, txn| Ok(s.summary_by_uid(txn, &mbx, deletions, 2)?.and_then(|s| s.deleted()))).unwrap();
-    assert_eq!(deleted.map(|d| (d.from, d.at_micros)), Some((inbox, 7)));
+    assert_eq!(deleted.map(|d| (d.from, d.at)), Some((inbox, us(7))));
     // A folder deleted with its items, a submission sent, purges, and a replace under litigation hold.
     let root = db.read(|s, txn| s.folder_by_role(txn, &mbx, FolderRole::Root)).unwrap().unwrap().id;
     let MailOutput::FolderCreated { id: projects, .. } =
@@ -1099,7 +1100,7 @@ fn listing_records_follow_every_change() {
     };
     append(&db, mbx, projects, "project1");
     append(&db, mbx, projects, "project2");
-    db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: projects, at_micros: 8 }).unwrap();
+    db.commit(MailOp::DeleteFolder { mailbox: mbx, folder: projects, at: us(8) }).unwrap();
     let MailOutput::Submitted { item, .. } = db.commit(MailOp::submit(mbx, message("outgoing", "hi"))).unwrap().output
     else {
         unreachable!()
@@ -1107,12 +1108,12 @@ fn listing_records_follow_every_change() {
     listing_matches_items(&db, mbx);
     db.commit(MailOp::AcknowledgeSubmission { mailbox: mbx, item }).unwrap();
     db.commit(MailOp::PurgeItems { mailbox: mbx, uids: vec![2] }).unwrap();
-    db.commit(MailOp::PurgeDeleted { mailbox: mbx, deleted_before_micros: 8 }).unwrap();
+    db.commit(MailOp::PurgeDeleted { mailbox: mbx, deleted_before: us(8) }).unwrap();
     db.commit(MailOp::SetRetention {
         mailbox: mbx,
         single_item_recovery: true,
         litigation_hold: true,
-        retention_micros: 1,
+        retention: std::time::Duration::from_micros(1),
     })
     .unwrap();
     db.commit(MailOp::replace_item(mbx, calendar, 2, message("moved again", "at two"), ItemClass::Task)).unwrap();
@@ -1177,4 +1178,9 @@ fn flags_print_as_imap_writes_them() {
     assert_eq!((Flags::SEEN | Flags::FLAGGED).to_string(), "(\\Seen \\Flagged)");
     assert_eq!(format!("{:?}", Flags::empty()), "Flags()");
     assert_eq!(format!("{:?}", Flags::DELETED | Flags(64)), "Flags(\\Deleted)+0x40");
+}
+
+/// A time `micros` µs after the epoch.
+fn us(micros: u64) -> Timestamp {
+    Timestamp::from_micros(micros)
 }

@@ -9,7 +9,7 @@ use mailstore::model::Fai;
 use mailstore::model::{
     Changes, Entity, FlagAction, Flags, FolderId, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind, Uid,
 };
-use mailstore::{Engine, Guid, Options};
+use mailstore::{Engine, Guid, Options, Timestamp};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -282,7 +282,12 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Delete { folder, pick } => {
                 let uids = uids_of(&model[folder], &pick);
                 let out = db
-                    .commit(MailOp::DeleteItems { mailbox: mbx, folder: ids[folder], uids: uids.clone(), at_micros: 5 })
+                    .commit(MailOp::DeleteItems {
+                        mailbox: mbx,
+                        folder: ids[folder],
+                        uids: uids.clone(),
+                        at: Timestamp::from_micros(5),
+                    })
                     .unwrap()
                     .output;
                 let MailOutput::DeletedToRecoverable { mapping, .. } = out else { unreachable!() };

@@ -15,7 +15,7 @@ use mailstore::replication::{
     ResyncOutcome, ShippingKey, ShippingSource, SnapshotPart, SnapshotRequest, SourceInfo, SourceOptions,
     TcpShippingServer, TcpSource, resync,
 };
-use mailstore::{Engine, Error, OnSyncTimeout, Options, Result, SyncPolicy};
+use mailstore::{Engine, Error, OnSyncTimeout, Options, Result, SyncPolicy, Timestamp};
 use tempfile::TempDir;
 
 type Copy = PassiveCopy<Kv>;
@@ -245,7 +245,7 @@ fn mail_operations_of_every_kind_replay_in_large_batches_to_the_same_state() {
         };
         db.commit(into(bob, temp)).unwrap();
         db.commit(into(bob, bob_role(FolderRole::Inbox))).unwrap();
-        db.commit(MailOp::DeleteMailbox { mailbox: bob, at_micros: 1 }).unwrap();
+        db.commit(MailOp::DeleteMailbox { mailbox: bob, at: us(1) }).unwrap();
         db.commit(MailOp::PurgeMailbox { mailbox: bob }).unwrap();
         db.commit(bob_op).unwrap();
         let MailOutput::Appended { uid, .. } = db.commit(into(bob, bob_role(FolderRole::Inbox))).unwrap().output else {
@@ -1225,7 +1225,7 @@ fn a_seeded_copy_keeps_only_the_segments_its_state_refers_to_after_its_first_dee
     // The oldest messages go: their generations hold nothing referenced any more.
     let inbox = db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).unwrap().unwrap().id;
     db.commit(MailOp::delete_items(guid, inbox, (1..=20).collect())).unwrap();
-    db.commit(MailOp::PurgeDeleted { mailbox: guid, deleted_before_micros: u64::MAX }).unwrap();
+    db.commit(MailOp::PurgeDeleted { mailbox: guid, deleted_before: us(u64::MAX) }).unwrap();
     // Past the copy's checkpoint depth.
     deliver_big(&db, guid, 40..52);
     assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)), "{:?}", copy.status());
@@ -1412,7 +1412,7 @@ fn a_copy_replays_the_actives_compaction_and_gives_the_space_back_too() {
     let inbox = db.read(|s, txn| s.folder_by_role(txn, &guid, FolderRole::Inbox)).unwrap().unwrap().id;
     let gone: Vec<u32> = (1..=60).filter(|uid| uid % 5 != 0).collect();
     db.commit(MailOp::delete_items(guid, inbox, gone)).unwrap();
-    db.commit(MailOp::PurgeDeleted { mailbox: guid, deleted_before_micros: u64::MAX }).unwrap();
+    db.commit(MailOp::PurgeDeleted { mailbox: guid, deleted_before: us(u64::MAX) }).unwrap();
     db.checkpoint().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while db.stats().compactions == 0 {
@@ -1426,7 +1426,7 @@ fn a_copy_replays_the_actives_compaction_and_gives_the_space_back_too() {
     assert_copy_reads(&copy, guid, &raw_messages(&db, guid));
     assert_eq!(copy.read(|m, txn| m.digest(txn)).unwrap(), db.read(|m, txn| m.digest(txn)).unwrap());
     // The copy holds the same generations' worth of bodies as the active: it applied the same relocations.
-    let referenced = |s: &mailstore::model::MailStore, txn: &heed::RoTxn<'_>| {
+    let referenced = |s: &mailstore::model::MailStore, txn: &mailstore::RoTxn<'_>| {
         use mailstore::engine::StateMachine;
         s.referenced_generations(txn)
     };
@@ -1445,4 +1445,9 @@ fn a_copy_replays_the_actives_compaction_and_gives_the_space_back_too() {
     let dir = copy.dir().to_path_buf();
     copy.close().unwrap();
     assert_healthy(&dir);
+}
+
+/// A time `micros` µs after the epoch.
+fn us(micros: u64) -> Timestamp {
+    Timestamp::from_micros(micros)
 }

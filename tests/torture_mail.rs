@@ -17,7 +17,7 @@ use std::{env, thread};
 use common::{Rng, env_u64, run_killed_child, seed_from};
 use mailstore::model::Fai;
 use mailstore::model::{FlagAction, Flags, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind};
-use mailstore::{Engine, Guid, Options};
+use mailstore::{Engine, Guid, Options, Timestamp};
 use parking_lot::Mutex;
 
 const CHILD_DIR: &str = "MAILSTORE_MAIL_TORTURE_DIR";
@@ -51,7 +51,7 @@ fn mail_torture_child() {
             address: "victim@example.com".into(),
             display_name: "Victim".into(),
             kind: MailboxKind::User,
-            created_micros: 1,
+            created: us(1),
             uidvalidity: 1,
         })
         .unwrap();
@@ -202,4 +202,9 @@ fn mail_crash_torture() {
         acked.len()
     );
     assert!(!acked.is_empty());
+}
+
+/// A time `micros` µs after the epoch.
+fn us(micros: u64) -> Timestamp {
+    Timestamp::from_micros(micros)
 }

@@ -26,6 +26,7 @@ use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_codec::imap_types::status::StatusDataItemName;
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
+use mailstore::Timestamp;
 use mailstore::model::Fai;
 use mailstore::model::envelope;
 use mailstore::model::{
@@ -566,7 +567,7 @@ impl Session<'_> {
         account.engine.commit(MailOp::DeleteFolder {
             mailbox: account.guid,
             folder: view.info.id,
-            at_micros: now_micros(),
+            at: Timestamp::now(),
         })?;
         self.server.notifier.bump(account.guid);
         if self.selected.as_ref().is_some_and(|s| s.folder == view.info.id) {
@@ -967,7 +968,7 @@ impl Session<'_> {
                             out.extend_from_slice(format!("FLAGS {}", flags_list(&item)).as_bytes())
                         }
                         MessageDataItemName::InternalDate => out.extend_from_slice(
-                            format!("INTERNALDATE \"{}\"", internal_date(item.received_micros)).as_bytes(),
+                            format!("INTERNALDATE \"{}\"", internal_date(item.received.as_micros())).as_bytes(),
                         ),
                         MessageDataItemName::Rfc822Size => {
                             out.extend_from_slice(format!("RFC822.SIZE {}", item.size).as_bytes())
@@ -1220,7 +1221,7 @@ impl Session<'_> {
             folder: view.info.id,
             flags: system,
             keywords,
-            received_micros: date.unwrap_or_else(now_micros),
+            received: date.map_or_else(Timestamp::now, Timestamp::from_micros),
             class: ItemClass::Note,
             fai: false,
             envelope: Box::new(envelope::parse(&raw)),
@@ -1425,10 +1426,6 @@ fn decode_error_text<C: imap_codec::decode::Decoder>(e: &DecodeMessageError<'_, 
         DecodeMessageError::MessageTooLong { .. } => "[TOOBIG] command too long".into(),
         DecodeMessageError::MessagePoisoned { .. } => "command rejected".into(),
     }
-}
-
-fn now_micros() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// The name of a mailbox argument, decoded from modified UTF-7 (`INBOX` in any case is the Inbox). A name that is
@@ -1718,7 +1715,7 @@ impl SearchCtx<'_> {
         let flags = item.flags;
         let date =
             |micros: u64| chrono::DateTime::from_timestamp((micros / 1_000_000) as i64, 0).map(|d| d.date_naive());
-        let internal = date(item.received_micros);
+        let internal = date(item.received.as_micros());
         let sent = item.envelope.date.and_then(|s| chrono::DateTime::from_timestamp(s, 0)).map(|d| d.date_naive());
         Ok(match key {
             SearchKey::And(keys) => {

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+use crate::time::Timestamp;
 use crate::types::{Guid, Lsn};
 
 /// The catalogue's file name in a target.
@@ -69,12 +70,15 @@ pub struct BackupEntry {
     pub first_generation: u64,
     /// The last log generation it holds (closed by a roll).
     pub last_generation: u64,
-    /// When it started (µs since the Unix epoch).
-    pub started_micros: u64,
+    /// When it started.
+    #[serde(rename = "started_micros")]
+    pub started: Timestamp,
     /// Full: when the state snapshot was finished; every record the state holds was committed before.
-    pub snapshot_micros: u64,
+    #[serde(rename = "snapshot_micros")]
+    pub snapshot: Timestamp,
     /// When it was finished.
-    pub finished_micros: u64,
+    #[serde(rename = "finished_micros")]
+    pub finished: Timestamp,
     /// Its files.
     pub files: Vec<BackupFile>,
 }

@@ -29,7 +29,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::log::format::{END_MARKER, HEADER_LEN};
 use crate::log::generation;
 use crate::replication::source::{SNAPSHOT_STATE_FILE, link_generation, prepare_snapshot};
-use crate::types::{Guid, Lsn, now_micros};
+use crate::time::Timestamp;
+use crate::types::{Guid, Lsn};
 
 pub use catalogue::{BackupEntry, BackupFile, BackupKind, Catalogue, FileKind};
 pub use restore::{RestoreReport, StopAt, restore};
@@ -43,7 +44,7 @@ pub type BackupReport = BackupEntry;
 /// generations it covers. A database whose catalogue in `target` belongs to another database is refused.
 pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result<BackupReport> {
     let mut catalogue = Catalogue::load_or_new(target, engine.guid())?;
-    let started = now_micros();
+    let started = Timestamp::now();
     let applied = engine.status().applied_lsn;
     // Keep every record from the one after the snapshot's applied LSN until the backup is copied.
     let _pin = engine.pin_log(applied + 1)?;
@@ -60,7 +61,7 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
                 },
             )
         })?;
-        let snapshot_micros = now_micros();
+        let snapshot = Timestamp::now();
         let Some((start, _)) = prepared.log else {
             return Err(Error::InvalidArgument("the log moved on while the backup's snapshot was taken; retry".into()));
         };
@@ -87,9 +88,9 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
             last_lsn,
             first_generation: start,
             last_generation: closed,
-            started_micros: started,
-            snapshot_micros,
-            finished_micros: now_micros(),
+            started,
+            snapshot,
+            finished: Timestamp::now(),
             files: Vec::new(),
         };
         writer.finish(&mut catalogue, entry)
@@ -105,7 +106,7 @@ pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) ->
     let Some(previous) = catalogue.backups.last().cloned() else {
         return Err(Error::InvalidArgument(format!("{} holds no full backup to add to", target.display())));
     };
-    let started = now_micros();
+    let started = Timestamp::now();
     let _pin = engine.pin_log(previous.last_lsn + 1)?;
     staged(engine, |staging| {
         let closed = engine.roll_log()? - 1;
@@ -126,9 +127,9 @@ pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) ->
             last_lsn,
             first_generation: first,
             last_generation: closed,
-            started_micros: started,
-            snapshot_micros: started,
-            finished_micros: now_micros(),
+            started,
+            snapshot: started,
+            finished: Timestamp::now(),
             files: Vec::new(),
         };
         writer.finish(&mut catalogue, entry)

@@ -18,6 +18,7 @@ use crate::engine::{Checkpoint, Durability, LOGS_DIR, SEGMENTS_DIR, STATE_DIR, s
 use crate::error::{Error, IoContext, Result};
 use crate::log::format::{END_MARKER, FRAME_HEADER_LEN};
 use crate::log::generation;
+use crate::time::Timestamp;
 use crate::types::Lsn;
 
 /// Where roll-forward stops.
@@ -27,8 +28,8 @@ pub enum StopAt {
     End,
     /// At this LSN (it must be within what the backups hold).
     Lsn(Lsn),
-    /// At the last record committed at or before this time (µs since the Unix epoch).
-    Time(u64),
+    /// At the last record committed at or before this time.
+    Time(Timestamp),
 }
 
 /// What a restore did.
@@ -104,7 +105,7 @@ pub fn restore(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
             let mut at = snapshot_lsn;
             for s in &logs {
                 generation::scan(&s.path, None, |r| {
-                    if r.lsn > snapshot_lsn && r.commit_micros <= t {
+                    if r.lsn > snapshot_lsn && r.commit_micros <= t.as_micros() {
                         at = at.max(r.lsn);
                     }
                     Ok(())
@@ -163,7 +164,7 @@ fn choose_chain(catalogue: &Catalogue, stop: StopAt) -> Result<Vec<BackupEntry>>
     let usable = |e: &BackupEntry| match stop {
         StopAt::End => true,
         StopAt::Lsn(n) => e.applied_lsn <= n,
-        StopAt::Time(t) => e.snapshot_micros <= t,
+        StopAt::Time(t) => e.snapshot <= t,
     };
     let Some(start) = catalogue.backups.iter().rposition(|e| e.kind == BackupKind::Full && usable(e)) else {
         return Err(Error::InvalidArgument(format!("no full backup in the catalogue reaches back to {stop:?}")));

@@ -69,10 +69,10 @@ pub(crate) fn u32_at(key: &[u8], at: usize) -> u32 {
     key.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_be_bytes)
 }
 
-pub(crate) fn received(guid: &Guid, folder: FolderId, received_micros: u64, item: ItemId) -> [u8; 40] {
+pub(crate) fn received(guid: &Guid, folder: FolderId, received: u64, item: ItemId) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..24].copy_from_slice(&self::folder(guid, folder));
-    k[24..32].copy_from_slice(&received_micros.to_be_bytes());
+    k[24..32].copy_from_slice(&received.to_be_bytes());
     k[32..].copy_from_slice(&item.to_be_bytes());
     k
 }

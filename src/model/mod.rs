@@ -11,6 +11,8 @@
 
 mod bodies;
 mod check;
+mod databases;
+use databases::{MailDatabases, TABLES};
 pub mod envelope;
 mod error;
 mod keys;
@@ -22,14 +24,15 @@ mod types;
 use std::collections::{BTreeMap, BTreeSet};
 
 use heed::types::Bytes;
-use heed::{CommitToken, Database, DatabaseOpener, OnCommit, RoTxn, RwTxn, WithoutTls};
+use heed::{DatabaseOpener, RoTxn, RwTxn, WithoutTls};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::engine::{ApplyContext, ApplyError, Attachments, Engine, SegmentUsage, StateMachine};
-use crate::error::{CodecError, Error, Result};
+use crate::error::{CodecError, Result};
+use crate::time::Timestamp;
 use crate::types::Guid;
 
 pub use error::{MailError, QuotaKind};
@@ -62,25 +65,9 @@ pub struct ChangeFeed {
     pub new_state: ModSeq,
 }
 pub use types::{
-    ContentHash, DEFAULT_RETENTION_MICROS, Deleted, Fai, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId,
-    ItemInfo, MailboxInfo, MailboxKind, ModSeq, Order, Quota, QuotaStatus, Uid,
+    ContentHash, DEFAULT_RETENTION, Deleted, Fai, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemId, ItemInfo,
+    MailboxInfo, MailboxKind, ModSeq, Order, Quota, QuotaStatus, Uid,
 };
-
-/// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-const TABLES: [&str; 12] = [
-    "mail.mailboxes",
-    "mail.addresses",
-    "mail.folders",
-    "mail.folder_names",
-    "mail.items",
-    "mail.uids",
-    "mail.changes",
-    "mail.received",
-    "mail.submissions",
-    "mail.blob_refs",
-    "mail.segments",
-    "mail.placed",
-];
 
 /// A mailbox database.
 pub type MailEngine = Engine<MailStore>;
@@ -126,42 +113,6 @@ impl Records {
     fn clear(&mut self) {
         self.mailboxes.clear();
         self.folders.clear();
-    }
-}
-
-/// [`MailStore`]'s databases while their opening transaction is live.
-pub struct MailDatabases<'e>([Database<'e, Bytes, Bytes>; TABLES.len()], Attachments);
-
-impl<'e> MailDatabases<'e> {
-    /// The databases opened in [`TABLES`] order.
-    fn from_vec(dbs: Vec<Database<'e, Bytes, Bytes>>, attachments: &Attachments) -> Result<Self> {
-        let dbs: [Database<'e, Bytes, Bytes>; TABLES.len()] =
-            dbs.try_into().map_err(|_| Error::InvalidArgument("the model's table count changed".into()))?;
-        Ok(MailDatabases(dbs, attachments.clone()))
-    }
-}
-
-impl OnCommit for MailDatabases<'_> {
-    type Committed = MailStore;
-    fn on_commit(self, token: &CommitToken) -> MailStore {
-        let t = self.0.on_commit(token);
-        let t: [Table; TABLES.len()] = std::array::from_fn(|i| Table::new(t[i], TABLES[i]));
-        MailStore {
-            mailboxes: t[0],
-            addresses: t[1],
-            folders: t[2],
-            folder_names: t[3],
-            items: t[4],
-            uids: t[5],
-            changes: t[6],
-            received: t[7],
-            submissions: t[8],
-            blob_refs: t[9],
-            segments: t[10],
-            placed: t[11],
-            attachments: self.1,
-            records: Mutex::new(Records::default()),
-        }
     }
 }
 
@@ -471,14 +422,14 @@ impl MailStore {
         Ok(out)
     }
 
-    /// Appointments of mailbox `guid` (in any folder outside Recoverable Items) that overlap `start..end`
-    /// (microseconds since the Unix epoch): what a free/busy query needs.
+    /// Appointments of mailbox `guid` (in any folder outside Recoverable Items) that overlap `start..end`: what a
+    /// free/busy query needs.
     pub fn appointments_overlapping(
         &self,
         txn: &RoTxn<'_>,
         guid: &Guid,
-        start: u64,
-        end: u64,
+        start: Timestamp,
+        end: Timestamp,
     ) -> Result<Vec<ItemInfo>> {
         let mut out = Vec::new();
         for folder in self.folders(txn, guid)?.into_iter().filter(|f| !f.hidden) {
@@ -493,7 +444,7 @@ impl MailStore {
         }
         out.sort_by_key(|i| match i.class {
             ItemClass::Appointment { start, .. } => start,
-            _ => 0,
+            _ => Timestamp::EPOCH,
         });
         Ok(out)
     }
@@ -516,7 +467,7 @@ impl MailStore {
         for entry in self.submissions.iter(txn)? {
             out.push(load(entry?.1)?);
         }
-        out.sort_by_key(|s| (s.submitted_micros, s.mailbox, s.item));
+        out.sort_by_key(|s| (s.submitted, s.mailbox, s.item));
         Ok(out)
     }
 

@@ -114,7 +114,7 @@ fn copy_items(
                 folder: to,
                 flags: item.flags,
                 keywords: item.keywords,
-                received_micros: item.received_micros,
+                received: item.received,
                 class: item.class,
                 fai: item.fai,
                 envelope,

@@ -45,6 +45,7 @@
 use crate::error::{CodecError, Error, Result};
 use crate::model::envelope::{Address, Envelope};
 use crate::model::types::{Deleted, Flags, FolderId, ItemClass, ItemId, ItemInfo, ModSeq, Uid};
+use crate::time::Timestamp;
 
 /// The layout version this code writes and reads.
 const VERSION: u8 = 1;
@@ -112,7 +113,7 @@ pub(crate) fn encode(item: &ItemInfo) -> Result<Vec<u8>> {
     b.put(e.message_id.as_deref())?;
     let (tag, start, end, other) = match &item.class {
         ItemClass::Note => (0u8, 0, 0, None),
-        ItemClass::Appointment { start, end } => (1, *start, *end, None),
+        ItemClass::Appointment { start, end } => (1, start.as_micros(), end.as_micros(), None),
         ItemClass::Contact => (2, 0, 0, None),
         ItemClass::Task => (3, 0, 0, None),
         ItemClass::Other(name) => (4, 0, 0, Some(name.as_str())),
@@ -134,16 +135,16 @@ pub(crate) fn encode(item: &ItemInfo) -> Result<Vec<u8>> {
         | (if e.malformed { MALFORMED } else { 0 })
         | (if e.date.is_some() { HAS_DATE } else { 0 })
         | (if item.deleted.is_some() { DELETED } else { 0 });
-    let deleted = item.deleted.unwrap_or(Deleted { from: 0, at_micros: 0 });
+    let deleted = item.deleted.unwrap_or(Deleted { from: 0, at: Timestamp::EPOCH });
     let mut out = Vec::with_capacity(HEADER + b.slots.len() + b.heap.len());
     out.extend_from_slice(&item.id.to_be_bytes());
     out.extend_from_slice(&[VERSION, item.flags.0, bits, tag]);
     out.extend_from_slice(&b.count.to_le_bytes());
-    for v in [item.modseq, item.received_micros, item.size, e.size, e.date.unwrap_or(0) as u64, start, end] {
+    for v in [item.modseq, item.received.as_micros(), item.size, e.size, e.date.unwrap_or(0) as u64, start, end] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&deleted.from.to_le_bytes());
-    out.extend_from_slice(&deleted.at_micros.to_le_bytes());
+    out.extend_from_slice(&deleted.at.as_micros().to_le_bytes());
     out.extend_from_slice(&item.content);
     for list in address_lists {
         out.extend_from_slice(&count(list.len())?.to_le_bytes());
@@ -323,7 +324,7 @@ impl std::fmt::Debug for ItemSummary<'_> {
             .field("modseq", &self.modseq())
             .field("flags", &self.flags())
             .field("keywords", &self.keywords())
-            .field("received_micros", &self.received_micros())
+            .field("received", &self.received())
             .field("size", &self.size())
             .field("subject", &self.subject())
             .field("from", &self.from())
@@ -422,9 +423,9 @@ impl<'a> ItemSummary<'a> {
         Flags(self.header[9])
     }
 
-    /// Received time (IMAP INTERNALDATE), microseconds since the Unix epoch.
-    pub fn received_micros(&self) -> u64 {
-        u64_le(self.header, 24)
+    /// Received time (IMAP INTERNALDATE).
+    pub fn received(&self) -> Timestamp {
+        Timestamp::from_micros(u64_le(self.header, 24))
     }
 
     /// Size of the raw bytes (IMAP RFC822.SIZE).
@@ -439,7 +440,8 @@ impl<'a> ItemSummary<'a> {
 
     /// Set while the item is in Recoverable Items: where it came from and when it was deleted.
     pub fn deleted(&self) -> Option<Deleted> {
-        self.bit(DELETED).then(|| Deleted { from: u64_le(self.header, 72), at_micros: u64_le(self.header, 80) })
+        self.bit(DELETED)
+            .then(|| Deleted { from: u64_le(self.header, 72), at: Timestamp::from_micros(u64_le(self.header, 80)) })
     }
 
     /// The `Date` header as seconds since the Unix epoch (UTC), if valid.
@@ -515,7 +517,10 @@ impl<'a> ItemSummary<'a> {
     /// The item's class (allocates only for [`ItemClass::Other`]).
     pub fn class(&self) -> ItemClass {
         match self.header[11] {
-            1 => ItemClass::Appointment { start: u64_le(self.header, 56), end: u64_le(self.header, 64) },
+            1 => ItemClass::Appointment {
+                start: Timestamp::from_micros(u64_le(self.header, 56)),
+                end: Timestamp::from_micros(u64_le(self.header, 64)),
+            },
             2 => ItemClass::Contact,
             3 => ItemClass::Task,
             4 => ItemClass::Other(self.slots.get(2).unwrap_or_default().to_owned()),
@@ -555,7 +560,7 @@ impl<'a> ItemSummary<'a> {
             flags: self.flags(),
             keywords: self.keywords().to_vec(),
             class: self.class(),
-            received_micros: self.received_micros(),
+            received: self.received(),
             size: self.size(),
             envelope: self.envelope(),
             fai: self.fai(),
@@ -586,7 +591,7 @@ mod tests {
             flags: Flags::SEEN | Flags::FLAGGED,
             keywords: vec!["$Forwarded".into(), "work".into()],
             class: ItemClass::Other("IPM.Custom".into()),
-            received_micros: 1_700_000_000_000_000,
+            received: Timestamp::from_micros(1_700_000_000_000_000),
             size: 10_240,
             envelope: Envelope {
                 subject: Some("Grüße — ünïcödé".into()),
@@ -605,7 +610,7 @@ mod tests {
                 malformed: false,
             },
             fai: true,
-            deleted: Some(Deleted { from: 3, at_micros: 99 }),
+            deleted: Some(Deleted { from: 3, at: Timestamp::from_micros(99) }),
             content: [5; 32],
         }
     }
@@ -629,9 +634,12 @@ mod tests {
         assert_eq!(s.to().get(2), None);
         assert_eq!(s.references().iter().collect::<Vec<_>>(), ["r1@x", "", "r3@x"]);
         // Every class, and the empty item.
-        for class in
-            [ItemClass::Note, ItemClass::Appointment { start: 1, end: u64::MAX }, ItemClass::Contact, ItemClass::Task]
-        {
+        for class in [
+            ItemClass::Note,
+            ItemClass::Appointment { start: Timestamp::from_micros(1), end: Timestamp::from_micros(u64::MAX) },
+            ItemClass::Contact,
+            ItemClass::Task,
+        ] {
             item.class = class;
             item.deleted = None;
             item.envelope = Envelope::default();

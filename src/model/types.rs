@@ -1,8 +1,11 @@
 //! The values of the mailbox model as the API returns them.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::envelope::Envelope;
+use crate::time::Timestamp;
 use crate::types::Guid;
 
 /// A folder's id, unique within its mailbox, never reused.
@@ -237,12 +240,12 @@ pub enum Order {
 pub enum ItemClass {
     /// `IPM.Note`: an e-mail message.
     Note,
-    /// `IPM.Appointment`, with its start and end (microseconds since the Unix epoch) for free/busy.
+    /// `IPM.Appointment`, with its start and end for free/busy.
     Appointment {
         /// Start.
-        start: u64,
+        start: Timestamp,
         /// End.
-        end: u64,
+        end: Timestamp,
     },
     /// `IPM.Contact`.
     Contact,
@@ -283,8 +286,8 @@ impl Default for Quota {
     }
 }
 
-/// The default deleted-item retention: 14 days, in microseconds.
-pub const DEFAULT_RETENTION_MICROS: u64 = 14 * 24 * 3600 * 1_000_000;
+/// The default deleted-item retention: 14 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// A mailbox's quota state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,8 +313,8 @@ pub struct QuotaStatus {
 pub struct Deleted {
     /// The folder it was deleted from (where recovery puts it back).
     pub from: FolderId,
-    /// When (microseconds since the Unix epoch; decided before logging).
-    pub at_micros: u64,
+    /// When (decided before logging).
+    pub at: Timestamp,
 }
 
 /// A mailbox as stored.
@@ -325,8 +328,8 @@ pub struct MailboxInfo {
     pub display_name: String,
     /// Its kind.
     pub kind: MailboxKind,
-    /// When it was created (microseconds since the Unix epoch).
-    pub created_micros: u64,
+    /// When it was created.
+    pub created: Timestamp,
     /// The highest MODSEQ given out in it.
     pub highest_modseq: ModSeq,
     /// Items outside Recoverable Items (FAI included).
@@ -346,11 +349,12 @@ pub struct MailboxInfo {
     pub single_item_recovery: bool,
     /// Litigation hold: nothing in Recoverable Items is ever purged.
     pub litigation_hold: bool,
-    /// Deleted-item retention in microseconds (default 14 days).
-    pub retention_micros: u64,
-    /// Set while the mailbox is soft-deleted (microseconds since the Unix epoch): its content is kept until it
+    /// Deleted-item retention (default 14 days; stored as whole microseconds).
+    #[serde(with = "crate::time::duration_micros")]
+    pub retention: Duration,
+    /// Set while the mailbox is soft-deleted ): its content is kept until it
     /// is purged or restored, and it takes no other operation.
-    pub deleted_micros: Option<u64>,
+    pub deleted: Option<Timestamp>,
     pub(crate) next_folder_id: FolderId,
     pub(crate) next_item_id: ItemId,
 }
@@ -399,8 +403,8 @@ pub struct ItemInfo {
     pub keywords: Vec<String>,
     /// Its class.
     pub class: ItemClass,
-    /// Received time (IMAP INTERNALDATE), microseconds since the Unix epoch.
-    pub received_micros: u64,
+    /// Received time (IMAP INTERNALDATE).
+    pub received: Timestamp,
     /// Size of the raw bytes.
     pub size: u64,
     /// The envelope parsed at ingest.

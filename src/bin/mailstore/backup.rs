@@ -12,7 +12,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use mailstore::backup::{self, BackupReport, StopAt};
 use mailstore::engine;
-use mailstore::{Engine, Options, StateMachine};
+use mailstore::{Engine, Options, StateMachine, Timestamp};
 
 use crate::{Failure, ForMachine, print_fields, with_machine};
 
@@ -94,7 +94,7 @@ pub(crate) fn restore_command(
     let stop = match (lsn, time) {
         (Some(_), Some(_)) => return Err(Failure::error("give --lsn or --time, not both")),
         (Some(n), None) => StopAt::Lsn(n),
-        (None, Some(t)) => StopAt::Time(parse_rfc3339_micros(t)?),
+        (None, Some(t)) => StopAt::Time(t.parse::<Timestamp>().map_err(Failure::error)?),
         (None, None) => StopAt::End,
     };
     let bar = spinner("restore", json);
@@ -123,69 +123,4 @@ pub(crate) fn restore_command(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Microseconds since the Unix epoch of an RFC 3339 time such as `2026-12-03T17:20:00Z` or
-/// `2026-12-03T17:20:00.123456+01:00`.
-fn parse_rfc3339_micros(text: &str) -> Result<u64, Failure> {
-    let bad = || Failure::error(format_args!("{text:?} is not an RFC 3339 time (e.g. 2026-12-03T17:20:00Z)"));
-    let b = text.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| text.get(r).and_then(|s| s.parse::<i64>().ok()).ok_or_else(bad);
-    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &text[19..];
-    let mut micros = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let padded = format!("{:0<6}", &frac[..digits.min(6)]);
-        micros = padded.parse().map_err(|_| bad())?;
-        rest = &frac[digits..];
-    }
-    let offset_secs = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            let oh: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let om: i64 = rest[4..6].parse().map_err(|_| bad())?;
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return Err(bad()),
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return Err(bad());
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (yy, m) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * m + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_secs;
-    u64::try_from(secs * 1_000_000 + micros).map_err(|_| bad())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_rfc3339_micros;
-
-    #[test]
-    fn rfc3339_times() {
-        assert_eq!(parse_rfc3339_micros("1970-01-01T00:00:00Z").unwrap(), 0);
-        assert_eq!(parse_rfc3339_micros("2000-03-01T00:00:00.5Z").unwrap(), 951_868_800_500_000);
-        assert_eq!(parse_rfc3339_micros("2000-03-01T01:00:00+01:00").unwrap(), 951_868_800_000_000);
-        assert!(parse_rfc3339_micros("2000-13-01T00:00:00Z").is_err());
-        assert!(parse_rfc3339_micros("yesterday").is_err());
-    }
 }

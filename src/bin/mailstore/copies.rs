@@ -11,7 +11,7 @@ use mailstore::replication::{
     self, CopyOptions, CopyState, CopyStatus, Hello, LogSource, MountDial, NoSource, PassiveCopy, ShippingKey,
     TcpSource,
 };
-use mailstore::{Guid, Options, StateMachine};
+use mailstore::{Guid, Options, StateMachine, Timestamp};
 
 use crate::{Failure, ForMachine, print_fields, with_machine};
 
@@ -27,7 +27,7 @@ fn tcp_source(addr: &str) -> Result<Arc<dyn LogSource>, Failure> {
 }
 
 fn print_copy_status(dir: &Path, s: &CopyStatus) {
-    let micros = |m: u64| if m == 0 { "never".to_string() } else { format!("{m} µs since the Unix epoch") };
+    let when = |t: Option<Timestamp>| t.map_or_else(|| "never".to_string(), |t| t.to_string());
     print_fields(
         "",
         &[
@@ -38,7 +38,7 @@ fn print_copy_status(dir: &Path, s: &CopyStatus) {
             ("reason", s.reason.clone().unwrap_or_else(|| "-".into())),
             ("copy queue length", format!("{} generation(s)", s.copy_queue_length)),
             ("replay queue length", format!("{} generation(s)", s.replay_queue_length)),
-            ("last copied LSN", format!("{} ({})", s.last_copied_lsn, micros(s.last_copied_micros))),
+            ("last copied LSN", format!("{} ({})", s.last_copied_lsn, when(s.last_copied))),
             ("last inspected LSN", s.last_inspected_lsn.to_string()),
             ("last replayed LSN", s.last_replayed_lsn.to_string()),
             ("checkpoint LSN", s.checkpoint_lsn.to_string()),

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use heed::RoTxn;
+use mailstore::RoTxn;
 use mailstore::engine;
 use mailstore::model::{MailEngine, MailStore, MailboxInfo, recover_mailbox};
 use mailstore::{Engine, Guid, Options, StateMachine, store};

@@ -5,7 +5,8 @@
 use crate::model::envelope;
 use crate::model::error::MailError;
 use crate::model::types::{ContentHash, Fai, Flags, FolderId, ItemClass, MailboxKind, Uid};
-use crate::types::{Guid, now_micros};
+use crate::time::Timestamp;
+use crate::types::Guid;
 
 use super::{
     FlagAction, MAX_ADDRESS, MAX_FOLDER_NAME, MAX_KEYWORD, MAX_MESSAGE_SIZE, MAX_UIDS_PER_OP, MailOp, Message,
@@ -13,14 +14,14 @@ use super::{
 
 fn uidvalidity_now() -> u32 {
     // Seconds since the epoch, as Dovecot and Cyrus do; at least 1 (0 is not a valid UIDVALIDITY).
-    ((now_micros() / 1_000_000) as u32).max(1)
+    ((Timestamp::now().as_micros() / 1_000_000) as u32).max(1)
 }
 
 impl Message<Vec<u8>> {
     /// `raw` as it arrives now: its envelope is parsed and its content hashed here, once, before logging.
     fn now(raw: Vec<u8>) -> Self {
         Message {
-            received_micros: now_micros(),
+            received: Timestamp::now(),
             envelope: Box::new(envelope::parse(&raw)),
             content: ContentHash::of(&raw),
             raw,
@@ -47,7 +48,7 @@ impl MailOp {
             address: address.to_owned(),
             display_name: display_name.to_owned(),
             kind,
-            created_micros: now_micros(),
+            created: Timestamp::now(),
             uidvalidity: uidvalidity_now(),
         }
     }
@@ -64,8 +65,8 @@ impl MailOp {
 
     /// A new version of an item, now.
     pub fn replace_item(mailbox: Guid, folder: FolderId, uid: Uid, raw: Vec<u8>, class: ItemClass) -> MailOp {
-        let Message { received_micros: at_micros, envelope, content, raw } = Message::now(raw);
-        MailOp::ReplaceItem { mailbox, folder, uid, class, at_micros, envelope, content, raw }
+        let Message { received: at, envelope, content, raw } = Message::now(raw);
+        MailOp::ReplaceItem { mailbox, folder, uid, class, at, envelope, content, raw }
     }
 
     /// Sets (`FlagAction::Add`), clears or replaces system flags of items, unconditionally and without keywords
@@ -81,13 +82,13 @@ impl MailOp {
 
     /// Deletes items now: they move to Recoverable Items/Deletions.
     pub fn delete_items(mailbox: Guid, folder: FolderId, uids: Vec<Uid>) -> MailOp {
-        MailOp::DeleteItems { mailbox, folder, uids, at_micros: now_micros() }
+        MailOp::DeleteItems { mailbox, folder, uids, at: Timestamp::now() }
     }
 
     /// A message to submit for sending, now.
     pub fn submit(mailbox: Guid, raw: Vec<u8>) -> MailOp {
-        let Message { received_micros: submitted_micros, envelope, content, raw } = Message::now(raw);
-        MailOp::Submit { mailbox, submitted_micros, envelope, content, raw }
+        let Message { received: submitted, envelope, content, raw } = Message::now(raw);
+        MailOp::Submit { mailbox, submitted, envelope, content, raw }
     }
 
     /// An item of any class (an appointment, a contact, a folder-associated settings item), received now.
@@ -106,8 +107,8 @@ impl MailOp {
         class: ItemClass,
         fai: bool,
     ) -> MailOp {
-        let Message { received_micros, envelope, content, raw } = Message::now(raw);
-        MailOp::Append { mailbox, folder, flags, keywords, received_micros, class, fai, envelope, content, raw }
+        let Message { received, envelope, content, raw } = Message::now(raw);
+        MailOp::Append { mailbox, folder, flags, keywords, received, class, fai, envelope, content, raw }
     }
 
     /// Checks that the content hash an operation carries is the hash of its bytes (see [`ContentHash`]).

@@ -4,6 +4,7 @@
 use crate::model::error::MailError;
 use crate::model::keys;
 use crate::model::types::{Deleted, FolderId, FolderInfo, FolderRole, ItemInfo, ModSeq};
+use crate::time::Timestamp;
 
 use super::tx::{Tx, check_recoverable_quota};
 use super::{Applied, ChangeKind, Entity, MailOutput, reject, storage};
@@ -62,7 +63,7 @@ pub(super) fn rename(mut tx: Tx<'_, '_>, folder: FolderId, parent: FolderId, nam
 }
 
 /// Applies [`MailOp::DeleteFolder`](super::MailOp::DeleteFolder).
-pub(super) fn delete(mut tx: Tx<'_, '_>, folder: FolderId, at_micros: u64) -> Applied {
+pub(super) fn delete(mut tx: Tx<'_, '_>, folder: FolderId, at: Timestamp) -> Applied {
     let mailbox = tx.guid;
     let mut m = tx.mailbox()?;
     let target = tx.folder(folder)?;
@@ -85,7 +86,7 @@ pub(super) fn delete(mut tx: Tx<'_, '_>, folder: FolderId, at_micros: u64) -> Ap
         let mut f = tx.folder(id)?;
         for uid in tx.uids_of(id)? {
             let Some(item) = tx.item_at(id, uid)? else { continue };
-            let deleted = ItemInfo { deleted: Some(Deleted { from: id, at_micros }), ..item.clone() };
+            let deleted = ItemInfo { deleted: Some(Deleted { from: id, at }), ..item.clone() };
             tx.move_item(&mut m, &mut f, &mut deletions, &item, deleted, modseq)?;
             moved += 1;
         }

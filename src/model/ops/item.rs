@@ -8,6 +8,7 @@ use crate::model::error::{MailError, QuotaKind};
 use crate::model::types::{
     Deleted, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemInfo, MailboxInfo, ModSeq, Uid,
 };
+use crate::time::Timestamp;
 
 use super::tx::{Tx, check_message_size, check_quota, check_recoverable_quota, count, sorted_unique};
 use super::{Applied, ChangeKind, Entity, FlagAction, MailOutput, Message, reject};
@@ -20,7 +21,7 @@ pub(super) fn append(
     keywords: Vec<String>,
     class: ItemClass,
     fai: bool,
-    Message { received_micros, envelope, content, raw }: Message<NewBody>,
+    Message { received, envelope, content, raw }: Message<NewBody>,
 ) -> Applied {
     let (mut m, mut f) = message_target(&mut tx, folder, raw)?;
     let limit = m.quota.unwrap_or_default().prohibit_send_receive;
@@ -31,7 +32,7 @@ pub(super) fn append(
         keywords: normalise_keywords(&keywords),
         class,
         fai,
-        ..incoming(received_micros, raw.len as usize, *envelope)
+        ..incoming(received, raw.len as usize, *envelope)
     };
     let item = tx.insert_item(&mut m, &mut f, &template, Some((raw, content)), modseq)?;
     tx.put_folder(&f)?;
@@ -61,7 +62,7 @@ pub(super) fn replace(
     folder: FolderId,
     uid: Uid,
     class: ItemClass,
-    Message { received_micros: at_micros, envelope, content, raw }: Message<NewBody>,
+    Message { received: at, envelope, content, raw }: Message<NewBody>,
 ) -> Applied {
     let (mut m, mut f) = message_target(&mut tx, folder, raw)?;
     let Some(original) = tx.item_at(folder, uid)? else {
@@ -70,7 +71,7 @@ pub(super) fn replace(
     let modseq = Tx::next_modseq(&mut m);
     let template = ItemInfo {
         class,
-        received_micros: at_micros,
+        received: at,
         size: u64::from(raw.len),
         envelope: *envelope,
         deleted: None,
@@ -79,7 +80,7 @@ pub(super) fn replace(
     let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((raw, content)), modseq)?.uid;
     let original_in_versions = if m.litigation_hold {
         let mut versions = tx.role_folder(FolderRole::Versions)?;
-        let kept = ItemInfo { deleted: Some(Deleted { from: folder, at_micros }), ..original.clone() };
+        let kept = ItemInfo { deleted: Some(Deleted { from: folder, at }), ..original.clone() };
         let kept_uid = tx.move_item(&mut m, &mut f, &mut versions, &original, kept, modseq)?;
         tx.put_folder(&versions)?;
         check_recoverable_quota(&m)?;
@@ -201,7 +202,7 @@ pub(super) fn expunge(mut tx: Tx<'_, '_>, folder: FolderId, uids: Option<Vec<Uid
 
 /// A new message as it arrives: unflagged `IPM.Note`; `insert_item` gives it its id, folder, UID, MODSEQ and
 /// content reference.
-pub(super) fn incoming(received_micros: u64, size: usize, envelope: Envelope) -> ItemInfo {
+pub(super) fn incoming(received: Timestamp, size: usize, envelope: Envelope) -> ItemInfo {
     ItemInfo {
         id: 0,
         folder: 0,
@@ -210,7 +211,7 @@ pub(super) fn incoming(received_micros: u64, size: usize, envelope: Envelope) ->
         flags: Flags::empty(),
         keywords: Vec::new(),
         class: ItemClass::Note,
-        received_micros,
+        received,
         size: size as u64,
         envelope,
         fai: false,

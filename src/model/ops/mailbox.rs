@@ -1,9 +1,12 @@
 //! Operations on a mailbox as a whole: creating it (with its well-known folders), soft-deleting, restoring and
 //! purging it, and its settings (retention, holds, quota).
 
+use std::time::Duration;
+
 use crate::model::error::MailError;
-use crate::model::types::{DEFAULT_RETENTION_MICROS, FolderRole, ItemInfo, MailboxInfo, MailboxKind, Quota};
+use crate::model::types::{DEFAULT_RETENTION, FolderRole, ItemInfo, MailboxInfo, MailboxKind, Quota};
 use crate::model::{keys, load};
+use crate::time::Timestamp;
 
 use super::folder;
 use super::tx::Tx;
@@ -15,7 +18,7 @@ pub(super) fn create(
     address: String,
     display_name: String,
     kind: MailboxKind,
-    created_micros: u64,
+    created: Timestamp,
     uidvalidity: u32,
 ) -> Applied {
     let guid = tx.guid;
@@ -31,7 +34,7 @@ pub(super) fn create(
         address,
         display_name,
         kind,
-        created_micros,
+        created,
         highest_modseq: 0,
         items: 0,
         size: 0,
@@ -40,9 +43,9 @@ pub(super) fn create(
         quota: None,
         single_item_recovery: false,
         litigation_hold: false,
-        retention_micros: DEFAULT_RETENTION_MICROS,
+        retention: DEFAULT_RETENTION,
         history_floor: 0,
-        deleted_micros: None,
+        deleted: None,
         next_folder_id: 1,
         next_item_id: 1,
     };
@@ -68,10 +71,10 @@ pub(super) fn create(
 }
 
 /// Applies [`MailOp::DeleteMailbox`](super::MailOp::DeleteMailbox).
-pub(super) fn delete(mut tx: Tx<'_, '_>, at_micros: u64) -> Applied {
+pub(super) fn delete(mut tx: Tx<'_, '_>, at: Timestamp) -> Applied {
     let mut m = tx.mailbox()?;
     let modseq = Tx::next_modseq(&mut m);
-    m.deleted_micros = Some(at_micros);
+    m.deleted = Some(at);
     tx.s.addresses.delete(tx.txn, m.address.to_lowercase().as_bytes())?;
     tx.record(modseq, ChangeKind::Destroyed, Entity::Mailbox)?;
     tx.put_mailbox(&m)?;
@@ -82,7 +85,7 @@ pub(super) fn delete(mut tx: Tx<'_, '_>, at_micros: u64) -> Applied {
 pub(super) fn restore(mut tx: Tx<'_, '_>) -> Applied {
     let mailbox = tx.guid;
     let mut m = tx.any_mailbox()?;
-    if m.deleted_micros.is_none() {
+    if m.deleted.is_none() {
         return Err(reject(MailError::MailboxNotDeleted { mailbox }));
     }
     let address_key = m.address.to_lowercase();
@@ -90,7 +93,7 @@ pub(super) fn restore(mut tx: Tx<'_, '_>) -> Applied {
         return Err(reject(MailError::AddressTaken { address: m.address }));
     }
     let modseq = Tx::next_modseq(&mut m);
-    m.deleted_micros = None;
+    m.deleted = None;
     tx.s.addresses.put(tx.txn, address_key.as_bytes(), mailbox.as_bytes())?;
     tx.record(modseq, ChangeKind::Created, Entity::Mailbox)?;
     tx.put_mailbox(&m)?;
@@ -101,7 +104,7 @@ pub(super) fn restore(mut tx: Tx<'_, '_>) -> Applied {
 pub(super) fn purge(mut tx: Tx<'_, '_>) -> Applied {
     let mailbox = tx.guid;
     let m = tx.any_mailbox()?;
-    if m.deleted_micros.is_none() {
+    if m.deleted.is_none() {
         return Err(reject(MailError::MailboxNotDeleted { mailbox }));
     }
     if m.litigation_hold {
@@ -129,12 +132,12 @@ pub(super) fn set_retention(
     mut tx: Tx<'_, '_>,
     single_item_recovery: bool,
     litigation_hold: bool,
-    retention_micros: u64,
+    retention: Duration,
 ) -> Applied {
     change_settings(&mut tx, |m| {
         m.single_item_recovery = single_item_recovery;
         m.litigation_hold = litigation_hold;
-        m.retention_micros = retention_micros;
+        m.retention = retention;
     })
 }
 

@@ -10,6 +10,8 @@ mod recoverable;
 mod submission;
 mod tx;
 
+use std::time::Duration;
+
 use heed::RwTxn;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +22,7 @@ use crate::model::bodies::NewBody;
 use crate::model::envelope::Envelope;
 use crate::model::error::MailError;
 use crate::model::types::{ContentHash, Flags, FolderId, ItemClass, ItemId, MailboxKind, ModSeq, Quota, Uid};
+use crate::time::Timestamp;
 use crate::types::Guid;
 
 use tx::Tx;
@@ -94,7 +97,7 @@ pub struct Submission {
     /// The message, in the mailbox's Outbox.
     pub item: ItemId,
     /// When it was submitted.
-    pub submitted_micros: u64,
+    pub submitted: Timestamp,
 }
 
 /// A mutation of the mailbox model: the payload of one log record.
@@ -111,7 +114,7 @@ pub enum MailOp {
         /// Its kind.
         kind: MailboxKind,
         /// Creation time (chosen before logging).
-        created_micros: u64,
+        created: Timestamp,
         /// UIDVALIDITY of its folders (chosen before logging).
         uidvalidity: u32,
     },
@@ -148,7 +151,7 @@ pub enum MailOp {
         /// Initial keywords.
         keywords: Vec<String>,
         /// Received time / INTERNALDATE (chosen before logging).
-        received_micros: u64,
+        received: Timestamp,
         /// Item class.
         class: ItemClass,
         /// A folder-associated (settings) item.
@@ -175,7 +178,7 @@ pub enum MailOp {
         /// The new class (an appointment's new times, for example).
         class: ItemClass,
         /// When (decided before logging): the new version's received time and the original's deletion time.
-        at_micros: u64,
+        at: Timestamp,
         /// The new envelope, parsed before logging.
         envelope: Box<Envelope>,
         /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
@@ -225,7 +228,7 @@ pub enum MailOp {
         /// The items, by UID.
         uids: Vec<Uid>,
         /// When (decided before logging).
-        at_micros: u64,
+        at: Timestamp,
     },
     /// Puts items of Recoverable Items/Deletions back in the folder they were deleted from (or the Inbox if it
     /// is gone).
@@ -235,21 +238,21 @@ pub enum MailOp {
         /// The items, by UID in Deletions.
         uids: Vec<Uid>,
     },
-    /// Permanently removes the items of Recoverable Items/Deletions deleted before `deleted_before_micros`
+    /// Permanently removes the items of Recoverable Items/Deletions deleted before `deleted_before`
     /// (the caller computes it from its clock and the retention period before logging).
     PurgeDeleted {
         /// The mailbox.
         mailbox: Guid,
         /// Items deleted before this time are purged.
-        deleted_before_micros: u64,
+        deleted_before: Timestamp,
     },
-    /// Purges the items of Recoverable Items (Deletions and Purges) whose retention has ended at `now_micros`
+    /// Purges the items of Recoverable Items (Deletions and Purges) whose retention has ended at `now`
     /// (decided before logging); nothing under litigation hold.
     PurgeExpired {
         /// The mailbox.
         mailbox: Guid,
         /// The current time.
-        now_micros: u64,
+        now: Timestamp,
     },
     /// Hard-deletes items of Recoverable Items/Deletions (a user's purge): with single item recovery or a
     /// litigation hold they move to Purges and stay until their retention ends; otherwise they are removed.
@@ -267,8 +270,9 @@ pub enum MailOp {
         single_item_recovery: bool,
         /// Purge nothing.
         litigation_hold: bool,
-        /// Deleted-item retention in microseconds.
-        retention_micros: u64,
+        /// Deleted-item retention (logged as whole microseconds).
+        #[serde(with = "crate::time::duration_micros")]
+        retention: Duration,
     },
     /// Deletes a folder and its subfolders; their items go to Recoverable Items/Deletions.
     DeleteFolder {
@@ -277,7 +281,7 @@ pub enum MailOp {
         /// The folder (not a well-known one).
         folder: FolderId,
         /// When (decided before logging).
-        at_micros: u64,
+        at: Timestamp,
     },
     /// Submits a message for sending: it is stored in the Outbox and queued for a transport. Refused over the
     /// prohibit-send quota.
@@ -285,7 +289,7 @@ pub enum MailOp {
         /// The sending mailbox.
         mailbox: Guid,
         /// When (decided before logging).
-        submitted_micros: u64,
+        submitted: Timestamp,
         /// The envelope, parsed before logging.
         envelope: Box<Envelope>,
         /// The hash of `raw`, computed before logging ([`ContentHash::of`]).
@@ -316,7 +320,7 @@ pub enum MailOp {
         /// The mailbox.
         mailbox: Guid,
         /// When (decided before logging).
-        at_micros: u64,
+        at: Timestamp,
     },
     /// Restores a soft-deleted mailbox (its address must still be free).
     RestoreMailbox {
@@ -485,7 +489,7 @@ type Applied = Result<MailOutput, ApplyError<MailError>>;
 /// prepare it before logging (`Message<Vec<u8>>`), where the log put them when it is applied
 /// (`Message<NewBody>`).
 struct Message<B> {
-    received_micros: u64,
+    received: Timestamp,
     envelope: Box<Envelope>,
     content: ContentHash,
     raw: B,
@@ -516,8 +520,8 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, o
     })?;
     let raw = NewBody { len, at: ctx.attachment_at, body: ctx.lsn };
     match op {
-        MailOp::CreateMailbox { guid, address, display_name, kind, created_micros, uidvalidity } => {
-            mailbox::create(Tx::new(s, txn, guid), address, display_name, kind, created_micros, uidvalidity)
+        MailOp::CreateMailbox { guid, address, display_name, kind, created, uidvalidity } => {
+            mailbox::create(Tx::new(s, txn, guid), address, display_name, kind, created, uidvalidity)
         }
         MailOp::CreateFolder { mailbox, parent, name, uidvalidity } => {
             folder::create(Tx::new(s, txn, mailbox), parent, name, uidvalidity)
@@ -525,12 +529,12 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, o
         MailOp::RenameFolder { mailbox, folder, parent, name } => {
             folder::rename(Tx::new(s, txn, mailbox), folder, parent, name)
         }
-        MailOp::Append { mailbox, folder, flags, keywords, received_micros, class, fai, envelope, content, .. } => {
-            let message = Message { received_micros, envelope, content, raw };
+        MailOp::Append { mailbox, folder, flags, keywords, received, class, fai, envelope, content, .. } => {
+            let message = Message { received, envelope, content, raw };
             item::append(Tx::new(s, txn, mailbox), folder, flags, keywords, class, fai, message)
         }
-        MailOp::ReplaceItem { mailbox, folder, uid, class, at_micros, envelope, content, .. } => {
-            let message = Message { received_micros: at_micros, envelope, content, raw };
+        MailOp::ReplaceItem { mailbox, folder, uid, class, at, envelope, content, .. } => {
+            let message = Message { received: at, envelope, content, raw };
             item::replace(Tx::new(s, txn, mailbox), folder, uid, class, message)
         }
         MailOp::StoreFlags { mailbox, folder, uids, action, flags, keywords, unchanged_since } => {
@@ -539,30 +543,26 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, o
         MailOp::CopyItems { mailbox, from, uids, to, remove_source } => {
             item::copy(Tx::new(s, txn, mailbox), from, uids, to, remove_source)
         }
-        MailOp::DeleteItems { mailbox, folder, uids, at_micros } => {
-            recoverable::delete(Tx::new(s, txn, mailbox), folder, uids, at_micros)
+        MailOp::DeleteItems { mailbox, folder, uids, at } => {
+            recoverable::delete(Tx::new(s, txn, mailbox), folder, uids, at)
         }
         MailOp::RecoverItems { mailbox, uids } => recoverable::recover(Tx::new(s, txn, mailbox), uids),
-        MailOp::PurgeDeleted { mailbox, deleted_before_micros } => {
-            recoverable::purge_deleted(Tx::new(s, txn, mailbox), deleted_before_micros)
+        MailOp::PurgeDeleted { mailbox, deleted_before } => {
+            recoverable::purge_deleted(Tx::new(s, txn, mailbox), deleted_before)
         }
-        MailOp::PurgeExpired { mailbox, now_micros } => {
-            recoverable::purge_expired(Tx::new(s, txn, mailbox), now_micros)
-        }
+        MailOp::PurgeExpired { mailbox, now } => recoverable::purge_expired(Tx::new(s, txn, mailbox), now),
         MailOp::PurgeItems { mailbox, uids } => recoverable::purge(Tx::new(s, txn, mailbox), uids),
-        MailOp::SetRetention { mailbox, single_item_recovery, litigation_hold, retention_micros } => {
-            mailbox::set_retention(Tx::new(s, txn, mailbox), single_item_recovery, litigation_hold, retention_micros)
+        MailOp::SetRetention { mailbox, single_item_recovery, litigation_hold, retention } => {
+            mailbox::set_retention(Tx::new(s, txn, mailbox), single_item_recovery, litigation_hold, retention)
         }
-        MailOp::DeleteFolder { mailbox, folder, at_micros } => {
-            folder::delete(Tx::new(s, txn, mailbox), folder, at_micros)
-        }
-        MailOp::Submit { mailbox, submitted_micros, envelope, content, .. } => {
-            let message = Message { received_micros: submitted_micros, envelope, content, raw };
+        MailOp::DeleteFolder { mailbox, folder, at } => folder::delete(Tx::new(s, txn, mailbox), folder, at),
+        MailOp::Submit { mailbox, submitted, envelope, content, .. } => {
+            let message = Message { received: submitted, envelope, content, raw };
             submission::submit(Tx::new(s, txn, mailbox), message)
         }
         MailOp::AcknowledgeSubmission { mailbox, item } => submission::acknowledge(Tx::new(s, txn, mailbox), item),
         MailOp::TrimHistory { mailbox, below } => history::trim(Tx::new(s, txn, mailbox), below),
-        MailOp::DeleteMailbox { mailbox, at_micros } => mailbox::delete(Tx::new(s, txn, mailbox), at_micros),
+        MailOp::DeleteMailbox { mailbox, at } => mailbox::delete(Tx::new(s, txn, mailbox), at),
         MailOp::RestoreMailbox { mailbox } => mailbox::restore(Tx::new(s, txn, mailbox)),
         MailOp::PurgeMailbox { mailbox } => mailbox::purge(Tx::new(s, txn, mailbox)),
         MailOp::SetQuota { mailbox, quota } => mailbox::set_quota(Tx::new(s, txn, mailbox), quota),

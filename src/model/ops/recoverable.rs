@@ -5,11 +5,12 @@ use crate::model::types::{Deleted, FolderId, FolderRole, ItemInfo, Uid};
 
 use super::tx::{Tx, check_recoverable_quota, sorted_unique};
 use crate::model::error::MailError;
+use crate::time::Timestamp;
 
 use super::{Applied, MailOutput, reject};
 
 /// Applies [`MailOp::DeleteItems`](super::MailOp::DeleteItems).
-pub(super) fn delete(mut tx: Tx<'_, '_>, folder: FolderId, uids: Vec<Uid>, at_micros: u64) -> Applied {
+pub(super) fn delete(mut tx: Tx<'_, '_>, folder: FolderId, uids: Vec<Uid>, at: Timestamp) -> Applied {
     let mut m = tx.mailbox()?;
     let mut src = tx.item_folder(folder)?;
     if src.hidden {
@@ -21,7 +22,7 @@ pub(super) fn delete(mut tx: Tx<'_, '_>, folder: FolderId, uids: Vec<Uid>, at_mi
     for uid in sorted_unique(&uids) {
         let Some(item) = tx.item_at(folder, uid)? else { continue };
         let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(&mut m));
-        let moved = ItemInfo { deleted: Some(Deleted { from: folder, at_micros }), ..item.clone() };
+        let moved = ItemInfo { deleted: Some(Deleted { from: folder, at }), ..item.clone() };
         let new_uid = tx.move_item(&mut m, &mut src, &mut deletions, &item, moved, ms)?;
         mapping.push((uid, new_uid));
     }
@@ -63,14 +64,14 @@ pub(super) fn recover(mut tx: Tx<'_, '_>, uids: Vec<Uid>) -> Applied {
 }
 
 /// Applies [`MailOp::PurgeDeleted`](super::MailOp::PurgeDeleted).
-pub(super) fn purge_deleted(mut tx: Tx<'_, '_>, deleted_before_micros: u64) -> Applied {
-    purge_older_than(&mut tx, deleted_before_micros)
+pub(super) fn purge_deleted(mut tx: Tx<'_, '_>, deleted_before: Timestamp) -> Applied {
+    purge_older_than(&mut tx, deleted_before)
 }
 
 /// Applies [`MailOp::PurgeExpired`](super::MailOp::PurgeExpired).
-pub(super) fn purge_expired(mut tx: Tx<'_, '_>, now_micros: u64) -> Applied {
-    let retention = tx.mailbox()?.retention_micros;
-    purge_older_than(&mut tx, now_micros.saturating_sub(retention))
+pub(super) fn purge_expired(mut tx: Tx<'_, '_>, now: Timestamp) -> Applied {
+    let retention = tx.mailbox()?.retention;
+    purge_older_than(&mut tx, now.saturating_sub(retention))
 }
 
 /// Applies [`MailOp::PurgeItems`](super::MailOp::PurgeItems).
@@ -101,7 +102,7 @@ pub(super) fn purge(mut tx: Tx<'_, '_>, uids: Vec<Uid>) -> Applied {
 
 /// Removes the items of Deletions and Purges deleted before `cutoff` (none under litigation hold). The UIDs
 /// reported are those of both folders, Deletions first.
-fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: u64) -> Applied {
+fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: Timestamp) -> Applied {
     let mut m = tx.mailbox()?;
     if m.litigation_hold {
         return Ok(MailOutput::Expunged { uids: Vec::new(), modseq: None });
@@ -111,7 +112,7 @@ fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: u64) -> Applied {
     for role in [FolderRole::Deletions, FolderRole::Purges] {
         let mut folder = tx.role_folder(role)?;
         let uids = tx.uids_of(folder.id)?;
-        let expired = |item: &ItemInfo| item.deleted.is_none_or(|d| d.at_micros < cutoff);
+        let expired = |item: &ItemInfo| item.deleted.is_none_or(|d| d.at < cutoff);
         purged.extend(tx.remove_matching(&mut m, &mut folder, uids, &mut modseq, expired)?);
         if modseq.is_some() {
             tx.put_folder(&folder)?;

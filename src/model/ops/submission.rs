@@ -14,7 +14,7 @@ use super::{Applied, MailOutput, Message, Submission, reject};
 /// Applies [`MailOp::Submit`](super::MailOp::Submit).
 pub(super) fn submit(
     mut tx: Tx<'_, '_>,
-    Message { received_micros: submitted_micros, envelope, content, raw }: Message<NewBody>,
+    Message { received: submitted, envelope, content, raw }: Message<NewBody>,
 ) -> Applied {
     let mailbox = tx.guid;
     let mut m = tx.mailbox()?;
@@ -22,9 +22,9 @@ pub(super) fn submit(
     check_quota(&m, QuotaKind::ProhibitSend, m.size, m.quota.unwrap_or_default().prohibit_send)?;
     let mut outbox = tx.role_folder(FolderRole::Outbox)?;
     let modseq = Tx::next_modseq(&mut m);
-    let template = ItemInfo { flags: Flags::SEEN, ..incoming(submitted_micros, raw.len as usize, *envelope) };
+    let template = ItemInfo { flags: Flags::SEEN, ..incoming(submitted, raw.len as usize, *envelope) };
     let item = tx.insert_item(&mut m, &mut outbox, &template, Some((raw, content)), modseq)?;
-    let queued = Submission { mailbox, item: item.id, submitted_micros };
+    let queued = Submission { mailbox, item: item.id, submitted };
     tx.s.submissions.put(tx.txn, &keys::item(&mailbox, item.id), &store(&queued)?)?;
     tx.put_folder(&outbox)?;
     tx.put_mailbox(&m)?;

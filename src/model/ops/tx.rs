@@ -60,7 +60,7 @@ impl<'a, 't> Tx<'a, 't> {
     /// The mailbox, which must not be soft-deleted.
     pub(super) fn mailbox(&self) -> Result<MailboxInfo, ApplyError<MailError>> {
         let m = self.any_mailbox()?;
-        if m.deleted_micros.is_some() {
+        if m.deleted.is_some() {
             return Err(reject(MailError::MailboxDeleted { mailbox: self.guid }));
         }
         Ok(m)
@@ -202,7 +202,11 @@ impl<'a, 't> Tx<'a, 't> {
         folder.uidnext += 1;
         folder.highest_modseq = modseq;
         self.put_item(&item)?;
-        self.s.received.put(self.txn, &keys::received(&self.guid, folder.id, item.received_micros, item.id), &[])?;
+        self.s.received.put(
+            self.txn,
+            &keys::received(&self.guid, folder.id, item.received.as_micros(), item.id),
+            &[],
+        )?;
         count(m, folder, &item, 1);
         self.record(modseq, ChangeKind::Created, Entity::Item { id: item.id, folder: folder.id, uid: item.uid })?;
         Ok(item)
@@ -219,7 +223,7 @@ impl<'a, 't> Tx<'a, 't> {
         self.s.items.delete(self.txn, &keys::item(&self.guid, item.id))?;
         self.s.uids.delete(self.txn, &keys::uid(&self.guid, folder.id, item.uid))?;
         self.drop_ref(&item.content)?;
-        self.s.received.delete(self.txn, &keys::received(&self.guid, folder.id, item.received_micros, item.id))?;
+        self.s.received.delete(self.txn, &keys::received(&self.guid, folder.id, item.received.as_micros(), item.id))?;
         // An item that leaves its folder (sent, deleted, moved, expunged) is no longer queued for submission.
         self.s.submissions.delete(self.txn, &keys::item(&self.guid, item.id))?;
         count(m, folder, item, -1);

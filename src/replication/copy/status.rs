@@ -15,6 +15,7 @@ use crate::engine::{Durability, LOGS_DIR, StateMachine, read_fence};
 use crate::error::{Error, Result};
 use crate::replication::ReplicationError;
 use crate::replication::protocol::{Chunk, CopyId, Hello, LogSource, ReadRequest, SnapshotRequest, SourceInfo};
+use crate::time::Timestamp;
 use crate::types::{Guid, Lsn};
 
 /// The state of a copy, as Exchange names them.
@@ -61,22 +62,22 @@ pub struct CopyStatus {
     pub replay_queue_length: u64,
     /// Last LSN copied (received and written).
     pub last_copied_lsn: Lsn,
-    /// When (microseconds since the Unix epoch; 0: never).
-    pub last_copied_micros: u64,
+    /// When (`None`: never).
+    pub last_copied: Option<Timestamp>,
     /// Last LSN inspected (every copied record is inspected before it is written).
     pub last_inspected_lsn: Lsn,
-    /// When.
-    pub last_inspected_micros: u64,
+    /// When (`None`: never).
+    pub last_inspected: Option<Timestamp>,
     /// Last LSN replayed into the copy's state.
     pub last_replayed_lsn: Lsn,
-    /// When.
-    pub last_replayed_micros: u64,
+    /// When (`None`: never).
+    pub last_replayed: Option<Timestamp>,
     /// The source's durable end as last seen.
     pub source_lsn: Lsn,
     /// The source's head generation as last seen.
     pub source_generation: u64,
-    /// When the source last answered (0: never).
-    pub source_contact_micros: u64,
+    /// When the source last answered (`None`: never).
+    pub source_contact: Option<Timestamp>,
     /// The newest epoch the copy knows exists.
     pub epoch: u64,
     /// Replay lag in force.
@@ -247,14 +248,14 @@ fn compute_status(id: CopyId, guid: Guid, options: &CopyOptions, p: &Progress) -
         copy_queue_length,
         replay_queue_length,
         last_copied_lsn: p.copied_lsn,
-        last_copied_micros: p.copied_micros,
+        last_copied: ever(p.copied_micros),
         last_inspected_lsn: p.copied_lsn,
-        last_inspected_micros: p.copied_micros,
+        last_inspected: ever(p.copied_micros),
         last_replayed_lsn: p.replayed_lsn,
-        last_replayed_micros: p.replayed_micros,
+        last_replayed: ever(p.replayed_micros),
         source_lsn,
         source_generation,
-        source_contact_micros: p.source_micros,
+        source_contact: ever(p.source_micros),
         epoch: p.known_epoch,
         replay_lag: options.replay_lag,
         truncation_lag: options.truncation_lag,
@@ -262,4 +263,9 @@ fn compute_status(id: CopyId, guid: Guid, options: &CopyOptions, p: &Progress) -
         activation_preference: options.activation_preference,
         checkpoint_lsn: p.checkpoint_lsn,
     }
+}
+
+/// A time kept as µs since the epoch with 0 for "never".
+fn ever(micros: u64) -> Option<Timestamp> {
+    (micros != 0).then_some(Timestamp::from_micros(micros))
 }
