@@ -53,6 +53,7 @@ pub struct BackupFile {
 
 /// One backup as the catalogue lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BackupEntry {
     /// Its directory in the target.
     pub id: String,

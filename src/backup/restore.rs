@@ -34,6 +34,7 @@ pub enum StopAt {
 
 /// What a restore did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RestoreReport {
     /// The backups used, oldest first.
     pub backups: Vec<String>,

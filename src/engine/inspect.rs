@@ -18,6 +18,7 @@ use crate::types::{Guid, Lsn};
 
 /// The position of a dismounted database, read from its files.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OfflineStatus {
     /// The database's GUID.
     pub guid: Guid,

@@ -237,6 +237,7 @@ pub struct Committed<O> {
 
 /// A snapshot of a mounted engine's position.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EngineStatus {
     /// The database's GUID.
     pub guid: Guid,
@@ -276,6 +277,7 @@ pub struct EngineStatus {
 
 /// Counters since mount.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EngineStats {
     /// Operations committed (applied or rejected).
     pub commits: u64,

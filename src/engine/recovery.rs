@@ -31,6 +31,7 @@ use crate::types::{Guid, Lsn};
 
 /// What mounting found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// The database was created by this mount.
     pub created: bool,

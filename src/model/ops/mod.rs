@@ -102,6 +102,7 @@ pub struct Submission {
 
 /// A mutation of the mailbox model: the payload of one log record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum MailOp {
     /// Creates a mailbox; a mail mailbox also gets the well-known folders and the Recoverable Items subtree.
     CreateMailbox {
@@ -365,6 +366,7 @@ pub enum MailOp {
 
 /// What applying a [`MailOp`] returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MailOutput {
     /// A mailbox was created.
     MailboxCreated {

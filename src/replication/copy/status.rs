@@ -47,6 +47,7 @@ pub enum CopyState {
 
 /// What a passive copy reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CopyStatus {
     /// The copy.
     pub copy: CopyId,
