@@ -179,6 +179,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A passive copy's own log write or sync failed; it stopped copying and replaying for good (a failed fsync
+    /// is never retried). Closing the copy and opening it again judges its log from disk and goes on.
+    #[error(
+        "the passive copy stopped after its own log write or sync failed ({reason}); close the copy and open it again"
+    )]
+    CopyPoisoned {
+        /// The failure that stopped the copy.
+        reason: String,
+    },
+
     /// The engine was dismounted (or is dismounting) and takes no more work.
     #[error("the database is dismounted")]
     Dismounted,

@@ -181,7 +181,16 @@ fn run_copy_case(fail_point: &str, arg: &str) {
     let expected = if arg == "enospc" { "No space left" } else { "Input/output error" };
     assert!(status.reason.as_deref().unwrap_or("").contains(expected), "{fail_point}: {status:?}");
     assert!(status.last_copied_lsn < head, "{fail_point}: copied past the failed write: {status:?}");
-    assert!(matches!(copy.resume(), Err(Error::Poisoned { .. })), "{fail_point}: a poisoned copy resumed");
+    match copy.resume() {
+        Err(e @ Error::CopyPoisoned { .. }) => {
+            // One remedy, the copy's, and the cause once.
+            let message = e.to_string();
+            assert_eq!(message.matches("close the copy").count(), 1, "{fail_point}: {message}");
+            assert!(!message.contains("dismount"), "{fail_point}: the engine's remedy for a copy: {message}");
+            assert_eq!(message.matches(expected).count(), 1, "{fail_point}: {message}");
+        }
+        other => panic!("{fail_point}: a poisoned copy resumed: {other:?}"),
+    }
     fail::remove(fail_point);
     copy.close().unwrap();
 

@@ -82,10 +82,10 @@ impl<M: StateMachine> PassiveCopy<M> {
     }
 
     /// Resumes a suspended or failed copy (clearing the failure: the copier retries where it stopped). A copy
-    /// whose own log write or sync failed refuses with [`Error::Poisoned`]: close it and open it again.
+    /// whose own log write or sync failed refuses with [`Error::CopyPoisoned`]: close it and open it again.
     pub fn resume(&self) -> Result<()> {
         if let Some(reason) = self.shared.progress.lock().poisoned.clone() {
-            return Err(Error::Poisoned { reason });
+            return Err(Error::CopyPoisoned { reason });
         }
         self.set_admin(false, true)
     }

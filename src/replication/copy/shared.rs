@@ -163,9 +163,8 @@ impl<M: StateMachine> Shared<M> {
     /// Fails the copy after a write or sync of its own log failed (see [`Progress::poisoned`]).
     pub(super) fn poison(&self, reason: String) {
         let mut p = self.progress.lock();
-        let reason = format!("{reason}; close the copy and open it again");
         p.failed = true;
-        p.reason = Some(reason.clone());
+        p.reason = Some(format!("{reason}; close the copy and open it again"));
         p.poisoned = Some(reason);
         drop(p);
         self.changed.notify_all();
