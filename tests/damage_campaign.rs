@@ -53,7 +53,7 @@ fn append(db: &MailEngine, mbx: Guid, folder: FolderId, raw: Vec<u8>) -> u32 {
 
 fn expunge(db: &MailEngine, mbx: Guid, folder: FolderId, uids: Vec<u32>) {
     db.commit(MailOp::store_flags(mbx, folder, uids.clone(), FlagAction::Add, Flags::DELETED)).unwrap();
-    db.commit(MailOp::Expunge { mailbox: mbx, folder, uids: Some(uids) }).unwrap();
+    db.commit(MailOp::expunge(mbx, folder, Some(uids))).unwrap();
 }
 
 /// A stopped database with two mailboxes, a folder, bodies of several sizes in `segments/` and in several log

@@ -197,9 +197,7 @@ fn uids_modseqs_counters_flags_copy_move_expunge() {
     assert_eq!((inbox_f.total, archive_f.total), (3, 3));
 
     // Expunge removes only \Deleted items; their UIDs are never given out again.
-    let MailOutput::Expunged { uids, modseq } =
-        db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap().output
-    else {
+    let MailOutput::Expunged { uids, modseq } = db.commit(MailOp::expunge(mbx, inbox, None)).unwrap().output else {
         panic!()
     };
     assert_eq!(uids, [2]);
@@ -534,7 +532,7 @@ fn change_feed_folds_and_knows_when_history_is_gone() {
         |uids: Vec<Uid>, flags| db.commit(MailOp::store_flags(mbx, inbox, uids, FlagAction::Add, flags)).unwrap();
     store(vec![1, flagged], Flags::SEEN);
     store(vec![gone], Flags::DELETED);
-    db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap();
+    db.commit(MailOp::expunge(mbx, inbox, None)).unwrap();
 
     let Changes::Feed(feed) = db.read(|s, txn| s.changes(txn, &mbx, state)).unwrap() else { panic!() };
     let uids = |v: &[Entity]| {
@@ -575,10 +573,7 @@ fn mailbox_soft_delete_restore_and_purge() {
     db.commit(MailOp::RestoreMailbox { mailbox: mbx }).unwrap();
     assert_eq!(db.read(|s, txn| s.folder(txn, &mbx, inbox)).unwrap().unwrap().total, 1);
     assert!(
-        matches!(
-            db.commit(MailOp::PurgeMailbox { mailbox: mbx }),
-            Err(Error::Mail(MailError::MailboxNotDeleted { .. }))
-        ),
+        matches!(db.commit(MailOp::purge_mailbox(mbx)), Err(Error::Mail(MailError::MailboxNotDeleted { .. }))),
         "purge needs a delete first"
     );
     // Deleted again, its address taken by a new mailbox: restore is refused; purge removes everything.
@@ -588,7 +583,7 @@ fn mailbox_soft_delete_restore_and_purge() {
         db.commit(MailOp::RestoreMailbox { mailbox: mbx }),
         Err(Error::Mail(MailError::AddressTaken { .. }))
     ));
-    db.commit(MailOp::PurgeMailbox { mailbox: mbx }).unwrap();
+    db.commit(MailOp::purge_mailbox(mbx)).unwrap();
     assert!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().is_none());
     assert!(db.read(|s, txn| s.folders(txn, &mbx)).unwrap().is_empty());
     assert_eq!(db.read(|s, txn| s.mailbox_by_address(txn, "jack@example.com")).unwrap().unwrap().guid, other);
@@ -755,7 +750,7 @@ fn identical_messages_are_stored_once() {
     // The bytes go when the last item holding them goes, not before.
     let expunge_all = |mbx: Guid, folder: FolderId| {
         db.commit(MailOp::store_flags(mbx, folder, (1..10).collect(), FlagAction::Add, Flags::DELETED)).unwrap();
-        db.commit(MailOp::Expunge { mailbox: mbx, folder, uids: None }).unwrap();
+        db.commit(MailOp::expunge(mbx, folder, None)).unwrap();
     };
     expunge_all(a, ia);
     expunge_all(a, archive);
@@ -872,11 +867,11 @@ fn bad_messages_are_refused_or_flagged_never_half_written() {
     };
     assert!(matches!(db.commit(bad_keyword), Err(Error::Mail(MailError::InvalidKeyword { .. }))));
     assert!(matches!(
-        db.commit(MailOp::Expunge { mailbox: Guid([1; 16]), folder: inbox, uids: None }),
+        db.commit(MailOp::expunge(Guid([1; 16]), inbox, None)),
         Err(Error::Mail(MailError::NoSuchMailbox { .. }))
     ));
     assert!(matches!(
-        db.commit(MailOp::Expunge { mailbox: mbx, folder: 4242, uids: None }),
+        db.commit(MailOp::expunge(mbx, 4242, None)),
         Err(Error::Mail(MailError::NoSuchFolder { folder: 4242, .. }))
     ));
 }
@@ -951,7 +946,7 @@ fn newest_by_uid_skips_expunged_uids() {
         append(&db, mbx, inbox, &format!("m{i}"));
     }
     db.commit(MailOp::store_flags(mbx, inbox, vec![5, 6], FlagAction::Add, Flags::DELETED)).unwrap();
-    db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap();
+    db.commit(MailOp::expunge(mbx, inbox, None)).unwrap();
     let newest = db.read(|s, txn| s.newest_by_uid(txn, &mbx, inbox, 3)).unwrap();
     assert_eq!(newest.iter().map(|i| i.uid).collect::<Vec<_>>(), [4, 3, 2]);
     let page = db.read(|s, txn| s.items_by_received(txn, &mbx, inbox, Order::NewestFirst, 1, 2)).unwrap();
@@ -977,15 +972,12 @@ fn holds_cannot_be_bypassed() {
     // IMAP-style \Deleted + EXPUNGE inside Recoverable Items is refused.
     db.commit(MailOp::store_flags(mbx, deletions, vec![1], FlagAction::Add, Flags::DELETED)).unwrap();
     assert!(matches!(
-        db.commit(MailOp::Expunge { mailbox: mbx, folder: deletions, uids: None }),
+        db.commit(MailOp::expunge(mbx, deletions, None)),
         Err(Error::Mail(MailError::RecoverableItems { .. }))
     ));
     // A mailbox on hold is not purged even once deleted.
     db.commit(MailOp::DeleteMailbox { mailbox: mbx, at: us(2) }).unwrap();
-    assert!(matches!(
-        db.commit(MailOp::PurgeMailbox { mailbox: mbx }),
-        Err(Error::Mail(MailError::LitigationHold { .. }))
-    ));
+    assert!(matches!(db.commit(MailOp::purge_mailbox(mbx)), Err(Error::Mail(MailError::LitigationHold { .. }))));
     assert_eq!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap().recoverable_items, 1);
 }
 
@@ -1079,7 +1071,7 @@ fn listing_records_follow_every_change() {
     listing_matches_items(&db, mbx);
     db.commit(MailOp::RecoverItems { mailbox: mbx, uids: vec![1] }).unwrap();
     db.commit(MailOp::store_flags(mbx, inbox, vec![6], FlagAction::Add, Flags::DELETED)).unwrap();
-    db.commit(MailOp::Expunge { mailbox: mbx, folder: inbox, uids: None }).unwrap();
+    db.commit(MailOp::expunge(mbx, inbox, None)).unwrap();
     db.commit(MailOp::replace_item(
         mbx,
         calendar,

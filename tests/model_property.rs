@@ -258,10 +258,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::Expunge { folder, only } => {
                 let uids = only.map(|p| uids_of(&model[folder], &p));
-                let out = db
-                    .commit(MailOp::Expunge { mailbox: mbx, folder: ids[folder], uids: uids.clone() })
-                    .unwrap()
-                    .output;
+                let out = db.commit(MailOp::expunge(mbx, ids[folder], uids.clone())).unwrap().output;
                 let MailOutput::Expunged { uids: gone, .. } = out else { unreachable!() };
                 let expected: Vec<Uid> = model[folder]
                     .items

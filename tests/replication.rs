@@ -214,7 +214,7 @@ fn mail_operations_of_every_kind_replay_in_large_batches_to_the_same_state() {
                         Flags::DELETED,
                     ))
                     .unwrap();
-                    MailOp::Expunge { mailbox: mbx, folder, uids: None }
+                    MailOp::expunge(mbx, folder, None)
                 }
                 10 => MailOp::PurgeItems { mailbox: mbx, uids: pick(&mut rng, deletions) },
                 // Logged, then rejected by `apply` (no such folder): replay meets it inside a batch.
@@ -246,7 +246,7 @@ fn mail_operations_of_every_kind_replay_in_large_batches_to_the_same_state() {
         db.commit(into(bob, temp)).unwrap();
         db.commit(into(bob, bob_role(FolderRole::Inbox))).unwrap();
         db.commit(MailOp::DeleteMailbox { mailbox: bob, at: us(1) }).unwrap();
-        db.commit(MailOp::PurgeMailbox { mailbox: bob }).unwrap();
+        db.commit(MailOp::purge_mailbox(bob)).unwrap();
         db.commit(bob_op).unwrap();
         let MailOutput::Appended { uid, .. } = db.commit(into(bob, bob_role(FolderRole::Inbox))).unwrap().output else {
             unreachable!()

@@ -72,7 +72,7 @@ fn mail_torture_child() {
                     let state = if expunge {
                         db.commit(MailOp::store_flags(MAILBOX, inbox, vec![uid], FlagAction::Add, Flags::DELETED))
                             .unwrap();
-                        db.commit(MailOp::Expunge { mailbox: MAILBOX, folder: inbox, uids: Some(vec![uid]) }).unwrap();
+                        db.commit(MailOp::expunge(MAILBOX, inbox, Some(vec![uid]))).unwrap();
                         2
                     } else if seen {
                         db.commit(MailOp::store_flags(MAILBOX, inbox, vec![uid], FlagAction::Add, Flags::SEEN))

@@ -810,7 +810,7 @@ impl Session<'_> {
         let account = self.authed()?;
         let sel = self.selected()?;
         if !sel.read_only {
-            let op = MailOp::Expunge { mailbox: account.guid, folder: sel.folder, uids: None };
+            let op = MailOp::expunge(account.guid, sel.folder, None);
             account.engine.commit(op)?;
             self.server.notifier.bump(account.guid);
         }
@@ -1198,7 +1198,7 @@ impl Session<'_> {
         if uids.as_ref().is_some_and(Vec::is_empty) {
             return Ok("EXPUNGE completed".into());
         }
-        let op = MailOp::Expunge { mailbox: account.guid, folder, uids };
+        let op = MailOp::expunge(account.guid, folder, uids);
         let MailOutput::Expunged { uids, .. } = account.engine.commit(op)?.output else {
             return no("[SERVERBUG] unexpected result of an expunge");
         };

@@ -225,6 +225,14 @@ pub enum MailError {
         /// The mailbox.
         mailbox: Guid,
     },
+    /// A mailbox under single item recovery is not purged before the retention of what it holds has passed.
+    #[error("mailbox {mailbox} is under single item recovery: its content is kept until {until}; purge it after that")]
+    RetentionNotPassed {
+        /// The mailbox.
+        mailbox: Guid,
+        /// When the last of its items' retention ends.
+        until: crate::time::Timestamp,
+    },
 
     // Malformed input, refused before the operation is logged.
     /// A mailbox address must be `local@domain` (RFC 5321: a local part of 1 to 64 bytes, a domain of dot-separated

@@ -118,8 +118,9 @@ impl Records {
 
 impl StateMachine for MailStore {
     const NAME: &'static str = "mailbox";
-    /// Version 2: message bodies live in the log (`bodies`), not in the state store.
-    const FORMAT: u32 = 2;
+    /// Version 2: message bodies live in the log (`bodies`), not in the state store. Version 3: `Expunge` and
+    /// `PurgeMailbox` carry their time (holds keep expunged items).
+    const FORMAT: u32 = 3;
     type Op = MailOp;
     type Output = MailOutput;
     type Rejection = MailError;

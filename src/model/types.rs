@@ -359,6 +359,14 @@ pub struct MailboxInfo {
     pub(crate) next_item_id: ItemId,
 }
 
+impl MailboxInfo {
+    /// Whether items that leave the user's view are kept in Recoverable Items (litigation hold or single item
+    /// recovery) instead of being removed for good.
+    pub(crate) fn holds(&self) -> bool {
+        self.litigation_hold || self.single_item_recovery
+    }
+}
+
 /// A folder as stored, with the counters the same transactions keep exact.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderInfo {

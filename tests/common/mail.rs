@@ -44,7 +44,7 @@ pub fn expunge(db: &MailEngine, mbx: Guid, folder: FolderId, uids: Vec<u32>) {
         unchanged_since: None,
     })
     .unwrap();
-    db.commit(MailOp::Expunge { mailbox: mbx, folder, uids: Some(uids) }).unwrap();
+    db.commit(MailOp::expunge(mbx, folder, Some(uids))).unwrap();
 }
 
 /// Asserts that `mailstore check` finds the dismounted database in `dir` healthy.

@@ -85,6 +85,17 @@ impl MailOp {
         MailOp::DeleteItems { mailbox, folder, uids, at: Timestamp::now() }
     }
 
+    /// Expunges now the items of `folder` flagged `\Deleted` (all, or those among `uids`): see
+    /// [`MailOp::Expunge`] for where held items go.
+    pub fn expunge(mailbox: Guid, folder: FolderId, uids: Option<Vec<Uid>>) -> MailOp {
+        MailOp::Expunge { mailbox, folder, uids, at: Timestamp::now() }
+    }
+
+    /// Purges a soft-deleted mailbox now ([`MailOp::PurgeMailbox`]).
+    pub fn purge_mailbox(mailbox: Guid) -> MailOp {
+        MailOp::PurgeMailbox { mailbox, now: Timestamp::now() }
+    }
+
     /// A message to submit for sending, now.
     pub fn submit(mailbox: Guid, raw: Vec<u8>) -> MailOp {
         let Message { received: submitted, envelope, content, raw } = Message::now(raw);

@@ -78,7 +78,7 @@ pub(super) fn replace(
         ..original.clone()
     };
     let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((raw, content)), modseq)?.uid;
-    let original_in_versions = if m.litigation_hold {
+    let original_in_versions = if m.holds() {
         let mut versions = tx.role_folder(FolderRole::Versions)?;
         let kept = ItemInfo { deleted: Some(Deleted { from: folder, at }), ..original.clone() };
         let kept_uid = tx.move_item(&mut m, &mut f, &mut versions, &original, kept, modseq)?;
@@ -179,7 +179,7 @@ pub(super) fn copy(mut tx: Tx<'_, '_>, from: FolderId, uids: Vec<Uid>, to: Folde
 }
 
 /// Applies [`MailOp::Expunge`](super::MailOp::Expunge).
-pub(super) fn expunge(mut tx: Tx<'_, '_>, folder: FolderId, uids: Option<Vec<Uid>>) -> Applied {
+pub(super) fn expunge(mut tx: Tx<'_, '_>, folder: FolderId, uids: Option<Vec<Uid>>, at: Timestamp) -> Applied {
     let mut m = tx.mailbox()?;
     let mut f = tx.item_folder(folder)?;
     if f.hidden {
@@ -192,7 +192,17 @@ pub(super) fn expunge(mut tx: Tx<'_, '_>, folder: FolderId, uids: Option<Vec<Uid
     };
     let mut modseq = None;
     let deleted = |item: &ItemInfo| item.flags.contains(Flags::DELETED);
-    let expunged = tx.remove_matching(&mut m, &mut f, candidates, &mut modseq, deleted)?;
+    let expunged = if m.holds() {
+        // Gone from the user's view, kept for compliance: to Purges, with where and when it was deleted.
+        let mut purges = tx.role_folder(FolderRole::Purges)?;
+        let kept = |item: &ItemInfo| ItemInfo { deleted: Some(Deleted { from: folder, at }), ..item.clone() };
+        let moved = tx.move_matching(&mut m, &mut f, &mut purges, candidates, &mut modseq, deleted, kept)?;
+        check_recoverable_quota(&m)?;
+        tx.put_folder(&purges)?;
+        moved
+    } else {
+        tx.remove_matching(&mut m, &mut f, candidates, &mut modseq, deleted)?
+    };
     if modseq.is_some() {
         tx.put_folder(&f)?;
         tx.put_mailbox(&m)?;

@@ -101,19 +101,27 @@ pub(super) fn restore(mut tx: Tx<'_, '_>) -> Applied {
 }
 
 /// Applies [`MailOp::PurgeMailbox`](super::MailOp::PurgeMailbox).
-pub(super) fn purge(mut tx: Tx<'_, '_>) -> Applied {
+pub(super) fn purge(mut tx: Tx<'_, '_>, now: Timestamp) -> Applied {
     let mailbox = tx.guid;
     let m = tx.any_mailbox()?;
-    if m.deleted.is_none() {
+    let Some(deleted) = m.deleted else {
         return Err(reject(MailError::MailboxNotDeleted { mailbox }));
-    }
+    };
     if m.litigation_hold {
         return Err(reject(MailError::LitigationHold { mailbox }));
     }
     let mut contents = Vec::new();
+    // Under single item recovery every item is kept until its retention has passed: those still in folders
+    // since the mailbox was deleted, those in Recoverable Items since they were.
+    let mut last_deleted = deleted;
     for entry in tx.s.items.prefix_iter(tx.txn, &keys::mailbox(&mailbox))? {
         let item: ItemInfo = load(entry?.1)?;
         contents.push(item.content);
+        last_deleted = last_deleted.max(item.deleted.map_or(deleted, |d| d.at));
+    }
+    let until = last_deleted.saturating_add(m.retention);
+    if m.single_item_recovery && now < until {
+        return Err(reject(MailError::RetentionNotPassed { mailbox, until }));
     }
     for hash in &contents {
         tx.drop_ref(hash)?;

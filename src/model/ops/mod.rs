@@ -167,8 +167,9 @@ pub enum MailOp {
         raw: Vec<u8>,
     },
     /// Replaces an item's content (an edited appointment, contact or draft): the new version gets a new UID in
-    /// the same folder, keeping flags and keywords. Under litigation hold the original is kept in Recoverable
-    /// Items/Versions; otherwise it is removed.
+    /// the same folder, keeping flags and keywords. Under litigation hold or single item recovery the original is
+    /// kept in Recoverable Items/Versions (until the hold is lifted and its retention has passed); otherwise it is
+    /// removed.
     ReplaceItem {
         /// The mailbox.
         mailbox: Guid,
@@ -240,14 +241,16 @@ pub enum MailOp {
         uids: Vec<Uid>,
     },
     /// Permanently removes the items of Recoverable Items/Deletions deleted before `deleted_before`
-    /// (the caller computes it from its clock and the retention period before logging).
+    /// (the caller computes it from its clock and the retention period before logging). Under single item
+    /// recovery they move to Purges instead (kept until [`MailOp::PurgeExpired`] finds their retention passed);
+    /// under litigation hold nothing moves. Purges itself is left to `PurgeExpired`.
     PurgeDeleted {
         /// The mailbox.
         mailbox: Guid,
         /// Items deleted before this time are purged.
         deleted_before: Timestamp,
     },
-    /// Purges the items of Recoverable Items (Deletions and Purges) whose retention has ended at `now`
+    /// Purges the items of Recoverable Items (Deletions, Purges and Versions) whose retention has ended at `now`
     /// (decided before logging); nothing under litigation hold.
     PurgeExpired {
         /// The mailbox.
@@ -328,10 +331,13 @@ pub enum MailOp {
         /// The mailbox.
         mailbox: Guid,
     },
-    /// Removes a soft-deleted mailbox and everything in it.
+    /// Removes a soft-deleted mailbox and everything in it. Refused under litigation hold, and under single item
+    /// recovery until its retention has passed since the mailbox and every item in it were deleted.
     PurgeMailbox {
         /// The mailbox.
         mailbox: Guid,
+        /// The current time (decided before logging).
+        now: Timestamp,
     },
     /// Sets a mailbox's own quota, or (`None`) returns it to the database default.
     SetQuota {
@@ -340,7 +346,10 @@ pub enum MailOp {
         /// The quota.
         quota: Option<Quota>,
     },
-    /// Removes the items of a folder flagged `\Deleted` (all of them, or those among `uids`).
+    /// Removes the items of a folder flagged `\Deleted` (all of them, or those among `uids`) from the user's
+    /// view. Without a hold they are gone for good; under litigation hold or single item recovery they move to
+    /// Recoverable Items/Purges, deleted from `folder` at `at`, and stay there until the hold is lifted and their
+    /// retention has passed ([`MailOp::PurgeExpired`]).
     Expunge {
         /// The mailbox.
         mailbox: Guid,
@@ -348,6 +357,8 @@ pub enum MailOp {
         folder: FolderId,
         /// Restrict to these UIDs (IMAP `UID EXPUNGE`).
         uids: Option<Vec<Uid>>,
+        /// When (decided before logging): the deletion time a held item keeps.
+        at: Timestamp,
     },
     /// Writes the referenced bodies of an old generation that is mostly dead again (the store's compaction):
     /// from then on they lie in this record, and the old generation is deleted once nothing refers to it. Built
@@ -402,7 +413,7 @@ pub enum MailOutput {
     Replaced {
         /// The new version's UID.
         uid: Uid,
-        /// Where the original went: its UID in Versions under litigation hold.
+        /// Where the original went: its UID in Versions under litigation hold or single item recovery.
         original_in_versions: Option<Uid>,
         /// The MODSEQ of the change.
         modseq: ModSeq,
@@ -566,9 +577,9 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, o
         MailOp::TrimHistory { mailbox, below } => history::trim(Tx::new(s, txn, mailbox), below),
         MailOp::DeleteMailbox { mailbox, at } => mailbox::delete(Tx::new(s, txn, mailbox), at),
         MailOp::RestoreMailbox { mailbox } => mailbox::restore(Tx::new(s, txn, mailbox)),
-        MailOp::PurgeMailbox { mailbox } => mailbox::purge(Tx::new(s, txn, mailbox)),
+        MailOp::PurgeMailbox { mailbox, now } => mailbox::purge(Tx::new(s, txn, mailbox), now),
         MailOp::SetQuota { mailbox, quota } => mailbox::set_quota(Tx::new(s, txn, mailbox), quota),
-        MailOp::Expunge { mailbox, folder, uids } => item::expunge(Tx::new(s, txn, mailbox), folder, uids),
+        MailOp::Expunge { mailbox, folder, uids, at } => item::expunge(Tx::new(s, txn, mailbox), folder, uids, at),
         MailOp::RelocateBodies { generation, contents, .. } => {
             let t = s.body_tables();
             if contents.iter().map(|(_, len)| u64::from(*len)).sum::<u64>() != u64::from(raw.len) {

@@ -65,7 +65,28 @@ pub(super) fn recover(mut tx: Tx<'_, '_>, uids: Vec<Uid>) -> Applied {
 
 /// Applies [`MailOp::PurgeDeleted`](super::MailOp::PurgeDeleted).
 pub(super) fn purge_deleted(mut tx: Tx<'_, '_>, deleted_before: Timestamp) -> Applied {
-    purge_older_than(&mut tx, deleted_before)
+    let mut m = tx.mailbox()?;
+    if m.litigation_hold {
+        return Ok(MailOutput::Expunged { uids: Vec::new(), modseq: None });
+    }
+    let mut deletions = tx.role_folder(FolderRole::Deletions)?;
+    let uids = tx.uids_of(deletions.id)?;
+    let old = |item: &ItemInfo| item.deleted.is_none_or(|d| d.at < deleted_before);
+    let mut modseq = None;
+    let purged = if m.single_item_recovery {
+        // Out of the user's reach, kept until its retention has passed (`purge_expired`).
+        let mut purges = tx.role_folder(FolderRole::Purges)?;
+        let moved = tx.move_matching(&mut m, &mut deletions, &mut purges, uids, &mut modseq, old, ItemInfo::clone)?;
+        tx.put_folder(&purges)?;
+        moved
+    } else {
+        tx.remove_matching(&mut m, &mut deletions, uids, &mut modseq, old)?
+    };
+    if modseq.is_some() {
+        tx.put_folder(&deletions)?;
+        tx.put_mailbox(&m)?;
+    }
+    Ok(MailOutput::Expunged { uids: purged, modseq })
 }
 
 /// Applies [`MailOp::PurgeExpired`](super::MailOp::PurgeExpired).
@@ -100,8 +121,8 @@ pub(super) fn purge(mut tx: Tx<'_, '_>, uids: Vec<Uid>) -> Applied {
     Ok(MailOutput::Expunged { uids: purged, modseq })
 }
 
-/// Removes the items of Deletions and Purges deleted before `cutoff` (none under litigation hold). The UIDs
-/// reported are those of both folders, Deletions first.
+/// Removes the items of Deletions, Purges and Versions deleted before `cutoff` (none under litigation hold). The
+/// UIDs reported are those of the three folders, in that order.
 fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: Timestamp) -> Applied {
     let mut m = tx.mailbox()?;
     if m.litigation_hold {
@@ -109,7 +130,7 @@ fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: Timestamp) -> Applied {
     }
     let mut modseq = None;
     let mut purged = Vec::new();
-    for role in [FolderRole::Deletions, FolderRole::Purges] {
+    for role in [FolderRole::Deletions, FolderRole::Purges, FolderRole::Versions] {
         let mut folder = tx.role_folder(role)?;
         let uids = tx.uids_of(folder.id)?;
         let expired = |item: &ItemInfo| item.deleted.is_none_or(|d| d.at < cutoff);

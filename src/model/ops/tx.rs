@@ -254,6 +254,33 @@ impl<'a, 't> Tx<'a, 't> {
         Ok(removed)
     }
 
+    /// Moves the items of `from` among `uids` that `matches` to `to`, as `relabel` makes them (where and when they
+    /// were deleted), taking the operation's MODSEQ (in `modseq`) with the first move. Returns their UIDs in
+    /// `from`. The caller writes `to` back.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn move_matching(
+        &mut self,
+        m: &mut MailboxInfo,
+        from: &mut FolderInfo,
+        to: &mut FolderInfo,
+        uids: Vec<Uid>,
+        modseq: &mut Option<ModSeq>,
+        matches: impl Fn(&ItemInfo) -> bool,
+        relabel: impl Fn(&ItemInfo) -> ItemInfo,
+    ) -> Result<Vec<Uid>, ApplyError<MailError>> {
+        let mut moved = Vec::new();
+        for uid in uids {
+            let Some(item) = self.item_at(from.id, uid)? else { continue };
+            if !matches(&item) {
+                continue;
+            }
+            let ms = *modseq.get_or_insert_with(|| Tx::next_modseq(m));
+            self.move_item(m, from, to, &item, relabel(&item), ms)?;
+            moved.push(uid);
+        }
+        Ok(moved)
+    }
+
     /// The folder with a well-known role.
     pub(super) fn role_folder(&self, role: FolderRole) -> Result<FolderInfo, ApplyError<MailError>> {
         match self.s.folder_by_role(self.txn, &self.guid, role).map_err(storage)? {
