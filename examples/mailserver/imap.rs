@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imap_codec::fragmentizer::{DecodeMessageError, FragmentInfo, Fragmentizer, LiteralAnnouncement};
 use imap_codec::imap_types::IntoStatic;
@@ -27,6 +27,7 @@ use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_codec::imap_types::status::StatusDataItemName;
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use mailstore::Timestamp;
+use mailstore::engine::Scope;
 use mailstore::model::Fai;
 use mailstore::model::envelope;
 use mailstore::model::{
@@ -45,10 +46,8 @@ const CAPABILITIES: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE 
 const MAX_COMMAND: u32 = 50 << 20;
 /// Autologout after this long without a command (RFC 3501: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(31 * 60);
-/// How often IDLE looks for input and changes.
-const IDLE_POLL: Duration = Duration::from_millis(100);
-/// IDLE re-reads the mailbox at least this often even without a notification.
-const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// How often IDLE looks for input (DONE) and at its mailbox's change subscription.
+const IDLE_POLL: Duration = Duration::from_millis(25);
 
 type IoResult<T> = std::io::Result<T>;
 
@@ -551,7 +550,6 @@ impl Session<'_> {
                 },
             };
         }
-        self.server.notifier.bump(account.guid);
         self.change_subscriptions(&account, |set| {
             set.insert(name.clone());
         })?;
@@ -569,7 +567,6 @@ impl Session<'_> {
             folder: view.info.id,
             at: Timestamp::now(),
         })?;
-        self.server.notifier.bump(account.guid);
         if self.selected.as_ref().is_some_and(|s| s.folder == view.info.id) {
             self.selected = None;
         }
@@ -604,7 +601,6 @@ impl Session<'_> {
             parent,
             name: leaf,
         })?;
-        self.server.notifier.bump(account.guid);
         let old = view.path.clone();
         self.change_subscriptions(&account, |set| {
             if set.remove(&old) {
@@ -812,7 +808,6 @@ impl Session<'_> {
         if !sel.read_only {
             let op = MailOp::expunge(account.guid, sel.folder, None);
             account.engine.commit(op)?;
-            self.server.notifier.bump(account.guid);
         }
         self.selected = None;
         Ok("CLOSE completed".into())
@@ -919,9 +914,6 @@ impl Session<'_> {
                     sel.own.insert(m);
                 }
                 seen_changed = updated.into_iter().map(|u| u.0).collect();
-                if !seen_changed.is_empty() {
-                    self.server.notifier.bump(account.guid);
-                }
             }
         }
         let mut out = Vec::new();
@@ -1078,11 +1070,10 @@ impl Session<'_> {
         let MailOutput::FlagsStored { modseq, updated, modified } = account.engine.commit(op)?.output else {
             return no("[SERVERBUG] unexpected result of a flag change");
         };
-        if let Some(m) = modseq {
-            if let Some(sel) = self.selected.as_mut() {
-                sel.own.insert(m);
-            }
-            self.server.notifier.bump(account.guid);
+        if let Some(m) = modseq
+            && let Some(sel) = self.selected.as_mut()
+        {
+            sel.own.insert(m);
         }
         let silent = matches!(response, StoreResponse::Silent);
         let seq_of = |u: Uid| targets.iter().find(|t| t.1 == u).map(|t| t.0);
@@ -1143,7 +1134,6 @@ impl Session<'_> {
         let MailOutput::Copied { uidvalidity, mapping, .. } = account.engine.commit(op)?.output else {
             return no("[SERVERBUG] unexpected result of a copy");
         };
-        self.server.notifier.bump(account.guid);
         if mapping.is_empty() {
             return Ok(format!("{verb} completed"));
         }
@@ -1202,9 +1192,6 @@ impl Session<'_> {
         let MailOutput::Expunged { uids, .. } = account.engine.commit(op)?.output else {
             return no("[SERVERBUG] unexpected result of an expunge");
         };
-        if !uids.is_empty() {
-            self.server.notifier.bump(account.guid);
-        }
         self.report_expunged(&uids)?;
         Ok("EXPUNGE completed".into())
     }
@@ -1231,7 +1218,6 @@ impl Session<'_> {
         let MailOutput::Appended { uid, uidvalidity, .. } = account.engine.commit(op)?.output else {
             return no("[SERVERBUG] unexpected result of an append");
         };
-        self.server.notifier.bump(account.guid);
         Ok(format!("[APPENDUID {uidvalidity} {uid}] APPEND completed"))
     }
 
@@ -1278,11 +1264,13 @@ impl Session<'_> {
 
     fn idle(&mut self, tag: &str) -> CmdResult {
         let account = self.authed()?;
+        // Subscribed before the first look, so no change can fall between the look and the wait. The store
+        // wakes it for every change to the mailbox: this server's commits, other servers' (a passive copy
+        // replaying them), and an activation.
+        let mut changes = account.engine.subscribe(Scope::Key(account.guid));
         self.write(b"+ idling\r\n")?;
         self.sync(true).map_err(|e| Fail::No(e.message()))?;
         self.flush()?;
-        let mut seen = self.server.notifier.version(account.guid);
-        let mut last_check = Instant::now();
         self.io.tcp()?.set_read_timeout(Some(IDLE_POLL))?;
         let result = loop {
             // Consume what has arrived; the IDLE command itself was the previous message.
@@ -1304,12 +1292,14 @@ impl Session<'_> {
             if self.server.shutdown.load(Ordering::SeqCst) {
                 break Err(Fail::Io(std::io::ErrorKind::ConnectionAborted.into()));
             }
-            let now = self.server.notifier.version(account.guid);
-            if now != seen || last_check.elapsed() >= IDLE_RECHECK {
-                seen = now;
-                last_check = Instant::now();
-                self.sync(true).map_err(|e| Fail::No(e.message()))?;
-                self.flush()?;
+            match changes.try_changed() {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    self.sync(true).map_err(|e| Fail::No(e.message()))?;
+                    self.flush()?;
+                }
+                // Dismounted under us: the client reconnects to wherever the database is mounted now.
+                Err(e) => break Err(Fail::No(e.to_string())),
             }
         };
         self.io.tcp()?.set_read_timeout(Some(AUTOLOGOUT))?;

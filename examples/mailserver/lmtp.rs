@@ -127,7 +127,7 @@ fn session(server: &Server, stream: TcpStream) -> std::io::Result<()> {
                 };
                 let mut raw = format!("Return-Path: <{}>\r\n", t.from).into_bytes();
                 raw.extend_from_slice(&message);
-                for line in deliver_all(server, &t.recipients, raw) {
+                for line in deliver_all(&t.recipients, raw) {
                     out.write_all(line.as_bytes())?;
                     out.write_all(b"\r\n")?;
                 }
@@ -209,12 +209,12 @@ fn read_data(input: &mut BufReader<TcpStream>) -> std::io::Result<Option<Vec<u8>
 
 /// Delivers `raw` to every recipient (concurrently, so deliveries to one database share a log flush) and
 /// returns one reply line per recipient, in order.
-fn deliver_all(server: &Server, recipients: &[Recipient], raw: Vec<u8>) -> Vec<String> {
+fn deliver_all(recipients: &[Recipient], raw: Vec<u8>) -> Vec<String> {
     if recipients.len() == 1 {
-        return vec![deliver(server, &recipients[0], raw)];
+        return vec![deliver(&recipients[0], raw)];
     }
     std::thread::scope(|scope| {
-        let handles: Vec<_> = recipients.iter().map(|r| (r, scope.spawn(|| deliver(server, r, raw.clone())))).collect();
+        let handles: Vec<_> = recipients.iter().map(|r| (r, scope.spawn(|| deliver(r, raw.clone())))).collect();
         handles
             .into_iter()
             .map(|(r, h)| h.join().unwrap_or_else(|_| format!("451 4.3.0 <{}> delivery failed", r.account.address)))
@@ -222,17 +222,14 @@ fn deliver_all(server: &Server, recipients: &[Recipient], raw: Vec<u8>) -> Vec<S
     })
 }
 
-fn deliver(server: &Server, recipient: &Recipient, raw: Vec<u8>) -> String {
+fn deliver(recipient: &Recipient, raw: Vec<u8>) -> String {
     let (account, inbox) = (&recipient.account, recipient.inbox);
     // `commit` returns once the record is fdatasynced (Durability::Full): only then is 250 sent.
     match account.engine.commit(MailOp::append(account.guid, inbox, raw, Flags::empty(), Vec::new())) {
-        Ok(c) => {
-            server.notifier.bump(account.guid);
-            match c.output {
-                MailOutput::Appended { uid, .. } => format!("250 2.0.0 <{}> delivered as UID {uid}", account.address),
-                _ => format!("250 2.0.0 <{}> delivered", account.address),
-            }
-        }
+        Ok(c) => match c.output {
+            MailOutput::Appended { uid, .. } => format!("250 2.0.0 <{}> delivered as UID {uid}", account.address),
+            _ => format!("250 2.0.0 <{}> delivered", account.address),
+        },
         Err(mailstore::Error::Mail(MailError::QuotaExceeded { .. })) => {
             format!("552 5.2.2 <{}> mailbox is full", account.address)
         }

@@ -47,33 +47,12 @@ use crate::users::Users;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Tells sessions (IDLE, NOOP) that a mailbox changed: a version counter per mailbox, bumped after every commit
-/// the server makes. IDLE compares it every 100 ms and re-reads the mailbox when it moved.
-#[derive(Default)]
-pub struct Notifier {
-    versions: Mutex<HashMap<Guid, u64>>,
-}
-
-impl Notifier {
-    /// Records that mailbox `guid` changed.
-    pub fn bump(&self, guid: Guid) {
-        *self.versions.lock().entry(guid).or_default() += 1;
-    }
-
-    /// The current version of mailbox `guid`.
-    pub fn version(&self, guid: Guid) -> u64 {
-        self.versions.lock().get(&guid).copied().unwrap_or(0)
-    }
-}
-
 /// What every session shares.
 pub struct Server {
     /// The store.
     pub store: Store<MailStore>,
     /// The users file.
     pub users: Users,
-    /// Change notifications between sessions.
-    pub notifier: Notifier,
     /// Set on Ctrl-C.
     pub shutdown: AtomicBool,
     /// Open connections, so shutdown can close them.
@@ -327,7 +306,6 @@ fn run() -> Result<(), BoxError> {
         tls,
         store,
         users,
-        notifier: Notifier::default(),
         shutdown: AtomicBool::new(false),
         connections: Mutex::new(HashMap::new()),
         next_connection: AtomicU64::new(1),

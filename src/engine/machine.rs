@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::engine::attachments::{Attachments, Place};
 use crate::error::{Error, Result};
-use crate::types::Lsn;
+use crate::types::{Guid, Lsn};
 
 /// What an operation knows about the record that carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +137,13 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// returns every problem found; `mailstore check` reports them. The default finds none.
     fn verify(&self, _txn: &RoTxn<'_>) -> Result<Vec<String>> {
         Ok(Vec::new())
+    }
+
+    /// The key a change made by `op` falls under, for [`Scope::Key`](crate::engine::Scope::Key) subscriptions
+    /// (the mailbox model: the operation's mailbox). `None` (the default): only database-wide subscriptions
+    /// hear of it.
+    fn scope(_op: &Self::Op) -> Option<Guid> {
+        None
     }
 
     /// Checks an operation before it is logged, in the committer's thread: reject what `apply` could never

@@ -22,6 +22,7 @@ mod inspect;
 pub(crate) mod lmdb_file;
 mod machine;
 mod maintenance;
+pub(crate) mod notify;
 pub(crate) mod open;
 mod recovery;
 mod ship;
@@ -51,20 +52,21 @@ pub use machine::{ApplyContext, ApplyError, SegmentUsage, StateMachine};
 pub use maintenance::{
     CompactReport, RepairReport, SpaceReport, compact, rebuild_checkpoint, repair_state_from, space,
 };
+pub use notify::{Changed, Scope, Subscription};
 pub use recovery::{RecoveryReport, TailTruncation};
 pub(crate) use ship::{COPY_FILE, read_fence, write_fence};
 pub use ship::{LogPosition, OnSyncTimeout, SyncPolicy};
 pub(crate) use state::STATE_DIR;
 
-use crate::codec;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::DirLock;
-use crate::log::MAX_RECORD_LEN;
+
 use crate::types::{Guid, Lsn};
 use checkpoint::CheckpointFile;
 pub(crate) use ship::Shipping;
 use state::StateStore;
-use writer::{Control, Pending, Queue, Slot};
+pub use writer::CommitFuture;
+use writer::{Control, Queue, Slot};
 
 /// Directory of the log generations inside a database directory.
 pub(crate) const LOGS_DIR: &str = "logs";
@@ -425,13 +427,17 @@ pub(crate) struct Inner<M: StateMachine> {
     /// Wakes the compaction thread after checkpoints.
     compaction: Arc<compactor::Signal>,
     compaction_failure: Mutex<Option<String>>,
+    /// Change subscriptions, woken after each applied batch.
+    pub(crate) notify: Arc<notify::Hub>,
 }
 
 impl<M: StateMachine> Inner<M> {
     pub(crate) fn poison(&self, reason: String) {
         let mut p = self.poison.lock();
         if p.is_none() {
-            *p = Some(reason);
+            *p = Some(reason.clone());
+            drop(p);
+            self.notify.close(Some(reason));
         }
     }
 
@@ -444,23 +450,7 @@ impl<M: StateMachine> Inner<M> {
 
     /// [`Engine::commit`]: also how the engine's own compaction commits.
     pub(crate) fn commit(&self, op: M::Op) -> Result<Committed<M::Output>> {
-        self.check_poison()?;
-        self.check_fence()?;
-        self.state.machine.validate(&op).map_err(Into::into)?;
-        let payload = codec::encode_record(&op, M::attachment(&op))?;
-        if payload.len() > MAX_RECORD_LEN {
-            return Err(Error::RecordTooLarge { len: payload.len(), max: MAX_RECORD_LEN });
-        }
-        let slot = Arc::new(Slot::default());
-        {
-            let mut queue = self.queue.lock();
-            if queue.shutdown {
-                return Err(Error::Dismounted);
-            }
-            queue.pending.push(Pending::new(payload, Arc::clone(&slot)));
-        }
-        self.wake.notify_one();
-        slot.wait()
+        self.enqueue(op, false)?.wait()
     }
 
     /// Refuses writes once a newer epoch is known to exist.
@@ -497,13 +487,20 @@ impl<M: StateMachine> Engine<M> {
     /// store has not applied, through the same `apply` used at commit time; what happened is in
     /// [`Engine::recovery_report`].
     pub fn mount(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
-        Self::mount_with(dir, options, None)
+        Self::mount_with(dir, options, None, Arc::default())
     }
 
     /// Mounts like [`Engine::mount`]; with `activate = Some(min_epoch)` the log continues in a new generation
     /// of a new epoch (at least `min_epoch`, above every epoch this copy has seen or been fenced by): how a
     /// passive copy becomes the active one ([`crate::replication::PassiveCopy::activate`]).
-    pub(crate) fn mount_with(dir: impl AsRef<Path>, options: Options, activate: Option<u64>) -> Result<Self> {
+    /// [`Engine::mount`], or (`activate`: the least epoch) the mount of an activated passive copy; `notify`: the
+    /// subscriptions to serve (an activated copy's carry over, and are woken once it is mounted).
+    pub(crate) fn mount_with(
+        dir: impl AsRef<Path>,
+        options: Options,
+        activate: Option<u64>,
+        notify: Arc<notify::Hub>,
+    ) -> Result<Self> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         if !dir.exists() {
@@ -560,10 +557,13 @@ impl<M: StateMachine> Engine<M> {
             shipping,
             compaction: Arc::default(),
             compaction_failure: Mutex::new(None),
+            notify,
         });
         let writer = writer::spawn(Arc::clone(&inner), log, present, epoch, report.applied_lsn_after)?;
         let mut engine = Engine { compactor: None, writer: Some(writer), inner, report, _lock: lock };
         engine.compactor = Some(compactor::Compactor::start(Arc::clone(&engine.inner))?);
+        // Whatever the activation replayed is readable now.
+        engine.inner.notify.publish_everyone(engine.report.applied_lsn_after);
         Ok(engine)
     }
 
@@ -596,6 +596,21 @@ impl<M: StateMachine> Engine<M> {
     /// After a write or sync failure the engine is poisoned and this returns [`Error::Poisoned`].
     pub fn commit(&self, op: M::Op) -> Result<Committed<M::Output>> {
         self.inner.commit(op)
+    }
+
+    /// [`commit`](Self::commit) for async code: validates, encodes and queues `op` now, and returns a future
+    /// resolved with the same answer once the operation is durable and applied. No thread waits for it: the
+    /// writer wakes the task. It needs no particular executor. Dropping the future does not withdraw the
+    /// operation (it is queued already); only its answer is lost.
+    pub fn commit_async(&self, op: M::Op) -> CommitFuture<M::Output> {
+        CommitFuture(self.inner.enqueue(op, true).map_err(Some))
+    }
+
+    /// Subscribes to changes of this database: all of them ([`Scope::Database`]), or those under one key of
+    /// the state machine's ([`Scope::Key`]; the mailbox model's keys are mailbox GUIDs). See [`Subscription`]
+    /// for what a wake-up promises.
+    pub fn subscribe(&self, scope: Scope) -> Subscription {
+        self.inner.notify.subscribe(scope)
     }
 
     /// Runs `f` over a consistent read-only snapshot of the state.
@@ -640,7 +655,7 @@ impl<M: StateMachine> Engine<M> {
 
     fn control(&self, make: impl FnOnce(Arc<Slot<Result<Lsn>>>) -> Control) -> Result<Lsn> {
         self.inner.check_poison()?;
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot::new(false));
         {
             let mut queue = self.inner.queue.lock();
             if queue.shutdown {
@@ -748,6 +763,7 @@ impl<M: StateMachine> Engine<M> {
         if writer.join().is_err() {
             self.inner.poison("the writer thread panicked".into());
         }
+        self.inner.notify.close(None);
         self.inner.check_poison()
     }
 }

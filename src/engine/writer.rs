@@ -8,11 +8,13 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::codec;
 use crate::engine::{
     Checkpoint, Committed, Counters, Durability, Inner, LogPosition, LogRetention, PinSet, StateMachine,
 };
@@ -20,8 +22,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::log::format::FRAME_HEADER_LEN;
 use crate::log::truncate::{self, Truncator};
 use crate::log::writer::RollKind;
-use crate::log::{LogWriter, RecordRef};
-use crate::types::{Lsn, now_micros};
+use crate::log::{LogWriter, MAX_RECORD_LEN, RecordRef};
+use crate::types::{Guid, Lsn, now_micros};
 
 /// Truncated generations circular logging keeps around for reuse.
 const SPARE_GENERATIONS: usize = 2;
@@ -39,6 +41,8 @@ const MAX_GATHER_WAIT: Duration = Duration::from_millis(2);
 pub(crate) struct Slot<T> {
     state: Mutex<SlotState<T>>,
     ready: Condvar,
+    /// Answered to a future (its task's waker), not to a thread waiting on `ready`.
+    wakes_task: bool,
 }
 
 /// The slots of one answered batch, in wake-up tree order.
@@ -46,21 +50,44 @@ type Batch<T> = Arc<[Arc<Slot<T>>]>;
 
 struct SlotState<T> {
     value: Option<T>,
+    /// The task of a [`CommitFuture`] waiting for the answer.
+    waker: Option<Waker>,
     /// The batch this slot was answered in and its index there, for passing the wake-up on.
     wake_on: Option<(Batch<T>, usize)>,
 }
 
-impl<T> Default for Slot<T> {
-    fn default() -> Self {
-        Slot { state: Mutex::new(SlotState { value: None, wake_on: None }), ready: Condvar::new() }
-    }
-}
-
 impl<T> Slot<T> {
+    /// A slot for a committing thread (`wakes_task` false: it waits in [`Slot::wait`]) or for a future.
+    pub(crate) fn new(wakes_task: bool) -> Self {
+        Slot {
+            state: Mutex::new(SlotState { value: None, waker: None, wake_on: None }),
+            ready: Condvar::new(),
+            wakes_task,
+        }
+    }
+
     /// Answers and wakes this committer.
     fn fill(&self, value: T) {
-        self.state.lock().value = Some(value);
+        let mut state = self.state.lock();
+        state.value = Some(value);
+        let waker = state.waker.take();
+        drop(state);
         self.ready.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The answer, or `Pending` with the task's waker kept for [`Slot::fill`].
+    fn poll_answer(&self, cx: &mut Context<'_>) -> Poll<T> {
+        let mut state = self.state.lock();
+        match state.value.take() {
+            Some(value) => Poll::Ready(value),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
     }
 
     /// Answers without waking: the wake-up comes down the batch's tree (see [`answer_batch`]).
@@ -93,9 +120,19 @@ impl<T> Slot<T> {
     }
 }
 
-/// Answers a batch of committers: fills every slot, then wakes the root of the wake-up tree.
+/// Answers a batch of committers: wakes the tasks of futures one by one, fills the slots of waiting threads,
+/// then wakes the root of their wake-up tree.
 fn answer_batch<T>(answers: impl IntoIterator<Item = (Arc<Slot<T>>, T)>) {
-    let (slots, values): (Vec<_>, Vec<_>) = answers.into_iter().unzip();
+    let (slots, values): (Vec<_>, Vec<_>) = answers
+        .into_iter()
+        .filter_map(|(slot, value)| {
+            if !slot.wakes_task {
+                return Some((slot, value));
+            }
+            slot.fill(value);
+            None
+        })
+        .unzip();
     let slots: Batch<T> = slots.into();
     for (i, (slot, value)) in slots.iter().zip(values).enumerate() {
         slot.fill_quiet(value, Arc::clone(&slots), i);
@@ -105,15 +142,20 @@ fn answer_batch<T>(answers: impl IntoIterator<Item = (Arc<Slot<T>>, T)>) {
     }
 }
 
+/// The slot a commit's answer goes to.
+pub(crate) type CommitSlot<O> = Arc<Slot<Result<Committed<O>>>>;
+
 /// One queued commit.
 pub(crate) struct Pending<O> {
     payload: Vec<u8>,
+    /// Its [`StateMachine::scope`], for the subscriptions woken once it is applied.
+    scope: Option<Guid>,
     slot: Option<Arc<Slot<Result<Committed<O>>>>>,
 }
 
 impl<O> Pending<O> {
-    pub(crate) fn new(payload: Vec<u8>, slot: Arc<Slot<Result<Committed<O>>>>) -> Self {
-        Pending { payload, slot: Some(slot) }
+    pub(crate) fn new(payload: Vec<u8>, scope: Option<Guid>, slot: Arc<Slot<Result<Committed<O>>>>) -> Self {
+        Pending { payload, scope, slot: Some(slot) }
     }
 
     fn reply(mut self, result: Result<Committed<O>>) {
@@ -323,6 +365,7 @@ impl<M: StateMachine> Writer<M> {
                         }
                     }
                 }
+                self.publish_changes(batch, &outcomes);
                 answer_batch(batch.iter_mut().filter_map(Pending::take_slot).zip(outcomes));
                 batch.clear();
             }
@@ -487,6 +530,18 @@ impl<M: StateMachine> Writer<M> {
         Ok(())
     }
 
+    /// Wakes the subscriptions the applied (not rejected) operations of `batch` concern: the batch is durable
+    /// and readable.
+    fn publish_changes(&self, batch: &[Pending<M::Output>], outcomes: &[Result<Committed<M::Output>>]) {
+        let hub = &self.inner.notify;
+        if !hub.active() {
+            return;
+        }
+        let changed = || batch.iter().zip(outcomes).filter(|(_, o)| o.is_ok());
+        let Some(last) = changed().map(|(_, o)| o.as_ref().map_or(0, |c| c.lsn)).max() else { return };
+        hub.publish(last, changed().filter_map(|(p, _)| p.scope));
+    }
+
     /// Publishes the durable end of the log to shipping sources.
     fn publish_position(&self, lsn: Lsn) {
         let header = self.log.header();
@@ -562,5 +617,50 @@ impl<M: StateMachine> Writer<M> {
         if let Some(newest) = self.gens.back() {
             live.head_generation = newest.number;
         }
+    }
+}
+
+impl<M: StateMachine> Inner<M> {
+    /// Validates, encodes and queues `op` for the writer; the slot is answered once it is durable and applied
+    /// (`wakes_task`: by waking a task's waker, for [`Engine::commit_async`]).
+    pub(super) fn enqueue(&self, op: M::Op, wakes_task: bool) -> Result<CommitSlot<M::Output>> {
+        self.check_poison()?;
+        self.check_fence()?;
+        self.state.machine.validate(&op).map_err(Into::into)?;
+        let payload = codec::encode_record(&op, M::attachment(&op))?;
+        if payload.len() > MAX_RECORD_LEN {
+            return Err(Error::RecordTooLarge { len: payload.len(), max: MAX_RECORD_LEN });
+        }
+        let slot = Arc::new(Slot::new(wakes_task));
+        {
+            let mut queue = self.queue.lock();
+            if queue.shutdown {
+                return Err(Error::Dismounted);
+            }
+            queue.pending.push(Pending::new(payload, M::scope(&op), Arc::clone(&slot)));
+        }
+        self.wake.notify_one();
+        Ok(slot)
+    }
+}
+
+/// The future of [`Engine::commit_async`]: the answer [`Engine::commit`] would give.
+#[must_use = "the operation is queued either way; the future only carries its answer"]
+pub struct CommitFuture<O>(pub(crate) std::result::Result<CommitSlot<O>, Option<Error>>);
+
+impl<O> std::future::Future for CommitFuture<O> {
+    type Output = Result<Committed<O>>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match &mut self.0 {
+            Ok(slot) => slot.poll_answer(cx),
+            Err(e) => std::task::Poll::Ready(Err(e.take().unwrap_or(Error::Dismounted))),
+        }
+    }
+}
+
+impl<O> std::fmt::Debug for CommitFuture<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitFuture").finish_non_exhaustive()
     }
 }

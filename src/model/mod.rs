@@ -157,6 +157,10 @@ impl StateMachine for MailStore {
         self.verify_counters(txn)
     }
 
+    fn scope(op: &MailOp) -> Option<Guid> {
+        op.mailbox()
+    }
+
     fn validate(&self, op: &MailOp) -> Result<(), MailError> {
         op.validate()?;
         // Only here, before logging: `apply` (and so replay) trusts the logged hash instead of hashing again.

@@ -30,6 +30,36 @@ impl Message<Vec<u8>> {
 }
 
 impl MailOp {
+    /// The mailbox the operation changes (`None` for the store's own body relocation): the key of its change
+    /// notifications (`Scope::Key`).
+    pub fn mailbox(&self) -> Option<Guid> {
+        match self {
+            MailOp::CreateMailbox { guid, .. } => Some(*guid),
+            MailOp::RelocateBodies { .. } => None,
+            MailOp::CreateFolder { mailbox, .. }
+            | MailOp::RenameFolder { mailbox, .. }
+            | MailOp::Append { mailbox, .. }
+            | MailOp::ReplaceItem { mailbox, .. }
+            | MailOp::StoreFlags { mailbox, .. }
+            | MailOp::CopyItems { mailbox, .. }
+            | MailOp::DeleteItems { mailbox, .. }
+            | MailOp::RecoverItems { mailbox, .. }
+            | MailOp::PurgeDeleted { mailbox, .. }
+            | MailOp::PurgeExpired { mailbox, .. }
+            | MailOp::PurgeItems { mailbox, .. }
+            | MailOp::SetRetention { mailbox, .. }
+            | MailOp::DeleteFolder { mailbox, .. }
+            | MailOp::Submit { mailbox, .. }
+            | MailOp::AcknowledgeSubmission { mailbox, .. }
+            | MailOp::TrimHistory { mailbox, .. }
+            | MailOp::DeleteMailbox { mailbox, .. }
+            | MailOp::RestoreMailbox { mailbox, .. }
+            | MailOp::PurgeMailbox { mailbox, .. }
+            | MailOp::SetQuota { mailbox, .. }
+            | MailOp::Expunge { mailbox, .. } => Some(*mailbox),
+        }
+    }
+
     /// The bytes the operation attaches to its log record: the message it stores, if any.
     pub(crate) fn attachment(&self) -> &[u8] {
         match self {

@@ -149,6 +149,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             stop: AtomicBool::new(false),
             write_gate: Mutex::new(()),
             snapshots: super::source::SnapshotServer::new(),
+            notify: Arc::default(),
             _machine: std::marker::PhantomData,
         });
         let state = Arc::new(state);
@@ -250,7 +251,25 @@ impl<M: StateMachine> PassiveCopy<M> {
     ///
     /// Give `min_epoch` as one more than the highest epoch any candidate copy reports, so that two copies
     /// activated one after the other can never share an epoch.
-    pub fn activate(mut self, dial: MountDial, min_epoch: u64, options: Options) -> Result<Engine<M>> {
+    ///
+    /// The copy's subscriptions ([`subscribe`](Self::subscribe)) carry over to the engine, and are woken once it
+    /// is mounted; if the activation fails they end with [`Error::Dismounted`].
+    pub fn activate(self, dial: MountDial, min_epoch: u64, options: Options) -> Result<Engine<M>> {
+        let notify = Arc::clone(&self.shared.notify);
+        let activated = self.activate_with(dial, min_epoch, options, Arc::clone(&notify));
+        if activated.is_err() {
+            notify.close(None);
+        }
+        activated
+    }
+
+    fn activate_with(
+        mut self,
+        dial: MountDial,
+        min_epoch: u64,
+        options: Options,
+        notify: Arc<crate::engine::notify::Hub>,
+    ) -> Result<Engine<M>> {
         // A copier blocked in a request to a dead or idle source is not waited for: once `stop` is set and the
         // write gate taken, it never writes again (see `Shared::write_gate`).
         self.stop_replayer_and_fence_copier();
@@ -273,7 +292,7 @@ impl<M: StateMachine> PassiveCopy<M> {
         if weak.upgrade().is_some() {
             return Err(ReplicationError::StateInUse.into());
         }
-        let engine = Engine::mount_with(&dir, options.create_if_missing(false), Some(epoch))?;
+        let engine = Engine::mount_with(&dir, options.create_if_missing(false), Some(epoch), notify)?;
         // The directory is an active database now.
         let path = dir.join(COPY_FILE);
         fs::remove_file(&path).at(&path)?;
@@ -294,6 +313,16 @@ impl<M: StateMachine> PassiveCopy<M> {
         for handle in [self.copier.take(), self.replayer.take()].into_iter().flatten() {
             let _ = handle.join();
         }
+        // Closed or activated: subscribers go to the engine that mounts it (`Error::Dismounted`).
+        self.shared.notify.close(None);
+    }
+
+    /// Subscribes to the changes this copy replays ([`Engine::subscribe`](crate::Engine::subscribe) on an
+    /// active): woken once a replayed batch is readable through [`read`](Self::read). Closing or activating the
+    /// copy ends the subscription with [`Error::Dismounted`]; subscribe again on the activated engine, and read
+    /// its state first (a state token tells what changed in between).
+    pub fn subscribe(&self, scope: crate::engine::Scope) -> crate::engine::Subscription {
+        self.shared.notify.subscribe(scope)
     }
 
     /// Stops the replayer (joined) and the copier (fenced off by the write gate, left to return on its own).

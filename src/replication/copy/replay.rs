@@ -16,7 +16,7 @@ use crate::error::{CodecError, Error, Result};
 use crate::log::reader::{Batch, BatchReader, Extent};
 use crate::log::truncate::{self, Truncator};
 use crate::replication::ReplicationError;
-use crate::types::{Lsn, now_micros};
+use crate::types::{Guid, Lsn, now_micros};
 
 /// A batch read from the copy's log and decoded ahead of its replay.
 struct Prepared<M: StateMachine> {
@@ -201,17 +201,21 @@ impl<M: StateMachine> Replayer<M> {
                 format!("replay stands at LSN {} but the next batch starts at {}", from - 1, records[0].lsn),
             ));
         }
+        let scopes: Vec<Option<Guid>> =
+            if self.shared.notify.active() { ops.iter().map(M::scope).collect() } else { Vec::new() };
         // Rejections were rejections on the active too: the record is a no-op either way.
         let applied = self.state.apply_decoded(&records, Some(ops), &self.stats);
         drop(records);
         BatchReader::recycle(&self.recycled, batch.into_buffers());
-        applied?;
+        let outcomes = applied?;
         {
             let mut p = self.shared.progress.lock();
             p.replayed_lsn = last;
             p.replayed_micros = now_micros();
         }
         self.shared.changed.notify_all();
+        let keys = scopes.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).filter_map(|(scope, _)| *scope);
+        self.shared.notify.publish(last, keys);
         self.since_checkpoint += bytes as u64;
         if self.since_checkpoint >= self.shared.options.checkpoint_depth {
             self.checkpoint()?;

@@ -143,6 +143,8 @@ pub(super) struct Shared<M: StateMachine> {
     /// in a request and is left to finish on its own.
     pub(super) write_gate: Mutex<()>,
     pub(super) snapshots: crate::replication::source::SnapshotServer,
+    /// Change subscriptions, woken after each replayed batch.
+    pub(super) notify: Arc<crate::engine::notify::Hub>,
     pub(super) _machine: std::marker::PhantomData<fn() -> M>,
 }
 
