@@ -78,6 +78,11 @@ fn online_full_and_incremental_backups_restore_to_end_lsn_and_time() {
 
     // Until a backup holds them, the generations stay; more deliveries, then an incremental.
     deliver_n(&db, mbx, 100, &history, &done);
+    // An atomic batch (one record) is rolled forward like any record: each of its messages with its own bytes.
+    let inbox = db.read(|s, txn| s.folder_by_role(txn, &mbx, FolderRole::Inbox)).unwrap().unwrap().id;
+    let parts = (0..5).map(|k| format!("Subject: part {k}\r\n\r\n{}\r\n", "x".repeat(100 * k)).into_bytes());
+    let lsn = db.commit(MailOp::batch(parts.map(|raw| MailOp::append(mbx, inbox, raw, Flags::empty(), vec![]))));
+    record(&db, lsn.unwrap().lsn, &history);
     db.checkpoint().unwrap();
     let kept = files_in(&source.join(LOGS_DIR));
     let incremental = backup::incremental_backup(&db, &target).unwrap();

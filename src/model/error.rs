@@ -277,4 +277,33 @@ pub enum MailError {
         /// The message's size.
         size: usize,
     },
+
+    // Batches.
+    /// An operation of a [`MailOp::Batch`](super::MailOp::Batch) was refused, so the batch was: nothing of it was
+    /// applied. `cause` is the operation's own refusal (match it as if the operation had been committed alone);
+    /// fix or drop the operation at `index` and commit the batch again.
+    #[error("operation {index} of the batch was refused, so nothing of the batch was applied: {cause}")]
+    BatchRefused {
+        /// The operation's position in the batch, from 0.
+        index: usize,
+        /// Why it was refused.
+        cause: Box<MailError>,
+    },
+    /// A batch that breaks the rules of batches (1 to `MAX_BATCH_OPS` operations of one mailbox, none of them a
+    /// batch): split it, or commit the odd operation alone.
+    #[error("the batch {rule}")]
+    InvalidBatch {
+        /// The rule it breaks, with the operation's index where one is at fault.
+        rule: String,
+    },
+    /// The messages of a batch together are larger than one record holds: commit them in several batches.
+    #[error(
+        "the batch's messages have {size} bytes together, more than the {limit} bytes one batch may hold; split it"
+    )]
+    BatchTooLarge {
+        /// Their size.
+        size: u64,
+        /// The limit ([`MAX_MESSAGE_SIZE`](super::MAX_MESSAGE_SIZE)).
+        limit: u64,
+    },
 }

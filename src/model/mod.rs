@@ -36,7 +36,9 @@ use crate::time::Timestamp;
 use crate::types::Guid;
 
 pub use error::{MailError, QuotaKind};
-pub use ops::{Change, ChangeKind, Entity, FlagAction, MAX_MESSAGE_SIZE, MailOp, MailOutput, Submission};
+pub use ops::{
+    Change, ChangeKind, Entity, FlagAction, MAX_BATCH_OPS, MAX_MESSAGE_SIZE, MailOp, MailOutput, Submission,
+};
 pub use restore::{MailboxRecovery, recover_mailbox};
 pub use summary::{AddressRef, Addresses, ItemSummary, Strings};
 
@@ -119,8 +121,9 @@ impl Records {
 impl StateMachine for MailStore {
     const NAME: &'static str = "mailbox";
     /// Version 2: message bodies live in the log (`bodies`), not in the state store. Version 3: `Expunge` and
-    /// `PurgeMailbox` carry their time (holds keep expunged items).
-    const FORMAT: u32 = 3;
+    /// `PurgeMailbox` carry their time (holds keep expunged items). Version 4: atomic batches (`MailOp::Batch`), a
+    /// record a version-3 reader could not decode.
+    const FORMAT: u32 = 4;
     type Op = MailOp;
     type Output = MailOutput;
     type Rejection = MailError;

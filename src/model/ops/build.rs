@@ -9,7 +9,7 @@ use crate::time::Timestamp;
 use crate::types::Guid;
 
 use super::{
-    FlagAction, MAX_ADDRESS, MAX_FOLDER_NAME, MAX_KEYWORD, MAX_MESSAGE_SIZE, MAX_UIDS_PER_OP, MailOp, Message,
+    FlagAction, MAX_ADDRESS, MAX_FOLDER_NAME, MAX_KEYWORD, MAX_MESSAGE_SIZE, MAX_UIDS_PER_OP, MailOp, Message, batch,
 };
 
 fn uidvalidity_now() -> u32 {
@@ -36,6 +36,7 @@ impl MailOp {
         match self {
             MailOp::CreateMailbox { guid, .. } => Some(*guid),
             MailOp::RelocateBodies { .. } => None,
+            MailOp::Batch { ops, .. } => ops.first().and_then(MailOp::mailbox),
             MailOp::CreateFolder { mailbox, .. }
             | MailOp::RenameFolder { mailbox, .. }
             | MailOp::Append { mailbox, .. }
@@ -66,7 +67,8 @@ impl MailOp {
             MailOp::Append { raw, .. }
             | MailOp::ReplaceItem { raw, .. }
             | MailOp::Submit { raw, .. }
-            | MailOp::RelocateBodies { raw, .. } => raw,
+            | MailOp::RelocateBodies { raw, .. }
+            | MailOp::Batch { raw, .. } => raw,
             _ => &[],
         }
     }
@@ -154,17 +156,21 @@ impl MailOp {
 
     /// Checks that the content hash an operation carries is the hash of its bytes (see [`ContentHash`]).
     pub(crate) fn check_content(&self) -> Result<(), MailError> {
+        self.check_content_of(self.attachment())
+    }
+
+    /// [`check_content`](Self::check_content) against `raw` as the operation's bytes (a batch's part's slice).
+    pub(super) fn check_content_of(&self, raw: &[u8]) -> Result<(), MailError> {
         match self {
-            MailOp::Append { content, raw, .. }
-            | MailOp::ReplaceItem { content, raw, .. }
-            | MailOp::Submit { content, raw, .. }
+            MailOp::Append { content, .. } | MailOp::ReplaceItem { content, .. } | MailOp::Submit { content, .. }
                 if *content != ContentHash::of(raw) =>
             {
                 Err(MailError::ContentHashMismatch { size: raw.len() })
             }
+            MailOp::Batch { ops, lengths, .. } => batch::check_content(ops, lengths, raw),
             // Every relocated body must be the content it claims to be: a relocation rewrites where it is read from.
-            MailOp::RelocateBodies { contents, raw, .. } => {
-                let mut rest = &raw[..];
+            MailOp::RelocateBodies { contents, .. } => {
+                let mut rest = raw;
                 for (hash, len) in contents {
                     let Some((body, after)) = rest.split_at_checked(*len as usize) else {
                         return Err(MailError::ContentHashMismatch { size: raw.len() });
@@ -182,6 +188,12 @@ impl MailOp {
 
     /// Checks what can be checked without the state: names, sizes, keyword syntax.
     pub(crate) fn validate(&self) -> Result<(), MailError> {
+        self.validate_attached(self.attachment().len())
+    }
+
+    /// [`validate`](Self::validate) with `attached` bytes as the message's (or a batch's messages'): the
+    /// operation's own before logging, its record's attachment when applied.
+    pub(super) fn validate_attached(&self, attached: usize) -> Result<(), MailError> {
         match self {
             MailOp::CreateMailbox { address, display_name, uidvalidity, .. } => {
                 check_address(address)?;
@@ -195,9 +207,9 @@ impl MailOp {
                 check_uidvalidity(*uidvalidity)
             }
             MailOp::RenameFolder { name, .. } => check_folder_name(name),
-            MailOp::Append { raw, keywords, .. } => {
-                if raw.len() > MAX_MESSAGE_SIZE {
-                    return Err(too_large(raw));
+            MailOp::Append { keywords, .. } => {
+                if attached > MAX_MESSAGE_SIZE {
+                    return Err(too_large(attached));
                 }
                 check_keywords(keywords)
             }
@@ -208,9 +220,9 @@ impl MailOp {
             MailOp::CopyItems { uids, .. } | MailOp::DeleteItems { uids, .. } | MailOp::RecoverItems { uids, .. } => {
                 check_uids(uids)
             }
-            MailOp::Submit { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => Err(too_large(raw)),
+            MailOp::Submit { .. } if attached > MAX_MESSAGE_SIZE => Err(too_large(attached)),
             MailOp::PurgeItems { uids, .. } => check_uids(uids),
-            MailOp::ReplaceItem { raw, .. } if raw.len() > MAX_MESSAGE_SIZE => Err(too_large(raw)),
+            MailOp::ReplaceItem { .. } if attached > MAX_MESSAGE_SIZE => Err(too_large(attached)),
             MailOp::ReplaceItem { .. } => Ok(()),
             MailOp::Submit { .. }
             | MailOp::AcknowledgeSubmission { .. }
@@ -236,13 +248,14 @@ impl MailOp {
                 Err(MailError::TooManyUids { count: contents.len(), max: MAX_UIDS_PER_OP })
             }
             MailOp::RelocateBodies { .. } => Ok(()),
+            MailOp::Batch { ops, lengths, .. } => batch::validate(ops, lengths, attached),
         }
     }
 }
 
-/// [`MailError::MessageTooLarge`] for a message above [`MAX_MESSAGE_SIZE`].
-fn too_large(raw: &[u8]) -> MailError {
-    MailError::MessageTooLarge { size: raw.len() as u64, limit: MAX_MESSAGE_SIZE as u64 }
+/// [`MailError::MessageTooLarge`] for a message of `size` bytes, above [`MAX_MESSAGE_SIZE`].
+fn too_large(size: usize) -> MailError {
+    MailError::MessageTooLarge { size: size as u64, limit: MAX_MESSAGE_SIZE as u64 }
 }
 
 fn check_uidvalidity(v: u32) -> Result<(), MailError> {

@@ -1,6 +1,7 @@
 //! The logged operations of the mailbox model ([`MailOp`], [`MailOutput`]) and the one function that applies
 //! them, [`apply`], which hands each operation to the module owning what it changes.
 
+mod batch;
 mod build;
 mod folder;
 mod history;
@@ -37,6 +38,8 @@ pub const MAX_MESSAGE_SIZE: usize = 48 << 20;
 pub const MAX_UIDS_PER_OP: usize = 100_000;
 /// The longest keyword, in bytes.
 pub const MAX_KEYWORD: usize = 128;
+/// The most operations one [`MailOp::Batch`] may hold (JMAP servers commonly allow 500 objects per `/set`).
+pub const MAX_BATCH_OPS: usize = 10_000;
 
 /// How [`MailOp::StoreFlags`] combines the given flags with an item's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,6 +376,18 @@ pub enum MailOp {
         #[serde(skip)]
         raw: Vec<u8>,
     },
+    /// Several operations of one mailbox in one record, applied in order, all or none; build it with
+    /// [`MailOp::batch`], which checks nothing and moves the operations' messages into `raw` (the commit checks).
+    Batch {
+        /// The operations, in order (none of them a batch).
+        ops: Vec<MailOp>,
+        /// Per operation, the length of the message it stores (0 for one storing none): their bytes follow each
+        /// other in `raw` in this order.
+        lengths: Vec<u32>,
+        /// The messages' bytes: the record's attachment, like [`MailOp::Append`]'s.
+        #[serde(skip)]
+        raw: Vec<u8>,
+    },
 }
 
 /// What applying a [`MailOp`] returns.
@@ -492,6 +507,8 @@ pub enum MailOutput {
         /// How many moved (the others were gone or elsewhere by then).
         moved: u32,
     },
+    /// A batch was applied: each operation's output, in order.
+    Batch(Vec<MailOutput>),
 }
 
 /// What applying an operation returns.
@@ -526,7 +543,7 @@ fn storage(e: Error) -> ApplyError<MailError> {
 /// Applies one operation. Deterministic: it reads only the transaction (with what the transaction's earlier
 /// operations gathered for it, see `bodies`) and the operation.
 pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, op: MailOp) -> Applied {
-    op.validate().map_err(reject)?;
+    op.validate_attached(ctx.attachment.len()).map_err(reject)?;
     // The message an operation stores is its record's attachment; its body id is the record's LSN.
     let len = u32::try_from(ctx.attachment.len()).map_err(|_| {
         reject(MailError::MessageTooLarge { size: ctx.attachment.len() as u64, limit: MAX_MESSAGE_SIZE as u64 })
@@ -580,6 +597,7 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, o
         MailOp::PurgeMailbox { mailbox, now } => mailbox::purge(Tx::new(s, txn, mailbox), now),
         MailOp::SetQuota { mailbox, quota } => mailbox::set_quota(Tx::new(s, txn, mailbox), quota),
         MailOp::Expunge { mailbox, folder, uids, at } => item::expunge(Tx::new(s, txn, mailbox), folder, uids, at),
+        MailOp::Batch { ops, lengths, .. } => batch::apply(s, txn, ctx, ops, lengths),
         MailOp::RelocateBodies { generation, contents, .. } => {
             let t = s.body_tables();
             if contents.iter().map(|(_, len)| u64::from(*len)).sum::<u64>() != u64::from(raw.len) {
