@@ -204,3 +204,24 @@ fn a_passive_copy_wakes_on_replay_and_across_its_activation() {
     engine.dismount().unwrap();
     assert!(matches!(sub.wait(Duration::from_secs(5)), Err(Error::Dismounted)));
 }
+
+#[test]
+fn deliver_async_answers_as_deliver_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: MailEngine = Engine::mount(dir.path(), Options::default()).unwrap();
+    let op = MailOp::create_mailbox("erin@example.com", "Erin", MailboxKind::User);
+    let erin = op.mailbox().unwrap();
+    db.commit(op).unwrap();
+    let committed = block_on(db.deliver_async(erin, None, b"Subject: a\r\n\r\nx\r\n".to_vec())).unwrap();
+    assert!(matches!(committed.output, mailstore::model::MailOutput::Appended { uid: 1, .. }), "{committed:?}");
+    // Refusals found before logging resolve at once, typed as `deliver` gives them.
+    let stranger = Guid([7; 16]);
+    match block_on(db.deliver_async(stranger, None, b"x".to_vec())) {
+        Err(Error::Mail(mailstore::model::MailError::NoSuchMailbox { mailbox })) => assert_eq!(mailbox, stranger),
+        other => panic!("{other:?}"),
+    }
+    match block_on(db.deliver_async(erin, Some("Nowhere"), b"x".to_vec())) {
+        Err(Error::Mail(mailstore::model::MailError::NoSuchFolderPath { path, .. })) => assert_eq!(path, "Nowhere"),
+        other => panic!("{other:?}"),
+    }
+}

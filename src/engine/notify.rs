@@ -20,6 +20,12 @@ use crate::error::{Error, Result};
 use crate::types::{Guid, Lsn};
 
 /// What a [`Subscription`] covers.
+///
+/// There is no folder scope: to watch one folder (IMAP IDLE on a selected folder), subscribe to its mailbox and
+/// compare the folder's HIGHESTMODSEQ with the one last seen after each wake-up — one lookup per wake-up, where a
+/// folder key would make every operation name each folder it touches (a move two, a folder deletion a subtree).
+/// The wake-up carries the LSN at which the change became readable; the state token to hand a client (the
+/// mailbox's or folder's MODSEQ) is read after it. Subscribe before reading the token, and no change is missed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Every change to the database.

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::engine::{ApplyContext, ApplyError, Attachments, Engine, SegmentUsage, StateMachine};
+use crate::engine::{ApplyContext, ApplyError, Attachments, CommitFuture, Engine, SegmentUsage, StateMachine};
 use crate::error::{CodecError, Result};
 use crate::time::Timestamp;
 use crate::types::Guid;
@@ -643,6 +643,21 @@ impl Engine<MailStore> {
     /// through the wrong database) is [`MailError::NoSuchMailbox`]. [`Store::deliver`](crate::Store::deliver)
     /// finds the database itself.
     pub fn deliver(&self, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
+        Ok(self.commit(self.delivery(mailbox, folder, raw)?)?.output)
+    }
+
+    /// [`deliver`](Self::deliver) for async code ([`Engine::commit_async`]): the folder is looked up now (a short
+    /// read), and the future resolves once the message is durable and applied, with the same answers and
+    /// refusals as `deliver`.
+    pub fn deliver_async(&self, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> CommitFuture<MailOutput> {
+        match self.delivery(mailbox, folder, raw) {
+            Ok(op) => self.commit_async(op),
+            Err(e) => CommitFuture(Err(Some(e))),
+        }
+    }
+
+    /// The append a delivery commits, its folder looked up (see [`deliver`](Self::deliver)).
+    fn delivery(&self, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOp> {
         let (exists, target) = self.read(|s, txn| {
             let target = match folder {
                 Some(path) => s.folder_by_path(txn, &mailbox, path)?,
@@ -656,7 +671,7 @@ impl Engine<MailStore> {
             Some(path) => MailError::NoSuchFolderPath { mailbox, path: path.to_owned() },
             None => MailError::NoWellKnownFolder { mailbox, role: FolderRole::Inbox },
         })?;
-        Ok(self.commit(MailOp::append(mailbox, target.id, raw, Flags::empty(), Vec::new()))?.output)
+        Ok(MailOp::append(mailbox, target.id, raw, Flags::empty(), Vec::new()))
     }
 }
 
