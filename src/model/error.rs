@@ -271,6 +271,12 @@ pub enum MailError {
         /// The rule they break.
         rule: &'static str,
     },
+    /// Housekeeping asked for something it cannot do.
+    #[error("invalid housekeeping: {rule}")]
+    InvalidHousekeeping {
+        /// The rule broken.
+        rule: &'static str,
+    },
     /// The content hash an operation carries is not the hash of its message's bytes (an operation built by hand).
     #[error("the content hash is not the hash of the message's {size} bytes")]
     ContentHashMismatch {

@@ -15,6 +15,7 @@ mod databases;
 use databases::{MailDatabases, TABLES};
 pub mod envelope;
 mod error;
+mod housekeeping;
 mod keys;
 mod ops;
 mod restore;
@@ -36,6 +37,7 @@ use crate::time::Timestamp;
 use crate::types::Guid;
 
 pub use error::{MailError, QuotaKind};
+pub use housekeeping::{Housekeeper, HousekeepingOptions, HousekeepingReport, housekeep_due};
 pub use ops::{
     Change, ChangeKind, Entity, FlagAction, MAX_BATCH_OPS, MAX_MESSAGE_SIZE, MailOp, MailOutput, Submission,
 };
@@ -121,8 +123,8 @@ impl Records {
 impl StateMachine for MailStore {
     const NAME: &'static str = "mailbox";
     /// Version 2: message bodies live in the log (`bodies`), not in the state store. Version 3: `Expunge` and
-    /// `PurgeMailbox` carry their time (holds keep expunged items). Version 4: atomic batches (`MailOp::Batch`), a
-    /// record a version-3 reader could not decode.
+    /// `PurgeMailbox` carry their time (holds keep expunged items). Version 4: atomic batches (`MailOp::Batch`) and
+    /// housekeeping (`MailOp::Housekeep`, `MailboxInfo::housekept`), which a version-3 reader could not decode.
     const FORMAT: u32 = 4;
     type Op = MailOp;
     type Output = MailOutput;

@@ -352,9 +352,12 @@ pub struct MailboxInfo {
     /// Deleted-item retention (default 14 days; stored as whole microseconds).
     #[serde(with = "crate::time::duration_micros")]
     pub retention: Duration,
-    /// Set while the mailbox is soft-deleted ): its content is kept until it
-    /// is purged or restored, and it takes no other operation.
+    /// Set while the mailbox is soft-deleted: its content is kept until it is purged or restored, and it takes
+    /// no other operation.
     pub deleted: Option<Timestamp>,
+    /// When housekeeping ([`MailOp::Housekeep`](crate::model::MailOp::Housekeep), run by the
+    /// [`Housekeeper`](crate::model::Housekeeper)) last ran on it; `None` before the first time.
+    pub housekept: Option<Timestamp>,
     pub(crate) next_folder_id: FolderId,
     pub(crate) next_item_id: ItemId,
 }

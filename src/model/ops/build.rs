@@ -57,7 +57,8 @@ impl MailOp {
             | MailOp::RestoreMailbox { mailbox, .. }
             | MailOp::PurgeMailbox { mailbox, .. }
             | MailOp::SetQuota { mailbox, .. }
-            | MailOp::Expunge { mailbox, .. } => Some(*mailbox),
+            | MailOp::Expunge { mailbox, .. }
+            | MailOp::Housekeep { mailbox, .. } => Some(*mailbox),
         }
     }
 
@@ -249,6 +250,10 @@ impl MailOp {
             }
             MailOp::RelocateBodies { .. } => Ok(()),
             MailOp::Batch { ops, lengths, .. } => batch::validate(ops, lengths, attached),
+            MailOp::Housekeep { keep_changes: 0, .. } => {
+                Err(MailError::InvalidHousekeeping { rule: "keep_changes must be at least 1" })
+            }
+            MailOp::Housekeep { .. } => Ok(()),
         }
     }
 }

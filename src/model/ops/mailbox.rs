@@ -46,6 +46,7 @@ pub(super) fn create(
         retention: DEFAULT_RETENTION,
         history_floor: 0,
         deleted: None,
+        housekept: None,
         next_folder_id: 1,
         next_item_id: 1,
     };

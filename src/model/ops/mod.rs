@@ -5,6 +5,7 @@ mod batch;
 mod build;
 mod folder;
 mod history;
+mod housekeep;
 mod item;
 mod mailbox;
 mod recoverable;
@@ -376,6 +377,19 @@ pub enum MailOp {
         #[serde(skip)]
         raw: Vec<u8>,
     },
+    /// The periodic housekeeping of one mailbox, as the [`Housekeeper`](crate::model::Housekeeper) runs it:
+    /// purges what Recoverable Items holds past its retention at `now` (as [`MailOp::PurgeExpired`]: nothing
+    /// under litigation hold), trims the change log to its newest `keep_changes` MODSEQs (as
+    /// [`MailOp::TrimHistory`]), and records `now` as the mailbox's `housekept` time, so that a scheduler resuming
+    /// after a crash or a failover (the time replicates with the log) does not run it again before it is due.
+    Housekeep {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The current time (decided before logging).
+        now: Timestamp,
+        /// How many of the newest MODSEQs keep their changes (at least 1).
+        keep_changes: u64,
+    },
     /// Several operations of one mailbox in one record, applied in order, all or none; build it with
     /// [`MailOp::batch`], which checks nothing and moves the operations' messages into `raw` (the commit checks).
     Batch {
@@ -507,6 +521,13 @@ pub enum MailOutput {
         /// How many moved (the others were gone or elsewhere by then).
         moved: u32,
     },
+    /// A mailbox was housekept.
+    Housekept {
+        /// Items purged from Recoverable Items.
+        purged: u64,
+        /// Change entries trimmed.
+        trimmed: u64,
+    },
     /// A batch was applied: each operation's output, in order.
     Batch(Vec<MailOutput>),
 }
@@ -597,6 +618,7 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, o
         MailOp::PurgeMailbox { mailbox, now } => mailbox::purge(Tx::new(s, txn, mailbox), now),
         MailOp::SetQuota { mailbox, quota } => mailbox::set_quota(Tx::new(s, txn, mailbox), quota),
         MailOp::Expunge { mailbox, folder, uids, at } => item::expunge(Tx::new(s, txn, mailbox), folder, uids, at),
+        MailOp::Housekeep { mailbox, now, keep_changes } => housekeep::apply(s, txn, mailbox, now, keep_changes),
         MailOp::Batch { ops, lengths, .. } => batch::apply(s, txn, ctx, ops, lengths),
         MailOp::RelocateBodies { generation, contents, .. } => {
             let t = s.body_tables();
