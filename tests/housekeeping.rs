@@ -124,7 +124,9 @@ fn a_schedule_resumes_after_a_remount_and_a_failover_without_repeating_a_mailbox
     // last here, waits although the store lists it first).
     let smallest = times.iter().map(|(g, _)| *g).min().unwrap();
     let last = later.saturating_add(Duration::from_secs(180));
-    new_active.commit(MailOp::Housekeep { mailbox: smallest, now: last, keep_changes: 100_000 }).unwrap();
+    new_active
+        .commit(MailOp::Housekeep { mailbox: smallest, now: last, keep_changes: 100_000, audit_before: last })
+        .unwrap();
     let mut waiting: Vec<(Timestamp, Guid)> =
         housekept(&new_active).into_iter().map(|(g, t)| (t.unwrap(), g)).collect();
     waiting.sort();
@@ -170,7 +172,12 @@ fn the_housekeeper_runs_cycles_until_stopped_and_holds_no_handle() {
     housekeeper.stop();
     let db = Arc::into_inner(db).expect("the housekeeper holds no handle once stopped");
     assert!(matches!(
-        db.commit(MailOp::Housekeep { mailbox: Guid([1; 16]), now: Timestamp::now(), keep_changes: 0 }),
+        db.commit(MailOp::Housekeep {
+            mailbox: Guid([1; 16]),
+            now: Timestamp::now(),
+            keep_changes: 0,
+            audit_before: Timestamp::now()
+        }),
         Err(Error::Mail(mailstore::model::MailError::InvalidHousekeeping { .. }))
     ));
     db.dismount().unwrap();

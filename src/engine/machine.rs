@@ -24,6 +24,9 @@ pub struct ApplyContext<'a> {
     pub lsn: Lsn,
     /// The epoch of the generation the record was written in.
     pub epoch: u64,
+    /// When the record was committed, as its frame records it: decided by the writer before the record was
+    /// written, so the same wherever and whenever the record is applied (the audit trail's time).
+    pub committed: crate::time::Timestamp,
     /// The record's attachment ([`StateMachine::attachment`] of the operation when it was committed), as the log
     /// holds it: the operation decoded from the record carries none of it.
     pub attachment: &'a [u8],

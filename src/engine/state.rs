@@ -548,6 +548,7 @@ fn context<'r>(record: &RecordRef<'r>) -> Result<ApplyContext<'r>, Failure> {
     Ok(ApplyContext {
         lsn: record.lsn,
         epoch: record.epoch,
+        committed: crate::time::Timestamp::from_micros(record.commit_micros),
         attachment,
         attachment_at: Place { generation: record.generation, offset: record.offset + skip },
     })

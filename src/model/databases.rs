@@ -12,7 +12,7 @@ use crate::engine::Attachments;
 use crate::error::{Error, Result};
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-pub(super) const TABLES: [&str; 12] = [
+pub(super) const TABLES: [&str; 13] = [
     "mail.mailboxes",
     "mail.addresses",
     "mail.folders",
@@ -25,6 +25,7 @@ pub(super) const TABLES: [&str; 12] = [
     "mail.blob_refs",
     "mail.segments",
     "mail.placed",
+    "mail.audit",
 ];
 
 /// [`MailStore`]'s databases while their opening transaction is live.
@@ -57,6 +58,7 @@ impl OnCommit for MailDatabases<'_> {
             blob_refs: t[9],
             segments: t[10],
             placed: t[11],
+            audit: t[12],
             attachments: self.1,
             records: Mutex::new(Records::default()),
         }

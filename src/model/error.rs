@@ -271,6 +271,12 @@ pub enum MailError {
         /// The rule they break.
         rule: &'static str,
     },
+    /// An audited operation that breaks the rules of [`MailOp::Audited`](super::MailOp::Audited).
+    #[error("invalid audited operation: {rule}")]
+    InvalidAudit {
+        /// The rule broken.
+        rule: &'static str,
+    },
     /// Housekeeping asked for something it cannot do.
     #[error("invalid housekeeping: {rule}")]
     InvalidHousekeeping {

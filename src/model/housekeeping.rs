@@ -39,7 +39,7 @@ use crate::model::{MailEngine, MailOp, MailOutput};
 use crate::time::Timestamp;
 
 /// When and how much housekeeping runs. `Default`: every mailbox once a day, a cycle a minute of at most 100
-/// mailboxes, the newest 100,000 changes of each kept.
+/// mailboxes, the newest 100,000 changes of each kept, audit entries kept 90 days.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct HousekeepingOptions {
@@ -51,6 +51,8 @@ pub struct HousekeepingOptions {
     pub tick: Duration,
     /// How many of each mailbox's newest MODSEQs keep their changes (QRESYNC, JMAP `/changes`); at least 1.
     pub keep_changes: u64,
+    /// How long audit entries are kept (the audit trail's retention; Exchange's default is 90 days).
+    pub audit_retention: Duration,
 }
 
 impl Default for HousekeepingOptions {
@@ -60,6 +62,7 @@ impl Default for HousekeepingOptions {
             budget: 100,
             tick: Duration::from_secs(60),
             keep_changes: 100_000,
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -80,6 +83,12 @@ impl HousekeepingOptions {
     /// Sets [`tick`](Self::tick).
     pub fn tick(mut self, tick: Duration) -> Self {
         self.tick = tick;
+        self
+    }
+
+    /// Sets [`audit_retention`](Self::audit_retention).
+    pub fn audit_retention(mut self, retention: Duration) -> Self {
+        self.audit_retention = retention;
         self
     }
 
@@ -120,7 +129,8 @@ pub fn housekeep_due(db: &MailEngine, options: &HousekeepingOptions, now: Timest
     due.sort();
     let mut report = HousekeepingReport { due: due.len() as u64, ..HousekeepingReport::default() };
     for (_, mailbox) in due.into_iter().take(options.budget) {
-        let op = MailOp::Housekeep { mailbox, now, keep_changes: options.keep_changes };
+        let audit_before = now.saturating_sub(options.audit_retention);
+        let op = MailOp::Housekeep { mailbox, now, keep_changes: options.keep_changes, audit_before };
         match db.commit(op) {
             Ok(committed) => {
                 if let MailOutput::Housekept { purged, trimmed } = committed.output {

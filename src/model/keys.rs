@@ -11,12 +11,13 @@
 //! | `mail.folder_names` | GUID ‖ parent id (u64) ‖ lower-cased name | folder id (u64) |
 //! | `mail.items` | GUID ‖ item id (u64) | `ItemInfo` |
 //! | `mail.uids` | GUID ‖ folder id (u64) ‖ UID (u32) | listing record: item id (u64, big-endian) ‖ a full copy of the item laid out for reading in place (`summary`) |
-//! | `mail.bodies` | chunk id (u64) | chunk: body count (u32) ‖ per body: hash (32 bytes) ‖ offset (u32); then the raw RFC 5322 bytes of those bodies, back to back (`bodies`) |
-//! | `mail.blob_refs` | BLAKE3 hash of the raw bytes (32 bytes) | reference count (u64) ‖ body id: the LSN of the operation that stored it (u64) ‖ chunk id (u64) ‖ offset (u32) ‖ length (u32) |
-//! | `mail.chunks` | chunk id (u64) | bytes of the chunk still referenced (u64) ‖ bytes stored in it (u64) |
+//! | `mail.blob_refs` | BLAKE3 hash of the raw bytes (32 bytes) | reference count, body id (the LSN that stored it), where the bytes lie in the log (generation, offset) and their length (`bodies`) |
+//! | `mail.segments` | generation (u64) | bytes of the generation's bodies still referenced (u64) ‖ bytes stored in it (u64) |
+//! | `mail.placed` | generation (u64) ‖ offset (u64) | the content hash of the body stored there |
 //! | `mail.changes` | GUID ‖ MODSEQ (u64) ‖ index (u32) | `Change` |
 //! | `mail.received` | GUID ‖ folder id (u64) ‖ received time (u64) ‖ item id (u64) | empty |
 //! | `mail.submissions` | GUID ‖ item id (u64) | `Submission` |
+//! | `mail.audit` | GUID ‖ commit time (µs, u64) ‖ LSN (u64) ‖ index (u32) | `AuditEntry` (`audit`) |
 
 use crate::model::types::{FolderId, ItemId, ModSeq, Uid};
 use crate::types::Guid;

@@ -9,6 +9,7 @@
 //!
 //! Reading goes through [`crate::Engine::read`] with the methods of [`MailStore`].
 
+mod audit;
 mod bodies;
 mod check;
 mod databases;
@@ -36,6 +37,7 @@ use crate::error::{CodecError, Result};
 use crate::time::Timestamp;
 use crate::types::Guid;
 
+pub use audit::{Actor, ActorRole, AuditAction, AuditEntry};
 pub use error::{MailError, QuotaKind};
 pub use housekeeping::{Housekeeper, HousekeepingOptions, HousekeepingReport, housekeep_due};
 pub use ops::{
@@ -94,6 +96,7 @@ pub struct MailStore {
     blob_refs: Table,
     segments: Table,
     placed: Table,
+    audit: Table,
     /// Where message bodies are read from: the database's log and segments (see `bodies`).
     attachments: Attachments,
     /// Mailbox and folder records the current write transaction wrote (see [`Records`]).
@@ -561,6 +564,19 @@ impl MailStore {
                 recoverable_warning: m.recoverable_size > quota.recoverable_warning,
             }
         }))
+    }
+
+    /// The mailbox's audit trail from `from` (inclusive) to `to` (exclusive), oldest first, at most `limit`
+    /// entries (see `AuditEntry`: who did what to which items, written by the operations themselves).
+    pub fn audit(
+        &self,
+        txn: &RoTxn<'_>,
+        guid: &Guid,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        audit::read(self, txn, guid, from, to, limit)
     }
 
     /// What changed in mailbox `guid` since the state `since` (a MODSEQ, e.g. a previous

@@ -17,6 +17,7 @@ use heed::RwTxn;
 
 use crate::engine::{ApplyContext, ApplyError, Place};
 use crate::model::MailStore;
+use crate::model::audit::Actor;
 use crate::model::error::MailError;
 
 use super::{Applied, MAX_BATCH_OPS, MAX_MESSAGE_SIZE, MailOp, MailOutput, reject};
@@ -51,7 +52,16 @@ impl MailOp {
     fn message_bytes_mut(&mut self) -> Option<&mut Vec<u8>> {
         match self {
             MailOp::Append { raw, .. } | MailOp::ReplaceItem { raw, .. } | MailOp::Submit { raw, .. } => Some(raw),
+            MailOp::Audited { op, .. } => op.message_bytes_mut(),
             _ => None,
+        }
+    }
+
+    /// The operation itself, or the one an audited operation wraps.
+    fn unwrapped(&self) -> &MailOp {
+        match self {
+            MailOp::Audited { op, .. } => op,
+            op => op,
         }
     }
 }
@@ -76,7 +86,7 @@ pub(super) fn validate(ops: &[MailOp], lengths: &[u32], attached: usize) -> Resu
     let mailbox = ops[0].mailbox();
     for (index, (op, len)) in ops.iter().zip(lengths).enumerate() {
         let refused = |cause| MailError::BatchRefused { index, cause: Box::new(cause) };
-        match op {
+        match op.unwrapped() {
             MailOp::Batch { .. } => return invalid(format!("holds a batch at {index}; batches do not nest")),
             MailOp::RelocateBodies { .. } => return invalid(format!("holds the store's own relocation at {index}")),
             _ if op.mailbox() != mailbox => {
@@ -113,6 +123,7 @@ pub(super) fn apply(
     ctx: ApplyContext<'_>,
     ops: Vec<MailOp>,
     lengths: Vec<u32>,
+    actor: Option<&Actor>,
 ) -> Applied {
     let mut outputs = Vec::with_capacity(ops.len());
     let mut offset = 0usize;
@@ -125,7 +136,7 @@ pub(super) fn apply(
         };
         let place = Place { offset: ctx.attachment_at.offset + offset as u64, ..ctx.attachment_at };
         let part = ApplyContext { attachment, attachment_at: place, ..ctx };
-        match super::apply(s, txn, part, op) {
+        match super::apply_as(s, txn, part, op, actor) {
             Ok(output) => outputs.push(output),
             Err(ApplyError::Reject(cause)) => {
                 return Err(reject(MailError::BatchRefused { index, cause: Box::new(cause) }));

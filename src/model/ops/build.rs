@@ -58,7 +58,9 @@ impl MailOp {
             | MailOp::PurgeMailbox { mailbox, .. }
             | MailOp::SetQuota { mailbox, .. }
             | MailOp::Expunge { mailbox, .. }
-            | MailOp::Housekeep { mailbox, .. } => Some(*mailbox),
+            | MailOp::Housekeep { mailbox, .. }
+            | MailOp::RecordAccess { mailbox, .. } => Some(*mailbox),
+            MailOp::Audited { op, .. } => op.mailbox(),
         }
     }
 
@@ -70,6 +72,7 @@ impl MailOp {
             | MailOp::Submit { raw, .. }
             | MailOp::RelocateBodies { raw, .. }
             | MailOp::Batch { raw, .. } => raw,
+            MailOp::Audited { op, .. } => op.attachment(),
             _ => &[],
         }
     }
@@ -169,6 +172,7 @@ impl MailOp {
                 Err(MailError::ContentHashMismatch { size: raw.len() })
             }
             MailOp::Batch { ops, lengths, .. } => batch::check_content(ops, lengths, raw),
+            MailOp::Audited { op, .. } => op.check_content_of(raw),
             // Every relocated body must be the content it claims to be: a relocation rewrites where it is read from.
             MailOp::RelocateBodies { contents, .. } => {
                 let mut rest = raw;
@@ -254,6 +258,19 @@ impl MailOp {
                 Err(MailError::InvalidHousekeeping { rule: "keep_changes must be at least 1" })
             }
             MailOp::Housekeep { .. } => Ok(()),
+            MailOp::Audited { op, .. } if matches!(**op, MailOp::Audited { .. }) => {
+                Err(MailError::InvalidAudit { rule: "an audited operation does not nest" })
+            }
+            MailOp::Audited { actor, op } => {
+                if actor.address.is_empty()
+                    || actor.address.len() > MAX_ADDRESS
+                    || actor.address.chars().any(char::is_control)
+                {
+                    return Err(MailError::InvalidAudit { rule: "an actor needs a printable name of 1 to 320 bytes" });
+                }
+                op.validate_attached(attached)
+            }
+            MailOp::RecordAccess { uids, .. } => check_uids(uids),
         }
     }
 }

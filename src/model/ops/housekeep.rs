@@ -5,6 +5,7 @@
 use heed::RwTxn;
 
 use crate::model::MailStore;
+use crate::model::audit;
 use crate::model::types::ModSeq;
 use crate::time::Timestamp;
 use crate::types::Guid;
@@ -13,7 +14,14 @@ use super::tx::Tx;
 use super::{Applied, MailOutput, history, recoverable};
 
 /// Applies [`MailOp::Housekeep`](super::MailOp::Housekeep).
-pub(super) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, mailbox: Guid, now: Timestamp, keep_changes: u64) -> Applied {
+pub(super) fn apply(
+    s: &MailStore,
+    txn: &mut RwTxn<'_>,
+    mailbox: Guid,
+    now: Timestamp,
+    keep_changes: u64,
+    audit_before: Timestamp,
+) -> Applied {
     let purged = match recoverable::purge_expired(Tx::new(s, txn, mailbox), now)? {
         MailOutput::Expunged { uids, .. } => uids.len() as u64,
         _ => 0,
@@ -24,6 +32,7 @@ pub(super) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, mailbox: Guid, now: Time
         MailOutput::HistoryTrimmed { removed } => removed,
         _ => 0,
     };
+    audit::trim(s, txn, &mailbox, audit_before)?;
     let mut tx = Tx::new(s, txn, mailbox);
     let mut m = tx.mailbox()?;
     m.housekept = Some(now);

@@ -128,7 +128,8 @@ pub(super) fn purge(mut tx: Tx<'_, '_>, now: Timestamp) -> Applied {
         tx.drop_ref(hash)?;
     }
     let s = tx.s;
-    for table in [s.folders, s.folder_names, s.items, s.uids, s.changes, s.received, s.submissions] {
+    // The audit trail goes with the mailbox; the entry recording this purge is written after it (`audit`).
+    for table in [s.folders, s.folder_names, s.items, s.uids, s.changes, s.received, s.submissions, s.audit] {
         tx.clear(table)?;
     }
     tx.s.mailboxes.delete(tx.txn, &keys::mailbox(&mailbox))?;

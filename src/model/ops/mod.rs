@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{ApplyContext, ApplyError};
 use crate::error::Error;
 use crate::model::MailStore;
+use crate::model::audit::{self, Actor};
 use crate::model::bodies::NewBody;
 use crate::model::envelope::Envelope;
 use crate::model::error::MailError;
@@ -377,6 +378,24 @@ pub enum MailOp {
         #[serde(skip)]
         raw: Vec<u8>,
     },
+    /// `op`, performed by `actor`: applied exactly as `op` alone, and recorded with the actor in the audit trail
+    /// (`model::audit`). Build it with [`MailOp::by`]; it does not nest.
+    Audited {
+        /// Who performs it.
+        actor: Actor,
+        /// The operation.
+        op: Box<MailOp>,
+    },
+    /// Records an access to items or a folder in the audit trail (see [`MailOp::audit_access`]); changes nothing
+    /// else. Refused for a folder that does not exist.
+    RecordAccess {
+        /// The mailbox.
+        mailbox: Guid,
+        /// The folder.
+        folder: FolderId,
+        /// The items read, by UID (none: the folder was opened).
+        uids: Vec<Uid>,
+    },
     /// The periodic housekeeping of one mailbox, as the [`Housekeeper`](crate::model::Housekeeper) runs it:
     /// purges what Recoverable Items holds past its retention at `now` (as [`MailOp::PurgeExpired`]: nothing
     /// under litigation hold), trims the change log to its newest `keep_changes` MODSEQs (as
@@ -389,6 +408,8 @@ pub enum MailOp {
         now: Timestamp,
         /// How many of the newest MODSEQs keep their changes (at least 1).
         keep_changes: u64,
+        /// Audit entries from before this time are removed (the audit retention, decided before logging).
+        audit_before: Timestamp,
     },
     /// Several operations of one mailbox in one record, applied in order, all or none; build it with
     /// [`MailOp::batch`], which checks nothing and moves the operations' messages into `raw` (the commit checks).
@@ -528,6 +549,8 @@ pub enum MailOutput {
         /// Change entries trimmed.
         trimmed: u64,
     },
+    /// An access was recorded in the audit trail.
+    Recorded,
     /// A batch was applied: each operation's output, in order.
     Batch(Vec<MailOutput>),
 }
@@ -564,7 +587,23 @@ fn storage(e: Error) -> ApplyError<MailError> {
 /// Applies one operation. Deterministic: it reads only the transaction (with what the transaction's earlier
 /// operations gathered for it, see `bodies`) and the operation.
 pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, op: MailOp) -> Applied {
+    apply_as(s, txn, ctx, op, None)
+}
+
+/// [`apply`] with who performs the operation (`MailOp::Audited`), and its audit entry written if its kind is
+/// audited.
+fn apply_as(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, op: MailOp, actor: Option<&Actor>) -> Applied {
     op.validate_attached(ctx.attachment.len()).map_err(reject)?;
+    let plan = audit::plan(&op);
+    let output = apply_one(s, txn, ctx, op, actor)?;
+    if let Some(plan) = plan {
+        audit::record(s, txn, ctx.committed, ctx.lsn, actor, plan, &output)?;
+    }
+    Ok(output)
+}
+
+/// Applies one operation (a batch's parts, an audited operation's inner one, through [`apply_as`]).
+fn apply_one(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, op: MailOp, actor: Option<&Actor>) -> Applied {
     // The message an operation stores is its record's attachment; its body id is the record's LSN.
     let len = u32::try_from(ctx.attachment.len()).map_err(|_| {
         reject(MailError::MessageTooLarge { size: ctx.attachment.len() as u64, limit: MAX_MESSAGE_SIZE as u64 })
@@ -618,8 +657,15 @@ pub(crate) fn apply(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, o
         MailOp::PurgeMailbox { mailbox, now } => mailbox::purge(Tx::new(s, txn, mailbox), now),
         MailOp::SetQuota { mailbox, quota } => mailbox::set_quota(Tx::new(s, txn, mailbox), quota),
         MailOp::Expunge { mailbox, folder, uids, at } => item::expunge(Tx::new(s, txn, mailbox), folder, uids, at),
-        MailOp::Housekeep { mailbox, now, keep_changes } => housekeep::apply(s, txn, mailbox, now, keep_changes),
-        MailOp::Batch { ops, lengths, .. } => batch::apply(s, txn, ctx, ops, lengths),
+        MailOp::Housekeep { mailbox, now, keep_changes, audit_before } => {
+            housekeep::apply(s, txn, mailbox, now, keep_changes, audit_before)
+        }
+        MailOp::Batch { ops, lengths, .. } => batch::apply(s, txn, ctx, ops, lengths, actor),
+        MailOp::Audited { actor, op } => apply_as(s, txn, ctx, *op, Some(&actor)),
+        MailOp::RecordAccess { mailbox, folder, .. } => {
+            Tx::new(s, txn, mailbox).folder(folder)?;
+            Ok(MailOutput::Recorded)
+        }
         MailOp::RelocateBodies { generation, contents, .. } => {
             let t = s.body_tables();
             if contents.iter().map(|(_, len)| u64::from(*len)).sum::<u64>() != u64::from(raw.len) {
