@@ -8,7 +8,8 @@
 //!
 //! Each trial runs the ignored test `backup_child` in a child process that dies at a crash point (a panic hook
 //! that aborts: no unwinding, nothing cleaned up) or is killed with SIGKILL at a random moment of the backup or
-//! restore. `MAILSTORE_BACKUP_KILLS` sets how many random kills of each (default 6), `MAILSTORE_SEED` their seed.
+//! restore. `MAILSTORE_BACKUP_KILLS` sets how many random kills of each (default 10), `MAILSTORE_SEED` their seed;
+//! `MAILSTORE_CRASH_STEPS` (comma-separated) limits the crash points tried to those it names.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -204,7 +205,7 @@ fn assert_backup_whole(source: &Source, what: &str) {
 
 /// What every killed restore must leave: nothing but a lock file, a directory that mount and checkpoint rebuild
 /// refuse with the typed error until a second restore (which succeeds), or the whole restored database.
-fn assert_restore_whole(source: &Source, to: &Path, finished: bool, what: &str) {
+fn assert_restore_whole(source: &Source, to: &Path, finished: bool, what: &str) -> &'static str {
     let newest = Catalogue::load(&source.target).unwrap().backups.last().unwrap().clone();
     if to.join(RESTORING_FILE).exists() {
         assert!(!finished, "{what}: a finished restore left its marker");
@@ -220,14 +221,17 @@ fn assert_restore_whole(source: &Source, to: &Path, finished: bool, what: &str) 
             "{what}: checkpoint rebuild did not refuse the unfinished restore"
         );
         source.assert_restored(to, &format!("{what}, restored again"));
+        "refused"
     } else if !to.exists() || std::fs::read_dir(to).unwrap().all(|e| e.unwrap().file_name() == "lock") {
         // Killed before the marker: nothing written yet.
         assert!(!finished, "{what}: a finished restore wrote nothing");
         source.assert_restored(to, &format!("{what}, restored again"));
+        "not started"
     } else {
         // No marker but files: the restore must be whole (it returned before the kill).
         assert!(to.join(CHECKPOINT_FILE).exists(), "{what}: an unfinished restore left files but no marker");
         source.assert_mounts_at(to, newest.last_lsn, what);
+        "whole"
     }
 }
 
@@ -235,7 +239,9 @@ fn assert_restore_whole(source: &Source, to: &Path, finished: bool, what: &str) 
 fn backup_and_restore_killed_at_each_step_leave_everything_whole() {
     let started = Instant::now();
     let mut source = Source::new();
-    for step in BACKUP_STEPS {
+    let only = std::env::var("MAILSTORE_CRASH_STEPS").unwrap_or_default();
+    let chosen = |step: &str| only.is_empty() || only.split(',').any(|s| s == step);
+    for step in BACKUP_STEPS.into_iter().filter(|s| chosen(s)) {
         for kind in ["full", "incremental"] {
             if step == "backup::snapshot_written" && kind == "incremental" {
                 continue; // An incremental takes no snapshot.
@@ -247,13 +253,13 @@ fn backup_and_restore_killed_at_each_step_leave_everything_whole() {
             assert_backup_whole(&source, &what);
         }
     }
-    for step in RESTORE_STEPS {
+    for step in RESTORE_STEPS.into_iter().filter(|s| chosen(s)) {
         let dir = tempfile::tempdir().unwrap();
         let to = dir.path().join("restored");
         let what = format!("restore killed at {step}");
         let (finished, _) = run_child(&source, "restore", &to, End::CrashAt(step));
         assert!(!finished && to.join(RESTORING_FILE).exists(), "{what}: no marker left");
-        assert_restore_whole(&source, &to, false, &what);
+        assert_eq!(assert_restore_whole(&source, &to, false, &what), "refused", "{what}");
     }
     println!("{} crash points in {:?}", BACKUP_STEPS.len() * 2 - 1 + RESTORE_STEPS.len(), started.elapsed());
 }
@@ -264,19 +270,21 @@ fn backup_and_restore_killed_at_random_moments_leave_everything_whole() {
     let mut source = Source::new();
     let seed = seed_from("MAILSTORE_SEED");
     let mut rng = Rng::new(seed);
-    let kills = env_u64("MAILSTORE_BACKUP_KILLS", 6);
+    let kills = env_u64("MAILSTORE_BACKUP_KILLS", 10);
     // How long one whole backup and one whole restore take here, to spread the kills over them.
     source.deliver(4);
     let (_, backup_time) = run_child(&source, "incremental", Path::new(""), End::Finish);
     let timed = tempfile::tempdir().unwrap();
     let (_, restore_time) = run_child(&source, "restore", &timed.path().join("r"), End::Finish);
     println!("seed {seed}, one backup {backup_time:?}, one restore {restore_time:?}");
+    let mut outcomes = BTreeMap::<String, u64>::new();
     for trial in 0..kills {
         source.deliver(3);
         let kind = if trial % 3 == 0 { "full" } else { "incremental" };
         let after = Duration::from_micros(rng.below(backup_time.as_micros() as u64 + 1));
         let (finished, _) = run_child(&source, kind, Path::new(""), End::KillAfter(after));
         assert_backup_whole(&source, &format!("{kind} backup {trial} killed after {after:?} (finished: {finished})"));
+        *outcomes.entry(format!("backup finished: {finished}")).or_default() += 1;
     }
     for trial in 0..kills {
         let dir = tempfile::tempdir().unwrap();
@@ -284,9 +292,9 @@ fn backup_and_restore_killed_at_random_moments_leave_everything_whole() {
         let after = Duration::from_micros(rng.below(restore_time.as_micros() as u64 + 1));
         let (finished, _) = run_child(&source, "restore", &to, End::KillAfter(after));
         let what = format!("restore {trial} killed after {after:?} (finished: {finished})");
-        assert_restore_whole(&source, &to, finished, &what);
+        *outcomes.entry(format!("restore {}", assert_restore_whole(&source, &to, finished, &what))).or_default() += 1;
     }
-    println!("{} random kills in {:?}", 2 * kills, started.elapsed());
+    println!("{} random kills in {:?}: {outcomes:?}", 2 * kills, started.elapsed());
 }
 
 /// The child: a backup of `MAILSTORE_BACKUP_DIR` into `MAILSTORE_BACKUP_TARGET`, or a restore of it into
