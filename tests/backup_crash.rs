@@ -241,6 +241,7 @@ fn backup_and_restore_killed_at_each_step_leave_everything_whole() {
     let mut source = Source::new();
     let only = std::env::var("MAILSTORE_CRASH_STEPS").unwrap_or_default();
     let chosen = |step: &str| only.is_empty() || only.split(',').any(|s| s == step);
+    let mut trials = 0;
     for step in BACKUP_STEPS.into_iter().filter(|s| chosen(s)) {
         for kind in ["full", "incremental"] {
             if step == "backup::snapshot_written" && kind == "incremental" {
@@ -249,6 +250,7 @@ fn backup_and_restore_killed_at_each_step_leave_everything_whole() {
             source.deliver(4);
             let what = format!("{kind} backup killed at {step}");
             let (finished, _) = run_child(&source, kind, Path::new(""), End::CrashAt(step));
+            trials += 1;
             assert!(!finished, "{what}");
             assert_backup_whole(&source, &what);
         }
@@ -258,10 +260,11 @@ fn backup_and_restore_killed_at_each_step_leave_everything_whole() {
         let to = dir.path().join("restored");
         let what = format!("restore killed at {step}");
         let (finished, _) = run_child(&source, "restore", &to, End::CrashAt(step));
+        trials += 1;
         assert!(!finished && to.join(RESTORING_FILE).exists(), "{what}: no marker left");
         assert_eq!(assert_restore_whole(&source, &to, false, &what), "refused", "{what}");
     }
-    println!("{} crash points in {:?}", BACKUP_STEPS.len() * 2 - 1 + RESTORE_STEPS.len(), started.elapsed());
+    println!("{trials} crash points in {:?}", started.elapsed());
 }
 
 #[test]

@@ -19,8 +19,8 @@
 //! it are synced. A backup killed at any step leaves the target's catalogue and every backup it lists as they
 //! were, and the database untouched (but for a log roll). What it may leave behind is cleaned up by the next
 //! backup: at its start, every backup directory of the target that the catalogue does not list (`<id>` or
-//! `<id>.partial`: a crash before the catalogue named it) is removed — never one the catalogue lists, never
-//! anything else — so the next backup's id is always fresh; and every staging directory (`backup-<guid>` in the
+//! `<id>.partial` holding only backup files: a crash before the catalogue named it) is removed — never one the
+//! catalogue lists, never anything else — so the next backup's id is always fresh; and every staging directory (`backup-<guid>` in the
 //! database's directory) that no backup running in this process owns is removed. Backups into one target are
 //! serialised by a lock on `<target>/backup.lock` (a second one fails with [`Error::InvalidArgument`]).
 //!
@@ -88,7 +88,7 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
         engine
             .read(|_, _| (start + 1..=closed).try_for_each(|g| link_generation(engine.dir(), staging, g).map(drop)))?;
         crash_point!("backup::staged");
-        let id = catalogue.next_id();
+        let id = catalogue.next_id(target);
         let mut writer = BackupWriter::new(target, &id)?;
         writer.copy_whole(&staging.join(SNAPSHOT_STATE_FILE), SNAPSHOT_STATE_FILE, FileKind::State)?;
         crash_point!("backup::snapshot_written");
@@ -135,7 +135,7 @@ pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) ->
         let first = previous.last_generation + 1;
         engine.read(|_, _| (first..=closed).try_for_each(|g| link_generation(engine.dir(), staging, g).map(drop)))?;
         crash_point!("backup::staged");
-        let id = catalogue.next_id();
+        let id = catalogue.next_id(target);
         let mut writer = BackupWriter::new(target, &id)?;
         let mut last_lsn = previous.last_lsn;
         for g in first..=closed {
@@ -209,7 +209,7 @@ fn remove_unlisted(target: &Path, catalogue: &Catalogue) -> Result<()> {
         let Some(name) = name.to_str() else { continue };
         let id = name.strip_suffix(".partial").unwrap_or(name);
         let is_backup = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
-        if !is_backup || (id == name && listed.contains(name)) || !entry.file_type().at(entry.path())?.is_dir() {
+        if !is_backup || (id == name && listed.contains(name)) || !looks_like_backup(&entry.path())? {
             continue;
         }
         fs::remove_dir_all(entry.path()).at(entry.path())?;
@@ -219,6 +219,37 @@ fn remove_unlisted(target: &Path, catalogue: &Catalogue) -> Result<()> {
         crate::fsutil::sync_dir(target)?;
     }
     Ok(())
+}
+
+/// Whether `path` is a directory holding nothing but what a backup writes (`state.mdb`, and generation files in
+/// `logs/` and `segments/`): an unlisted directory of any other shape is not a backup's, and is left alone.
+fn looks_like_backup(path: &Path) -> Result<bool> {
+    if !fs::symlink_metadata(path).at(path)?.is_dir() {
+        return Ok(false);
+    }
+    for entry in fs::read_dir(path).at(path)? {
+        let entry = entry.at(path)?;
+        let name = entry.file_name();
+        let kind = entry.file_type().at(entry.path())?;
+        let fits = match name.to_str() {
+            Some(SNAPSHOT_STATE_FILE) => kind.is_file(),
+            Some(LOGS_DIR | SEGMENTS_DIR) if kind.is_dir() => {
+                let mut generations = true;
+                for file in fs::read_dir(entry.path()).at(entry.path())? {
+                    let file = file.at(entry.path())?;
+                    let name = file.file_name();
+                    generations &= file.file_type().at(file.path())?.is_file()
+                        && name.to_str().and_then(generation::parse_file_name).is_some();
+                }
+                generations
+            }
+            _ => false,
+        };
+        if !fits {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Runs `backup` with a staging directory of its own inside the database's directory (hard links to the files
