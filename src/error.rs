@@ -171,6 +171,15 @@ pub enum Error {
         supported: u32,
     },
 
+    /// The directory holds a restore that did not finish (its `RESTORING` marker is there: a crash or a failure
+    /// ended [`crate::backup::restore`] before it was done), so it is refused by mount, checkpoint rebuild and
+    /// state repair: it may hold any prefix of the restored files. Restore into it again; that starts over.
+    #[error("{}: a restore into this directory did not finish; restore again", path.display())]
+    RestoreUnfinished {
+        /// The database directory.
+        path: PathBuf,
+    },
+
     /// An earlier write or fsync failed; the engine refuses all work from then on, because retrying an fsync
     /// after a failure can silently lose data. Dismount and mount again: recovery replays the log.
     #[error("engine poisoned by an earlier failure ({reason}); dismount and mount the database again to recover")]

@@ -15,7 +15,7 @@
 //! | `checkpoint::write`   | writing a checkpoint slot                          |
 //! | `checkpoint::sync`    | syncing the checkpoint file                        |
 //!
-//! Steps of offline operations that replace files are marked with [`crash_point!`]: a crash test configures one
+//! Steps of offline operations that replace files, and of backup and restore, are marked with [`crash_point!`]: a crash test configures one
 //! with `"panic"` in a child process whose panic hook aborts, so the process dies there as in a crash (no
 //! unwinding, nothing cleaned up), and then checks what the next mount finds.
 //!
@@ -25,6 +25,15 @@
 //! | `compact::dismounted`     | `compact`: dismounted, before the compacted copy is written  |
 //! | `compact::copy_synced`    | `compact`: the compacted copy written and synced, before the rename |
 //! | `compact::renamed`        | `compact`: the copy renamed over `data.mdb`, before the directory sync |
+//! | `backup::staged`          | a backup: the staging directory holds the links (and a full backup's snapshot) |
+//! | `backup::snapshot_written`| a full backup: the state snapshot copied into `<id>.partial`  |
+//! | `backup::logs_copied`     | a backup: every file written into `<id>.partial`, before the syncs |
+//! | `backup::synced`          | a backup: `<id>.partial` synced, before the rename to `<id>` |
+//! | `backup::renamed`         | a backup: renamed to `<id>` (target synced), before the catalogue names it |
+//! | `backup::catalogued`      | a backup: the catalogue stored, before the staging directory is removed |
+//! | `restore::marked`         | `restore`: the `RESTORING` marker written, before anything else |
+//! | `restore::files_copied`   | `restore`: state, segments and log copied and synced, before the checkpoint |
+//! | `restore::checkpoint_written` | `restore`: the checkpoint written, before the marker is removed |
 
 /// The I/O error a fail point injects: `enospc` gives ENOSPC, anything else EIO.
 #[cfg(feature = "failpoints")]

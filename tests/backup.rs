@@ -151,3 +151,80 @@ fn damage_of_a_backup_file_is_detected_at_restore_and_nothing_is_written() {
     std::fs::write(to.join("x"), b"x").unwrap();
     assert!(matches!(backup::restore(&target, &to, StopAt::End), Err(Error::InvalidArgument(_))));
 }
+
+#[test]
+fn a_backup_removes_only_the_unlisted_backup_directories_a_crash_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, target) = (tmp.path().join("source"), tmp.path().join("backups"));
+    let db: MailEngine = Engine::mount(&source, options()).unwrap();
+    let history = parking_lot::Mutex::new(History::new());
+    let op = MailOp::create_mailbox("carol@example.com", "Carol", MailboxKind::User);
+    let MailOp::CreateMailbox { guid: mbx, .. } = op else { unreachable!() };
+    db.commit(op).unwrap();
+    let done = AtomicU64::new(0);
+    deliver_n(&db, mbx, 10, &history, &done);
+    let full = backup::full_backup(&db, &target).unwrap();
+    // What a crash leaves: the next id renamed into place but never catalogued, a later partial one, and a
+    // staging directory in the database. Next to them, things that are not a backup's.
+    let stray = target.join("000002");
+    std::fs::create_dir_all(stray.join(LOGS_DIR)).unwrap();
+    std::fs::write(stray.join(LOGS_DIR).join("0000000000000001.log"), b"x").unwrap();
+    std::fs::write(stray.join("state.mdb"), b"x").unwrap();
+    std::fs::create_dir_all(target.join("000007.partial").join("segments")).unwrap();
+    std::fs::create_dir_all(target.join("000003")).unwrap();
+    std::fs::write(target.join("000003").join("notes.txt"), b"mine").unwrap();
+    std::fs::create_dir_all(target.join("notes")).unwrap();
+    let staging = source.join(format!("backup-{}", Guid::new_random()));
+    std::fs::create_dir_all(&staging).unwrap();
+    deliver_n(&db, mbx, 10, &history, &done);
+    let incremental = backup::incremental_backup(&db, &target).unwrap();
+    // The stray 000002 was removed (the incremental, now 000002, has no state file), and so was the partial.
+    assert!(!stray.join("state.mdb").exists() && !target.join("000007.partial").exists());
+    assert!(!staging.exists(), "a stale staging directory is removed");
+    assert_eq!(std::fs::read(target.join("000003").join("notes.txt")).unwrap(), b"mine", "not a backup's: kept");
+    assert!(target.join("notes").is_dir());
+    // The id is fresh: above every listed one, and not the directory that is not a backup's.
+    assert_eq!(incremental.id, "000002");
+    let another = backup::incremental_backup(&db, &target).unwrap();
+    assert_eq!(another.id, "000004", "000003 is taken by a directory that is not a backup's");
+    assert!(target.join(&full.id).join("state.mdb").exists(), "a listed backup is never removed");
+    db.dismount().unwrap();
+    let to = tmp.path().join("restored");
+    let report = backup::restore(&target, &to, StopAt::End).unwrap();
+    assert_eq!(report.backups, vec![full.id, incremental.id, another.id]);
+    let (applied, digest) = restored_digest(&to);
+    assert_eq!(applied, another.last_lsn);
+    assert_eq!(digest, history.lock()[&applied].0);
+}
+
+#[test]
+fn an_unfinished_restore_is_refused_until_restored_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, target) = (tmp.path().join("source"), tmp.path().join("backups"));
+    let db: MailEngine = Engine::mount(&source, options()).unwrap();
+    let history = parking_lot::Mutex::new(History::new());
+    let op = MailOp::create_mailbox("dave@example.com", "Dave", MailboxKind::User);
+    let MailOp::CreateMailbox { guid: mbx, .. } = op else { unreachable!() };
+    db.commit(op).unwrap();
+    let done = AtomicU64::new(0);
+    deliver_n(&db, mbx, 10, &history, &done);
+    let full = backup::full_backup(&db, &target).unwrap();
+    db.dismount().unwrap();
+    let to = tmp.path().join("restored");
+    backup::restore(&target, &to, StopAt::End).unwrap();
+    assert!(!to.join(backup::RESTORING_FILE).exists());
+    // A restore that stopped before removing its marker (the files all there, even the checkpoint).
+    std::fs::write(to.join(backup::RESTORING_FILE), b"").unwrap();
+    std::fs::write(to.join("junk"), b"left by the unfinished restore").unwrap();
+    match Engine::<mailstore::model::MailStore>::mount(&to, Options::default()) {
+        Err(e @ Error::RestoreUnfinished { .. }) => assert!(e.to_string().contains("restore again"), "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("an unfinished restore was mounted"),
+    }
+    assert!(matches!(mailstore::engine::rebuild_checkpoint(&to), Err(Error::RestoreUnfinished { .. })));
+    backup::restore(&target, &to, StopAt::End).unwrap();
+    assert!(!to.join("junk").exists() && !to.join(backup::RESTORING_FILE).exists());
+    let (applied, digest) = restored_digest(&to);
+    assert_eq!(applied, full.last_lsn);
+    assert_eq!(digest, history.lock()[&applied].0);
+}

@@ -125,9 +125,15 @@ impl Catalogue {
         Ok(catalogue)
     }
 
-    /// The id of the next backup.
-    pub(crate) fn next_id(&self) -> String {
-        format!("{:06}", self.backups.len() + 1)
+    /// The id of the next backup in `target`: above every id listed, and naming no directory in `target` (an
+    /// unlisted one that did not look like a backup's is skipped, never reused).
+    pub(crate) fn next_id(&self, target: &Path) -> String {
+        let listed = self.backups.iter().map(|b| b.id.parse::<u64>().unwrap_or(0)).max().unwrap_or(0);
+        let mut n = listed.max(self.backups.len() as u64).saturating_add(1);
+        while n < u64::MAX && fs::symlink_metadata(target.join(format!("{n:06}"))).is_ok() {
+            n += 1;
+        }
+        format!("{n:06}")
     }
 
     /// Replaces the catalogue in `target` atomically and durably.

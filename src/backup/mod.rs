@@ -15,17 +15,30 @@
 //! temporary name, synced, renamed): a crash mid-backup leaves no backup the catalogue lists, so none that looks
 //! complete. [`Engine::backup_completed`] is called only after the catalogue names the backup durably.
 //!
+//! Crash safety. A backup that returned `Ok` is durable: its files, its directory and the catalogue entry naming
+//! it are synced. A backup killed at any step leaves the target's catalogue and every backup it lists as they
+//! were, and the database untouched (but for a log roll). What it may leave behind is cleaned up by the next
+//! backup: at its start, every backup directory of the target that the catalogue does not list (`<id>` or
+//! `<id>.partial` holding only backup files: a crash before the catalogue named it) is removed — never one the
+//! catalogue lists, never anything else — so the next backup's id is always fresh; and every staging directory (`backup-<guid>` in the
+//! database's directory) that no backup running in this process owns is removed. Backups into one target are
+//! serialised by a lock on `<target>/backup.lock` (a second one fails with [`Error::InvalidArgument`]).
+//!
 //! Restore ([`restore`]) is in `restore.rs`.
 
 mod catalogue;
 mod restore;
 
-use std::fs::{self, File};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, LOGS_DIR, SEGMENTS_DIR, StateMachine};
 use crate::error::{Error, IoContext, Result};
+use crate::fault::crash_point;
 use crate::log::format::{END_MARKER, HEADER_LEN};
 use crate::log::generation;
 use crate::replication::source::{SNAPSHOT_STATE_FILE, link_generation, prepare_snapshot};
@@ -33,7 +46,8 @@ use crate::time::Timestamp;
 use crate::types::{Guid, Lsn};
 
 pub use catalogue::{BackupEntry, BackupFile, BackupKind, Catalogue, FileKind};
-pub use restore::{RestoreReport, StopAt, restore};
+pub(crate) use restore::refuse_unfinished_restore;
+pub use restore::{RESTORING_FILE, RestoreReport, StopAt, restore};
 
 /// What a finished backup holds: its catalogue entry.
 pub type BackupReport = BackupEntry;
@@ -42,8 +56,12 @@ pub type BackupReport = BackupEntry;
 /// commits go on. Returns the backup's catalogue entry once the catalogue holds it durably; then records it with
 /// [`Engine::backup_completed`] (its last LSN + 1), so [`crate::LogRetention::UntilBackup`] may release the
 /// generations it covers. A database whose catalogue in `target` belongs to another database is refused.
+///
+/// Durable once it returns; a crash before leaves the target's catalogue as it was, and what the crash left is
+/// removed by the next backup (see the module's documentation): backup directories the catalogue does not list,
+/// and stale staging directories.
 pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result<BackupReport> {
-    let mut catalogue = Catalogue::load_or_new(target, engine.guid())?;
+    let (mut catalogue, _lock) = open_target(target, engine.guid())?;
     let started = Timestamp::now();
     let applied = engine.status().applied_lsn;
     // Keep every record from the one after the snapshot's applied LSN until the backup is copied.
@@ -69,9 +87,11 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
         // The generations after the start, linked now (the pin keeps them; they may have moved to `segments/`).
         engine
             .read(|_, _| (start + 1..=closed).try_for_each(|g| link_generation(engine.dir(), staging, g).map(drop)))?;
-        let id = catalogue.next_id();
+        crash_point!("backup::staged");
+        let id = catalogue.next_id(target);
         let mut writer = BackupWriter::new(target, &id)?;
         writer.copy_whole(&staging.join(SNAPSHOT_STATE_FILE), SNAPSHOT_STATE_FILE, FileKind::State)?;
+        crash_point!("backup::snapshot_written");
         for (g, _) in &prepared.segments {
             writer.copy_generation(staging, *g, SEGMENTS_DIR, FileKind::Segment, engine.guid())?;
         }
@@ -101,8 +121,10 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
 /// since the newest backup of the set. Fails with [`Error::InvalidArgument`] when the target holds no full backup
 /// of this database, or when the log no longer holds the records after the newest backup (truncated: take a
 /// full backup, or use [`crate::LogRetention::UntilBackup`]).
+///
+/// Durable once it returns; a crash before leaves the target's catalogue as it was (as [`full_backup`]).
 pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result<BackupReport> {
-    let mut catalogue = Catalogue::load_or_new(target, engine.guid())?;
+    let (mut catalogue, _lock) = open_target(target, engine.guid())?;
     let Some(previous) = catalogue.backups.last().cloned() else {
         return Err(Error::InvalidArgument(format!("{} holds no full backup to add to", target.display())));
     };
@@ -112,7 +134,8 @@ pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) ->
         let closed = engine.roll_log()? - 1;
         let first = previous.last_generation + 1;
         engine.read(|_, _| (first..=closed).try_for_each(|g| link_generation(engine.dir(), staging, g).map(drop)))?;
-        let id = catalogue.next_id();
+        crash_point!("backup::staged");
+        let id = catalogue.next_id(target);
         let mut writer = BackupWriter::new(target, &id)?;
         let mut last_lsn = previous.last_lsn;
         for g in first..=closed {
@@ -136,20 +159,138 @@ pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) ->
     })
 }
 
+/// The name prefix of a staging directory in a database's directory (`backup-<guid>`).
+const STAGING_PREFIX: &str = "backup-";
+/// The lock file that serialises backups into one target.
+const TARGET_LOCK_FILE: &str = "backup.lock";
+/// How long a refused target lock is retried (a forked child may hold a copy of the descriptor for a moment).
+const TARGET_LOCK_PATIENCE: Duration = Duration::from_millis(250);
+
+/// The staging directories of the backups running in this process. A backup holds a mounted engine, whose
+/// exclusive directory lock keeps every other process out of the database's directory, so a staging directory
+/// not in this set is a crashed backup's.
+static STAGING: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+/// Takes the lock of `target` (created if missing), loads its catalogue (refused when it is another
+/// database's), and removes every backup directory the catalogue does not list.
+fn open_target(target: &Path, guid: Guid) -> Result<(Catalogue, File)> {
+    fs::create_dir_all(target).at(target)?;
+    let path = target.join(TARGET_LOCK_FILE);
+    let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+    let started = Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) if started.elapsed() < TARGET_LOCK_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::InvalidArgument(format!(
+                    "another backup into {} is under way; retry when it is done",
+                    target.display()
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+    }
+    let catalogue = Catalogue::load_or_new(target, guid)?;
+    remove_unlisted(target, &catalogue)?;
+    Ok((catalogue, lock))
+}
+
+/// Removes the backup directories of `target` (`<digits>` and `<digits>.partial`) that `catalogue` does not
+/// list: what a crash before the catalogue named them left. Nothing else is touched.
+fn remove_unlisted(target: &Path, catalogue: &Catalogue) -> Result<()> {
+    let listed: HashSet<&str> = catalogue.backups.iter().map(|b| b.id.as_str()).collect();
+    let mut removed = false;
+    for entry in fs::read_dir(target).at(target)? {
+        let entry = entry.at(target)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let id = name.strip_suffix(".partial").unwrap_or(name);
+        let is_backup = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+        if !is_backup || (id == name && listed.contains(name)) || !looks_like_backup(&entry.path())? {
+            continue;
+        }
+        fs::remove_dir_all(entry.path()).at(entry.path())?;
+        removed = true;
+    }
+    if removed {
+        crate::fsutil::sync_dir(target)?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is a directory holding nothing but what a backup writes (`state.mdb`, and generation files in
+/// `logs/` and `segments/`): an unlisted directory of any other shape is not a backup's, and is left alone.
+fn looks_like_backup(path: &Path) -> Result<bool> {
+    if !fs::symlink_metadata(path).at(path)?.is_dir() {
+        return Ok(false);
+    }
+    for entry in fs::read_dir(path).at(path)? {
+        let entry = entry.at(path)?;
+        let name = entry.file_name();
+        let kind = entry.file_type().at(entry.path())?;
+        let fits = match name.to_str() {
+            Some(SNAPSHOT_STATE_FILE) => kind.is_file(),
+            Some(LOGS_DIR | SEGMENTS_DIR) if kind.is_dir() => {
+                let mut generations = true;
+                for file in fs::read_dir(entry.path()).at(entry.path())? {
+                    let file = file.at(entry.path())?;
+                    let name = file.file_name();
+                    generations &= file.file_type().at(file.path())?.is_file()
+                        && name.to_str().and_then(generation::parse_file_name).is_some();
+                }
+                generations
+            }
+            _ => false,
+        };
+        if !fits {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Runs `backup` with a staging directory of its own inside the database's directory (hard links to the files
 /// it copies), removes the directory, and records the backup it returns with [`Engine::backup_completed`].
+/// First removes the staging directories a crashed backup left (those no backup of this process owns).
 fn staged<M: StateMachine>(
     engine: &Engine<M>,
     backup: impl FnOnce(&Path) -> Result<BackupEntry>,
 ) -> Result<BackupEntry> {
-    let staging = engine.dir().join(format!("backup-{}", Guid::new_random()));
-    fs::create_dir(&staging).at(&staging)?;
+    let staging = engine.dir().join(format!("{STAGING_PREFIX}{}", Guid::new_random()));
+    {
+        let mut running = STAGING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let running = running.get_or_insert_with(HashSet::new);
+        remove_stale_staging(engine.dir(), running)?;
+        fs::create_dir(&staging).at(&staging)?;
+        running.insert(staging.clone());
+    }
     let result = backup(&staging);
     let removed = fs::remove_dir_all(&staging).at(&staging);
+    STAGING.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get_or_insert_with(HashSet::new).remove(&staging);
     let entry = result?;
     removed?;
     engine.backup_completed(entry.last_lsn + 1)?;
     Ok(entry)
+}
+
+/// Removes the `backup-<guid>` directories of `dir` that are not in `running`.
+fn remove_stale_staging(dir: &Path, running: &HashSet<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let stale =
+            name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)).is_some_and(|g| g.parse::<uuid::Uuid>().is_ok())
+                && entry.file_type().at(&path)?.is_dir()
+                && !running.contains(&path);
+        if stale {
+            fs::remove_dir_all(&path).at(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes one backup's files under `<target>/<id>.partial`, hashing each as it goes.
@@ -225,16 +366,20 @@ impl BackupWriter {
 
     /// Syncs the backup, renames it into place and enters it in the catalogue.
     fn finish(self, catalogue: &mut Catalogue, mut entry: BackupEntry) -> Result<BackupEntry> {
+        crash_point!("backup::logs_copied");
         for sub in [LOGS_DIR, SEGMENTS_DIR] {
             crate::fsutil::sync_dir(&self.partial.join(sub))?;
         }
         crate::fsutil::sync_dir(&self.partial)?;
+        crash_point!("backup::synced");
         let done = self.target.join(&self.id);
         fs::rename(&self.partial, &done).at(&done)?;
         crate::fsutil::sync_dir(&self.target)?;
+        crash_point!("backup::renamed");
         entry.files = self.files;
         catalogue.backups.push(entry.clone());
         catalogue.store(&self.target)?;
+        crash_point!("backup::catalogued");
         Ok(entry)
     }
 }

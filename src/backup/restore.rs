@@ -7,6 +7,14 @@
 //! state). Every file's length and BLAKE3 hash is checked against the catalogue, and the log chain (generation
 //! numbers, first LSNs, each header's checksum of the previous generation) is verified, before anything is
 //! written.
+//!
+//! Crash safety. Before anything else is written, restore creates the marker file [`RESTORING_FILE`] in the
+//! directory (synced, and the directory synced), and it removes the marker only after every file, the
+//! checkpoint and the directory are synced. While the marker is there the directory is an unfinished restore:
+//! mounting it, rebuilding its checkpoint and repairing its state refuse it with
+//! [`Error::RestoreUnfinished`], and a new restore into it starts over (it removes what the unfinished one
+//! wrote). So a crash at any point leaves either a directory that is refused until restored again, or the
+//! whole restored database.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -16,10 +24,26 @@ use super::catalogue::{BackupEntry, BackupKind, Catalogue, FileKind};
 use crate::engine::checkpoint::CheckpointFile;
 use crate::engine::{Checkpoint, Durability, LOGS_DIR, SEGMENTS_DIR, STATE_DIR, state};
 use crate::error::{Error, IoContext, Result};
+use crate::fault::crash_point;
+use crate::fsutil::DirLock;
+use crate::fsutil::lock::LOCK_FILE;
 use crate::log::format::{END_MARKER, FRAME_HEADER_LEN};
 use crate::log::generation;
 use crate::time::Timestamp;
 use crate::types::Lsn;
+
+/// The marker file of a restore under way (or one a crash or a failure ended) in the restored directory.
+pub const RESTORING_FILE: &str = "RESTORING";
+
+/// Fails with [`Error::RestoreUnfinished`] when `dir` holds the marker of a restore that did not finish.
+pub(crate) fn refuse_unfinished_restore(dir: &Path) -> Result<()> {
+    let marker = dir.join(RESTORING_FILE);
+    match fs::symlink_metadata(&marker) {
+        Ok(_) => Err(Error::RestoreUnfinished { path: dir.to_path_buf() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&marker, e)),
+    }
+}
 
 /// Where roll-forward stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,17 +70,31 @@ pub struct RestoreReport {
     pub bytes: u64,
 }
 
-/// Restores the backups in `from` into `to` (which must not exist or be empty), stopping at `stop`. Mount `to`
-/// afterwards with [`crate::Engine::mount`]: recovery replays the carried log.
+/// Restores the backups in `from` into `to` (which must not exist, be empty, or hold an unfinished restore:
+/// its [`RESTORING_FILE`] marker), stopping at `stop`. Mount `to` afterwards with [`crate::Engine::mount`]:
+/// recovery replays the carried log.
 ///
 /// Fails with [`Error::Corrupted`] when a backup file's length or hash differs from the catalogue's, or the log
-/// chain is broken; with [`Error::InvalidArgument`] when `to` holds something or the stop point is not covered.
-/// Nothing is written to `to` before every check passed.
+/// chain is broken; with [`Error::InvalidArgument`] when `to` holds something else or the stop point is not
+/// covered. Nothing is written to `to` before every check passed.
+///
+/// Durable once it returns: every file, the checkpoint and the directory are synced before the marker is
+/// removed. Until then `to` is refused by mount ([`Error::RestoreUnfinished`]); after a crash or a failure,
+/// restore into it again: that removes what the unfinished restore wrote and starts over.
 ///
 /// The restored database keeps the source's GUID and epoch (its log records are sealed with them).
 pub fn restore(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
-    if to.exists() && fs::read_dir(to).at(to)?.next().is_some() {
-        return Err(Error::InvalidArgument(format!("{} is not empty: restore never writes over data", to.display())));
+    let unfinished = to.join(RESTORING_FILE).exists();
+    if to.exists() && !unfinished {
+        for entry in fs::read_dir(to).at(to)? {
+            // A lock file holds no data (a refused mount or an inspection may have left one).
+            if entry.at(to)?.file_name() != LOCK_FILE {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not empty: restore never writes over data",
+                    to.display()
+                )));
+            }
+        }
     }
     let catalogue = Catalogue::load(from)?;
     let chain = choose_chain(&catalogue, stop)?;
@@ -117,6 +155,11 @@ pub fn restore(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
     };
 
     fs::create_dir_all(to).at(to)?;
+    // Until the restore is done, the lock keeps `to` from being mounted (in this or another process).
+    let _lock = DirLock::exclusive(to)?;
+    begin(to)?;
+    crash_point!("restore::marked");
+    clear_unfinished(to)?;
     let mut bytes = 0;
     for sub in [STATE_DIR, LOGS_DIR, SEGMENTS_DIR] {
         fs::create_dir_all(to.join(sub)).at(to)?;
@@ -152,12 +195,49 @@ pub fn restore(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
     for sub in [STATE_DIR, LOGS_DIR, SEGMENTS_DIR] {
         crate::fsutil::sync_dir(&to.join(sub))?;
     }
+    crash_point!("restore::files_copied");
     let env = state::open_env(to, Durability::Full, false)?;
     let values = state::read_meta(&env, to)?;
     drop(env);
     CheckpointFile::create(to, Checkpoint::first(values.guid, values.applied_lsn, values.epoch, false))?;
     crate::fsutil::sync_dir(to)?;
+    crash_point!("restore::checkpoint_written");
+    let marker = to.join(RESTORING_FILE);
+    fs::remove_file(&marker).at(&marker)?;
+    crate::fsutil::sync_dir(to)?;
     Ok(RestoreReport { backups: chain.iter().map(|e| e.id.clone()).collect(), snapshot_lsn, stop_lsn, bytes })
+}
+
+/// Writes the marker of a restore under way into `to`, synced, and syncs `to`.
+fn begin(to: &Path) -> Result<()> {
+    let marker = to.join(RESTORING_FILE);
+    let mut file = File::create(&marker).at(&marker)?;
+    file.write_all(b"a restore into this directory is under way, or did not finish: restore again\n").at(&marker)?;
+    file.sync_all().at(&marker)?;
+    crate::fsutil::sync_dir(to)
+}
+
+/// Removes everything in `to` but the marker and the lock file: what an unfinished restore wrote.
+fn clear_unfinished(to: &Path) -> Result<()> {
+    let mut removed = false;
+    for entry in fs::read_dir(to).at(to)? {
+        let entry = entry.at(to)?;
+        let name = entry.file_name();
+        if name == RESTORING_FILE || name == LOCK_FILE {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().at(&path)?.is_dir() {
+            fs::remove_dir_all(&path).at(&path)?;
+        } else {
+            fs::remove_file(&path).at(&path)?;
+        }
+        removed = true;
+    }
+    if removed {
+        crate::fsutil::sync_dir(to)?;
+    }
+    Ok(())
 }
 
 /// The newest full backup that can reach `stop`, and the incrementals after it.

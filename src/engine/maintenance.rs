@@ -208,9 +208,11 @@ fn compact_state_file(dir: &Path) -> Result<()> {
 /// A damaged checkpoint file is kept as `checkpoint.damaged`, never deleted. Refuses (and changes nothing) when
 /// the checkpoint file is readable, when the state store holds no database, and when the log cannot carry on
 /// from the state: a generation the replay needs is missing ([`Error::MissingGeneration`]) or the log ends
-/// before the state ([`Error::StateAheadOfLog`]).
+/// before the state ([`Error::StateAheadOfLog`]), and when the directory holds a restore that did not finish
+/// ([`Error::RestoreUnfinished`]: its files may be any prefix of the restored ones; restore again).
 pub fn rebuild_checkpoint(dir: &Path) -> Result<Checkpoint> {
     let _lock = DirLock::exclusive(dir)?;
+    crate::backup::refuse_unfinished_restore(dir)?;
     let path = dir.join(CHECKPOINT_FILE);
     let damaged = match checkpoint::read(dir) {
         Ok(ck) => {
@@ -279,6 +281,7 @@ pub fn repair_state_from<M: StateMachine>(dir: &Path, healthy: &Path) -> Result<
     }
     let (copied_at, generations_copied, damaged_state) = {
         let _lock = DirLock::exclusive(dir)?;
+        crate::backup::refuse_unfinished_restore(dir)?;
         let _source = inspection_lock(healthy)?;
         install_state::<M>(dir, healthy)?
     };

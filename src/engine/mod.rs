@@ -510,6 +510,7 @@ impl<M: StateMachine> Engine<M> {
             fs::create_dir_all(&dir).at(&dir)?;
         }
         let lock = DirLock::exclusive(&dir)?;
+        crate::backup::refuse_unfinished_restore(&dir)?;
         if activate.is_none() && dir.join(COPY_FILE).is_file() {
             return Err(Error::NotADatabase {
                 path: dir,
