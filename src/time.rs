@@ -193,6 +193,24 @@ pub(crate) mod duration_micros {
     }
 }
 
+/// Serde for an `Option<Duration>` kept as an optional `u64` of microseconds.
+pub(crate) mod option_duration_micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|m| m.map(Duration::from_micros))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Timestamp;

@@ -9,7 +9,7 @@ use mailstore::model::{
     ActorRole, AuditAction, AuditEntry, FlagAction, Flags, FolderRole, HousekeepingOptions, MailEngine, MailOp,
     housekeep_due,
 };
-use mailstore::replication::{CopyOptions, LogSource, PassiveCopy, ShippingSource, SourceOptions};
+use mailstore::replication::{CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions};
 use mailstore::{Engine, Error, Guid, Options, Timestamp};
 
 mod common;
@@ -128,7 +128,7 @@ fn batches_record_each_part_and_audited_operations_do_not_nest() {
 }
 
 #[test]
-fn the_trail_replicates_is_trimmed_by_retention_and_goes_with_a_purged_mailbox() {
+fn the_trail_replicates_survives_a_failover_is_trimmed_and_goes_with_a_purged_mailbox() {
     let dir = tempfile::tempdir().unwrap();
     let db: Arc<MailEngine> = Arc::new(Engine::mount(dir.path().join("active"), Options::default()).unwrap());
     let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
@@ -148,6 +148,20 @@ fn the_trail_replicates_is_trimmed_by_retention_and_goes_with_a_purged_mailbox()
     assert_eq!(on_copy, trail(&db, mbx), "the copy holds the same trail, with the same times");
     assert_eq!(on_copy.len(), 3);
 
+    // After a failover the activated copy carries the trail on: what its users do is added to it.
+    let db: MailEngine = copy.activate(MountDial::Lossless, 2, Options::default()).unwrap();
+    drop(source);
+    assert_eq!(trail(&db, mbx), on_copy, "the activated copy starts from the replicated trail");
+    let uid = deliver(&db, mbx, inbox, message(3)).1;
+    db.commit(MailOp::delete_items(mbx, inbox, vec![uid]).by(ASSISTANT, ActorRole::Delegate)).unwrap();
+    let after = trail(&db, mbx);
+    assert_eq!(after.len(), 4);
+    assert_eq!(after[..3], on_copy[..]);
+    assert_eq!(
+        (after[3].action, actor_of(&after[3])),
+        (AuditAction::SoftDelete, Some((ASSISTANT, ActorRole::Delegate)))
+    );
+
     // Housekeeping with a retention that ends now removes them all.
     let options = HousekeepingOptions::default().audit_retention(Duration::ZERO);
     housekeep_due(&db, &options, Timestamp::now()).unwrap();
@@ -162,6 +176,4 @@ fn the_trail_replicates_is_trimmed_by_retention_and_goes_with_a_purged_mailbox()
     db.commit(MailOp::purge_mailbox(mbx).by("admin@example.com", ActorRole::Administrator)).unwrap();
     let left: Vec<_> = trail(&db, mbx).iter().map(|e| e.action).collect();
     assert_eq!(left, vec![AuditAction::MailboxPurge]);
-    copy.close().unwrap();
-    drop(source);
 }

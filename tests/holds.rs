@@ -88,6 +88,20 @@ fn subjects(db: &MailEngine, mbx: Guid) -> (BTreeSet<String>, BTreeSet<String>) 
     .unwrap()
 }
 
+/// When each item of the mailbox (hidden folders included) was received, by subject, in microseconds.
+fn received_times(db: &MailEngine, mbx: Guid) -> BTreeMap<String, u64> {
+    db.read(|s, txn| {
+        let mut all = BTreeMap::new();
+        for f in s.folders(txn, &mbx)? {
+            for item in s.items_by_uid(txn, &mbx, f.id, 1, usize::MAX, Fai::Include)? {
+                all.insert(item.envelope.subject.clone().unwrap_or_default(), item.received.as_micros());
+            }
+        }
+        Ok(all)
+    })
+    .unwrap()
+}
+
 /// The report: under litigation hold with single item recovery, `\Deleted` + EXPUNGE on the Inbox (the
 /// example server's IMAP EXPUNGE) destroyed the message. It now goes to Purges, keeps its bytes, where and when it
 /// was deleted, survives every purge while the hold is on, and is released by retention once the hold is lifted.
@@ -183,6 +197,62 @@ fn purging_a_mailbox_waits_for_retention() {
     assert!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().is_none());
 }
 
+/// A time-bound litigation hold (Exchange's `LitigationHoldDuration`) keeps each item until its duration has
+/// passed since the item was received, and no longer: an expunge within it goes to Purges, one after it removes
+/// for good; purges release a held item only once its hold has ended; a deleted mailbox waits for its newest
+/// item's hold. The hold setting replays after a remount.
+#[test]
+fn a_time_bound_hold_keeps_each_item_for_its_duration_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = mount(dir.path());
+    let mbx = create_mailbox(&db, "bounded@example.com");
+    let inbox = role(&db, mbx, FolderRole::Inbox);
+    let append_at = |db: &MailEngine, subject: &str, at: u64| {
+        let mut op = MailOp::append(mbx, inbox, message(subject), Flags::empty(), vec![]);
+        if let MailOp::Append { received, .. } = &mut op {
+            *received = us(at);
+        }
+        match db.commit(op).unwrap().output {
+            MailOutput::Appended { uid, .. } => uid,
+            other => panic!("{other:?}"),
+        }
+    };
+    let early = append_at(&db, "early", 1_000);
+    let late = append_at(&db, "late", 1_800);
+    db.commit(retention(mbx, false, true, 100)).unwrap();
+    db.commit(MailOp::SetHoldDuration { mailbox: mbx, duration: Some(Duration::from_micros(1_000)) }).unwrap();
+    db.dismount().unwrap();
+    db = mount(dir.path());
+    let m = db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().unwrap();
+    assert_eq!(m.hold_duration, Some(Duration::from_micros(1_000)), "the setting replays");
+
+    // Expunged at 1,500: both are within their hold (early's ends at 2,000, late's at 2,800).
+    assert_eq!(expunge_at(&db, mbx, inbox, vec![early, late], 1_500), [early, late]);
+    let all = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(subjects(&db, mbx).0, all(&["early", "late"]), "both kept in Purges");
+
+    // Retention (100 µs from the expunge) has long passed, but the hold decides: nothing goes before 2,000.
+    assert_eq!(purge_expired(&db, mbx, 1_999), 0);
+    assert_eq!(purge_expired(&db, mbx, 2_000), 1, "early's hold has ended");
+    assert_eq!(subjects(&db, mbx).0, all(&["late"]));
+    db.commit(MailOp::PurgeDeleted { mailbox: mbx, deleted_before: us(2_500) }).unwrap();
+    assert_eq!(subjects(&db, mbx).0, all(&["late"]), "PurgeDeleted keeps what is still held");
+
+    // An item expunged after its own hold has ended is removed for good.
+    let old = append_at(&db, "old", 100);
+    assert_eq!(expunge_at(&db, mbx, inbox, vec![old], 2_600), [old]);
+    assert_eq!(subjects(&db, mbx).0, all(&["late"]), "old was received at 100: its hold ended at 1,100");
+
+    // A deleted mailbox is purged only once the newest item's hold has ended.
+    db.commit(MailOp::DeleteMailbox { mailbox: mbx, at: us(2_600) }).unwrap();
+    match db.commit(MailOp::PurgeMailbox { mailbox: mbx, now: us(2_799) }) {
+        Err(Error::Mail(MailError::RetentionNotPassed { until, .. })) => assert_eq!(until, us(2_800)),
+        other => panic!("{other:?}"),
+    }
+    db.commit(MailOp::PurgeMailbox { mailbox: mbx, now: us(2_800) }).unwrap();
+    assert!(db.read(|s, txn| s.mailbox(txn, &mbx)).unwrap().is_none());
+}
+
 #[derive(Clone, Debug)]
 enum Step {
     Append { folder: usize },
@@ -197,6 +267,7 @@ enum Step {
     PurgeExpired,
     DeleteAndPurgeMailbox,
     Retention { sir: bool, hold: bool },
+    HoldFor { micros: Option<u64> },
     Tick { micros: u64 },
     Remount,
 }
@@ -216,6 +287,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::PurgeExpired),
         1 => Just(Step::DeleteAndPurgeMailbox),
         3 => (any::<bool>(), any::<bool>()).prop_map(|(sir, hold)| Step::Retention { sir, hold }),
+        2 => prop::option::of(20u64..600).prop_map(|micros| Step::HoldFor { micros }),
         3 => (1u64..400).prop_map(|micros| Step::Tick { micros }),
         1 => Just(Step::Remount),
     ]
@@ -227,8 +299,9 @@ const RETENTION: u64 = 300;
 /// The test's view of what must still exist.
 #[derive(Default)]
 struct Protected {
-    /// Litigation hold: every item that existed when it started or arrived during it.
-    held: BTreeSet<String>,
+    /// Litigation hold: every item that existed when it started or arrived during it, with when it was
+    /// received (a time-bound hold keeps it only so long after that).
+    held: BTreeMap<String, u64>,
     /// Single item recovery: when each item that left the user's view under it may go.
     until: BTreeMap<String, u64>,
 }
@@ -242,6 +315,8 @@ struct Run {
     now: u64,
     sir: bool,
     hold: bool,
+    /// The time-bound hold's duration (`None`: indefinite).
+    hold_for: Option<u64>,
     next: u64,
 }
 
@@ -249,8 +324,17 @@ impl Run {
     fn new() -> Run {
         let dir = tempfile::tempdir().unwrap();
         let db = mount(dir.path());
-        let mut run =
-            Run { dir, db: Some(db), mbx: Guid([0; 16]), folders: [0; 3], now: 1, sir: false, hold: false, next: 0 };
+        let mut run = Run {
+            dir,
+            db: Some(db),
+            mbx: Guid([0; 16]),
+            folders: [0; 3],
+            now: 1,
+            sir: false,
+            hold: false,
+            hold_for: None,
+            next: 0,
+        };
         run.create();
         run
     }
@@ -267,6 +351,12 @@ impl Run {
         self.create_folder();
         self.sir = false;
         self.hold = false;
+        self.hold_for = None;
+    }
+
+    /// Whether the litigation hold must still keep an item received at `received`.
+    fn holds(&self, received: u64) -> bool {
+        self.hold && self.hold_for.is_none_or(|d| self.now < received + d)
     }
 
     fn create_folder(&mut self) {
@@ -305,7 +395,11 @@ impl Run {
             Step::Append { folder } => {
                 let subject = format!("m{}", self.next);
                 self.next += 1;
-                self.db().commit(MailOp::append(mbx, self.folders[*folder], message(&subject), Flags::empty(), vec![]))
+                let mut op = MailOp::append(mbx, self.folders[*folder], message(&subject), Flags::empty(), vec![]);
+                if let MailOp::Append { received, .. } = &mut op {
+                    *received = now;
+                }
+                self.db().commit(op)
             }
             Step::Expunge { folder, pick } => {
                 let (folder, uids) = (self.folders[*folder], self.uids(self.folders[*folder], pick));
@@ -361,6 +455,10 @@ impl Run {
                 (self.sir, self.hold) = (*sir, *hold);
                 self.db().commit(retention(mbx, *sir, *hold, RETENTION))
             }
+            Step::HoldFor { micros } => {
+                self.hold_for = *micros;
+                self.db().commit(MailOp::SetHoldDuration { mailbox: mbx, duration: micros.map(Duration::from_micros) })
+            }
             Step::Tick { micros } => {
                 self.now += micros;
                 return;
@@ -387,7 +485,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         run.apply(step);
         if run.mbx != mbx || run.db().read(|s, txn| s.mailbox(txn, &mbx)).unwrap().is_none() {
             // Purged: allowed only when nothing was protected any more.
-            prop_assert!(protected.held.is_empty(), "{step:?}: a mailbox on hold was purged");
+            prop_assert!(protected.held.values().all(|r| !run.holds(*r)), "{step:?}: a mailbox on hold was purged");
             prop_assert!(protected.until.values().all(|u| *u <= run.now), "{step:?}: purged before retention");
             run.create();
             protected = Protected::default();
@@ -397,7 +495,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         let (now_all, now_visible) = subjects(run.db(), run.mbx);
         // What arrived during a hold, and (when the hold starts) everything there is, is held.
         if run.hold {
-            protected.held.extend(now_all.iter().cloned());
+            protected.held.extend(received_times(run.db(), run.mbx));
         } else {
             protected.held.clear();
         }
@@ -409,9 +507,16 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         } else {
             protected.until.clear();
         }
-        for s in &protected.held {
-            prop_assert!(now_all.contains(s), "{step:?}: {s} was destroyed under litigation hold");
+        for (s, received) in &protected.held {
+            prop_assert!(
+                now_all.contains(s) || !run.holds(*received),
+                "{step:?}: {s} (received at {received}) was destroyed at {} under litigation hold for {:?}",
+                run.now,
+                run.hold_for
+            );
         }
+        // What is gone is no longer held (a later, longer duration cannot bring it back).
+        protected.held.retain(|s, _| now_all.contains(s));
         for (s, until) in &protected.until {
             prop_assert!(
                 now_all.contains(s) || *until <= run.now,

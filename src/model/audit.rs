@@ -145,7 +145,9 @@ pub(crate) fn plan(op: &MailOp) -> Option<Plan> {
         }
         MailOp::Submit { mailbox, .. } => (*mailbox, AuditAction::Send, None, &Vec::new()),
         MailOp::RecoverItems { mailbox, uids } => (*mailbox, AuditAction::Recover, None, uids),
-        MailOp::SetRetention { mailbox, .. } => (*mailbox, AuditAction::HoldChange, None, &Vec::new()),
+        MailOp::SetRetention { mailbox, .. } | MailOp::SetHoldDuration { mailbox, .. } => {
+            (*mailbox, AuditAction::HoldChange, None, &Vec::new())
+        }
         MailOp::SetQuota { mailbox, .. } => (*mailbox, AuditAction::QuotaChange, None, &Vec::new()),
         MailOp::DeleteFolder { mailbox, folder, .. } => {
             (*mailbox, AuditAction::FolderDelete, Some(*folder), &Vec::new())

@@ -225,8 +225,11 @@ pub enum MailError {
         /// The mailbox.
         mailbox: Guid,
     },
-    /// A mailbox under single item recovery is not purged before the retention of what it holds has passed.
-    #[error("mailbox {mailbox} is under single item recovery: its content is kept until {until}; purge it after that")]
+    /// A mailbox under single item recovery is not purged before the retention of what it holds has passed, nor
+    /// one under a time-bound litigation hold before the hold of its newest item has ended.
+    #[error(
+        "mailbox {mailbox} keeps its content until {until} (single item recovery or a time-bound hold); purge it after that"
+    )]
     RetentionNotPassed {
         /// The mailbox.
         mailbox: Guid,

@@ -128,7 +128,9 @@ impl StateMachine for MailStore {
     /// Version 2: message bodies live in the log (`bodies`), not in the state store. Version 3: `Expunge` and
     /// `PurgeMailbox` carry their time (holds keep expunged items). Version 4: atomic batches (`MailOp::Batch`) and
     /// housekeeping (`MailOp::Housekeep`, `MailboxInfo::housekept`), which a version-3 reader could not decode.
-    const FORMAT: u32 = 4;
+    /// Version 5: the audit trail (`MailOp::Audited`, `MailOp::RecordAccess`, the `mail.audit` table) and
+    /// time-bound holds (`MailOp::SetHoldDuration`, `MailboxInfo::hold_duration`).
+    const FORMAT: u32 = 5;
     type Op = MailOp;
     type Output = MailOutput;
     type Rejection = MailError;

@@ -347,8 +347,16 @@ pub struct MailboxInfo {
     pub history_floor: ModSeq,
     /// Single item recovery: items purged from Deletions are kept in Purges until their retention ends.
     pub single_item_recovery: bool,
-    /// Litigation hold: nothing in Recoverable Items is ever purged.
+    /// Litigation hold: nothing that leaves the user's view is removed for good, and nothing in Recoverable
+    /// Items is purged, while it is on (for each item only until [`hold_duration`](Self::hold_duration) after it
+    /// was received, when that is set).
     pub litigation_hold: bool,
+    /// A time-bound litigation hold: an item is held only until this long after it was received (Exchange's
+    /// `LitigationHoldDuration`); `None` holds everything for as long as the hold is on. Set with
+    /// [`MailOp::SetHoldDuration`](crate::model::MailOp::SetHoldDuration); it has no effect without
+    /// [`litigation_hold`](Self::litigation_hold).
+    #[serde(with = "crate::time::option_duration_micros")]
+    pub hold_duration: Option<Duration>,
     /// Deleted-item retention (default 14 days; stored as whole microseconds).
     #[serde(with = "crate::time::duration_micros")]
     pub retention: Duration,
@@ -363,10 +371,16 @@ pub struct MailboxInfo {
 }
 
 impl MailboxInfo {
-    /// Whether items that leave the user's view are kept in Recoverable Items (litigation hold or single item
-    /// recovery) instead of being removed for good.
-    pub(crate) fn holds(&self) -> bool {
-        self.litigation_hold || self.single_item_recovery
+    /// Whether litigation hold keeps `item` at `at`: the hold is on and, if it is time-bound, `at` is within
+    /// [`hold_duration`](Self::hold_duration) of the item's arrival.
+    pub(crate) fn holds_item(&self, item: &ItemInfo, at: Timestamp) -> bool {
+        self.litigation_hold && self.hold_duration.is_none_or(|d| at < item.received.saturating_add(d))
+    }
+
+    /// Whether `item`, leaving the user's view at `at`, is kept in Recoverable Items instead of removed for good:
+    /// single item recovery, or a litigation hold that holds it.
+    pub(crate) fn keeps(&self, item: &ItemInfo, at: Timestamp) -> bool {
+        self.single_item_recovery || self.holds_item(item, at)
     }
 }
 

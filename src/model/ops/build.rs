@@ -49,6 +49,7 @@ impl MailOp {
             | MailOp::PurgeExpired { mailbox, .. }
             | MailOp::PurgeItems { mailbox, .. }
             | MailOp::SetRetention { mailbox, .. }
+            | MailOp::SetHoldDuration { mailbox, .. }
             | MailOp::DeleteFolder { mailbox, .. }
             | MailOp::Submit { mailbox, .. }
             | MailOp::AcknowledgeSubmission { mailbox, .. }
@@ -233,6 +234,7 @@ impl MailOp {
             | MailOp::AcknowledgeSubmission { .. }
             | MailOp::PurgeExpired { .. }
             | MailOp::SetRetention { .. }
+            | MailOp::SetHoldDuration { .. }
             | MailOp::PurgeDeleted { .. }
             | MailOp::DeleteFolder { .. }
             | MailOp::TrimHistory { .. }

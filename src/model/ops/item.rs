@@ -78,7 +78,7 @@ pub(super) fn replace(
         ..original.clone()
     };
     let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((raw, content)), modseq)?.uid;
-    let original_in_versions = if m.holds() {
+    let original_in_versions = if m.keeps(&original, at) {
         let mut versions = tx.role_folder(FolderRole::Versions)?;
         let kept = ItemInfo { deleted: Some(Deleted { from: folder, at }), ..original.clone() };
         let kept_uid = tx.move_item(&mut m, &mut f, &mut versions, &original, kept, modseq)?;
@@ -191,18 +191,19 @@ pub(super) fn expunge(mut tx: Tx<'_, '_>, folder: FolderId, uids: Option<Vec<Uid
         None => tx.uids_of(folder)?,
     };
     let mut modseq = None;
-    let deleted = |item: &ItemInfo| item.flags.contains(Flags::DELETED);
-    let expunged = if m.holds() {
-        // Gone from the user's view, kept for compliance: to Purges, with where and when it was deleted.
-        let mut purges = tx.role_folder(FolderRole::Purges)?;
-        let kept = |item: &ItemInfo| ItemInfo { deleted: Some(Deleted { from: folder, at }), ..item.clone() };
-        let moved = tx.move_matching(&mut m, &mut f, &mut purges, candidates, &mut modseq, deleted, kept)?;
+    // Gone from the user's view; what a hold keeps goes to Purges, with where and when it was deleted.
+    let holds = m.clone();
+    let kept = |item: &ItemInfo| item.flags.contains(Flags::DELETED) && holds.keeps(item, at);
+    let relabel = |item: &ItemInfo| ItemInfo { deleted: Some(Deleted { from: folder, at }), ..item.clone() };
+    let mut purges = tx.role_folder(FolderRole::Purges)?;
+    let mut expunged = tx.move_matching(&mut m, &mut f, &mut purges, candidates.clone(), &mut modseq, kept, relabel)?;
+    if !expunged.is_empty() {
         check_recoverable_quota(&m)?;
         tx.put_folder(&purges)?;
-        moved
-    } else {
-        tx.remove_matching(&mut m, &mut f, candidates, &mut modseq, deleted)?
-    };
+    }
+    let deleted = |item: &ItemInfo| item.flags.contains(Flags::DELETED);
+    expunged.extend(tx.remove_matching(&mut m, &mut f, candidates, &mut modseq, deleted)?);
+    expunged.sort_unstable();
     if modseq.is_some() {
         tx.put_folder(&f)?;
         tx.put_mailbox(&m)?;

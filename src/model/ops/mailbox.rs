@@ -43,6 +43,7 @@ pub(super) fn create(
         quota: None,
         single_item_recovery: false,
         litigation_hold: false,
+        hold_duration: None,
         retention: DEFAULT_RETENTION,
         history_floor: 0,
         deleted: None,
@@ -108,20 +109,28 @@ pub(super) fn purge(mut tx: Tx<'_, '_>, now: Timestamp) -> Applied {
     let Some(deleted) = m.deleted else {
         return Err(reject(MailError::MailboxNotDeleted { mailbox }));
     };
-    if m.litigation_hold {
+    if m.litigation_hold && m.hold_duration.is_none() {
         return Err(reject(MailError::LitigationHold { mailbox }));
     }
     let mut contents = Vec::new();
     // Under single item recovery every item is kept until its retention has passed: those still in folders
-    // since the mailbox was deleted, those in Recoverable Items since they were.
-    let mut last_deleted = deleted;
+    // since the mailbox was deleted, those in Recoverable Items since they were. Under a time-bound litigation
+    // hold, until the newest item's hold has ended.
+    let mut until = Timestamp::from_micros(0);
     for entry in tx.s.items.prefix_iter(tx.txn, &keys::mailbox(&mailbox))? {
         let item: ItemInfo = load(entry?.1)?;
         contents.push(item.content);
-        last_deleted = last_deleted.max(item.deleted.map_or(deleted, |d| d.at));
+        if m.single_item_recovery {
+            until = until.max(item.deleted.map_or(deleted, |d| d.at).saturating_add(m.retention));
+        }
+        if let Some(d) = m.hold_duration.filter(|_| m.litigation_hold) {
+            until = until.max(item.received.saturating_add(d));
+        }
     }
-    let until = last_deleted.saturating_add(m.retention);
-    if m.single_item_recovery && now < until {
+    if m.single_item_recovery {
+        until = until.max(deleted.saturating_add(m.retention));
+    }
+    if now < until {
         return Err(reject(MailError::RetentionNotPassed { mailbox, until }));
     }
     for hash in &contents {
@@ -149,6 +158,11 @@ pub(super) fn set_retention(
         m.litigation_hold = litigation_hold;
         m.retention = retention;
     })
+}
+
+/// Applies [`MailOp::SetHoldDuration`](super::MailOp::SetHoldDuration).
+pub(super) fn set_hold_duration(mut tx: Tx<'_, '_>, duration: Option<Duration>) -> Applied {
+    change_settings(&mut tx, |m| m.hold_duration = duration)
 }
 
 /// Applies [`MailOp::SetQuota`](super::MailOp::SetQuota).

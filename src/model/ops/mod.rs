@@ -336,8 +336,9 @@ pub enum MailOp {
         /// The mailbox.
         mailbox: Guid,
     },
-    /// Removes a soft-deleted mailbox and everything in it. Refused under litigation hold, and under single item
-    /// recovery until its retention has passed since the mailbox and every item in it were deleted.
+    /// Removes a soft-deleted mailbox and everything in it. Refused under litigation hold; under a time-bound one
+    /// ([`MailOp::SetHoldDuration`]) until the hold of every item in it has ended, and under single item recovery
+    /// until its retention has passed since the mailbox and every item in it were deleted.
     PurgeMailbox {
         /// The mailbox.
         mailbox: Guid,
@@ -422,6 +423,18 @@ pub enum MailOp {
         /// The messages' bytes: the record's attachment, like [`MailOp::Append`]'s.
         #[serde(skip)]
         raw: Vec<u8>,
+    },
+    /// Makes a mailbox's litigation hold time-bound (Exchange's `LitigationHoldDuration`): each item is held only
+    /// until `duration` after it was received; `None` holds everything for as long as the hold is on. Judged at
+    /// each operation's own time: an expunge or an edit at `at`, a purge at its `now` (and
+    /// [`MailOp::PurgeDeleted`] at its `deleted_before`, never later than the caller's clock, so an item is kept
+    /// at least as long as its hold says). Set the hold itself with [`MailOp::SetRetention`].
+    SetHoldDuration {
+        /// The mailbox.
+        mailbox: Guid,
+        /// How long after its arrival an item stays held (logged as whole microseconds); `None`: indefinitely.
+        #[serde(with = "crate::time::option_duration_micros")]
+        duration: Option<Duration>,
     },
 }
 
@@ -656,6 +669,7 @@ fn apply_one(s: &MailStore, txn: &mut RwTxn<'_>, ctx: ApplyContext<'_>, op: Mail
         MailOp::RestoreMailbox { mailbox } => mailbox::restore(Tx::new(s, txn, mailbox)),
         MailOp::PurgeMailbox { mailbox, now } => mailbox::purge(Tx::new(s, txn, mailbox), now),
         MailOp::SetQuota { mailbox, quota } => mailbox::set_quota(Tx::new(s, txn, mailbox), quota),
+        MailOp::SetHoldDuration { mailbox, duration } => mailbox::set_hold_duration(Tx::new(s, txn, mailbox), duration),
         MailOp::Expunge { mailbox, folder, uids, at } => item::expunge(Tx::new(s, txn, mailbox), folder, uids, at),
         MailOp::Housekeep { mailbox, now, keep_changes, audit_before } => {
             housekeep::apply(s, txn, mailbox, now, keep_changes, audit_before)

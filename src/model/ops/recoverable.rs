@@ -63,15 +63,15 @@ pub(super) fn recover(mut tx: Tx<'_, '_>, uids: Vec<Uid>) -> Applied {
     Ok(MailOutput::Recovered { mapping, modseq })
 }
 
-/// Applies [`MailOp::PurgeDeleted`](super::MailOp::PurgeDeleted).
+/// Applies [`MailOp::PurgeDeleted`](super::MailOp::PurgeDeleted). Items a litigation hold keeps stay in
+/// Deletions (a time-bound hold is judged at `deleted_before`, no later than the caller's clock).
 pub(super) fn purge_deleted(mut tx: Tx<'_, '_>, deleted_before: Timestamp) -> Applied {
     let mut m = tx.mailbox()?;
-    if m.litigation_hold {
-        return Ok(MailOutput::Expunged { uids: Vec::new(), modseq: None });
-    }
     let mut deletions = tx.role_folder(FolderRole::Deletions)?;
     let uids = tx.uids_of(deletions.id)?;
-    let old = |item: &ItemInfo| item.deleted.is_none_or(|d| d.at < deleted_before);
+    let held = m.clone();
+    let old =
+        |item: &ItemInfo| item.deleted.is_none_or(|d| d.at < deleted_before) && !held.holds_item(item, deleted_before);
     let mut modseq = None;
     let purged = if m.single_item_recovery {
         // Out of the user's reach, kept until its retention has passed (`purge_expired`).
@@ -92,7 +92,7 @@ pub(super) fn purge_deleted(mut tx: Tx<'_, '_>, deleted_before: Timestamp) -> Ap
 /// Applies [`MailOp::PurgeExpired`](super::MailOp::PurgeExpired).
 pub(super) fn purge_expired(mut tx: Tx<'_, '_>, now: Timestamp) -> Applied {
     let retention = tx.mailbox()?.retention;
-    purge_older_than(&mut tx, now.saturating_sub(retention))
+    purge_older_than(&mut tx, now, now.saturating_sub(retention))
 }
 
 /// Applies [`MailOp::PurgeItems`](super::MailOp::PurgeItems).
@@ -121,19 +121,17 @@ pub(super) fn purge(mut tx: Tx<'_, '_>, uids: Vec<Uid>) -> Applied {
     Ok(MailOutput::Expunged { uids: purged, modseq })
 }
 
-/// Removes the items of Deletions, Purges and Versions deleted before `cutoff` (none under litigation hold). The
-/// UIDs reported are those of the three folders, in that order.
-fn purge_older_than(tx: &mut Tx<'_, '_>, cutoff: Timestamp) -> Applied {
+/// Removes the items of Deletions, Purges and Versions deleted before `cutoff` that no litigation hold keeps at
+/// `now`. The UIDs reported are those of the three folders, in that order.
+fn purge_older_than(tx: &mut Tx<'_, '_>, now: Timestamp, cutoff: Timestamp) -> Applied {
     let mut m = tx.mailbox()?;
-    if m.litigation_hold {
-        return Ok(MailOutput::Expunged { uids: Vec::new(), modseq: None });
-    }
+    let held = m.clone();
     let mut modseq = None;
     let mut purged = Vec::new();
     for role in [FolderRole::Deletions, FolderRole::Purges, FolderRole::Versions] {
         let mut folder = tx.role_folder(role)?;
         let uids = tx.uids_of(folder.id)?;
-        let expired = |item: &ItemInfo| item.deleted.is_none_or(|d| d.at < cutoff);
+        let expired = |item: &ItemInfo| item.deleted.is_none_or(|d| d.at < cutoff) && !held.holds_item(item, now);
         purged.extend(tx.remove_matching(&mut m, &mut folder, uids, &mut modseq, expired)?);
         if modseq.is_some() {
             tx.put_folder(&folder)?;
