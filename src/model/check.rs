@@ -58,8 +58,16 @@ impl MailStore {
     /// lies above every UID; no MODSEQ is above the mailbox's highest. Returns each problem found.
     pub fn verify_counters(&self, txn: &RoTxn<'_>) -> Result<Vec<String>> {
         let mut problems = Vec::new();
+        let last_uidvalidity = self.meta.get(txn, keys::LAST_UIDVALIDITY)?.map_or(0, |v| keys::u32_at(v, 0));
         for m in self.mailboxes(txn)? {
             let folders = self.folders(txn, &m.guid)?;
+            for f in folders.iter().filter(|f| f.uidvalidity > last_uidvalidity) {
+                problems.push(format!(
+                    "mailbox {} folder {}: UIDVALIDITY {} is above the highest given out ({last_uidvalidity}), so a \
+                     new folder could get it again",
+                    m.address, f.id, f.uidvalidity
+                ));
+            }
             let (mut items, mut size, mut rec_items, mut rec_size) = (0u64, 0u64, 0u64, 0u64);
             let mut indexed = 0u64;
             for f in &folders {

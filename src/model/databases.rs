@@ -12,7 +12,7 @@ use crate::engine::Attachments;
 use crate::error::{Error, Result};
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-pub(super) const TABLES: [&str; 13] = [
+pub(super) const TABLES: [&str; 14] = [
     "mail.mailboxes",
     "mail.addresses",
     "mail.folders",
@@ -26,6 +26,7 @@ pub(super) const TABLES: [&str; 13] = [
     "mail.segments",
     "mail.placed",
     "mail.audit",
+    "mail.meta",
 ];
 
 /// [`MailStore`]'s databases while their opening transaction is live.
@@ -59,6 +60,7 @@ impl OnCommit for MailDatabases<'_> {
             segments: t[10],
             placed: t[11],
             audit: t[12],
+            meta: t[13],
             attachments: self.1,
             records: Mutex::new(Records::default()),
         }

@@ -268,6 +268,11 @@ pub enum MailError {
     /// UIDVALIDITY 0 is not allowed.
     #[error("UIDVALIDITY must not be 0")]
     InvalidUidValidity,
+    /// The database has given out every UIDVALIDITY up to `u32::MAX` (folders are created faster than one a
+    /// second on average since 1970): no new folder can get one no folder had before. Create it in another
+    /// database.
+    #[error("this database has given out every UIDVALIDITY; create the folder or mailbox in another database")]
+    UidValidityExhausted,
     /// The quota's limits are inconsistent.
     #[error("invalid quota: {rule}")]
     InvalidQuota {

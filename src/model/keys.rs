@@ -18,9 +18,13 @@
 //! | `mail.received` | GUID ‖ folder id (u64) ‖ received time (u64) ‖ item id (u64) | empty |
 //! | `mail.submissions` | GUID ‖ item id (u64) | `Submission` |
 //! | `mail.audit` | GUID ‖ commit time (µs, u64) ‖ LSN (u64) ‖ index (u32) | `AuditEntry` (`audit`) |
+//! | `mail.meta` | a name ([`LAST_UIDVALIDITY`]) | that value of the whole database |
 
 use crate::model::types::{FolderId, ItemId, ModSeq, Uid};
 use crate::types::Guid;
+
+/// `mail.meta`: the highest UIDVALIDITY the database has given out (u32, big-endian).
+pub(crate) const LAST_UIDVALIDITY: &[u8] = b"last_uidvalidity";
 
 pub(crate) fn mailbox(guid: &Guid) -> [u8; 16] {
     guid.0

@@ -97,6 +97,8 @@ pub struct MailStore {
     segments: Table,
     placed: Table,
     audit: Table,
+    /// Values of the whole database, one key each (`keys::LAST_UIDVALIDITY`).
+    meta: Table,
     /// Where message bodies are read from: the database's log and segments (see `bodies`).
     attachments: Attachments,
     /// Mailbox and folder records the current write transaction wrote (see [`Records`]).
@@ -129,7 +131,8 @@ impl StateMachine for MailStore {
     /// `PurgeMailbox` carry their time (holds keep expunged items). Version 4: atomic batches (`MailOp::Batch`) and
     /// housekeeping (`MailOp::Housekeep`, `MailboxInfo::housekept`), which a version-3 reader could not decode.
     /// Version 5: the audit trail (`MailOp::Audited`, `MailOp::RecordAccess`, the `mail.audit` table) and
-    /// time-bound holds (`MailOp::SetHoldDuration`, `MailboxInfo::hold_duration`).
+    /// time-bound holds (`MailOp::SetHoldDuration`, `MailboxInfo::hold_duration`), and the `mail.meta` table (the
+    /// highest UIDVALIDITY given out).
     const FORMAT: u32 = 5;
     type Op = MailOp;
     type Output = MailOutput;

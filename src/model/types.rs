@@ -397,7 +397,9 @@ pub struct FolderInfo {
     pub role: Option<FolderRole>,
     /// Hidden from normal listings (the Recoverable Items subtree).
     pub hidden: bool,
-    /// IMAP UIDVALIDITY.
+    /// IMAP UIDVALIDITY: never the same for two folders of the database, a folder deleted and re-created under
+    /// the same name included (it is the creation time in seconds, or one more than the highest given out
+    /// before), so a client's cache of a deleted folder is never taken for the new one.
     pub uidvalidity: u32,
     /// IMAP UIDNEXT: the UID the next item will get.
     pub uidnext: Uid,

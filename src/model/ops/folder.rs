@@ -16,6 +16,7 @@ pub(super) fn create(mut tx: Tx<'_, '_>, parent: FolderId, name: String, uidvali
     if parent_folder.hidden {
         return Err(reject(MailError::RecoverableItems { mailbox: tx.guid, folder: parent }));
     }
+    let uidvalidity = tx.next_uidvalidity(uidvalidity)?;
     let modseq = Tx::next_modseq(&mut m);
     let folder = empty(m.next_folder_id, Some(parent), name, None, false, uidvalidity, modseq);
     let id = tx.insert_folder(&mut m, folder)?;

@@ -51,6 +51,7 @@ pub(super) fn create(
         next_folder_id: 1,
         next_item_id: 1,
     };
+    let uidvalidity = tx.next_uidvalidity(uidvalidity)?;
     let modseq = Tx::next_modseq(&mut m);
     let folder = |id, parent, name: &str, role, hidden| {
         folder::empty(id, parent, name.to_owned(), Some(role), hidden, uidvalidity, modseq)

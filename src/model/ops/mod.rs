@@ -121,7 +121,8 @@ pub enum MailOp {
         kind: MailboxKind,
         /// Creation time (chosen before logging).
         created: Timestamp,
-        /// UIDVALIDITY of its folders (chosen before logging).
+        /// UIDVALIDITY proposed for its folders (chosen before logging: the time in seconds); they get this or,
+        /// if the database has given it out already, one more than the highest given out (`FolderInfo::uidvalidity`).
         uidvalidity: u32,
     },
     /// Creates a folder under `parent`.
@@ -132,7 +133,8 @@ pub enum MailOp {
         parent: FolderId,
         /// The name.
         name: String,
-        /// Its UIDVALIDITY (chosen before logging).
+        /// Its UIDVALIDITY proposed (chosen before logging); it gets this or one more than the highest the
+        /// database has given out, as for [`MailOp::CreateMailbox`].
         uidvalidity: u32,
     },
     /// Renames a folder and/or moves it under another parent (never into its own subtree).

@@ -166,6 +166,24 @@ impl<'a, 't> Tx<'a, 't> {
         Ok(folder.id)
     }
 
+    /// The UIDVALIDITY of a folder (or of the folders of a new mailbox) created now: `proposed` (the creation
+    /// time in seconds, chosen before logging) unless the database has already given out that or a later one,
+    /// then the next after the highest. So every folder of the database, in every mailbox, ever created gets a
+    /// UIDVALIDITY no folder had before, however fast folders are deleted and re-created, across remounts and
+    /// failovers (the highest is state, replayed like the rest).
+    pub(super) fn next_uidvalidity(&mut self, proposed: u32) -> Result<u32, ApplyError<MailError>> {
+        let last = match self.s.meta.get(self.txn, keys::LAST_UIDVALIDITY)? {
+            Some(v) => keys::u32_at(v, 0),
+            None => 0,
+        };
+        let Some(next) = last.checked_add(1) else {
+            return Err(reject(MailError::UidValidityExhausted));
+        };
+        let v = proposed.max(next);
+        self.s.meta.put(self.txn, keys::LAST_UIDVALIDITY, &v.to_be_bytes())?;
+        Ok(v)
+    }
+
     /// Takes the next MODSEQ of the mailbox.
     pub(super) fn next_modseq(m: &mut MailboxInfo) -> ModSeq {
         m.highest_modseq += 1;
