@@ -90,6 +90,10 @@ pub mod internals {
     }
 }
 
+/// The bytes of a message in an operation (`model::MailOp::Append::raw` and the others that store one): cheap to
+/// clone, so one message delivered to many mailboxes is held once. Every constructor takes `impl Into<Bytes>`
+/// (a `Vec<u8>` converts without a copy).
+pub use bytes::Bytes;
 pub use engine::{
     ApplyContext, ApplyError, Attachments, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogPolicy,
     LogPosition, LogRetention, OnSyncTimeout, Options, RecoveryMode, RecoveryReport, StateMachine, SyncPolicy,

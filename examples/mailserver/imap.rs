@@ -1213,7 +1213,7 @@ impl Session<'_> {
             fai: false,
             envelope: Box::new(envelope::parse(&raw)),
             content: ContentHash::of(&raw),
-            raw,
+            raw: raw.into(),
         };
         let MailOutput::Appended { uid, uidvalidity, .. } = account.engine.commit(op)?.output else {
             return no("[SERVERBUG] unexpected result of an append");

@@ -18,11 +18,16 @@ const MAX_LINE: usize = 4096;
 const MAX_MESSAGE: usize = mailstore::model::MAX_MESSAGE_SIZE;
 /// Most recipients per transaction.
 const MAX_RECIPIENTS: usize = 1000;
+/// Most deliveries of one message committed at once (they share a log flush); a connection's memory for one
+/// message is about this many times its size.
+const MAX_IN_FLIGHT: usize = 4;
 /// An idle connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Transaction {
     from: String,
+    /// The size MAIL FROM declared (RFC 1870 `SIZE=`; 0 when not declared).
+    size: usize,
     recipients: Vec<Recipient>,
 }
 
@@ -59,8 +64,9 @@ fn session(server: &Server, stream: TcpStream) -> std::io::Result<()> {
         if !line.ends_with(b"\n") {
             // Over-long line: skip to its end and refuse it.
             if line.len() >= MAX_LINE {
-                let mut rest = Vec::new();
-                input.read_until(b'\n', &mut rest)?;
+                if !skip_line(&mut input)? {
+                    return Ok(());
+                }
                 reply(&mut out, "500 5.5.2 line too long")?;
                 continue;
             }
@@ -85,7 +91,8 @@ fn session(server: &Server, stream: TcpStream) -> std::io::Result<()> {
                 } else if from.size > MAX_MESSAGE {
                     reply(&mut out, "552 5.3.4 message size exceeds the fixed maximum")?;
                 } else {
-                    tx = Some(Transaction { from: from.address.into_owned(), recipients: Vec::new() });
+                    let size = from.size;
+                    tx = Some(Transaction { from: from.address.into_owned(), size, recipients: Vec::new() });
                     reply(&mut out, "250 2.1.0 sender OK")?;
                 }
             }
@@ -95,12 +102,16 @@ fn session(server: &Server, stream: TcpStream) -> std::io::Result<()> {
                 Some(t) => {
                     let address = to.address.to_string();
                     match server.account(&address) {
-                        Ok(Some(account)) => match inbox_if_not_full(&account) {
-                            Ok(Some(inbox)) => {
+                        Ok(Some(account)) => match inbox_if_accepted(&account, t.size) {
+                            Ok(Accepts::Yes(inbox)) => {
                                 t.recipients.push(Recipient { account, inbox });
                                 reply(&mut out, "250 2.1.5 recipient OK")?;
                             }
-                            Ok(None) => reply(&mut out, &format!("552 5.2.2 <{address}> mailbox is full"))?,
+                            Ok(Accepts::Full) => reply(&mut out, &format!("552 5.2.2 <{address}> mailbox is full"))?,
+                            Ok(Accepts::TooLarge(limit)) => reply(
+                                &mut out,
+                                &format!("552 5.3.4 <{address}> accepts messages of at most {limit} bytes"),
+                            )?,
                             Err(e) => reply(&mut out, &format!("451 4.3.0 <{address}> {e}"))?,
                         },
                         Ok(None) => reply(&mut out, &format!("550 5.1.1 <{address}> no such user"))?,
@@ -161,17 +172,54 @@ fn reply(out: &mut impl Write, line: &str) -> std::io::Result<()> {
     out.flush()
 }
 
-/// The Inbox of the mailbox, or `None` when the mailbox is already above its prohibit-send-receive quota.
-fn inbox_if_not_full(account: &Account) -> Result<Option<FolderId>, mailstore::Error> {
+/// Whether a mailbox takes a message at RCPT time.
+enum Accepts {
+    /// Yes, into this Inbox.
+    Yes(FolderId),
+    /// No: it is already above its prohibit-send-receive quota.
+    Full,
+    /// No: the size MAIL FROM declared is above the mailbox's largest message (its quota's `max_message_size`).
+    TooLarge(u64),
+}
+
+/// Whether the mailbox takes a message of the declared `size` (0: not declared), and its Inbox.
+fn inbox_if_accepted(account: &Account, size: usize) -> Result<Accepts, mailstore::Error> {
     account.engine.read(|s, txn| {
+        let Some(mailbox) = s.mailbox(txn, &account.guid)? else {
+            return Err(MailError::NoSuchMailbox { mailbox: account.guid }.into());
+        };
+        let limit = mailbox.quota.unwrap_or_default().max_message_size;
+        if size as u64 > limit {
+            return Ok(Accepts::TooLarge(limit));
+        }
         if s.quota_status(txn, &account.guid)?.is_some_and(|q| q.prohibit_send_receive) {
-            return Ok(None);
+            return Ok(Accepts::Full);
         }
         match s.folder_by_role(txn, &account.guid, FolderRole::Inbox)? {
-            Some(f) => Ok(Some(f.id)),
+            Some(f) => Ok(Accepts::Yes(f.id)),
             None => Err(MailError::NoWellKnownFolder { mailbox: account.guid, role: FolderRole::Inbox }.into()),
         }
     })
+}
+
+/// Reads and drops the rest of an over-long line in bounded pieces. `false` when the connection ended first.
+fn skip_line(input: &mut BufReader<TcpStream>) -> std::io::Result<bool> {
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(false);
+        }
+        match chunk.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                input.consume(end + 1);
+                return Ok(true);
+            }
+            None => {
+                let n = chunk.len();
+                input.consume(n);
+            }
+        }
+    }
 }
 
 /// Reads the DATA stream up to the lone dot, unstuffed. `None` when it exceeds [`MAX_MESSAGE`] (the rest is
@@ -208,24 +256,38 @@ fn read_data(input: &mut BufReader<TcpStream>) -> std::io::Result<Option<Vec<u8>
 }
 
 /// Delivers `raw` to every recipient (concurrently, so deliveries to one database share a log flush) and
-/// returns one reply line per recipient, in order.
+/// returns one reply line per recipient, in order. The message is parsed and hashed once and its bytes are
+/// shared by every recipient's operation (`mailstore::Bytes`).
 fn deliver_all(recipients: &[Recipient], raw: Vec<u8>) -> Vec<String> {
+    let first = &recipients[0];
+    let template = MailOp::append(first.account.guid, first.inbox, raw, Flags::empty(), Vec::new());
+    let op_for = |r: &Recipient| {
+        let mut op = template.clone();
+        if let MailOp::Append { mailbox, folder, .. } = &mut op {
+            (*mailbox, *folder) = (r.account.guid, r.inbox);
+        }
+        op
+    };
     if recipients.len() == 1 {
-        return vec![deliver(&recipients[0], raw)];
+        return vec![deliver(first, template)];
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = recipients.iter().map(|r| (r, scope.spawn(|| deliver(r, raw.clone())))).collect();
-        handles
-            .into_iter()
-            .map(|(r, h)| h.join().unwrap_or_else(|_| format!("451 4.3.0 <{}> delivery failed", r.account.address)))
-            .collect()
-    })
+    // At most `MAX_IN_FLIGHT` at once: each queued commit holds its own encoded record until it is written.
+    let mut replies = Vec::with_capacity(recipients.len());
+    for wave in recipients.chunks(MAX_IN_FLIGHT) {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = wave.iter().map(|r| (r, scope.spawn(move || deliver(r, op_for(r))))).collect();
+            replies.extend(handles.into_iter().map(|(r, h)| {
+                h.join().unwrap_or_else(|_| format!("451 4.3.0 <{}> delivery failed", r.account.address))
+            }));
+        });
+    }
+    replies
 }
 
-fn deliver(recipient: &Recipient, raw: Vec<u8>) -> String {
-    let (account, inbox) = (&recipient.account, recipient.inbox);
+fn deliver(recipient: &Recipient, op: MailOp) -> String {
+    let account = &recipient.account;
     // `commit` returns once the record is fdatasynced (Durability::Full): only then is 250 sent.
-    match account.engine.commit(MailOp::append(account.guid, inbox, raw, Flags::empty(), Vec::new())) {
+    match account.engine.commit(op) {
         Ok(c) => match c.output {
             MailOutput::Appended { uid, .. } => format!("250 2.0.0 <{}> delivered as UID {uid}", account.address),
             _ => format!("250 2.0.0 <{}> delivered", account.address),

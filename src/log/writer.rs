@@ -17,6 +17,10 @@ use crate::log::format::{END_MARKER, FRAME_HEADER_LEN, GenerationHeader, HEADER_
 use crate::log::generation::{self, Scan};
 use crate::types::{Guid, Lsn, now_micros};
 
+/// The most room the group buffer keeps between groups: enough for a group of ordinary mail, so the common case
+/// never reallocates; a group of large messages allocates what it needs and gives it back after its write.
+const KEPT_FRAME_BUFFER: usize = 4 << 20;
+
 /// The appender of one database's log.
 pub struct LogWriter {
     dir: PathBuf,
@@ -155,6 +159,9 @@ impl LogWriter {
         }
         let mut frames = std::mem::take(&mut self.frames);
         let written = self.write_frames(&mut frames, lsn - 1);
+        // The buffer is kept for the next group, but not the room a rare large group (big messages) needed.
+        frames.clear();
+        frames.shrink_to(KEPT_FRAME_BUFFER);
         self.frames = frames;
         written?;
         Ok(lsn - 1)

@@ -529,7 +529,7 @@ impl MailStore {
             raw.extend_from_slice(&bodies::read(&self.attachments, &r, &hash)?);
             contents.push((ContentHash(hash), r.len));
         }
-        Ok(Some(MailOp::RelocateBodies { generation, contents, raw }))
+        Ok(Some(MailOp::RelocateBodies { generation, contents, raw: raw.into() }))
     }
 
     /// The tables `bodies` works on.
@@ -665,14 +665,19 @@ impl Engine<MailStore> {
     /// [`MailError::NoWellKnownFolder`] for the Inbox), and a mailbox this database does not hold (delivered
     /// through the wrong database) is [`MailError::NoSuchMailbox`]. [`Store::deliver`](crate::Store::deliver)
     /// finds the database itself.
-    pub fn deliver(&self, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
+    pub fn deliver(&self, mailbox: Guid, folder: Option<&str>, raw: impl Into<bytes::Bytes>) -> Result<MailOutput> {
         Ok(self.commit(self.delivery(mailbox, folder, raw)?)?.output)
     }
 
     /// [`deliver`](Self::deliver) for async code ([`Engine::commit_async`]): the folder is looked up now (a short
     /// read), and the future resolves once the message is durable and applied, with the same answers and
     /// refusals as `deliver`.
-    pub fn deliver_async(&self, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> CommitFuture<MailOutput> {
+    pub fn deliver_async(
+        &self,
+        mailbox: Guid,
+        folder: Option<&str>,
+        raw: impl Into<bytes::Bytes>,
+    ) -> CommitFuture<MailOutput> {
         match self.delivery(mailbox, folder, raw) {
             Ok(op) => self.commit_async(op),
             Err(e) => CommitFuture(Err(Some(e))),
@@ -680,7 +685,7 @@ impl Engine<MailStore> {
     }
 
     /// The append a delivery commits, its folder looked up (see [`deliver`](Self::deliver)).
-    fn delivery(&self, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOp> {
+    fn delivery(&self, mailbox: Guid, folder: Option<&str>, raw: impl Into<bytes::Bytes>) -> Result<MailOp> {
         let (exists, target) = self.read(|s, txn| {
             let target = match folder {
                 Some(path) => s.folder_by_path(txn, &mailbox, path)?,
@@ -700,6 +705,11 @@ impl Engine<MailStore> {
 
 /// [`Engine::deliver`] as a free function (the form of earlier releases).
 #[deprecated(note = "use the method: `db.deliver(mailbox, folder, raw)`")]
-pub fn deliver(db: &MailEngine, mailbox: Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
+pub fn deliver(
+    db: &MailEngine,
+    mailbox: Guid,
+    folder: Option<&str>,
+    raw: impl Into<bytes::Bytes>,
+) -> Result<MailOutput> {
     db.deliver(mailbox, folder, raw)
 }

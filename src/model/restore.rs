@@ -119,7 +119,7 @@ fn copy_items(
                 fai: item.fai,
                 envelope,
                 content,
-                raw,
+                raw: raw.into(),
             })?;
             report.items += 1;
         }

@@ -54,7 +54,7 @@ impl Store<MailStore> {
     /// Delivers `raw` to mailbox `mailbox` in whichever mounted database holds it ([`Engine::deliver`]: into
     /// `folder`, a path, or the Inbox when `None`). A mailbox no mounted database holds is
     /// [`MailError::NoSuchMailbox`].
-    pub fn deliver(&self, mailbox: &Guid, folder: Option<&str>, raw: Vec<u8>) -> Result<MailOutput> {
+    pub fn deliver(&self, mailbox: &Guid, folder: Option<&str>, raw: impl Into<bytes::Bytes>) -> Result<MailOutput> {
         let Some(located) = self.locate(mailbox)? else {
             return Err(MailError::NoSuchMailbox { mailbox: *mailbox }.into());
         };

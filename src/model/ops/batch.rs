@@ -45,11 +45,11 @@ impl MailOp {
             raw.extend_from_slice(&body);
             parts.push(op);
         }
-        MailOp::Batch { ops: parts, lengths, raw }
+        MailOp::Batch { ops: parts, lengths, raw: raw.into() }
     }
 
     /// The bytes of the message the operation stores, for [`MailOp::batch`] to take.
-    fn message_bytes_mut(&mut self) -> Option<&mut Vec<u8>> {
+    fn message_bytes_mut(&mut self) -> Option<&mut bytes::Bytes> {
         match self {
             MailOp::Append { raw, .. } | MailOp::ReplaceItem { raw, .. } | MailOp::Submit { raw, .. } => Some(raw),
             MailOp::Audited { op, .. } => op.message_bytes_mut(),

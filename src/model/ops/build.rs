@@ -5,6 +5,8 @@
 use crate::model::envelope;
 use crate::model::error::MailError;
 use crate::model::types::{ContentHash, Fai, Flags, FolderId, ItemClass, MailboxKind, Uid};
+use bytes::Bytes;
+
 use crate::time::Timestamp;
 use crate::types::Guid;
 
@@ -17,9 +19,10 @@ fn uidvalidity_now() -> u32 {
     ((Timestamp::now().as_micros() / 1_000_000) as u32).max(1)
 }
 
-impl Message<Vec<u8>> {
+impl Message<Bytes> {
     /// `raw` as it arrives now: its envelope is parsed and its content hashed here, once, before logging.
-    fn now(raw: Vec<u8>) -> Self {
+    fn now(raw: impl Into<Bytes>) -> Self {
+        let raw = raw.into();
         Message {
             received: Timestamp::now(),
             envelope: Box::new(envelope::parse(&raw)),
@@ -96,12 +99,18 @@ impl MailOp {
     }
 
     /// A message to store, received now: its envelope is parsed here, once.
-    pub fn append(mailbox: Guid, folder: FolderId, raw: Vec<u8>, flags: Flags, keywords: Vec<String>) -> MailOp {
+    pub fn append(
+        mailbox: Guid,
+        folder: FolderId,
+        raw: impl Into<Bytes>,
+        flags: Flags,
+        keywords: Vec<String>,
+    ) -> MailOp {
         MailOp::append_now(mailbox, folder, raw, flags, keywords, ItemClass::Note, false)
     }
 
     /// A new version of an item, now.
-    pub fn replace_item(mailbox: Guid, folder: FolderId, uid: Uid, raw: Vec<u8>, class: ItemClass) -> MailOp {
+    pub fn replace_item(mailbox: Guid, folder: FolderId, uid: Uid, raw: impl Into<Bytes>, class: ItemClass) -> MailOp {
         let Message { received: at, envelope, content, raw } = Message::now(raw);
         MailOp::ReplaceItem { mailbox, folder, uid, class, at, envelope, content, raw }
     }
@@ -134,14 +143,14 @@ impl MailOp {
     }
 
     /// A message to submit for sending, now.
-    pub fn submit(mailbox: Guid, raw: Vec<u8>) -> MailOp {
+    pub fn submit(mailbox: Guid, raw: impl Into<Bytes>) -> MailOp {
         let Message { received: submitted, envelope, content, raw } = Message::now(raw);
         MailOp::Submit { mailbox, submitted, envelope, content, raw }
     }
 
     /// An item of any class (an appointment, a contact, a folder-associated settings item), received now.
     /// `fai`: [`Fai::Include`] makes it a folder-associated item.
-    pub fn append_item(mailbox: Guid, folder: FolderId, raw: Vec<u8>, class: ItemClass, fai: Fai) -> MailOp {
+    pub fn append_item(mailbox: Guid, folder: FolderId, raw: impl Into<Bytes>, class: ItemClass, fai: Fai) -> MailOp {
         MailOp::append_now(mailbox, folder, raw, Flags::empty(), Vec::new(), class, fai.included())
     }
 
@@ -149,7 +158,7 @@ impl MailOp {
     fn append_now(
         mailbox: Guid,
         folder: FolderId,
-        raw: Vec<u8>,
+        raw: impl Into<Bytes>,
         flags: Flags,
         keywords: Vec<String>,
         class: ItemClass,

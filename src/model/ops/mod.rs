@@ -14,6 +14,7 @@ mod tx;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use heed::RwTxn;
 use serde::{Deserialize, Serialize};
 
@@ -171,7 +172,7 @@ pub enum MailOp {
         /// The raw RFC 5322 bytes: the record's attachment, written once by the log and kept there (`bodies`);
         /// not part of the operation's encoding, so an operation read back from the log has them empty.
         #[serde(skip)]
-        raw: Vec<u8>,
+        raw: Bytes,
     },
     /// Replaces an item's content (an edited appointment, contact or draft): the new version gets a new UID in
     /// the same folder, keeping flags and keywords. Under litigation hold or single item recovery the original is
@@ -194,7 +195,7 @@ pub enum MailOp {
         content: ContentHash,
         /// The new raw bytes: the record's attachment, like [`MailOp::Append`]'s.
         #[serde(skip)]
-        raw: Vec<u8>,
+        raw: Bytes,
     },
     /// Changes flags and keywords of items of one folder, optionally only of those unchanged since a MODSEQ
     /// (IMAP `UNCHANGEDSINCE`).
@@ -308,7 +309,7 @@ pub enum MailOp {
         /// The raw RFC 5322 bytes: the record's attachment, written once by the log and kept there (`bodies`);
         /// not part of the operation's encoding, so an operation read back from the log has them empty.
         #[serde(skip)]
-        raw: Vec<u8>,
+        raw: Bytes,
     },
     /// A transport has sent a queued message: it leaves the queue and moves from the Outbox to Sent Items.
     AcknowledgeSubmission {
@@ -379,7 +380,7 @@ pub enum MailOp {
         contents: Vec<(ContentHash, u32)>,
         /// Their bytes: the record's attachment, like [`MailOp::Append`]'s.
         #[serde(skip)]
-        raw: Vec<u8>,
+        raw: Bytes,
     },
     /// `op`, performed by `actor`: applied exactly as `op` alone, and recorded with the actor in the audit trail
     /// (`model::audit`). Build it with [`MailOp::by`]; it does not nest.
@@ -424,7 +425,7 @@ pub enum MailOp {
         lengths: Vec<u32>,
         /// The messages' bytes: the record's attachment, like [`MailOp::Append`]'s.
         #[serde(skip)]
-        raw: Vec<u8>,
+        raw: Bytes,
     },
     /// Makes a mailbox's litigation hold time-bound (Exchange's `LitigationHoldDuration`): each item is held only
     /// until `duration` after it was received; `None` holds everything for as long as the hold is on. Judged at
