@@ -361,3 +361,41 @@ fn an_s3_target_is_parsed_and_a_missing_bucket_is_a_typed_error() {
     assert!(e.to_string().contains("check the endpoint"), "{e}");
     Arc::try_unwrap(db).ok().unwrap().dismount().unwrap();
 }
+
+/// `mailstore backup` / `restore` with an `s3://bucket/prefix` target, endpoint and credentials from the `AWS_*`
+/// variables (a build with `--features cli,s3`).
+#[cfg(feature = "cli")]
+#[test]
+fn the_cli_backs_up_into_and_restores_from_an_s3_target() {
+    let Some(moto) = Moto::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("source");
+    let (db, mbx, history) = source(&dir);
+    let done = AtomicU64::new(0);
+    deliver_n(&db, mbx, 30, &history, &done);
+    let expected = db.read(|s, txn| s.digest(txn)).unwrap();
+    Arc::try_unwrap(db).ok().unwrap().dismount().unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailstore"))
+            .args(args)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        let text =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "mailstore {args:?}: {text:?}");
+        text.0
+    };
+    let url = format!("s3://{BUCKET}/cli/db");
+    let shown = run(&["backup", &dir.display().to_string(), "--to", &url]);
+    assert!(shown.contains(&url), "{shown}");
+    let to = tmp.path().join("restored");
+    run(&["restore", "--from", &url, "--to", &to.display().to_string(), "--json"]);
+    let (_, digest) = restored_digest(&to);
+    assert_eq!(digest, expected);
+}
