@@ -61,7 +61,7 @@ fn a_wake_up_comes_after_the_change_is_readable() {
         let lsn = sub.wait(Duration::from_secs(5)).unwrap().expect("woken");
         // Whatever the wake-up reports is already readable.
         let value = get(&db, "k").unwrap();
-        assert!(value.as_slice() >= b"0", "{value:?}");
+        assert!(value.as_slice() >= b"0".as_slice(), "{value:?}");
         assert!(db.status().applied_lsn >= lsn);
         let committed = writer.join().unwrap();
         assert!(lsn <= committed);

@@ -1,7 +1,9 @@
-//! Online backup of a mounted database to a local directory, and restore with roll-forward.
+//! Online backup of a mounted database to a [`Target`] — a local directory, or (feature `s3`) a prefix of an
+//! S3-compatible bucket (`S3Config`) — and restore with roll-forward. The steps below are written once; each
+//! kind of target only stores and reads files (`target.rs`, `s3.rs`).
 //!
-//! A backup *set* starts with a full backup and grows by incrementals. Each backup is a directory of the target
-//! named by its id, holding
+//! A backup *set* starts with a full backup and grows by incrementals. Each backup is a directory (on S3: a key
+//! prefix) of the target named by its id, holding
 //!
 //! * a full backup: `state.mdb` (a consistent, compacted snapshot of the state store, taken while commits go on),
 //!   `segments/` (every closed generation below the log's start that the snapshot's state refers to: they hold
@@ -14,6 +16,12 @@
 //! under `<id>.partial`, synced, renamed to `<id>`, and only then entered in the catalogue (written to a
 //! temporary name, synced, renamed): a crash mid-backup leaves no backup the catalogue lists, so none that looks
 //! complete. [`Engine::backup_completed`] is called only after the catalogue names the backup durably.
+//!
+//! On S3 every file is one PUT or a multipart upload under `<id>/` (no `.partial`: nothing is visible until the
+//! catalogue, written last by one PUT, names it). **An S3 backup is complete, and durable, exactly when the
+//! catalogue naming it was stored**: every object of it had been acknowledged by the store before; only then is
+//! [`Engine::backup_completed`] called. Objects a crash or a failure left under an unlisted id are never read
+//! and are deleted by the next backup; the lock is an object created with a conditional PUT (see `s3.rs`).
 //!
 //! Crash safety. A backup that returned `Ok` is durable: its files, its directory and the catalogue entry naming
 //! it are synced. A backup killed at any step leaves the target's catalogue and every backup it lists as they
@@ -60,8 +68,8 @@ pub use target::Target;
 /// What a finished backup holds: its catalogue entry.
 pub type BackupReport = BackupEntry;
 
-/// Takes a full backup of the mounted `engine` into the local directory `target` (created if missing), while
-/// commits go on. Returns the backup's catalogue entry once the catalogue holds it durably; then records it with
+/// Takes a full backup of the mounted `engine` into `target` (a local directory, created if missing, or an S3
+/// prefix), while commits go on. Returns the backup's catalogue entry once the catalogue holds it durably; then records it with
 /// [`Engine::backup_completed`] (its last LSN + 1), so [`crate::LogRetention::UntilBackup`] may release the
 /// generations it covers. A database whose catalogue in `target` belongs to another database is refused.
 ///

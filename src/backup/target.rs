@@ -41,8 +41,8 @@ pub enum Target {
 
 impl Target {
     /// `s3://bucket/prefix` (endpoint and credentials from the usual `AWS_*` variables, see
-    /// [`S3Config::from_url`]), or a local directory for anything else. Without the `s3` feature an `s3://`
-    /// target fails with [`BackupError::NoS3Support`].
+    /// `S3Config::from_url`), or a local directory for anything else. Without the `s3` feature an `s3://`
+    /// target fails with [`crate::BackupError::NoS3Support`].
     pub fn parse(text: &str) -> Result<Target> {
         if text.starts_with("s3://") {
             #[cfg(feature = "s3")]
