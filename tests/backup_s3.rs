@@ -321,18 +321,27 @@ fn a_cut_short_upload_is_ignored_by_restore_and_removed_by_the_next_backup() {
     assert_eq!(applied, another.last_lsn);
     assert_eq!(digest, history.lock()[&applied].0);
 
-    // A damaged object (its bytes replaced after the backup) is found by its hash before anything is written.
+    // A damaged object (its bytes replaced after the backup, same length) is found by its hash, and one of
+    // another length by its length, before anything is written; the download is removed.
     let full_state = Catalogue::load_from(target.clone()).unwrap().backups[0]
         .files
         .iter()
         .find(|f| f.kind == FileKind::State)
-        .map(|f| f.path.clone())
+        .cloned()
         .unwrap();
-    moto.put(&format!("db2/{full_state}"), b"not the snapshot");
-    let to = tmp.path().join("restored-3");
-    let damaged = backup::restore(target, &to, StopAt::End).unwrap_err();
-    assert!(matches!(damaged, Error::Corrupted { .. }), "{damaged}");
-    assert!(!to.exists(), "nothing written");
+    for replacement in [vec![0u8; full_state.len as usize], b"not the snapshot".to_vec()] {
+        moto.put(&format!("db2/{}", full_state.path), &replacement);
+        let to = tmp.path().join("restored-3");
+        let damaged = backup::restore(target.clone(), &to, StopAt::End).unwrap_err();
+        assert!(matches!(damaged, Error::Corrupted { .. }), "{damaged}");
+        assert!(!to.exists(), "nothing written");
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|n| n.contains(".download-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
     Arc::try_unwrap(db).ok().unwrap().dismount().unwrap();
 }
 

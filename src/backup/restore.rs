@@ -117,7 +117,7 @@ pub fn restore(from: impl Into<Target>, to: &Path, stop: StopAt) -> Result<Resto
                             format!("the catalogue names {:?}, which is not a backup file", file.path),
                         ));
                     }
-                    backend.fetch(&file.path, &download.join(&file.path))?;
+                    backend.fetch(&file.path, file.len, &download.join(&file.path))?;
                 }
                 fs::write(download.join(CATALOGUE_FILE), &bytes).at(&download)
             })();

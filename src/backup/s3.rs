@@ -40,6 +40,8 @@ use crate::types::Guid;
 
 /// The smallest part S3 accepts in a multipart upload (all but the last).
 const MIN_PART_SIZE: usize = 5 << 20;
+/// The most parts one multipart upload may have (S3 allows 10,000; some room is left).
+const MAX_PARTS: u64 = 9_000;
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
 /// The size of one ranged read of a restore.
@@ -359,7 +361,9 @@ impl Backend for S3Bucket {
                 .runtime
                 .block_on(self.store.put_multipart(&key))
                 .map_err(|e| self.fail("starting the multipart upload of", &key, e))?;
-            Body::Parts(WriteMultipart::new_with_chunk_size(upload, self.config.part_size))
+            // S3 takes at most 10,000 parts: a very large file gets larger parts.
+            let part = self.config.part_size.max(usize::try_from(len.div_ceil(MAX_PARTS)).unwrap_or(usize::MAX));
+            Body::Parts(WriteMultipart::new_with_chunk_size(upload, part))
         } else {
             Body::Whole(Vec::with_capacity(usize::try_from(len).unwrap_or(0)))
         };
@@ -371,7 +375,7 @@ impl Backend for S3Bucket {
         Ok(())
     }
 
-    fn fetch(&self, rel: &str, to: &Path) -> Result<()> {
+    fn fetch(&self, rel: &str, len: u64, to: &Path) -> Result<()> {
         let key = self.key(rel);
         let meta = self.runtime.block_on(self.store.head(&key)).map_err(|e| match e {
             object_store::Error::NotFound { .. } => {
@@ -379,6 +383,14 @@ impl Backend for S3Bucket {
             }
             e => self.fail("reading", &key, e),
         })?;
+        if meta.size != len {
+            // Not downloaded: restore would refuse it for its length anyway.
+            return Err(Error::corrupted(
+                Path::new(&format!("s3://{}/{key}", self.config.bucket)),
+                meta.size.min(len),
+                format!("backup object is {} bytes, the catalogue says {len}", meta.size),
+            ));
+        }
         let mut out = File::create(to).at(to)?;
         let mut at = 0;
         while at < meta.size {

@@ -122,8 +122,9 @@ pub(crate) trait Backend {
     /// Makes every file of backup `id` durable and the backup whole under `<id>/` (the catalogue, written
     /// next, is what names it).
     fn seal(&self, id: &str) -> Result<()>;
-    /// Copies the object `rel` to the local file `to` as it is (restore checks its length and hash after).
-    fn fetch(&self, rel: &str, to: &Path) -> Result<()>;
+    /// Copies the object `rel`, which the catalogue says is `len` bytes long, to the local file `to` as it is
+    /// (refused without copying when its length differs; restore checks its hash after).
+    fn fetch(&self, rel: &str, len: u64, to: &Path) -> Result<()>;
 }
 
 /// A file being written into a target.
@@ -265,7 +266,7 @@ impl Backend for LocalDir {
         Ok(())
     }
 
-    fn fetch(&self, rel: &str, to: &Path) -> Result<()> {
+    fn fetch(&self, rel: &str, _len: u64, to: &Path) -> Result<()> {
         let from = self.dir.join(rel);
         fs::copy(&from, to).at(&from)?;
         Ok(())
