@@ -326,3 +326,29 @@ fn looks_like_backup(path: &Path) -> Result<bool> {
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_files_and_ids_are_told_from_anything_else() {
+        assert!(is_backup_file("state.mdb"));
+        assert!(is_backup_file("logs/0000000000000001.log") && is_backup_file("segments/0000000000000002.log"));
+        for other in ["notes.txt", "logs/notes.txt", "logs/", "other/0000000000000001.log", "state.mdb/x", ""] {
+            assert!(!is_backup_file(other), "{other}");
+        }
+        assert!(is_backup_id("000001") && !is_backup_id("") && !is_backup_id("000001.partial"));
+    }
+
+    #[test]
+    fn a_target_is_parsed_from_the_command_line() {
+        assert!(matches!(Target::parse("/var/backups").unwrap(), Target::Dir(d) if d == Path::new("/var/backups")));
+        #[cfg(not(feature = "s3"))]
+        {
+            let e = Target::parse("s3://bucket/prefix").unwrap_err();
+            assert!(matches!(e, Error::Backup(crate::error::BackupError::NoS3Support { .. })), "{e}");
+            assert!(e.to_string().contains("`s3` feature"), "{e}");
+        }
+    }
+}
