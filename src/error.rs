@@ -259,6 +259,75 @@ pub enum Error {
     /// Log shipping, a passive copy or an activation failed (see [`ReplicationError`]).
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+
+    /// A backup target (an S3 bucket, a target that cannot be used) failed or refused (see [`BackupError`]).
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+/// What failed at a backup target (`crate::backup`): the object store, its lock, or the target's name.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// A request to the object store failed (after its retries).
+    #[error(
+        "{target}: {operation} failed: {reason}; check the endpoint, the bucket, the credentials (the AWS_* \
+         variables or S3Config) and the network, then retry"
+    )]
+    ObjectStore {
+        /// The target (`s3://bucket/prefix`).
+        target: String,
+        /// What was being done, with the object's key.
+        operation: String,
+        /// The store's error.
+        reason: String,
+    },
+    /// The catalogue names an object the store does not hold.
+    #[error(
+        "{target}: the catalogue lists {object}, which the store does not hold: this backup is damaged; restore from another backup set"
+    )]
+    MissingObject {
+        /// The target.
+        target: String,
+        /// The object's key.
+        object: String,
+    },
+    /// Another backup holds the target's lock object.
+    #[error(
+        "another backup into {target} holds its lock ({holder}); retry when it is done, or delete {lock} if that \
+         backup was killed"
+    )]
+    Locked {
+        /// The target.
+        target: String,
+        /// The lock object's key.
+        lock: String,
+        /// What the lock says of its holder.
+        holder: String,
+    },
+    /// An `s3://` target was given to a build without the `s3` feature.
+    #[error("{target} is an S3 target, but this build of mailstore has no S3 support: build it with the `s3` feature")]
+    NoS3Support {
+        /// The target as given.
+        target: String,
+    },
+    /// The target cannot be used as given.
+    #[error("{target} is not a usable backup target: {reason}")]
+    BadTarget {
+        /// The target as given.
+        target: String,
+        /// Why, and what to give instead.
+        reason: String,
+    },
+    /// An S3 target was used from inside an async runtime, where its private runtime cannot block.
+    #[error(
+        "{target}: backup and restore are blocking calls; call them from a blocking thread (for example \
+         tokio::task::spawn_blocking), not from inside an async runtime"
+    )]
+    InsideRuntime {
+        /// The target.
+        target: String,
+    },
 }
 
 /// What failed when encoding or decoding a value (operations, log records, stored state records).

@@ -98,7 +98,7 @@ pub use engine::{
     ApplyContext, ApplyError, Attachments, Committed, Durability, Engine, EngineStats, EngineStatus, LogPin, LogPolicy,
     LogPosition, LogRetention, OnSyncTimeout, Options, RecoveryMode, RecoveryReport, StateMachine, SyncPolicy,
 };
-pub use error::{CodecError, Error, Result, StoreError};
+pub use error::{BackupError, CodecError, Error, Result, StoreError};
 /// The LMDB binding the state store is built on, re-exported as part of the API: a [`StateMachine`] opens its
 /// tables with heed's `DatabaseOpener` and applies operations in heed's `RwTxn`, and readers take a [`RoTxn`].
 /// Use this re-export rather than a `heed` dependency of your own, so the versions always match. A change of

@@ -684,3 +684,19 @@ fn backup_incremental_and_restore_to_an_lsn_and_to_the_end() {
     assert_eq!(bad.code, 2, "{bad:?}");
     assert!(bad.stderr.contains("RFC 3339"), "{bad:?}");
 }
+
+/// A build without the `s3` feature refuses an `s3://` target, saying how to get one, and touches nothing.
+#[cfg(not(feature = "s3"))]
+#[test]
+fn an_s3_target_needs_the_s3_feature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    create(&dir, Options::default(), 1, 5, 10);
+    let run = mailstore_args(&["backup", &dir.display().to_string(), "--to", "s3://bucket/prefix"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("`s3` feature"), "{run:?}");
+    let to = tmp.path().join("restored");
+    let run = mailstore_args(&["restore", "--from", "s3://bucket/prefix", "--to", &to.display().to_string()]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("`s3` feature") && !to.exists(), "{run:?}");
+}

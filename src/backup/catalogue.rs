@@ -1,14 +1,17 @@
 //! The catalogue of a backup target: which backups exist, their LSN ranges, times, files and checksums.
 //!
-//! Stored as `catalogue.json` at the target's root, replaced atomically (temporary file, sync, rename, sync of
-//! the directory). A backup directory that the catalogue does not list (a `*.partial` one, or one a crash left
-//! before its catalogue entry) is not a backup.
+//! Stored as `catalogue.json` at the target's root, replaced atomically (local: temporary file, sync, rename,
+//! sync of the directory; S3: one PUT, which readers see whole or not at all). A backup directory or object that
+//! the catalogue does not list (a `*.partial` one, or one a crash left before its catalogue entry) is not a
+//! backup.
 
+use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::target::Target;
 use crate::error::{Error, IoContext, Result};
 use crate::time::Timestamp;
 use crate::types::{Guid, Lsn};
@@ -96,58 +99,70 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// Reads the catalogue of `target`; [`Error::NotFound`]-like `InvalidArgument` when it has none.
+    /// Reads the catalogue of the local directory `target`; an [`Error::Io`] (not found) when it has none.
     pub fn load(target: &Path) -> Result<Self> {
         let path = target.join(CATALOGUE_FILE);
         let bytes = fs::read(&path).at(&path)?;
+        Self::parse(&bytes, &path)
+    }
+
+    /// Reads the catalogue of any target (a local directory or an S3 prefix); [`Error::InvalidArgument`] when it
+    /// has none.
+    pub fn load_from(target: impl Into<Target>) -> Result<Self> {
+        let target = target.into();
+        match target.open()?.read(CATALOGUE_FILE)? {
+            Some(bytes) => Self::parse(&bytes, &catalogue_path(&target)),
+            None => Err(Error::InvalidArgument(format!("{target} holds no backup catalogue ({CATALOGUE_FILE})"))),
+        }
+    }
+
+    /// Decodes a catalogue's bytes; `path` names it in errors.
+    pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
         let catalogue: Catalogue =
-            serde_json::from_slice(&bytes).map_err(|e| Error::corrupted(&path, 0, format!("catalogue: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| Error::corrupted(path, 0, format!("catalogue: {e}")))?;
         if catalogue.version != 1 {
-            return Err(Error::corrupted(&path, 0, format!("catalogue version {} is unknown", catalogue.version)));
+            return Err(Error::corrupted(path, 0, format!("catalogue version {} is unknown", catalogue.version)));
         }
         Ok(catalogue)
     }
 
-    /// The catalogue of `target` (created with the directory if missing), refused when it is another database's.
-    pub(crate) fn load_or_new(target: &Path, guid: Guid) -> Result<Self> {
-        fs::create_dir_all(target).at(target)?;
-        if !target.join(CATALOGUE_FILE).exists() {
+    /// The catalogue whose bytes are `stored` (a new one when `None`), refused when it is another database's.
+    pub(crate) fn for_database(stored: Option<Vec<u8>>, target: &Target, guid: Guid) -> Result<Self> {
+        let Some(bytes) = stored else {
             return Ok(Catalogue { version: 1, guid: guid.to_string(), backups: Vec::new() });
-        }
-        let catalogue = Self::load(target)?;
+        };
+        let catalogue = Self::parse(&bytes, &catalogue_path(target))?;
         if catalogue.guid != guid.to_string() {
             return Err(Error::InvalidArgument(format!(
-                "{} holds backups of database {}, not of {guid}",
-                target.display(),
+                "{target} holds backups of database {}, not of {guid}",
                 catalogue.guid
             )));
         }
         Ok(catalogue)
     }
 
-    /// The id of the next backup in `target`: above every id listed, and naming no directory in `target` (an
-    /// unlisted one that did not look like a backup's is skipped, never reused).
-    pub(crate) fn next_id(&self, target: &Path) -> String {
+    /// The id of the next backup: above every id listed, and none of the names in `taken` (the target's
+    /// top-level names: an unlisted one that did not look like a backup's is skipped, never reused).
+    pub(crate) fn next_id(&self, taken: &HashSet<String>) -> String {
         let listed = self.backups.iter().map(|b| b.id.parse::<u64>().unwrap_or(0)).max().unwrap_or(0);
         let mut n = listed.max(self.backups.len() as u64).saturating_add(1);
-        while n < u64::MAX && fs::symlink_metadata(target.join(format!("{n:06}"))).is_ok() {
+        while n < u64::MAX && taken.contains(&format!("{n:06}")) {
             n += 1;
         }
         format!("{n:06}")
     }
 
-    /// Replaces the catalogue in `target` atomically and durably.
-    pub(crate) fn store(&self, target: &Path) -> Result<()> {
-        let tmp = target.join(format!("{CATALOGUE_FILE}.tmp"));
-        let path = target.join(CATALOGUE_FILE);
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        (|| -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, &bytes)?;
-            f.sync_all()
-        })()
-        .at(&tmp)?;
-        fs::rename(&tmp, &path).at(&path)?;
-        crate::fsutil::sync_dir(target)
+    /// The catalogue's bytes as stored.
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+}
+
+/// How errors name the catalogue of `target`.
+fn catalogue_path(target: &Target) -> PathBuf {
+    match target {
+        Target::Dir(dir) => dir.join(CATALOGUE_FILE),
+        #[allow(unreachable_patterns)]
+        other => PathBuf::from(format!("{other}/{CATALOGUE_FILE}")),
     }
 }

@@ -1,7 +1,9 @@
-//! Online backup of a mounted database to a local directory, and restore with roll-forward.
+//! Online backup of a mounted database to a [`Target`] — a local directory, or (feature `s3`) a prefix of an
+//! S3-compatible bucket (`S3Config`) — and restore with roll-forward. The steps below are written once; each
+//! kind of target only stores and reads files (`target.rs`, `s3.rs`).
 //!
-//! A backup *set* starts with a full backup and grows by incrementals. Each backup is a directory of the target
-//! named by its id, holding
+//! A backup *set* starts with a full backup and grows by incrementals. Each backup is a directory (on S3: a key
+//! prefix) of the target named by its id, holding
 //!
 //! * a full backup: `state.mdb` (a consistent, compacted snapshot of the state store, taken while commits go on),
 //!   `segments/` (every closed generation below the log's start that the snapshot's state refers to: they hold
@@ -14,6 +16,12 @@
 //! under `<id>.partial`, synced, renamed to `<id>`, and only then entered in the catalogue (written to a
 //! temporary name, synced, renamed): a crash mid-backup leaves no backup the catalogue lists, so none that looks
 //! complete. [`Engine::backup_completed`] is called only after the catalogue names the backup durably.
+//!
+//! On S3 every file is one PUT or a multipart upload under `<id>/` (no `.partial`: nothing is visible until the
+//! catalogue, written last by one PUT, names it). **An S3 backup is complete, and durable, exactly when the
+//! catalogue naming it was stored**: every object of it had been acknowledged by the store before; only then is
+//! [`Engine::backup_completed`] called. Objects a crash or a failure left under an unlisted id are never read
+//! and are deleted by the next backup; the lock is an object created with a conditional PUT (see `s3.rs`).
 //!
 //! Crash safety. A backup that returned `Ok` is durable: its files, its directory and the catalogue entry naming
 //! it are synced. A backup killed at any step leaves the target's catalogue and every backup it lists as they
@@ -28,13 +36,15 @@
 
 mod catalogue;
 mod restore;
+#[cfg(feature = "s3")]
+mod s3;
+mod target;
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, LOGS_DIR, SEGMENTS_DIR, StateMachine};
 use crate::error::{Error, IoContext, Result};
@@ -45,23 +55,30 @@ use crate::replication::source::{SNAPSHOT_STATE_FILE, link_generation, prepare_s
 use crate::time::Timestamp;
 use crate::types::{Guid, Lsn};
 
+pub use crate::error::BackupError;
+use catalogue::CATALOGUE_FILE;
 pub use catalogue::{BackupEntry, BackupFile, BackupKind, Catalogue, FileKind};
 pub(crate) use restore::refuse_unfinished_restore;
 pub use restore::{RESTORING_FILE, RestoreReport, StopAt, restore};
+#[cfg(feature = "s3")]
+pub use s3::S3Config;
+use target::Backend;
+pub use target::Target;
 
 /// What a finished backup holds: its catalogue entry.
 pub type BackupReport = BackupEntry;
 
-/// Takes a full backup of the mounted `engine` into the local directory `target` (created if missing), while
-/// commits go on. Returns the backup's catalogue entry once the catalogue holds it durably; then records it with
+/// Takes a full backup of the mounted `engine` into `target` (a local directory, created if missing, or an S3
+/// prefix), while commits go on. Returns the backup's catalogue entry once the catalogue holds it durably; then records it with
 /// [`Engine::backup_completed`] (its last LSN + 1), so [`crate::LogRetention::UntilBackup`] may release the
 /// generations it covers. A database whose catalogue in `target` belongs to another database is refused.
 ///
 /// Durable once it returns; a crash before leaves the target's catalogue as it was, and what the crash left is
 /// removed by the next backup (see the module's documentation): backup directories the catalogue does not list,
 /// and stale staging directories.
-pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result<BackupReport> {
-    let (mut catalogue, _lock) = open_target(target, engine.guid())?;
+pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: impl Into<Target>) -> Result<BackupReport> {
+    let target = target.into();
+    let (mut catalogue, mut backend, taken) = open_target(&target, engine.guid())?;
     let started = Timestamp::now();
     let applied = engine.status().applied_lsn;
     // Keep every record from the one after the snapshot's applied LSN until the backup is copied.
@@ -88,8 +105,8 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
         engine
             .read(|_, _| (start + 1..=closed).try_for_each(|g| link_generation(engine.dir(), staging, g).map(drop)))?;
         crash_point!("backup::staged");
-        let id = catalogue.next_id(target);
-        let mut writer = BackupWriter::new(target, &id)?;
+        let id = catalogue.next_id(&taken);
+        let mut writer = BackupWriter::new(backend.as_mut(), &id)?;
         writer.copy_whole(&staging.join(SNAPSHOT_STATE_FILE), SNAPSHOT_STATE_FILE, FileKind::State)?;
         crash_point!("backup::snapshot_written");
         for (g, _) in &prepared.segments {
@@ -123,10 +140,11 @@ pub fn full_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result
 /// full backup, or use [`crate::LogRetention::UntilBackup`]).
 ///
 /// Durable once it returns; a crash before leaves the target's catalogue as it was (as [`full_backup`]).
-pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) -> Result<BackupReport> {
-    let (mut catalogue, _lock) = open_target(target, engine.guid())?;
+pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: impl Into<Target>) -> Result<BackupReport> {
+    let target = target.into();
+    let (mut catalogue, mut backend, taken) = open_target(&target, engine.guid())?;
     let Some(previous) = catalogue.backups.last().cloned() else {
-        return Err(Error::InvalidArgument(format!("{} holds no full backup to add to", target.display())));
+        return Err(Error::InvalidArgument(format!("{target} holds no full backup to add to")));
     };
     let started = Timestamp::now();
     let _pin = engine.pin_log(previous.last_lsn + 1)?;
@@ -135,8 +153,8 @@ pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) ->
         let first = previous.last_generation + 1;
         engine.read(|_, _| (first..=closed).try_for_each(|g| link_generation(engine.dir(), staging, g).map(drop)))?;
         crash_point!("backup::staged");
-        let id = catalogue.next_id(target);
-        let mut writer = BackupWriter::new(target, &id)?;
+        let id = catalogue.next_id(&taken);
+        let mut writer = BackupWriter::new(backend.as_mut(), &id)?;
         let mut last_lsn = previous.last_lsn;
         for g in first..=closed {
             last_lsn = writer.copy_generation(staging, g, LOGS_DIR, FileKind::Log, engine.guid())?.max(last_lsn);
@@ -161,10 +179,6 @@ pub fn incremental_backup<M: StateMachine>(engine: &Engine<M>, target: &Path) ->
 
 /// The name prefix of a staging directory in a database's directory (`backup-<guid>`).
 const STAGING_PREFIX: &str = "backup-";
-/// The lock file that serialises backups into one target.
-const TARGET_LOCK_FILE: &str = "backup.lock";
-/// How long a refused target lock is retried (a forked child may hold a copy of the descriptor for a moment).
-const TARGET_LOCK_PATIENCE: Duration = Duration::from_millis(250);
 
 /// The staging directories of the backups running in this process. A backup holds a mounted engine, whose
 /// exclusive directory lock keeps every other process out of the database's directory, so a staging directory
@@ -172,84 +186,15 @@ const TARGET_LOCK_PATIENCE: Duration = Duration::from_millis(250);
 static STAGING: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
 /// Takes the lock of `target` (created if missing), loads its catalogue (refused when it is another
-/// database's), and removes every backup directory the catalogue does not list.
-fn open_target(target: &Path, guid: Guid) -> Result<(Catalogue, File)> {
-    fs::create_dir_all(target).at(target)?;
-    let path = target.join(TARGET_LOCK_FILE);
-    let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
-    let started = Instant::now();
-    loop {
-        match lock.try_lock() {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) if started.elapsed() < TARGET_LOCK_PATIENCE => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::InvalidArgument(format!(
-                    "another backup into {} is under way; retry when it is done",
-                    target.display()
-                )));
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-        }
-    }
-    let catalogue = Catalogue::load_or_new(target, guid)?;
-    remove_unlisted(target, &catalogue)?;
-    Ok((catalogue, lock))
-}
-
-/// Removes the backup directories of `target` (`<digits>` and `<digits>.partial`) that `catalogue` does not
-/// list: what a crash before the catalogue named them left. Nothing else is touched.
-fn remove_unlisted(target: &Path, catalogue: &Catalogue) -> Result<()> {
+/// database's), and removes every backup the catalogue does not list. Returns the target's top-level names
+/// that remain (ids that are taken).
+fn open_target(target: &Target, guid: Guid) -> Result<(Catalogue, Box<dyn Backend>, HashSet<String>)> {
+    let mut backend = target.open()?;
+    backend.lock()?;
+    let catalogue = Catalogue::for_database(backend.read(CATALOGUE_FILE)?, target, guid)?;
     let listed: HashSet<&str> = catalogue.backups.iter().map(|b| b.id.as_str()).collect();
-    let mut removed = false;
-    for entry in fs::read_dir(target).at(target)? {
-        let entry = entry.at(target)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let id = name.strip_suffix(".partial").unwrap_or(name);
-        let is_backup = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
-        if !is_backup || (id == name && listed.contains(name)) || !looks_like_backup(&entry.path())? {
-            continue;
-        }
-        fs::remove_dir_all(entry.path()).at(entry.path())?;
-        removed = true;
-    }
-    if removed {
-        crate::fsutil::sync_dir(target)?;
-    }
-    Ok(())
-}
-
-/// Whether `path` is a directory holding nothing but what a backup writes (`state.mdb`, and generation files in
-/// `logs/` and `segments/`): an unlisted directory of any other shape is not a backup's, and is left alone.
-fn looks_like_backup(path: &Path) -> Result<bool> {
-    if !fs::symlink_metadata(path).at(path)?.is_dir() {
-        return Ok(false);
-    }
-    for entry in fs::read_dir(path).at(path)? {
-        let entry = entry.at(path)?;
-        let name = entry.file_name();
-        let kind = entry.file_type().at(entry.path())?;
-        let fits = match name.to_str() {
-            Some(SNAPSHOT_STATE_FILE) => kind.is_file(),
-            Some(LOGS_DIR | SEGMENTS_DIR) if kind.is_dir() => {
-                let mut generations = true;
-                for file in fs::read_dir(entry.path()).at(entry.path())? {
-                    let file = file.at(entry.path())?;
-                    let name = file.file_name();
-                    generations &= file.file_type().at(file.path())?.is_file()
-                        && name.to_str().and_then(generation::parse_file_name).is_some();
-                }
-                generations
-            }
-            _ => false,
-        };
-        if !fits {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let taken = backend.remove_unlisted(&listed)?;
+    Ok((catalogue, backend, taken))
 }
 
 /// Runs `backup` with a staging directory of its own inside the database's directory (hard links to the files
@@ -293,24 +238,18 @@ fn remove_stale_staging(dir: &Path, running: &HashSet<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Writes one backup's files under `<target>/<id>.partial`, hashing each as it goes.
-struct BackupWriter {
-    target: PathBuf,
+/// Writes one backup's files into a target (local: under `<id>.partial`; S3: under `<id>/`), hashing each as it
+/// goes.
+struct BackupWriter<'a> {
+    backend: &'a mut dyn Backend,
     id: String,
-    partial: PathBuf,
     files: Vec<BackupFile>,
 }
 
-impl BackupWriter {
-    fn new(target: &Path, id: &str) -> Result<Self> {
-        let partial = target.join(format!("{id}.partial"));
-        if partial.exists() {
-            fs::remove_dir_all(&partial).at(&partial)?;
-        }
-        for sub in [LOGS_DIR, SEGMENTS_DIR] {
-            fs::create_dir_all(partial.join(sub)).at(&partial)?;
-        }
-        Ok(BackupWriter { target: target.to_path_buf(), id: id.to_owned(), partial, files: Vec::new() })
+impl<'a> BackupWriter<'a> {
+    fn new(backend: &'a mut dyn Backend, id: &str) -> Result<Self> {
+        backend.begin(id)?;
+        Ok(BackupWriter { backend, id: id.to_owned(), files: Vec::new() })
     }
 
     /// Copies the whole file `from` to `name` in the backup.
@@ -346,13 +285,12 @@ impl BackupWriter {
         kind: FileKind,
         generation: Option<u64>,
         len: u64,
-        fill: impl FnOnce(&mut File, &mut blake3::Hasher) -> std::io::Result<()>,
+        fill: impl FnOnce(&mut dyn Write, &mut blake3::Hasher) -> std::io::Result<()>,
     ) -> Result<()> {
-        let path = self.partial.join(name);
-        let mut out = File::create(&path).at(&path)?;
+        let mut out = self.backend.create(&self.id, name, len)?;
         let mut hasher = blake3::Hasher::new();
-        fill(&mut out, &mut hasher).at(&path)?;
-        out.sync_all().at(&path)?;
+        let filled = fill(&mut out, &mut hasher);
+        out.finish(filled)?;
         let path_in_target = format!("{}/{name}", self.id);
         self.files.push(BackupFile {
             path: path_in_target,
@@ -364,21 +302,13 @@ impl BackupWriter {
         Ok(())
     }
 
-    /// Syncs the backup, renames it into place and enters it in the catalogue.
+    /// Makes the backup durable and whole, then enters it in the catalogue (written last).
     fn finish(self, catalogue: &mut Catalogue, mut entry: BackupEntry) -> Result<BackupEntry> {
         crash_point!("backup::logs_copied");
-        for sub in [LOGS_DIR, SEGMENTS_DIR] {
-            crate::fsutil::sync_dir(&self.partial.join(sub))?;
-        }
-        crate::fsutil::sync_dir(&self.partial)?;
-        crash_point!("backup::synced");
-        let done = self.target.join(&self.id);
-        fs::rename(&self.partial, &done).at(&done)?;
-        crate::fsutil::sync_dir(&self.target)?;
-        crash_point!("backup::renamed");
+        self.backend.seal(&self.id)?;
         entry.files = self.files;
         catalogue.backups.push(entry.clone());
-        catalogue.store(&self.target)?;
+        self.backend.store_catalogue(&catalogue.to_bytes()?)?;
         crash_point!("backup::catalogued");
         Ok(entry)
     }
@@ -389,7 +319,7 @@ fn copy_range(
     src: &mut File,
     from: &Path,
     len: u64,
-    out: &mut File,
+    out: &mut dyn Write,
     hasher: &mut blake3::Hasher,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];

@@ -20,7 +20,8 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::catalogue::{BackupEntry, BackupKind, Catalogue, FileKind};
+use super::catalogue::{BackupEntry, BackupKind, CATALOGUE_FILE, Catalogue, FileKind};
+use super::target::{Target, is_backup_file, is_backup_id};
 use crate::engine::checkpoint::CheckpointFile;
 use crate::engine::{Checkpoint, Durability, LOGS_DIR, SEGMENTS_DIR, STATE_DIR, state};
 use crate::error::{Error, IoContext, Result};
@@ -30,7 +31,7 @@ use crate::fsutil::lock::LOCK_FILE;
 use crate::log::format::{END_MARKER, FRAME_HEADER_LEN};
 use crate::log::generation;
 use crate::time::Timestamp;
-use crate::types::Lsn;
+use crate::types::{Guid, Lsn};
 
 /// The marker file of a restore under way (or one a crash or a failure ended) in the restored directory.
 pub const RESTORING_FILE: &str = "RESTORING";
@@ -83,7 +84,54 @@ pub struct RestoreReport {
 /// restore into it again: that removes what the unfinished restore wrote and starts over.
 ///
 /// The restored database keeps the source's GUID and epoch (its log records are sealed with them).
-pub fn restore(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
+///
+/// From a target that is not a local directory (S3), the files of the chosen backups are first downloaded with
+/// the catalogue into `<to>.download-<random>` beside `to` (removed when the restore ends; a crash may leave
+/// one, which holds nothing else and can be deleted), and restored from there by the same steps and checks.
+pub fn restore(from: impl Into<Target>, to: &Path, stop: StopAt) -> Result<RestoreReport> {
+    match from.into() {
+        Target::Dir(dir) => restore_dir(&dir, to, stop),
+        #[allow(unreachable_patterns)]
+        remote => {
+            check_destination(to)?;
+            let backend = remote.open()?;
+            let Some(bytes) = backend.read(CATALOGUE_FILE)? else {
+                return Err(Error::InvalidArgument(format!("{remote} holds no backup catalogue ({CATALOGUE_FILE})")));
+            };
+            let catalogue = Catalogue::parse(&bytes, Path::new(&format!("{remote}/{CATALOGUE_FILE}")))?;
+            let chain = choose_chain(&catalogue, stop)?;
+            let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("restore");
+            let download = to.with_file_name(format!("{name}.download-{}", Guid::new_random()));
+            let fetched = (|| -> Result<()> {
+                for sub in [LOGS_DIR, SEGMENTS_DIR] {
+                    for entry in &chain {
+                        fs::create_dir_all(download.join(&entry.id).join(sub)).at(&download)?;
+                    }
+                }
+                for file in chain.iter().flat_map(|e| &e.files) {
+                    // A path the catalogue gives is checked before it names a local file.
+                    if !file.path.split_once('/').is_some_and(|(id, rest)| is_backup_id(id) && is_backup_file(rest)) {
+                        return Err(Error::corrupted(
+                            Path::new(&format!("{remote}/{CATALOGUE_FILE}")),
+                            0,
+                            format!("the catalogue names {:?}, which is not a backup file", file.path),
+                        ));
+                    }
+                    backend.fetch(&file.path, file.len, &download.join(&file.path))?;
+                }
+                fs::write(download.join(CATALOGUE_FILE), &bytes).at(&download)
+            })();
+            let restored = fetched.and_then(|()| restore_dir(&download, to, stop));
+            let removed = fs::remove_dir_all(&download).at(&download);
+            let report = restored?;
+            removed?;
+            Ok(report)
+        }
+    }
+}
+
+/// Fails unless `to` is missing, empty (but for a lock file) or an unfinished restore.
+fn check_destination(to: &Path) -> Result<()> {
     let unfinished = to.join(RESTORING_FILE).exists();
     if to.exists() && !unfinished {
         for entry in fs::read_dir(to).at(to)? {
@@ -96,6 +144,12 @@ pub fn restore(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
             }
         }
     }
+    Ok(())
+}
+
+/// [`restore`] from the local directory `from`.
+fn restore_dir(from: &Path, to: &Path, stop: StopAt) -> Result<RestoreReport> {
+    check_destination(to)?;
     let catalogue = Catalogue::load(from)?;
     let chain = choose_chain(&catalogue, stop)?;
     for entry in &chain {

@@ -1,4 +1,5 @@
-//! `backup` and `restore`: a database to and from a local backup directory.
+//! `backup` and `restore`: a database to and from a backup target (a local directory, or `s3://bucket/prefix` in
+//! a build with the `s3` feature).
 //!
 //! `backup` works on a dismounted database: it mounts it (the engine's exclusive lock, so a database mounted
 //! elsewhere is refused), takes the backup with the library's online backup (`mailstore::backup`), and dismounts.
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use mailstore::backup::{self, BackupReport, StopAt};
+use mailstore::backup::{self, BackupReport, StopAt, Target};
 use mailstore::engine;
 use mailstore::{Engine, Options, StateMachine, Timestamp};
 
@@ -32,10 +33,11 @@ fn spinner(what: &str, json: bool) -> ProgressBar {
 }
 
 /// `mailstore backup PATH --to TARGET [--incremental] [--json]`.
-pub(crate) fn backup_command(dir: &Path, to: &Path, incremental: bool, json: bool) -> Result<ExitCode, Failure> {
+pub(crate) fn backup_command(dir: &Path, to: &str, incremental: bool, json: bool) -> Result<ExitCode, Failure> {
+    let to = Target::parse(to)?;
     let machine = engine::machine_name(dir)?;
     let bar = spinner(if incremental { "incremental backup" } else { "full backup" }, json);
-    let outcome = with_machine(&machine, BackupAs { dir, to, incremental }).unwrap_or_else(|| {
+    let outcome = with_machine(&machine, BackupAs { dir, to: &to, incremental }).unwrap_or_else(|| {
         Err(Failure::error(format_args!(
             "{} was created for state machine {machine:?}, which this build of mailstore does not know",
             dir.display()
@@ -47,7 +49,7 @@ pub(crate) fn backup_command(dir: &Path, to: &Path, incremental: bool, json: boo
         println!("{}", serde_json::to_string_pretty(&entry).map_err(Failure::error)?);
     } else {
         let bytes: u64 = entry.files.iter().map(|f| f.len).sum();
-        println!("backup {} of {} in {}", entry.id, dir.display(), to.display());
+        println!("backup {} of {} in {to}", entry.id, dir.display());
         print_fields(
             "  ",
             &[
@@ -64,7 +66,7 @@ pub(crate) fn backup_command(dir: &Path, to: &Path, incremental: bool, json: boo
 
 struct BackupAs<'a> {
     dir: &'a Path,
-    to: &'a Path,
+    to: &'a Target,
     incremental: bool,
 }
 
@@ -85,7 +87,7 @@ impl ForMachine for BackupAs<'_> {
 
 /// `mailstore restore --from TARGET --to DIR [--lsn N | --time RFC3339] [--json]`.
 pub(crate) fn restore_command(
-    from: &Path,
+    from: &str,
     to: &Path,
     lsn: Option<u64>,
     time: Option<&str>,
@@ -97,8 +99,9 @@ pub(crate) fn restore_command(
         (None, Some(t)) => StopAt::Time(t.parse::<Timestamp>().map_err(Failure::error)?),
         (None, None) => StopAt::End,
     };
+    let from = Target::parse(from)?;
     let bar = spinner("restore", json);
-    let outcome = backup::restore(from, to, stop);
+    let outcome = backup::restore(&from, to, stop);
     bar.finish_and_clear();
     let report = outcome?;
     if json {
@@ -111,7 +114,7 @@ pub(crate) fn restore_command(
         });
         println!("{value}");
     } else {
-        println!("restored {} into {}", from.display(), to.display());
+        println!("restored {from} into {}", to.display());
         print_fields(
             "  ",
             &[

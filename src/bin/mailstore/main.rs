@@ -51,11 +51,17 @@
 //!   and leaves `PATH` an active database, dismounted cleanly, ready to mount.
 //!
 //! - `mailstore backup PATH --to TARGET [--incremental] [--json]`: mounts the database (refused when it is
-//!   mounted elsewhere), takes a full backup (or an incremental one) into the backup directory `TARGET`, and
-//!   dismounts. A mounted database is backed up with the library's `mailstore::backup`.
+//!   mounted elsewhere), takes a full backup (or an incremental one) into `TARGET`, and dismounts. A mounted
+//!   database is backed up with the library's `mailstore::backup`.
 //! - `mailstore restore --from TARGET --to DIR [--lsn N | --time RFC3339] [--json]`: restores the backups in
 //!   `TARGET` into the new or empty directory `DIR`, up to the end, LSN `N`, or the last record committed at or
 //!   before the time; mounting `DIR` replays the carried log.
+//!
+//!   `TARGET` is a backup directory, or `s3://bucket/prefix` in a build with the `s3` feature
+//!   (`cargo build --features cli,s3`; `cli` alone does not bring the HTTP and TLS stack): endpoint, region and
+//!   credentials come from the usual `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+//!   `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP=true` for a plain-HTTP server). A build without `s3` refuses an
+//!   `s3://` target and says to rebuild.
 //!
 //! Shipping commands authenticate with the shared key in the environment variable `MAILSTORE_SHIPPING_KEY` (a
 //! passphrase).
@@ -211,13 +217,13 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
-    /// Back up a dismounted database (full, or incremental) into a backup directory.
+    /// Back up a dismounted database (full, or incremental) into a backup directory or `s3://bucket/prefix`.
     Backup {
         /// The database directory.
         path: PathBuf,
-        /// The backup directory (created if missing).
+        /// The backup directory (created if missing), or `s3://bucket/prefix` (a build with the `s3` feature).
         #[arg(long)]
-        to: PathBuf,
+        to: String,
         /// Only the log closed since the newest backup in the directory.
         #[arg(long)]
         incremental: bool,
@@ -225,11 +231,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore a backup directory into a new database directory, rolled forward to the end, an LSN or a time.
+    /// Restore a backup directory (or `s3://bucket/prefix`) into a new database directory, rolled forward to the
+    /// end, an LSN or a time.
     Restore {
-        /// The backup directory.
+        /// The backup directory, or `s3://bucket/prefix` (a build with the `s3` feature).
         #[arg(long)]
-        from: PathBuf,
+        from: String,
         /// The new (missing or empty) database directory.
         #[arg(long)]
         to: PathBuf,
