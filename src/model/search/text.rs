@@ -1,0 +1,111 @@
+//! Text matching: case folding, and the decoded texts of a message that header and body criteria look at.
+
+use std::borrow::Cow;
+
+use mail_parser::{HeaderValue, Message, PartType};
+
+/// The case-folded form of `s`: every character mapped to the lowercase of its uppercase, one character at a
+/// time and without context (see the [module docs](super#case-and-unicode)).
+pub(crate) fn fold(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            for u in c.to_uppercase() {
+                out.extend(u.to_lowercase());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `folded_needle` (already folded) occurs in `haystack` once folded.
+pub(crate) fn contains(haystack: &str, folded_needle: &str) -> bool {
+    folded_needle.is_empty() || fold(haystack).contains(folded_needle)
+}
+
+/// One address as it is matched: `Display Name <local@domain>`, `<local@domain>` without a display name,
+/// `Display Name` without an address (blank parts count as absent).
+pub(crate) fn render_address(name: Option<&str>, email: Option<&str>) -> String {
+    let name = name.filter(|n| !n.trim().is_empty());
+    let email = email.filter(|e| !e.trim().is_empty());
+    match (name, email) {
+        (Some(n), Some(e)) => format!("{n} <{e}>"),
+        (None, Some(e)) => format!("<{e}>"),
+        (Some(n), None) => n.to_owned(),
+        (None, None) => String::new(),
+    }
+}
+
+/// The addresses of an address field of a parsed message (groups flattened, as the stored envelope has them).
+pub(crate) fn addresses(field: Option<&mail_parser::Address<'_>>) -> Vec<String> {
+    let Some(field) = field else { return Vec::new() };
+    field.iter().map(|a| render_address(a.name(), a.address())).filter(|s| !s.is_empty()).collect()
+}
+
+/// The text of one header field's value as a named-header criterion sees it: unstructured values decoded
+/// (RFC 2047), address lists as their rendered addresses separated by `, `, everything else as the raw value
+/// unfolded.
+pub(crate) fn header_value<'m>(message: &'m Message<'_>, header: &'m mail_parser::Header<'_>) -> Cow<'m, str> {
+    match &header.value {
+        HeaderValue::Text(t) => Cow::Borrowed(t.as_ref()),
+        HeaderValue::TextList(list) => Cow::Owned(list.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(", ")),
+        HeaderValue::Address(a) => {
+            let mut parts = Vec::new();
+            if let Some(groups) = a.as_group() {
+                for g in groups {
+                    if let Some(name) = g.name.as_deref() {
+                        parts.push(name.to_owned());
+                    }
+                    parts.extend(g.addresses.iter().map(|x| render_address(x.name(), x.address())));
+                }
+            } else {
+                parts.extend(a.iter().map(|x| render_address(x.name(), x.address())));
+            }
+            Cow::Owned(parts.join(", "))
+        }
+        _ => {
+            let raw = message.raw_message.get(header.offset_start as usize..header.offset_end as usize);
+            let raw = String::from_utf8_lossy(raw.unwrap_or_default());
+            Cow::Owned(unfold(raw.trim()))
+        }
+    }
+}
+
+/// A raw header value without its line breaks (RFC 5322 unfolding).
+fn unfold(raw: &str) -> String {
+    raw.replace("\r\n", "").replace('\n', "")
+}
+
+/// The fields named `name` (ASCII case-insensitively) of the message's top-level header.
+pub(crate) fn named<'m, 'x>(
+    message: &'m Message<'x>,
+    name: &'m str,
+) -> impl Iterator<Item = &'m mail_parser::Header<'x>> + 'm {
+    message.headers().iter().filter(move |h| h.name.as_str().eq_ignore_ascii_case(name))
+}
+
+/// Calls `each` with the decoded text of every text part of the message (`text/*`, HTML source included), and
+/// of the messages attached to it, in order, until it returns true.
+pub(crate) fn any_body_text(message: &Message<'_>, each: &mut dyn FnMut(&str) -> bool) -> bool {
+    // The root part of a single-part message is its body; of a multipart message, a container. Parts are in
+    // document order.
+    for part in &message.parts {
+        let found = match &part.body {
+            PartType::Text(t) | PartType::Html(t) => each(t),
+            PartType::Message(inner) => any_body_text(inner, each),
+            _ => false,
+        };
+        if found {
+            return true;
+        }
+    }
+    false
+}
+
+/// Calls `each` with every top-level header field as `Name: value` (the value as [`header_value`] gives it)
+/// until it returns true.
+pub(crate) fn any_header_line(message: &Message<'_>, each: &mut dyn FnMut(&str) -> bool) -> bool {
+    message.headers().iter().any(|h| each(&format!("{}: {}", h.name.as_str(), header_value(message, h))))
+}
