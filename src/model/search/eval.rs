@@ -442,6 +442,7 @@ impl MailStore {
             let matched = match node.on_summary(&s) {
                 Some(v) => v,
                 None => {
+                    out.results.messages_read += 1;
                     // One message in memory at a time, dropped before the next is read.
                     let raw = self.body(txn, &s.content())?.ok_or_else(|| CodecError::Malformed {
                         record: "message body",

@@ -177,6 +177,9 @@ pub struct SearchResults {
     pub position: usize,
     /// The hits of the window, in result order.
     pub hits: Vec<Hit>,
+    /// How many messages had to be read because their listing record could not decide (see
+    /// [what is read](self#what-is-read)): the cost of the scan beyond the UID index.
+    pub messages_read: u64,
 }
 
 impl SearchResults {

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use mail_parser::parsers::MessageStream;
 use mail_parser::{HeaderValue, Message, PartType};
 
 /// The case-folded form of `s`: every character mapped to the lowercase of its uppercase, one character at a
@@ -44,38 +45,30 @@ pub(crate) fn addresses(field: Option<&mail_parser::Address<'_>>) -> Vec<String>
     field.iter().map(|a| render_address(a.name(), a.address())).filter(|s| !s.is_empty()).collect()
 }
 
-/// The text of one header field's value as a named-header criterion sees it: unstructured values decoded
-/// (RFC 2047), address lists as their rendered addresses separated by `, `, everything else as the raw value
-/// unfolded.
+/// The text of one header field's value as a named-header criterion sees it: address fields as their rendered
+/// addresses separated by `, ` (group names kept), every other field as unstructured text: unfolded, RFC 2047
+/// encoded words decoded (`mail-parser` leaves the fields it does not know raw).
 pub(crate) fn header_value<'m>(message: &'m Message<'_>, header: &'m mail_parser::Header<'_>) -> Cow<'m, str> {
-    match &header.value {
-        HeaderValue::Text(t) => Cow::Borrowed(t.as_ref()),
-        HeaderValue::TextList(list) => Cow::Owned(list.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(", ")),
-        HeaderValue::Address(a) => {
-            let mut parts = Vec::new();
-            if let Some(groups) = a.as_group() {
-                for g in groups {
-                    if let Some(name) = g.name.as_deref() {
-                        parts.push(name.to_owned());
-                    }
-                    parts.extend(g.addresses.iter().map(|x| render_address(x.name(), x.address())));
+    if let HeaderValue::Address(a) = &header.value {
+        let mut parts = Vec::new();
+        if let Some(groups) = a.as_group() {
+            for g in groups {
+                if let Some(name) = g.name.as_deref() {
+                    parts.push(name.to_owned());
                 }
-            } else {
-                parts.extend(a.iter().map(|x| render_address(x.name(), x.address())));
+                parts.extend(g.addresses.iter().map(|x| render_address(x.name(), x.address())));
             }
-            Cow::Owned(parts.join(", "))
+        } else {
+            parts.extend(a.iter().map(|x| render_address(x.name(), x.address())));
         }
-        _ => {
-            let raw = message.raw_message.get(header.offset_start as usize..header.offset_end as usize);
-            let raw = String::from_utf8_lossy(raw.unwrap_or_default());
-            Cow::Owned(unfold(raw.trim()))
-        }
+        return Cow::Owned(parts.join(", "));
     }
-}
-
-/// A raw header value without its line breaks (RFC 5322 unfolding).
-fn unfold(raw: &str) -> String {
-    raw.replace("\r\n", "").replace('\n', "")
+    let raw = message.raw_message.get(header.offset_start as usize..header.offset_end as usize).unwrap_or_default();
+    match MessageStream::new(raw).parse_unstructured() {
+        HeaderValue::Text(t) => Cow::Owned(t.into_owned()),
+        HeaderValue::TextList(list) => Cow::Owned(list.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(" ")),
+        _ => Cow::Borrowed(""),
+    }
 }
 
 /// The fields named `name` (ASCII case-insensitively) of the message's top-level header.
