@@ -59,8 +59,9 @@
 //!   `Display Name <local@domain>` (`<local@domain>` without a name), so the text may be part of the name, part of
 //!   the address, or span them (`Bob <bob@`). Where a field occurs more than once, the last occurrence counts (as
 //!   in the envelope). A **named field** ([`Query::header`]) is every occurrence of it in the message's top-level
-//!   header: unstructured fields decoded, address fields as their addresses separated by `, ` (group names kept),
-//!   other structured fields (dates, `Content-Type`, `Received`) as their raw value unfolded.
+//!   header: address fields as their addresses separated by `, ` (group names kept), every other field (fields
+//!   `mail-parser` does not know, dates, `Content-Type`, `Message-ID` with its brackets) as unstructured text:
+//!   unfolded, RFC 2047 encoded words decoded.
 //! - **Text** ([`Query::Text`], IMAP `TEXT`) matches any top-level header field, as `Name: value` with the value
 //!   as for a named field, or the body.
 //! - **Dates.** [`Query::Day`] compares days: the received time's UTC day (the store keeps INTERNALDATE in UTC),
