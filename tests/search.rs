@@ -81,6 +81,7 @@ fn subject_encoded_words_and_case() {
     assert_eq!(f.uids(&Query::subject("KÖLN")), [1, 2]);
     assert_eq!(f.uids(&Query::subject("οδος")), [3], "final sigma folds with Σ");
     assert_eq!(f.uids(&Query::subject("ΟΔΟς")), [3]);
+    assert_eq!(f.uids(&Query::subject("GRÜẞE")), [1, 2], "capital sharp s folds as ß does");
     assert_eq!(f.uids(&Query::subject("пРИВЕТ")), [3]);
     assert_eq!(f.uids(&Query::subject("ject")), [4]);
     assert_eq!(f.uids(&Query::subject("=?UTF-8")), Vec::<Uid>::new(), "the encoded form is not matched");

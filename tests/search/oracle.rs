@@ -81,6 +81,10 @@ struct Spec {
     name: String,
     name_enc: u8,
     email: &'static str,
+    /// A `Cc` display name (empty: no name) and its encoding; `None`: no `Cc`.
+    cc: Option<(String, u8)>,
+    /// An `X-Note` field's text and its encoding; `None`: no such field.
+    note: Option<(String, u8)>,
     body: String,
     body_enc: u8,
     latin1: bool,
@@ -99,27 +103,32 @@ fn words(max: usize) -> impl Strategy<Value = String> {
 fn spec() -> impl Strategy<Value = Spec> {
     (
         (words(4), 0u8..4, prop_oneof![Just(String::new()), words(2)], 0u8..3, prop::sample::select(EMAILS)),
+        (prop::option::of((prop_oneof![Just(String::new()), words(2)], 0u8..3)), prop::option::of((words(3), 0u8..3))),
         (words(40), 0u8..3, any::<bool>(), 0u8..3),
         (0u8..32, prop::option::of(prop::sample::select(KEYWORDS)), 0i64..6, (0i64..6, 0u32..24, -720i32..=840)),
     )
-        .prop_map(|((subject, subject_enc, name, name_enc, email), (body, body_enc, latin1, structure), rest)| {
-            let (flags, keyword, received_day, sent) = rest;
-            Spec {
-                subject,
-                subject_enc,
-                name,
-                name_enc,
-                email,
-                body,
-                body_enc,
-                latin1,
-                structure,
-                flags,
-                keyword,
-                received_day,
-                sent,
-            }
-        })
+        .prop_map(
+            |((subject, subject_enc, name, name_enc, email), (cc, note), (body, body_enc, latin1, structure), rest)| {
+                let (flags, keyword, received_day, sent) = rest;
+                Spec {
+                    subject,
+                    subject_enc,
+                    name,
+                    name_enc,
+                    email,
+                    cc,
+                    note,
+                    body,
+                    body_enc,
+                    latin1,
+                    structure,
+                    flags,
+                    keyword,
+                    received_day,
+                    sent,
+                }
+            },
+        )
 }
 
 fn latin1_bytes(s: &str) -> Option<Vec<u8>> {
@@ -204,19 +213,33 @@ fn date_header(spec: &Spec) -> String {
     format!("{} Mar 2024 {hour:02}:17:00 {sign}{:02}{:02}", 1 + day, zone.abs() / 60, zone.abs() % 60)
 }
 
-fn raw(spec: &Spec) -> Vec<u8> {
-    let from = if spec.name.is_empty() {
-        spec.email.to_owned()
-    } else if spec.name_enc == 0 {
-        format!("\"{}\" <{}>", spec.name, spec.email)
+/// An address as written: a bare address, a quoted raw UTF-8 name, or an encoded-word name.
+fn mailbox(name: &str, enc: u8, email: &str) -> String {
+    if name.is_empty() {
+        email.to_owned()
+    } else if enc == 0 {
+        format!("\"{name}\" <{email}>")
     } else {
-        format!("{} <{}>", header_text(&spec.name, spec.name_enc), spec.email)
-    };
+        format!("{} <{email}>", header_text(name, enc))
+    }
+}
+
+const CC: &str = "cc@example.net";
+
+fn raw(spec: &Spec) -> Vec<u8> {
     let mut out = format!(
-        "From: {from}\r\nTo: Team <team@example.org>\r\nSubject: {}\r\nDate: {}\r\nMIME-Version: 1.0\r\n",
+        "From: {}\r\nTo: Team <team@example.org>\r\nSubject: {}\r\nDate: {}\r\n",
+        mailbox(&spec.name, spec.name_enc, spec.email),
         header_text(&spec.subject, spec.subject_enc),
         date_header(spec)
     );
+    if let Some((name, enc)) = &spec.cc {
+        out.push_str(&format!("Cc: {}\r\n", mailbox(name, *enc, CC)));
+    }
+    if let Some((text, enc)) = &spec.note {
+        out.push_str(&format!("X-Note: {}\r\n", header_text(text, *enc)));
+    }
+    out.push_str("MIME-Version: 1.0\r\n");
     match spec.structure {
         0 => out.push_str(&text_part(spec, "plain", &spec.body)),
         1 => {
@@ -246,8 +269,13 @@ struct Known {
     uid: Uid,
 }
 
+/// An address as the search matches it.
+fn rendered(name: &str, email: &str) -> String {
+    if name.is_empty() { format!("<{email}>") } else { format!("{name} <{email}>") }
+}
+
 fn fold(s: &str) -> String {
-    s.chars().flat_map(char::to_uppercase).flat_map(char::to_lowercase).collect()
+    s.chars().flat_map(char::to_lowercase).flat_map(char::to_uppercase).flat_map(char::to_lowercase).collect()
 }
 
 fn has(hay: &str, needle: &str) -> bool {
@@ -256,11 +284,11 @@ fn has(hay: &str, needle: &str) -> bool {
 
 impl Known {
     fn address(&self) -> String {
-        if self.spec.name.is_empty() {
-            format!("<{}>", self.spec.email)
-        } else {
-            format!("{} <{}>", self.spec.name, self.spec.email)
-        }
+        rendered(&self.spec.name, self.spec.email)
+    }
+
+    fn cc(&self) -> Option<String> {
+        self.spec.cc.as_ref().map(|(name, _)| rendered(name, CC))
     }
 
     fn bodies(&self) -> Vec<String> {
@@ -289,6 +317,8 @@ impl Known {
             "MIME-Version: 1.0".to_owned(),
             format!("Content-Type: {content_type}"),
         ];
+        lines.extend(self.cc().map(|cc| format!("Cc: {cc}")));
+        lines.extend(self.spec.note.as_ref().map(|n| format!("X-Note: {}", n.0)));
         if self.spec.structure == 0 {
             let cte = ["8bit", "quoted-printable", "base64"][self.spec.body_enc as usize];
             lines.push(format!("Content-Transfer-Encoding: {cte}"));
@@ -317,7 +347,12 @@ impl Known {
                 HeaderField::Subject => has(&s.subject, text),
                 HeaderField::From => has(&self.address(), text),
                 HeaderField::To => has("Team <team@example.org>", text),
-                HeaderField::Cc | HeaderField::Bcc => text.is_empty(),
+                HeaderField::Cc => text.is_empty() || self.cc().is_some_and(|cc| has(&cc, text)),
+                HeaderField::Bcc => text.is_empty(),
+                HeaderField::Named(name) if name == "X-Note" => {
+                    self.spec.note.as_ref().is_some_and(|n| has(&n.0, text))
+                }
+                HeaderField::Named(name) if name == "subject" => has(&s.subject, text),
                 _ => unreachable!("not generated"),
             },
             Query::Body(text) => self.bodies().iter().any(|b| has(b, text)),
@@ -386,9 +421,9 @@ enum Leaf {
 
 fn leaf() -> impl Strategy<Value = Leaf> {
     prop_oneof![
-        8 => (0u8..5, any::<usize>(), 0u8..3, any::<usize>(), 1usize..12, 0u8..3)
+        8 => (0u8..9, any::<usize>(), 0u8..5, any::<usize>(), 1usize..12, 0u8..3)
             .prop_map(|(k, m, f, s, l, c)| Leaf::Text(k, m, f, s, l, c)),
-        2 => (0u8..5, prop::sample::select(ALL_WORDS))
+        2 => (0u8..9, prop::sample::select(ALL_WORDS))
             .prop_map(|(k, w)| Leaf::Word(k, w)),
         1 => (any::<bool>(), 1u8..32).prop_map(|(s, f)| Leaf::Flags(s, f)),
         1 => (any::<bool>(), prop::sample::select(KEYWORDS)).prop_map(|(s, k)| Leaf::Keyword(s, k)),
@@ -423,7 +458,11 @@ fn needle_query(kind: u8, needle: String) -> Query {
         1 => Query::from(needle),
         2 => Query::body(needle),
         3 => Query::text(needle),
-        _ => Query::to(needle),
+        4 => Query::to(needle),
+        5 => Query::cc(needle),
+        6 => Query::header("X-Note", needle),
+        7 => Query::header("subject", needle),
+        _ => Query::bcc(needle),
     }
 }
 
@@ -439,6 +478,8 @@ fn resolve(shape: &Shape, known: &[Known]) -> Query {
                 let source = match field {
                     0 => k.spec.subject.clone(),
                     1 => k.address(),
+                    2 => k.cc().unwrap_or_else(|| k.spec.body.clone()),
+                    3 => k.spec.note.as_ref().map_or_else(|| k.spec.subject.clone(), |n| n.0.clone()),
                     _ => k.spec.body.clone(),
                 };
                 let chars: Vec<char> = source.chars().collect();

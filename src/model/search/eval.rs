@@ -306,6 +306,11 @@ impl<'r> Content<'r> {
         Content { raw, message, body: OnceCell::new(), headers: OnceCell::new() }
     }
 
+    /// The message judged as one without a header section: its bytes are its body.
+    fn unparsed(raw: &'r [u8]) -> Content<'r> {
+        Content { raw, message: None, body: OnceCell::new(), headers: OnceCell::new() }
+    }
+
     /// The folded text of every text part.
     fn body(&self) -> &[String] {
         self.body.get_or_init(|| {
@@ -448,7 +453,11 @@ impl MailStore {
                         record: "message body",
                         rule: format!("the content of item {} is not stored", s.id()),
                     })?;
-                    node.on_message(&s, &Content::new(&raw))
+                    let content = Content::new(&raw);
+                    // The texts are made by `mail-parser` code outside the parse (`Content::new` guards the
+                    // parse); a panic there judges the message as one without a header section, as ingest would.
+                    catch_unwind(AssertUnwindSafe(|| node.on_message(&s, &content)))
+                        .unwrap_or_else(|_| node.on_message(&s, &Content::unparsed(&raw)))
                 }
             };
             if matched {

@@ -75,14 +75,16 @@
 //!
 //! # Case and Unicode
 //!
-//! Case is folded one character at a time as the lowercase of the uppercase (`char::to_uppercase` then
-//! `char::to_lowercase`), without context, on the needle and the text alike. That is Unicode full case folding
-//! for everything mail meets: `ß` matches `SS` and `ss`, final `ς` matches `σ` and `Σ`, `ſ` matches `s`, the
-//! Kelvin sign matches `k`, Cyrillic and Greek fold as expected. (`str::to_lowercase` alone would not: it turns
-//! `Σ` into `ς` at the end of a word and leaves `ß` and `ss` apart.) No Unicode normalization is applied: a
-//! precomposed `é` and `e` followed by a combining accent are different texts, as they are to IMAP servers that
-//! follow RFC 5051's `i;unicode-casemap` without normalization. Locale-specific rules (Turkish dotless `ı`) are
-//! not applied.
+//! Case is folded one character at a time as the lowercase of the uppercase of the lowercase
+//! (`char::to_lowercase`, `char::to_uppercase`, `char::to_lowercase`), without context, on the needle and the text
+//! alike. Two texts then compare equal where Unicode full case folding (CaseFolding.txt, statuses C and F) makes
+//! them equal, for everything mail meets: `ß`, `ẞ`, `SS` and `ss` match, final `ς` matches `σ` and `Σ`, `ſ`
+//! matches `s`, the Kelvin sign matches `k`, `ﬀ` matches `ff`, Greek with iota subscript matches its capitals,
+//! Cyrillic folds as expected. (`str::to_lowercase` alone would not: it turns `Σ` into `ς` at the end of a word and
+//! leaves `ß` and `ss` apart.) The one knowing difference: dotless `ı` also matches `i` and `I` (its uppercase is
+//! `I`), where full folding keeps it apart; the Turkish rules (`I` to `ı`) are not applied. No Unicode
+//! normalization is applied: a precomposed `é` and `e` followed by a combining accent are different texts, as they
+//! are to RFC 5051's `i;unicode-casemap` without normalization.
 //!
 //! # What is read
 //!

@@ -5,16 +5,18 @@ use std::borrow::Cow;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{HeaderValue, Message, PartType};
 
-/// The case-folded form of `s`: every character mapped to the lowercase of its uppercase, one character at a
-/// time and without context (see the [module docs](super#case-and-unicode)).
+/// The case-folded form of `s`: every character mapped to the lowercase of the uppercase of its lowercase, one
+/// character at a time and without context (see the [module docs](super#case-and-unicode)).
 pub(crate) fn fold(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_ascii() {
             out.push(c.to_ascii_lowercase());
         } else {
-            for u in c.to_uppercase() {
-                out.extend(u.to_lowercase());
+            for l in c.to_lowercase() {
+                for u in l.to_uppercase() {
+                    out.extend(u.to_lowercase());
+                }
             }
         }
     }
