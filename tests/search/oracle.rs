@@ -300,7 +300,7 @@ impl Known {
 
     fn header_lines(&self) -> Vec<String> {
         let content_type = match self.spec.structure {
-            0 => text_part(&self.spec, "plain", "")
+            0 => text_part(&self.spec, "plain", &self.spec.body)
                 .lines()
                 .next()
                 .unwrap()
@@ -531,7 +531,11 @@ fn resolve(shape: &Shape, known: &[Known]) -> Query {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // `MAILSTORE_SEARCH_CASES` runs more (or fewer) cases than the default 64.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("MAILSTORE_SEARCH_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn evaluator_agrees_with_the_oracle(
