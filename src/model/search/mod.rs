@@ -91,7 +91,9 @@
 //! Criteria on flags, keywords, UIDs, MODSEQ, sizes and dates are decided by the item's listing record (the UID
 //! index's entry, [`ItemSummary`](crate::model::ItemSummary)), as are `Subject` and address criteria whenever
 //! the stored envelope holds the field whole (no string or list was cut at ingest; otherwise the message is
-//! read). The evaluation is three-valued: `Seen AND BODY x` reads no message that is not `\Seen`, `UID 5:9 OR
+//! read). The stored envelope is taken as the message's: it is what [`envelope::parse`](crate::model::envelope::parse)
+//! made of the same bytes with the same parser (an embedder that logs an envelope of its own making gets answers
+//! from it). The evaluation is three-valued: `Seen AND BODY x` reads no message that is not `\Seen`, `UID 5:9 OR
 //! ...` walks only the UIDs that can match. A message is read only when the listing record cannot decide, one at
 //! a time: its bytes (at most [`MAX_MESSAGE_SIZE`](crate::model::MAX_MESSAGE_SIZE)), the parsed message and the
 //! folded text of its parts are in memory together, a small multiple of the message's size, and dropped before the
