@@ -372,6 +372,9 @@ class Messages(unittest.TestCase):
             self.assertEqual(uid_search("NOT", "BODY", "smartchoice", "TEXT", tag), [plain_uid])
             self.assertEqual(uid_search("HEADER", "Content-Transfer-Encoding", "quoted", "TEXT", tag), [uid])
             self.assertEqual(uid_search("UID", f"{uid}:*", "TEXT", tag), both)
+            # A header name the store refuses is a protocol error, not an empty answer.
+            with self.assertRaises(imaplib.IMAP4.error):
+                client.uid("SEARCH", "HEADER", quote("Bad Name"), "x")
             # By sequence number: SEARCH answers sequence numbers, the same messages.
             seqs = [int(x) for x in ok(client.search(None, "TEXT", tag))[0].split()]
             self.assertEqual(len(seqs), 2)
