@@ -108,6 +108,7 @@ pub use heed;
 /// closure and what every reader of a state machine takes, e.g. `MailStore::items_by_uid`. It is a consistent
 /// snapshot: commits that complete while it is open are not seen by it.
 pub use heed::RoTxn;
+pub use model::search;
 pub use store::{CloseError, Store};
 pub use time::Timestamp;
 pub use types::{Guid, Lsn};

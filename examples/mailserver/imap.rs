@@ -30,12 +30,14 @@ use mailstore::Timestamp;
 use mailstore::engine::Scope;
 use mailstore::model::Fai;
 use mailstore::model::envelope;
+use mailstore::model::search::Window;
 use mailstore::model::{
     Change, ChangeKind, ContentHash, Entity, FlagAction, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemInfo,
     MailError, MailOp, MailOutput, ModSeq, Uid,
 };
 
 use crate::mime::{self, SectionText};
+use crate::search;
 use crate::tls::Transport;
 use crate::utf7;
 use crate::{Account, Server};
@@ -1225,36 +1227,31 @@ impl Session<'_> {
         let account = self.authed()?;
         let sel = self.selected()?;
         let (folder, uids) = (sel.folder, sel.uids.clone());
+        let query = match search::query(criteria, &uids) {
+            Ok(q) => q,
+            Err(search::Unsupported::TooDeep) => return bad("search keys nest too deeply"),
+            Err(search::Unsupported::Date) => return bad("a search date out of range"),
+        };
         let guid = account.guid;
-        let largest_uid = uids.last().copied().unwrap_or(0);
-        let count = uids.len() as u32;
-        let (hits, max_modseq) = account.engine.read(|s, txn| {
-            let items = s.items_by_uid(txn, &guid, folder, 1, usize::MAX, Fai::Exclude)?;
-            let mut hits = Vec::new();
-            let mut max_modseq = 0;
-            for item in items {
-                let Ok(pos) = uids.binary_search(&item.uid) else { continue };
-                let seq = pos as u32 + 1;
-                let mut ctx = SearchCtx { item: &item, seq, count, largest_uid, raw: None };
-                let mut matched = true;
-                for key in criteria {
-                    if !ctx.matches(key, &mut || s.raw(txn, &guid, item.id).map(Option::unwrap_or_default))? {
-                        matched = false;
-                        break;
-                    }
-                }
-                if matched {
-                    hits.push(if uid { item.uid } else { seq });
-                    max_modseq = max_modseq.max(item.modseq);
-                }
-            }
-            Ok((hits, max_modseq))
-        })?;
+        let found = account.engine.read(|s, txn| s.search(txn, &guid, folder, &query, Window::all()));
+        let found = match found {
+            Err(mailstore::Error::Mail(MailError::InvalidQuery(e))) => return bad(format!("invalid search: {e}")),
+            other => other?,
+        };
+        // The store answers for every message of the folder; the session's view (its sequence numbers) may not
+        // have the newest yet.
+        let mut hits = Vec::new();
+        let mut max_modseq = 0;
+        for hit in &found.hits {
+            let Ok(pos) = uids.binary_search(&hit.uid) else { continue };
+            hits.push(if uid { hit.uid } else { pos as u32 + 1 });
+            max_modseq = max_modseq.max(hit.modseq);
+        }
         let mut line = String::from("* SEARCH");
         for h in &hits {
             line.push_str(&format!(" {h}"));
         }
-        if uses_modseq(criteria) && !hits.is_empty() {
+        if search::uses_modseq(criteria) && !hits.is_empty() {
             line.push_str(&format!(" (MODSEQ {max_modseq})"));
         }
         line.push_str("\r\n");
@@ -1644,134 +1641,6 @@ fn section_spec(section: Option<&Section<'_>>) -> (Vec<u32>, SectionText, String
             let label = label_of(&path, "MIME");
             (path, SectionText::Mime, label)
         }
-    }
-}
-
-fn uses_modseq(keys: &[SearchKey<'_>]) -> bool {
-    keys.iter().any(|k| match k {
-        SearchKey::ModSequence { .. } => true,
-        SearchKey::And(list) => uses_modseq(list.as_ref()),
-        SearchKey::Not(k) => uses_modseq(std::slice::from_ref(k.as_ref())),
-        SearchKey::Or(a, b) => {
-            uses_modseq(std::slice::from_ref(a.as_ref())) || uses_modseq(std::slice::from_ref(b.as_ref()))
-        }
-        _ => false,
-    })
-}
-
-struct SearchCtx<'i> {
-    item: &'i ItemInfo,
-    seq: u32,
-    count: u32,
-    largest_uid: Uid,
-    raw: Option<Vec<u8>>,
-}
-
-fn has(haystack: &str, needle: &[u8]) -> bool {
-    let needle = String::from_utf8_lossy(needle).to_lowercase();
-    haystack.to_lowercase().contains(&needle)
-}
-
-fn bytes_have(haystack: &[u8], needle: &[u8]) -> bool {
-    if needle.is_empty() {
-        return true;
-    }
-    let hay = haystack.to_ascii_lowercase();
-    let needle = needle.to_ascii_lowercase();
-    hay.windows(needle.len()).any(|w| w == needle.as_slice())
-}
-
-fn addresses_text(list: &[envelope::Address]) -> String {
-    list.iter()
-        .map(|a| format!("{} <{}>", a.name.as_deref().unwrap_or(""), a.email.as_deref().unwrap_or("")))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-impl SearchCtx<'_> {
-    fn raw(&mut self, load: &mut dyn FnMut() -> mailstore::Result<Vec<u8>>) -> mailstore::Result<&[u8]> {
-        if self.raw.is_none() {
-            self.raw = Some(load()?);
-        }
-        Ok(self.raw.as_deref().unwrap_or_default())
-    }
-
-    fn matches(
-        &mut self,
-        key: &SearchKey<'_>,
-        load: &mut dyn FnMut() -> mailstore::Result<Vec<u8>>,
-    ) -> mailstore::Result<bool> {
-        let item = self.item;
-        let flags = item.flags;
-        let date =
-            |micros: u64| chrono::DateTime::from_timestamp((micros / 1_000_000) as i64, 0).map(|d| d.date_naive());
-        let internal = date(item.received.as_micros());
-        let sent = item.envelope.date.and_then(|s| chrono::DateTime::from_timestamp(s, 0)).map(|d| d.date_naive());
-        Ok(match key {
-            SearchKey::And(keys) => {
-                for k in keys.as_ref() {
-                    if !self.matches(k, load)? {
-                        return Ok(false);
-                    }
-                }
-                true
-            }
-            SearchKey::SequenceSet(set) => contains(set, self.seq, self.count),
-            SearchKey::Uid(set) => contains(set, item.uid, self.largest_uid),
-            SearchKey::All | SearchKey::Old => true,
-            SearchKey::New | SearchKey::Recent => false,
-            SearchKey::Answered => flags.contains(Flags::ANSWERED),
-            SearchKey::Deleted => flags.contains(Flags::DELETED),
-            SearchKey::Draft => flags.contains(Flags::DRAFT),
-            SearchKey::Flagged => flags.contains(Flags::FLAGGED),
-            SearchKey::Seen => flags.contains(Flags::SEEN),
-            SearchKey::Unanswered => !flags.contains(Flags::ANSWERED),
-            SearchKey::Undeleted => !flags.contains(Flags::DELETED),
-            SearchKey::Undraft => !flags.contains(Flags::DRAFT),
-            SearchKey::Unflagged => !flags.contains(Flags::FLAGGED),
-            SearchKey::Unseen => !flags.contains(Flags::SEEN),
-            SearchKey::Keyword(k) => item.keywords.iter().any(|w| w.eq_ignore_ascii_case(k.as_ref())),
-            SearchKey::Unkeyword(k) => !item.keywords.iter().any(|w| w.eq_ignore_ascii_case(k.as_ref())),
-            SearchKey::Larger(n) => item.size > u64::from(*n),
-            SearchKey::Smaller(n) => item.size < u64::from(*n),
-            SearchKey::Before(d) => internal.is_some_and(|i| i < *d.as_ref()),
-            SearchKey::On(d) => internal.is_some_and(|i| i == *d.as_ref()),
-            SearchKey::Since(d) => internal.is_some_and(|i| i >= *d.as_ref()),
-            SearchKey::SentBefore(d) => sent.is_some_and(|i| i < *d.as_ref()),
-            SearchKey::SentOn(d) => sent.is_some_and(|i| i == *d.as_ref()),
-            SearchKey::SentSince(d) => sent.is_some_and(|i| i >= *d.as_ref()),
-            SearchKey::Subject(s) => has(item.envelope.subject.as_deref().unwrap_or(""), s.as_ref()),
-            SearchKey::From(s) => has(&addresses_text(&item.envelope.from), s.as_ref()),
-            SearchKey::To(s) => has(&addresses_text(&item.envelope.to), s.as_ref()),
-            SearchKey::Cc(s) => has(&addresses_text(&item.envelope.cc), s.as_ref()),
-            SearchKey::Bcc(s) => has(&addresses_text(&item.envelope.bcc), s.as_ref()),
-            SearchKey::Header(name, value) => {
-                let raw = self.raw(load)?;
-                let header = mime::section(raw, &[], &SectionText::Header);
-                let name = String::from_utf8_lossy(name.as_ref()).into_owned();
-                let fields = mime::header_fields(&header, std::slice::from_ref(&name), false);
-                // The values of the matching fields (what follows each field name's colon).
-                let mut values = Vec::new();
-                for line in fields.split(|&b| b == b'\n') {
-                    match line.iter().position(|&b| b == b':') {
-                        Some(colon) if !matches!(line.first(), Some(b' ' | b'\t')) => {
-                            values.extend_from_slice(&line[colon + 1..])
-                        }
-                        _ => values.extend_from_slice(line),
-                    }
-                }
-                fields.len() > 2 && bytes_have(&values, value.as_ref())
-            }
-            SearchKey::Body(s) => {
-                let raw = self.raw(load)?;
-                let text = mime::section(raw, &[], &SectionText::Text);
-                bytes_have(&text, s.as_ref())
-            }
-            SearchKey::Text(s) => bytes_have(self.raw(load)?, s.as_ref()),
-            SearchKey::Not(k) => !self.matches(k, load)?,
-            SearchKey::Or(a, b) => self.matches(a, load)? || self.matches(b, load)?,
-            SearchKey::ModSequence { modseq, .. } => item.modseq >= *modseq,
-        })
     }
 }
 

@@ -27,6 +27,7 @@
 mod imap;
 mod lmtp;
 mod mime;
+mod search;
 mod tls;
 mod users;
 mod utf7;

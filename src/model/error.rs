@@ -139,6 +139,9 @@ pub enum MailError {
         /// The limit.
         limit: u64,
     },
+    /// A search query was refused before anything was read: it passes a limit or names no header field.
+    #[error("invalid search query: {0}")]
+    InvalidQuery(crate::model::search::QueryError),
     /// The item's listing record would pass its limits (2 GiB of strings, 2^32 entries in a list: say, keywords
     /// added by a great many operations).
     #[error("item {item} of mailbox {mailbox} would pass the limits of its listing record")]

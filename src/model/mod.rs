@@ -20,6 +20,7 @@ mod housekeeping;
 mod keys;
 mod ops;
 mod restore;
+pub mod search;
 mod summary;
 mod types;
 
@@ -41,7 +42,8 @@ pub use audit::{Actor, ActorRole, AuditAction, AuditEntry};
 pub use error::{MailError, QuotaKind};
 pub use housekeeping::{Housekeeper, HousekeepingOptions, HousekeepingReport, housekeep_due};
 pub use ops::{
-    Change, ChangeKind, Entity, FlagAction, MAX_BATCH_OPS, MAX_MESSAGE_SIZE, MailOp, MailOutput, Submission,
+    Change, ChangeKind, Entity, FlagAction, MAX_BATCH_OPS, MAX_MESSAGE_SIZE, MAX_QUERY_DEPTH, MAX_QUERY_TERMS,
+    MAX_QUERY_TEXT, MAX_QUERY_UID_RANGES, MailOp, MailOutput, Submission,
 };
 pub use restore::{MailboxRecovery, recover_mailbox};
 pub use summary::{AddressRef, Addresses, ItemSummary, Strings};

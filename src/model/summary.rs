@@ -548,6 +548,13 @@ impl<'a> ItemSummary<'a> {
         }
     }
 
+    /// The BLAKE3 hash of its content (the key of its stored body).
+    pub(crate) fn content(&self) -> [u8; 32] {
+        let mut content = [0u8; 32];
+        content.copy_from_slice(&self.header[88..120]);
+        content
+    }
+
     /// The owned item record (equal to [`MailStore::item`](crate::model::MailStore::item) of the same item).
     pub fn to_item_info(&self) -> ItemInfo {
         let mut content = [0u8; 32];

@@ -427,6 +427,47 @@ class Messages(unittest.TestCase):
         finally:
             client.logout()
 
+    def test_search_decodes_encoded_words_and_quoted_printable(self):
+        tag = uuid.uuid4().hex[:10]
+        # Subject "Grüße {tag}" as an RFC 2047 word; a quoted-printable UTF-8 body with a soft line break.
+        deliver("alice@example.com", f"=?UTF-8?Q?Gr=C3=BC=C3=9Fe_{tag}?=",
+                body="The smartchoice offer for K=C3=B6ln is v=\r\nalid.\r\n",
+                extra=b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                      b"Content-Transfer-Encoding: quoted-printable\r\n")
+        deliver("alice@example.com", f"plain {tag}", body=f"nothing for {tag}\r\n")
+        client = imap()
+        try:
+            ok(client.select("INBOX"))
+            both = [int(x) for x in ok(client.uid("SEARCH", "TEXT", tag))[0].split()]
+            self.assertEqual(len(both), 2)
+            uid, plain_uid = both
+
+            def uid_search(*criteria, literal=None):
+                client.literal = literal
+                return [int(x) for x in ok(client.uid("SEARCH", "CHARSET", "UTF-8", *criteria))[0].split()]
+
+            # Non-ASCII criteria in a literal, case-folded: "GRÜSSE" finds "Grüße".
+            self.assertEqual(uid_search("SUBJECT", tag, "SUBJECT", literal="GRÜSSE".encode()), [uid])
+            self.assertEqual(uid_search("BODY", literal="KÖLN IS VALID".encode()), [uid])
+            self.assertEqual(uid_search("BODY", "smartc", "SUBJECT", tag), [uid])
+            self.assertEqual(uid_search("SUBJECT", "=?UTF-8?Q?Gr", "SUBJECT", tag), [])
+            self.assertEqual(uid_search("FROM", "example", "BODY", tag), [plain_uid])
+            self.assertEqual(uid_search("OR", "BODY", "smartchoice", "SUBJECT", quote(f"plain {tag}")), both)
+            self.assertEqual(uid_search("NOT", "BODY", "smartchoice", "TEXT", tag), [plain_uid])
+            self.assertEqual(uid_search("HEADER", "Content-Transfer-Encoding", "quoted", "TEXT", tag), [uid])
+            self.assertEqual(uid_search("UID", f"{uid}:*", "TEXT", tag), both)
+            # A header name the store refuses is a protocol error, not an empty answer.
+            with self.assertRaises(imaplib.IMAP4.error):
+                client.uid("SEARCH", "HEADER", quote("Bad Name"), "x")
+            # By sequence number: SEARCH answers sequence numbers, the same messages.
+            seqs = [int(x) for x in ok(client.search(None, "TEXT", tag))[0].split()]
+            self.assertEqual(len(seqs), 2)
+            self.assertEqual([int(x) for x in ok(client.search(None, f"{seqs[0]}", "TEXT", tag))[0].split()],
+                             [seqs[0]])
+        finally:
+            client.literal = None
+            client.logout()
+
     def test_fetch_sections_and_structure(self):
         tag = uuid.uuid4().hex[:10]
         body = (

@@ -43,6 +43,15 @@ pub const MAX_UIDS_PER_OP: usize = 100_000;
 pub const MAX_KEYWORD: usize = 128;
 /// The most operations one [`MailOp::Batch`] may hold (JMAP servers commonly allow 500 objects per `/set`).
 pub const MAX_BATCH_OPS: usize = 10_000;
+/// The deepest a search [`Query`](crate::model::search::Query) may nest (`And` / `Or` / `Not` levels, the root
+/// counting as one; IMAP clients send a handful).
+pub const MAX_QUERY_DEPTH: usize = 64;
+/// The most terms (nodes of its tree) a search query may have.
+pub const MAX_QUERY_TERMS: usize = 10_000;
+/// The most UID ranges a search query's UID sets may hold together (as many as one operation may name UIDs).
+pub const MAX_QUERY_UID_RANGES: usize = MAX_UIDS_PER_OP;
+/// The most bytes a search query's strings (texts, header names, keywords) may hold together.
+pub const MAX_QUERY_TEXT: usize = 64 << 10;
 
 /// How [`MailOp::StoreFlags`] combines the given flags with an item's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
