@@ -1,43 +1,17 @@
 //! Online full and incremental backups of a mail database while it takes deliveries, and restores rolled forward
 //! to the end, to an LSN and to a time: each restored digest equals the source's digest at that point.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mailstore::backup::{self, Catalogue, FileKind, StopAt};
 use mailstore::internals::engine::LOGS_DIR;
 use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailboxKind};
-use mailstore::{Engine, Error, Guid, LogRetention, Lsn, Options, Timestamp};
+use mailstore::{Engine, Error, Guid, Lsn, Options, Timestamp};
 
-fn options() -> Options {
-    Options::default().log_target_size(16 << 10).retention(LogRetention::UntilBackup)
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
-}
-
-/// What the source looked like after each commit: its digest, and a time after that commit and before the next.
-type History = BTreeMap<Lsn, (String, u64)>;
-
-fn record(db: &MailEngine, lsn: Lsn, history: &parking_lot::Mutex<History>) {
-    let digest = db.read(|s, txn| s.digest(txn)).unwrap();
-    history.lock().insert(lsn, (digest, now_micros()));
-    // The next commit's time is strictly later than the time recorded here.
-    std::thread::sleep(Duration::from_millis(1));
-}
-
-fn deliver_n(db: &MailEngine, mbx: Guid, n: u64, history: &parking_lot::Mutex<History>, done: &AtomicU64) {
-    let inbox = db.read(|s, txn| s.folder_by_role(txn, &mbx, FolderRole::Inbox)).unwrap().unwrap().id;
-    for _ in 0..n {
-        let i = done.fetch_add(1, Ordering::SeqCst);
-        let raw = format!("Subject: message {i}\r\nFrom: a@example.com\r\n\r\n{}\r\n", "body line\r\n".repeat(20));
-        let lsn = db.commit(MailOp::append(mbx, inbox, raw.into_bytes(), Flags::empty(), vec![])).unwrap().lsn;
-        record(db, lsn, history);
-    }
-}
+mod common;
+use common::history::{History, deliver_n, options, record};
 
 fn files_in(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).unwrap().count()

@@ -7,18 +7,20 @@
 //! installs: `python3 -m venv target/moto-venv && target/moto-venv/bin/pip install 'moto[server]'`), else
 //! `python3`. When none starts, each test prints why and returns: skipped, never run against a fake.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mailstore::backup::{self, BackupError, BackupKind, Catalogue, FileKind, S3Config, StopAt, Target};
 use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailboxKind};
-use mailstore::{Engine, Error, Guid, LogRetention, Lsn, Options, Timestamp};
+use mailstore::{Engine, Error, Guid, Lsn, Options, Timestamp};
+
+mod common;
+use common::history::{History, deliver_n, now_micros, options, record};
 
 const BUCKET: &str = "mail-backups";
 
@@ -140,33 +142,6 @@ fn skip(why: &str) {
          `python3 -m venv target/moto-venv && target/moto-venv/bin/pip install 'moto[server]'` \
          (or set MAILSTORE_MOTO_PYTHON to a python that has it)."
     );
-}
-
-fn options() -> Options {
-    Options::default().log_target_size(16 << 10).retention(LogRetention::UntilBackup)
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
-}
-
-/// The source's digest after each commit, and a time after that commit and before the next.
-type History = BTreeMap<Lsn, (String, u64)>;
-
-fn record(db: &MailEngine, lsn: Lsn, history: &parking_lot::Mutex<History>) {
-    let digest = db.read(|s, txn| s.digest(txn)).unwrap();
-    history.lock().insert(lsn, (digest, now_micros()));
-    std::thread::sleep(Duration::from_millis(1));
-}
-
-fn deliver_n(db: &MailEngine, mbx: Guid, n: u64, history: &parking_lot::Mutex<History>, done: &AtomicU64) {
-    let inbox = db.read(|s, txn| s.folder_by_role(txn, &mbx, FolderRole::Inbox)).unwrap().unwrap().id;
-    for _ in 0..n {
-        let i = done.fetch_add(1, Ordering::SeqCst);
-        let raw = format!("Subject: message {i}\r\nFrom: a@example.com\r\n\r\n{}\r\n", "body line\r\n".repeat(20));
-        let lsn = db.commit(MailOp::append(mbx, inbox, raw.into_bytes(), Flags::empty(), vec![])).unwrap().lsn;
-        record(db, lsn, history);
-    }
 }
 
 fn restored_digest(dir: &Path) -> (Lsn, String) {
