@@ -340,6 +340,14 @@ impl<'r> Content<'r> {
     }
 }
 
+/// Where a folder scan hands its hits: in UID order, each with the listing record that was judged.
+pub(super) trait Sink {
+    /// A message had to be read (the listing record could not decide).
+    fn message_read(&mut self);
+    /// One matching item.
+    fn push(&mut self, summary: &ItemSummary<'_>, hit: Hit);
+}
+
 /// Collects hits in order and keeps the window.
 struct Collector {
     window: Window,
@@ -365,7 +373,33 @@ impl Collector {
     }
 }
 
+impl Sink for Collector {
+    fn message_read(&mut self) {
+        self.results.messages_read += 1;
+    }
+
+    fn push(&mut self, _summary: &ItemSummary<'_>, hit: Hit) {
+        Collector::push(self, hit);
+    }
+}
+
 impl MailStore {
+    /// Checks `query` and the folder, then hands every matching item of `folder` to `sink`, in UID order (what
+    /// [`MailStore::search`] does, with the hits going elsewhere).
+    pub(super) fn scan_folder(
+        &self,
+        txn: &RoTxn<'_>,
+        guid: &Guid,
+        folder: FolderId,
+        query: &Query,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
+        query.check_limits().map_err(MailError::InvalidQuery)?;
+        self.existing_folder(txn, guid, folder)?;
+        let node = compile(query);
+        self.search_folder(txn, guid, folder, &node, sink)
+    }
+
     /// The items of `folder` that match `query`, in UID order: their count, first and last (ESEARCH `MIN` and
     /// `MAX`), highest MODSEQ and the `window` of them (see the [search module](crate::model::search)).
     /// Folder-associated items are not searched.
@@ -423,7 +457,7 @@ impl MailStore {
         guid: &Guid,
         folder: FolderId,
         node: &Node,
-        out: &mut Collector,
+        out: &mut dyn Sink,
     ) -> Result<()> {
         let (lo, hi) = uid_bounds(node);
         if lo > hi {
@@ -447,7 +481,7 @@ impl MailStore {
             let matched = match node.on_summary(&s) {
                 Some(v) => v,
                 None => {
-                    out.results.messages_read += 1;
+                    out.message_read();
                     // One message in memory at a time, dropped before the next is read.
                     let raw = self.body(txn, &s.content())?.ok_or_else(|| CodecError::Malformed {
                         record: "message body",
@@ -461,7 +495,7 @@ impl MailStore {
                 }
             };
             if matched {
-                out.push(Hit { folder, uid: s.uid(), item: s.id(), modseq: s.modseq() });
+                out.push(&s, Hit { folder, uid: s.uid(), item: s.id(), modseq: s.modseq() });
             }
         }
         Ok(())

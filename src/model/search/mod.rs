@@ -1,5 +1,6 @@
 //! Search: a [`Query`] over the items of a folder ([`MailStore::search`]) or of a whole mailbox
-//! ([`MailStore::search_mailbox`]), with IMAP SEARCH's semantics (RFC 3501 / RFC 9051), evaluated by a scan.
+//! ([`MailStore::search_mailbox`]), with IMAP SEARCH's semantics (RFC 3501 / RFC 9051), evaluated by a scan;
+//! and its hits sorted ([`MailStore::sort`], RFC 5256 / RFC 5957: see the [`sort`] module).
 //!
 //! ```
 //! use mailstore::model::search::{Query, Window};
@@ -111,12 +112,15 @@
 //!
 //! [`MailStore::search`]: crate::model::MailStore::search
 //! [`MailStore::search_mailbox`]: crate::model::MailStore::search_mailbox
+//! [`MailStore::sort`]: crate::model::MailStore::sort
 
 mod eval;
 mod query;
+pub mod sort;
 mod text;
 
 pub use query::{DateField, Day, DayCmp, HeaderField, Query, QueryError, TimeCmp};
+pub use sort::{SortField, SortKey, base_subject};
 
 use crate::model::types::{FolderId, ItemId, ModSeq, Uid};
 
