@@ -2,8 +2,7 @@
 //! to the end, to an LSN and to a time: each restored digest equals the source's digest at that point.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
 
 use mailstore::backup::{self, Catalogue, FileKind, StopAt};
 use mailstore::internals::engine::LOGS_DIR;
@@ -11,7 +10,7 @@ use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailboxKind};
 use mailstore::{Engine, Error, Guid, Lsn, Options, Timestamp};
 
 mod common;
-use common::history::{History, deliver_n, options, record};
+use common::history::{self, History, deliver_n, options, record, while_delivering};
 
 fn files_in(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).unwrap().count()
@@ -28,24 +27,11 @@ fn restored_digest(dir: &std::path::Path) -> (Lsn, String) {
 fn online_full_and_incremental_backups_restore_to_end_lsn_and_time() {
     let tmp = tempfile::tempdir().unwrap();
     let (source, target) = (tmp.path().join("source"), tmp.path().join("backups"));
-    let db: Arc<MailEngine> = Arc::new(Engine::mount(&source, options()).unwrap());
-    let history = Arc::new(parking_lot::Mutex::new(History::new()));
-    let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
-    let MailOp::CreateMailbox { guid: mbx, .. } = op else { unreachable!() };
-    let lsn = db.commit(op).unwrap().lsn;
-    record(&db, lsn, &history);
+    let (db, mbx, history) = history::source(&source);
 
     // A full backup while another thread delivers.
     let done = Arc::new(AtomicU64::new(0));
-    let delivering = {
-        let (db, history, done) = (Arc::clone(&db), Arc::clone(&history), Arc::clone(&done));
-        std::thread::spawn(move || deliver_n(&db, mbx, 150, &history, &done))
-    };
-    while done.load(Ordering::SeqCst) < 40 {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let full = backup::full_backup(&db, &target).unwrap();
-    delivering.join().unwrap();
+    let full = while_delivering(&db, mbx, &history, &done, || backup::full_backup(&db, &target).unwrap());
     // `done` counts deliveries started: at least 39 had been committed (LSNs 2..=40) when the backup began.
     assert!(full.applied_lsn >= 40 && full.last_lsn >= full.applied_lsn, "{full:?}");
     assert!(full.files.iter().any(|f| f.kind == FileKind::State));

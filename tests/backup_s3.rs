@@ -12,15 +12,15 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use mailstore::backup::{self, BackupError, BackupKind, Catalogue, FileKind, S3Config, StopAt, Target};
-use mailstore::model::{Flags, FolderRole, MailEngine, MailOp, MailboxKind};
+use mailstore::model::{Flags, FolderRole, MailEngine, MailOp};
 use mailstore::{Engine, Error, Guid, Lsn, Options, Timestamp};
 
 mod common;
-use common::history::{History, deliver_n, now_micros, options, record};
+use common::history::{deliver_n, now_micros, options, record, source, while_delivering};
 
 const BUCKET: &str = "mail-backups";
 
@@ -152,16 +152,6 @@ fn restored_digest(dir: &Path) -> (Lsn, String) {
 }
 
 /// A source with a mailbox: the engine, its mailbox and the digest history.
-fn source(dir: &Path) -> (Arc<MailEngine>, Guid, Arc<parking_lot::Mutex<History>>) {
-    let db: Arc<MailEngine> = Arc::new(Engine::mount(dir, options()).unwrap());
-    let history = Arc::new(parking_lot::Mutex::new(History::new()));
-    let op = MailOp::create_mailbox("alice@example.com", "Alice", MailboxKind::User);
-    let MailOp::CreateMailbox { guid: mbx, .. } = op else { unreachable!() };
-    let lsn = db.commit(op).unwrap().lsn;
-    record(&db, lsn, &history);
-    (db, mbx, history)
-}
-
 fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs.max(1e-9)
 }
@@ -180,17 +170,10 @@ fn full_and_incremental_backups_into_s3_restore_to_end_lsn_and_time() {
 
     // A full backup while another thread delivers.
     let done = Arc::new(AtomicU64::new(0));
-    let delivering = {
-        let (db, history, done) = (Arc::clone(&db), Arc::clone(&history), Arc::clone(&done));
-        std::thread::spawn(move || deliver_n(&db, mbx, 150, &history, &done))
-    };
-    while done.load(Ordering::SeqCst) < 40 {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let started = Instant::now();
-    let full = backup::full_backup(&db, target.clone()).unwrap();
-    let full_secs = started.elapsed().as_secs_f64();
-    delivering.join().unwrap();
+    let (full, full_secs) = while_delivering(&db, mbx, &history, &done, || {
+        let started = Instant::now();
+        (backup::full_backup(&db, target.clone()).unwrap(), started.elapsed().as_secs_f64())
+    });
     assert_eq!(full.kind, BackupKind::Full);
     assert!(full.applied_lsn >= 40 && full.last_lsn >= full.applied_lsn, "{full:?}");
     assert!(full.files.iter().any(|f| f.kind == FileKind::State));

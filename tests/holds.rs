@@ -208,10 +208,7 @@ fn a_time_bound_hold_keeps_each_item_for_its_duration_only() {
     let mbx = create_mailbox(&db, "bounded@example.com");
     let inbox = role(&db, mbx, FolderRole::Inbox);
     let append_at = |db: &MailEngine, subject: &str, at: u64| {
-        let mut op = MailOp::append(mbx, inbox, message(subject), Flags::empty(), vec![]);
-        if let MailOp::Append { received, .. } = &mut op {
-            *received = us(at);
-        }
+        let op = MailOp::append(mbx, inbox, message(subject), Flags::empty(), vec![]).received_at(us(at));
         match db.commit(op).unwrap().output {
             MailOutput::Appended { uid, .. } => uid,
             other => panic!("{other:?}"),
@@ -395,11 +392,8 @@ impl Run {
             Step::Append { folder } => {
                 let subject = format!("m{}", self.next);
                 self.next += 1;
-                let mut op = MailOp::append(mbx, self.folders[*folder], message(&subject), Flags::empty(), vec![]);
-                if let MailOp::Append { received, .. } = &mut op {
-                    *received = now;
-                }
-                self.db().commit(op)
+                let op = MailOp::append(mbx, self.folders[*folder], message(&subject), Flags::empty(), vec![]);
+                self.db().commit(op.received_at(now))
             }
             Step::Expunge { folder, pick } => {
                 let (folder, uids) = (self.folders[*folder], self.uids(self.folders[*folder], pick));

@@ -613,11 +613,8 @@ fn delivery_by_path_received_order_free_busy_and_fai() {
 
     // Received-time order, newest first, with pagination; independent of UID order.
     for (i, at) in [300, 100, 200].into_iter().enumerate() {
-        let mut op = MailOp::append(mbx, lists, message(&format!("r{i}"), "x"), Flags::empty(), vec![]);
-        if let MailOp::Append { received, .. } = &mut op {
-            *received = us(at);
-        }
-        db.commit(op).unwrap();
+        let op = MailOp::append(mbx, lists, message(&format!("r{i}"), "x"), Flags::empty(), vec![]);
+        db.commit(op.received_at(us(at))).unwrap();
     }
     let page = |offset, limit| {
         db.read(|s, txn| s.items_by_received(txn, &mbx, lists, Order::OldestFirst, offset, limit))

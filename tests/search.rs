@@ -7,46 +7,15 @@ mod oracle;
 
 use mailstore::model::search::{Day, DayCmp, Query, QueryError, SearchResults, Window};
 use mailstore::model::{
-    ContentHash, Fai, FlagAction, Flags, FolderId, FolderRole, ItemClass, MAX_QUERY_DEPTH, MAX_QUERY_TERMS,
-    MAX_QUERY_TEXT, MAX_QUERY_UID_RANGES, MailEngine, MailError, MailOp, MailboxKind, Uid, envelope,
+    Fai, FlagAction, Flags, FolderId, FolderRole, ItemClass, MAX_QUERY_DEPTH, MAX_QUERY_TERMS, MAX_QUERY_TEXT,
+    MAX_QUERY_UID_RANGES, MailError, MailOp, Uid,
 };
-use mailstore::{Durability, Engine, Error, Guid, Options, Timestamp};
+use mailstore::{Error, Guid, Timestamp};
 
-pub struct Fixture {
-    _dir: tempfile::TempDir,
-    pub db: MailEngine,
-    pub mbx: Guid,
-    pub inbox: FolderId,
-}
+mod common;
+pub use common::folder::Fixture;
 
 impl Fixture {
-    pub fn create() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let db: MailEngine = Engine::mount(dir.path(), Options::default().durability(Durability::Relaxed)).unwrap();
-        let op = MailOp::create_mailbox("user@example.com", "User", MailboxKind::User);
-        let mbx = op.mailbox().unwrap();
-        db.commit(op).unwrap();
-        let inbox = db.read(|s, txn| s.folder_by_role(txn, &mbx, FolderRole::Inbox)).unwrap().unwrap().id;
-        Fixture { _dir: dir, db, mbx, inbox }
-    }
-
-    /// Appends every message to `folder` in one batch; their UIDs follow in order.
-    pub fn append_to(&self, folder: FolderId, messages: Vec<(Vec<u8>, Flags, Vec<String>, Timestamp)>) {
-        let ops = messages.into_iter().map(|(raw, flags, keywords, received)| MailOp::Append {
-            mailbox: self.mbx,
-            folder,
-            flags,
-            keywords,
-            received,
-            class: ItemClass::Note,
-            fai: false,
-            envelope: Box::new(envelope::parse(&raw)),
-            content: ContentHash::of(&raw),
-            raw: raw.into(),
-        });
-        self.db.commit(MailOp::batch(ops)).unwrap();
-    }
-
     pub fn append(&self, raw: &[u8]) {
         self.append_to(self.inbox, vec![(raw.to_vec(), Flags::empty(), vec![], Timestamp::from_micros(0))]);
     }

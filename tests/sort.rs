@@ -2,49 +2,18 @@
 //! `REVERSE`, several keys, the UID tie-break, windows; and a property test holding the sort against an oracle
 //! sort over the values the test put into random envelopes.
 
+use mailstore::Timestamp;
 use mailstore::model::search::{Query, SearchResults, SortField, SortKey, Window, base_subject};
-use mailstore::model::{
-    ContentHash, Flags, FolderId, FolderRole, ItemClass, MailEngine, MailOp, MailboxKind, Uid, envelope,
-};
-use mailstore::{Durability, Engine, Guid, Options, Timestamp};
+use mailstore::model::{Flags, Uid};
 use proptest::prelude::*;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    db: MailEngine,
-    mbx: Guid,
-    inbox: FolderId,
-}
+mod common;
+use common::folder::Fixture;
 
 impl Fixture {
-    fn create() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let db: MailEngine = Engine::mount(dir.path(), Options::default().durability(Durability::Relaxed)).unwrap();
-        let op = MailOp::create_mailbox("user@example.com", "User", MailboxKind::User);
-        let mbx = op.mailbox().unwrap();
-        db.commit(op).unwrap();
-        let inbox = db.read(|s, txn| s.folder_by_role(txn, &mbx, FolderRole::Inbox)).unwrap().unwrap().id;
-        Fixture { _dir: dir, db, mbx, inbox }
-    }
-
     /// Appends the messages in one batch, each with its received time; their UIDs follow from 1.
     fn append_all(&self, messages: Vec<(Vec<u8>, Timestamp)>) {
-        if messages.is_empty() {
-            return;
-        }
-        let ops = messages.into_iter().map(|(raw, received)| MailOp::Append {
-            mailbox: self.mbx,
-            folder: self.inbox,
-            flags: Flags::empty(),
-            keywords: vec![],
-            received,
-            class: ItemClass::Note,
-            fai: false,
-            envelope: Box::new(envelope::parse(&raw)),
-            content: ContentHash::of(&raw),
-            raw: raw.into(),
-        });
-        self.db.commit(MailOp::batch(ops)).unwrap();
+        self.append_to(self.inbox, messages.into_iter().map(|(raw, at)| (raw, Flags::empty(), vec![], at)).collect());
     }
 
     /// One message per header block (received times 1 s, 2 s, … in order).

@@ -29,11 +29,10 @@ use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use mailstore::Timestamp;
 use mailstore::engine::Scope;
 use mailstore::model::Fai;
-use mailstore::model::envelope;
 use mailstore::model::search::Window;
 use mailstore::model::{
-    Change, ChangeKind, ContentHash, Entity, FlagAction, Flags, FolderId, FolderInfo, FolderRole, ItemClass, ItemInfo,
-    MailError, MailOp, MailOutput, ModSeq, Uid,
+    Change, ChangeKind, Entity, FlagAction, Flags, FolderId, FolderInfo, FolderRole, ItemInfo, MailError, MailOp,
+    MailOutput, ModSeq, Uid,
 };
 
 use crate::mime::{self, SectionText};
@@ -1205,18 +1204,10 @@ impl Session<'_> {
             Err(_) => return no("[TRYCREATE] no such mailbox"),
         };
         let (system, keywords) = split_flags(flags)?;
-        let op = MailOp::Append {
-            mailbox: account.guid,
-            folder: view.info.id,
-            flags: system,
-            keywords,
-            received: date.map_or_else(Timestamp::now, Timestamp::from_micros),
-            class: ItemClass::Note,
-            fai: false,
-            envelope: Box::new(envelope::parse(&raw)),
-            content: ContentHash::of(&raw),
-            raw: raw.into(),
-        };
+        let mut op = MailOp::append(account.guid, view.info.id, raw, system, keywords);
+        if let Some(date) = date {
+            op = op.received_at(Timestamp::from_micros(date));
+        }
         let MailOutput::Appended { uid, uidvalidity, .. } = account.engine.commit(op)?.output else {
             return no("[SERVERBUG] unexpected result of an append");
         };

@@ -188,11 +188,11 @@ fn inbox_if_accepted(account: &Account, size: usize) -> Result<Accepts, mailstor
         let Some(mailbox) = s.mailbox(txn, &account.guid)? else {
             return Err(MailError::NoSuchMailbox { mailbox: account.guid }.into());
         };
-        let limit = mailbox.quota.unwrap_or_default().max_message_size;
-        if size as u64 > limit {
-            return Ok(Accepts::TooLarge(limit));
+        let quota = mailbox.quota_status();
+        if size as u64 > quota.quota.max_message_size {
+            return Ok(Accepts::TooLarge(quota.quota.max_message_size));
         }
-        if s.quota_status(txn, &account.guid)?.is_some_and(|q| q.prohibit_send_receive) {
+        if quota.prohibit_send_receive {
             return Ok(Accepts::Full);
         }
         match s.folder_by_role(txn, &account.guid, FolderRole::Inbox)? {

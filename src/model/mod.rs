@@ -559,18 +559,7 @@ impl MailStore {
 
     /// The quota state of mailbox `guid`.
     pub fn quota_status(&self, txn: &RoTxn<'_>, guid: &Guid) -> Result<Option<QuotaStatus>> {
-        Ok(self.mailbox(txn, guid)?.map(|m| {
-            let quota = m.quota.unwrap_or_default();
-            QuotaStatus {
-                quota,
-                size: m.size,
-                recoverable_size: m.recoverable_size,
-                warning: m.size > quota.issue_warning,
-                prohibit_send: m.size > quota.prohibit_send,
-                prohibit_send_receive: m.size > quota.prohibit_send_receive,
-                recoverable_warning: m.recoverable_size > quota.recoverable_warning,
-            }
-        }))
+        Ok(self.mailbox(txn, guid)?.map(|m| m.quota_status()))
     }
 
     /// The mailbox's audit trail from `from` (inclusive) to `to` (exclusive), oldest first, at most `limit`

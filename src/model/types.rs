@@ -371,8 +371,41 @@ pub struct MailboxInfo {
 }
 
 impl MailboxInfo {
+    /// The mailbox's hold settings, as a value an operation can consult while it changes the mailbox.
+    pub(crate) fn holds(&self) -> Holds {
+        Holds {
+            single_item_recovery: self.single_item_recovery,
+            litigation_hold: self.litigation_hold,
+            hold_duration: self.hold_duration,
+        }
+    }
+
+    /// Its quota state: the limits in force and whether its sizes are above them.
+    pub fn quota_status(&self) -> QuotaStatus {
+        let quota = self.quota.unwrap_or_default();
+        QuotaStatus {
+            quota,
+            size: self.size,
+            recoverable_size: self.recoverable_size,
+            warning: self.size > quota.issue_warning,
+            prohibit_send: self.size > quota.prohibit_send,
+            prohibit_send_receive: self.size > quota.prohibit_send_receive,
+            recoverable_warning: self.recoverable_size > quota.recoverable_warning,
+        }
+    }
+}
+
+/// What a mailbox's holds keep ([`MailboxInfo::holds`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Holds {
+    single_item_recovery: bool,
+    litigation_hold: bool,
+    hold_duration: Option<Duration>,
+}
+
+impl Holds {
     /// Whether litigation hold keeps `item` at `at`: the hold is on and, if it is time-bound, `at` is within
-    /// [`hold_duration`](Self::hold_duration) of the item's arrival.
+    /// [`MailboxInfo::hold_duration`] of the item's arrival.
     pub(crate) fn holds_item(&self, item: &ItemInfo, at: Timestamp) -> bool {
         self.litigation_hold && self.hold_duration.is_none_or(|d| at < item.received.saturating_add(d))
     }

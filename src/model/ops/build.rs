@@ -109,6 +109,15 @@ impl MailOp {
         MailOp::append_now(mailbox, folder, raw, flags, keywords, ItemClass::Note, false)
     }
 
+    /// The same [`MailOp::Append`] received at `at` instead of now (IMAP APPEND's date-time, an import's original
+    /// arrival). Any other operation is returned unchanged.
+    pub fn received_at(mut self, at: Timestamp) -> MailOp {
+        if let MailOp::Append { received, .. } = &mut self {
+            *received = at;
+        }
+        self
+    }
+
     /// A new version of an item, now.
     pub fn replace_item(mailbox: Guid, folder: FolderId, uid: Uid, raw: impl Into<Bytes>, class: ItemClass) -> MailOp {
         let Message { received: at, envelope, content, raw } = Message::now(raw);

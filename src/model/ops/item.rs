@@ -78,7 +78,7 @@ pub(super) fn replace(
         ..original.clone()
     };
     let new_uid = tx.insert_item(&mut m, &mut f, &template, Some((raw, content)), modseq)?.uid;
-    let original_in_versions = if m.keeps(&original, at) {
+    let original_in_versions = if m.holds().keeps(&original, at) {
         let mut versions = tx.role_folder(FolderRole::Versions)?;
         let kept = ItemInfo { deleted: Some(Deleted { from: folder, at }), ..original.clone() };
         let kept_uid = tx.move_item(&mut m, &mut f, &mut versions, &original, kept, modseq)?;
@@ -192,7 +192,7 @@ pub(super) fn expunge(mut tx: Tx<'_, '_>, folder: FolderId, uids: Option<Vec<Uid
     };
     let mut modseq = None;
     // Gone from the user's view; what a hold keeps goes to Purges, with where and when it was deleted.
-    let holds = m.clone();
+    let holds = m.holds();
     let kept = |item: &ItemInfo| item.flags.contains(Flags::DELETED) && holds.keeps(item, at);
     let relabel = |item: &ItemInfo| ItemInfo { deleted: Some(Deleted { from: folder, at }), ..item.clone() };
     let mut purges = tx.role_folder(FolderRole::Purges)?;

@@ -69,7 +69,7 @@ pub(super) fn purge_deleted(mut tx: Tx<'_, '_>, deleted_before: Timestamp) -> Ap
     let mut m = tx.mailbox()?;
     let mut deletions = tx.role_folder(FolderRole::Deletions)?;
     let uids = tx.uids_of(deletions.id)?;
-    let held = m.clone();
+    let held = m.holds();
     let old =
         |item: &ItemInfo| item.deleted.is_none_or(|d| d.at < deleted_before) && !held.holds_item(item, deleted_before);
     let mut modseq = None;
@@ -125,7 +125,7 @@ pub(super) fn purge(mut tx: Tx<'_, '_>, uids: Vec<Uid>) -> Applied {
 /// `now`. The UIDs reported are those of the three folders, in that order.
 fn purge_older_than(tx: &mut Tx<'_, '_>, now: Timestamp, cutoff: Timestamp) -> Applied {
     let mut m = tx.mailbox()?;
-    let held = m.clone();
+    let held = m.holds();
     let mut modseq = None;
     let mut purged = Vec::new();
     for role in [FolderRole::Deletions, FolderRole::Purges, FolderRole::Versions] {
