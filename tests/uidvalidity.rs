@@ -2,14 +2,19 @@
 //! so a folder deleted and re-created under the same name within one second kept its UIDVALIDITY while UIDNEXT
 //! restarted at 1, and a client's cache paired its old UIDs with new messages. Now every folder of a database gets
 //! a UIDVALIDITY no folder of it had before: in the same second, across a remount, for a mailbox deleted and
-//! re-created under the same address, on a passive copy and after its activation.
+//! re-created under the same address, on a passive copy and after its activation, and after the process is
+//! killed with SIGKILL while it creates and deletes folders.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mailstore::model::{FolderInfo, FolderRole, MailEngine, MailOp, MailOutput, MailboxKind};
 use mailstore::replication::{CopyOptions, LogSource, MountDial, PassiveCopy, ShippingSource, SourceOptions};
 use mailstore::{Engine, Guid, Options, Timestamp};
+
+mod common;
+use common::{Rng, env_u64, run_killed_child, seed_from};
 
 /// One second's UIDVALIDITY, as every operation built in the same second proposes it.
 const SECOND: u32 = 1_800_000_000;
@@ -89,4 +94,56 @@ fn a_re_created_folder_never_gets_an_old_uidvalidity() {
     seen.push(new_inbox.uidvalidity);
     seen.dedup();
     assert_eq!(seen.len(), 5);
+}
+
+const CHILD_DIR: &str = "MAILSTORE_UIDVALIDITY_CHILD_DIR";
+const MAILBOX: Guid = Guid([0x7c; 16]);
+
+/// The child: deletes and re-creates the folder `Projects` with the same proposed UIDVALIDITY until killed,
+/// printing `ack UIDVALIDITY` after each acknowledged creation.
+#[test]
+#[ignore = "run by `a_killed_process_never_reuses_a_uidvalidity` in a child process"]
+fn uidvalidity_crash_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else { return };
+    let db: MailEngine = Engine::mount(&dir, Options::default().log_target_size(32 << 10)).unwrap();
+    if db.read(|s, txn| s.mailbox(txn, &MAILBOX)).unwrap().is_none() {
+        let MailOp::CreateMailbox { address, display_name, kind, created, .. } =
+            MailOp::create_mailbox("crash@example.com", "Crash", MailboxKind::User)
+        else {
+            unreachable!()
+        };
+        let op = MailOp::CreateMailbox { guid: MAILBOX, address, display_name, kind, created, uidvalidity: SECOND };
+        db.commit(op).unwrap();
+    }
+    println!("mounted");
+    loop {
+        let folders = db.read(|s, txn| s.folders(txn, &MAILBOX)).unwrap();
+        if let Some(old) = folders.iter().find(|f| f.name == "Projects") {
+            db.commit(MailOp::DeleteFolder { mailbox: MAILBOX, folder: old.id, at: Timestamp::now() }).unwrap();
+        }
+        println!("ack {}", create_folder(&db, MAILBOX, "Projects").uidvalidity);
+    }
+}
+
+/// Kills the child again and again (`MAILSTORE_UIDVALIDITY_KILLS`, default 4): every acknowledged UIDVALIDITY
+/// is new, across the kills, and the recovered database goes on above all of them.
+#[test]
+fn a_killed_process_never_reuses_a_uidvalidity() {
+    let kills = env_u64("MAILSTORE_UIDVALIDITY_KILLS", 4);
+    let mut rng = Rng::new(seed_from("MAILSTORE_UIDVALIDITY_SEED"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked = Vec::new();
+    for _ in 0..kills {
+        let envs = [(CHILD_DIR, dir.path().display().to_string())];
+        let kill_after = Duration::from_millis(30 + rng.below(200));
+        for words in run_killed_child("uidvalidity_crash_child", &envs, kill_after) {
+            acked.push(words[1].parse::<u32>().unwrap());
+        }
+    }
+    assert!(!acked.is_empty(), "the child acknowledged nothing in {kills} runs");
+    let distinct: BTreeSet<u32> = acked.iter().copied().collect();
+    assert_eq!(distinct.len(), acked.len(), "a UIDVALIDITY was given out twice across kills: {acked:?}");
+    let db = Engine::mount(dir.path(), Options::default().create_if_missing(false)).unwrap();
+    let next = create_folder(&db, MAILBOX, "After").uidvalidity;
+    assert!(next > *distinct.last().unwrap(), "{next} after {acked:?}");
 }
