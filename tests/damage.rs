@@ -325,3 +325,36 @@ fn a_flipped_bit_in_the_newest_checkpoint_slot_does_not_make_a_healthy_database_
         assert!(report.healthy(), "slot {slot}: {:?}", report.problems);
     }
 }
+
+/// One bit flipped in a table's name in LMDB's catalogue (the damage campaign found it twice: `mail.uids` read as
+/// `mail.uits`). The mount used to create the table it no longer found, empty, and served mailboxes without their
+/// messages. It is refused now, nothing is written, and `check` names the damage.
+#[test]
+fn a_table_lost_from_the_catalogue_is_refused_not_created_anew() {
+    use mailstore::model::{MailEngine, MailOp, MailboxKind};
+    let dir = tempfile::tempdir().unwrap();
+    let db: MailEngine = Engine::mount(dir.path(), Options::default()).unwrap();
+    let op = MailOp::create_mailbox("cat@example.com", "Cat", MailboxKind::User);
+    let mbx = op.mailbox().unwrap();
+    db.commit(op).unwrap();
+    db.deliver(mbx, None, b"Subject: kept\r\n\r\nkept\r\n".to_vec()).unwrap();
+    db.dismount().unwrap();
+
+    let data = dir.path().join(STATE_DIR).join("data.mdb");
+    let mut bytes = fs::read(&data).unwrap();
+    // LMDB copies pages on write, so free pages may hold older copies of the catalogue: flip the name in each.
+    let found: Vec<usize> = bytes.windows(9).enumerate().filter(|(_, w)| *w == b"mail.uids").map(|(i, _)| i).collect();
+    assert!(!found.is_empty(), "the table's name in the catalogue");
+    for at in found {
+        bytes[at + 7] ^= 0x10; // `d` becomes `t`
+    }
+    fs::write(&data, &bytes).unwrap();
+
+    match Engine::<mailstore::model::MailStore>::mount(dir.path(), Options::default()) {
+        Err(Error::NotADatabase { reason, .. }) => assert!(reason.contains("lacks"), "{reason}"),
+        other => panic!("a state store without its UID index mounted: {:?}", other.map(|_| ())),
+    }
+    assert_eq!(fs::read(&data).unwrap(), bytes, "the refused mount wrote nothing");
+    let report = mailstore::engine::check_as::<mailstore::model::MailStore>(dir.path()).unwrap();
+    assert!(report.problems.iter().any(|p| p.contains("lacks")), "{report:?}");
+}

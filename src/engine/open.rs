@@ -44,7 +44,7 @@ impl<M: StateMachine> OpenDir<M> {
             });
         }
         check_meta::<M>(dir, &values)?;
-        let state = StateStore::<M>::create(env, Attachments::new(dir))?;
+        let state = StateStore::<M>::open(env, Attachments::new(dir), dir)?;
         let logs = dir.join(LOGS_DIR);
         fs::create_dir_all(&logs).at(&logs)?;
         let segments = dir.join(SEGMENTS_DIR);

@@ -244,7 +244,11 @@ pub(crate) fn open_machine<M: StateMachine>(
     .flatten()
     .ok_or_else(|| Error::NotADatabase {
         path: path.to_path_buf(),
-        reason: format!("the state store holds no {:?} databases", M::NAME),
+        reason: format!(
+            "the state store lacks one or more of the {:?} tables: its catalogue is damaged, or it is not a database \
+             of this state machine (run `mailstore check`; repair it from a healthy copy or restore a backup)",
+            M::NAME
+        ),
     })
 }
 
@@ -277,8 +281,8 @@ impl From<heed::Error> for Failure {
 }
 
 impl<M: StateMachine> StateStore<M> {
-    /// Creates (or opens) the engine's and the machine's databases in one committed transaction; `attachments`
-    /// are those of the database's directory.
+    /// Creates the engine's and the machine's databases of a new state store in one committed transaction;
+    /// `attachments` are those of the database's directory. An existing store is opened with [`Self::open`].
     pub(crate) fn create(env: Env<WithoutTls>, attachments: Attachments) -> Result<Self> {
         let wtxn = env.write_txn()?;
         let (db, machine) = env
@@ -290,6 +294,18 @@ impl<M: StateMachine> StateStore<M> {
             .commit()
             .ok_or_else(|| Error::NotADatabase { path: env.path().to_path_buf(), reason: "open aborted".into() })?;
         Ok(StateStore { env, meta: Meta::new(db), machine, attachments, gate: RwLock::new(()) })
+    }
+
+    /// Opens the engine's and the machine's databases of an initialised state store, creating nothing: a table
+    /// missing from it (a damaged LMDB catalogue names it no longer) is refused, never created anew and empty
+    /// over the data it held.
+    pub(crate) fn open(env: Env<WithoutTls>, attachments: Attachments, dir: &Path) -> Result<Self> {
+        let meta = Meta::open(&env)?.ok_or_else(|| Error::NotADatabase {
+            path: dir.join(STATE_DIR),
+            reason: "the state store holds no engine metadata".into(),
+        })?;
+        let machine = open_machine::<M>(&env, &attachments, &dir.join(STATE_DIR))?;
+        Ok(StateStore { env, meta, machine, attachments, gate: RwLock::new(()) })
     }
 
     /// Runs `f` over a read snapshot.
