@@ -51,7 +51,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fault::crash_point;
 use crate::log::format::{END_MARKER, HEADER_LEN};
 use crate::log::generation;
-use crate::replication::source::{SNAPSHOT_STATE_FILE, link_generation, prepare_snapshot};
+use crate::replication::snapshot::{SNAPSHOT_STATE_FILE, link_generation, prepare_snapshot};
 use crate::time::Timestamp;
 use crate::types::{Guid, Lsn};
 

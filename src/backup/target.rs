@@ -20,7 +20,7 @@ use crate::engine::{LOGS_DIR, SEGMENTS_DIR};
 use crate::error::{Error, IoContext, Result};
 use crate::fault::crash_point;
 use crate::log::generation;
-use crate::replication::source::SNAPSHOT_STATE_FILE;
+use crate::replication::snapshot::SNAPSHOT_STATE_FILE;
 
 #[cfg(feature = "s3")]
 pub use super::s3::S3Config;

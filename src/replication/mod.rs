@@ -23,6 +23,7 @@ mod error;
 pub(crate) mod inspect;
 mod protocol;
 mod resync;
+pub(crate) mod snapshot;
 pub(crate) mod source;
 mod tcp;
 

@@ -2,27 +2,26 @@
 //! bytes of the current one in block mode), snapshots of its state for seeding, and keeps the log its copies
 //! still need.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::engine::state::StateStore;
-use crate::engine::{Engine, LOGS_DIR, LogPin, LogPosition, SEGMENTS_DIR, StateMachine};
+use crate::engine::{Engine, LOGS_DIR, LogPin, LogPosition, StateMachine};
 use crate::error::{Error, IoContext, Result};
 use crate::log::format::{FRAME_HEADER_LEN, HEADER_LEN, frame_len};
 use crate::log::generation;
 use crate::replication::ReplicationError;
 use crate::replication::protocol::{
-    Chunk, CopyId, Hello, LogSource, MAX_CHUNK_BYTES, MAX_SNAPSHOT_GENERATIONS, ReadRequest, SnapshotPart,
-    SnapshotRequest, SourceInfo, SourceRole, layout_bytes,
+    Chunk, CopyId, Hello, LogSource, MAX_CHUNK_BYTES, ReadRequest, SnapshotPart, SnapshotRequest, SourceInfo,
+    SourceRole,
 };
-use crate::types::{Guid, Lsn};
+use crate::replication::snapshot::{MAX_SNAPSHOTS, SNAPSHOT_IDLE, SnapshotServer, prepare_snapshot};
+use crate::types::Lsn;
 
 /// File in the active's directory listing the copies and the LSN each still needs, so that their log survives
 /// a restart of the active until they reconnect.
@@ -30,7 +29,8 @@ pub const COPIES_FILE: &str = "copies";
 /// Longest a read may long-poll.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// How a source treats its copies.
+/// How a source treats its copies. Every copy, and any peer holding the shipping key, is bounded by these: the
+/// log it can pin, the copy ids it can register, the snapshots it can have prepared on disk.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SourceOptions {
@@ -38,6 +38,17 @@ pub struct SourceOptions {
     /// this many generations behind the head loses its pin (it then needs a reseed), and the log is
     /// truncated as if it did not exist. Default 4096 generations (4 GiB with the default 1 MiB generations).
     pub max_pinned_generations: u64,
+    /// Copy ids the source keeps track of at once (Exchange allows 16 copies of a database). A new copy id
+    /// beyond it first evicts the copy heard from longest ago that pins no log; when every one pins log, it is
+    /// refused ([`ReplicationError::Refused`]) until a copy says goodbye or is forgotten. Default 16.
+    pub max_copies: usize,
+    /// A copy not heard from for this long is forgotten: its pin is dropped (the log is truncated as if it did
+    /// not exist; it needs a reseed if it comes back too late) and its snapshot removed. Default 24 hours.
+    pub forget_after: Duration,
+    /// Snapshots (seeds) prepared and served at once; each is a copy of the state on disk. Default 4.
+    pub max_snapshots: usize,
+    /// A snapshot nobody read a piece of for this long is removed. Default 10 minutes.
+    pub snapshot_idle: Duration,
 }
 
 impl SourceOptions {
@@ -46,11 +57,41 @@ impl SourceOptions {
         self.max_pinned_generations = generations;
         self
     }
+
+    /// Sets [`SourceOptions::max_copies`] (at least 1).
+    pub fn max_copies(mut self, copies: usize) -> Self {
+        self.max_copies = copies.max(1);
+        self
+    }
+
+    /// Sets [`SourceOptions::forget_after`].
+    pub fn forget_after(mut self, after: Duration) -> Self {
+        self.forget_after = after;
+        self
+    }
+
+    /// Sets [`SourceOptions::max_snapshots`] (at least 1).
+    pub fn max_snapshots(mut self, snapshots: usize) -> Self {
+        self.max_snapshots = snapshots.max(1);
+        self
+    }
+
+    /// Sets [`SourceOptions::snapshot_idle`].
+    pub fn snapshot_idle(mut self, idle: Duration) -> Self {
+        self.snapshot_idle = idle;
+        self
+    }
 }
 
 impl Default for SourceOptions {
     fn default() -> Self {
-        SourceOptions { max_pinned_generations: 4096 }
+        SourceOptions {
+            max_pinned_generations: 4096,
+            max_copies: 16,
+            forget_after: Duration::from_secs(24 * 3600),
+            max_snapshots: MAX_SNAPSHOTS,
+            snapshot_idle: SNAPSHOT_IDLE,
+        }
     }
 }
 
@@ -58,6 +99,8 @@ struct CopyEntry {
     pin: Option<LogPin>,
     /// The generation the copy last asked for: how far behind it is.
     generation: u64,
+    /// When it last asked for anything (for a copy recorded before a restart: when the source started).
+    heard: Instant,
 }
 
 /// Serves an active engine's log to passive copies (see [`LogSource`]). Create it right after mounting: it
@@ -76,16 +119,18 @@ pub struct ShippingSource<M: StateMachine> {
 impl<M: StateMachine> ShippingSource<M> {
     /// A source for `engine`, re-pinning the log of the copies recorded in its directory.
     pub fn new(engine: Arc<Engine<M>>, options: SourceOptions) -> Result<Self> {
+        let snapshots = SnapshotServer::new(engine.dir(), options.max_snapshots, options.snapshot_idle)?;
         let source = ShippingSource {
             engine,
             options,
             copies: Mutex::new(BTreeMap::new()),
             ends: Mutex::new(HashMap::new()),
-            snapshots: SnapshotServer::new(),
+            snapshots,
         };
+        let now = Instant::now();
         for (copy, lsn) in read_copies(source.engine.dir())? {
             let pin = source.engine.pin_log(lsn.max(source.engine.status().oldest_lsn)).ok();
-            source.copies.lock().insert(copy, CopyEntry { pin, generation: 0 });
+            source.copies.lock().insert(copy, CopyEntry { pin, generation: 0, heard: now });
         }
         Ok(source)
     }
@@ -124,11 +169,16 @@ impl<M: StateMachine> ShippingSource<M> {
     /// disk guard.
     fn keep(&self, copy: CopyId, keep_lsn: Lsn, generation: u64, head: u64) -> Result<()> {
         let mut copies = self.copies.lock();
-        let mut changed = false;
-        let entry = copies.entry(copy).or_insert_with(|| {
+        let now = Instant::now();
+        let mut changed = self.forget_idle(&mut copies, now);
+        if !copies.contains_key(&copy) {
+            if copies.len() >= self.options.max_copies {
+                self.evict_unpinned(&mut copies)?;
+            }
             changed = true;
-            CopyEntry { pin: None, generation }
-        });
+        }
+        let entry = copies.entry(copy).or_insert(CopyEntry { pin: None, generation, heard: now });
+        entry.heard = now;
         entry.generation = entry.generation.max(generation);
         if keep_lsn > 0 {
             match &entry.pin {
@@ -154,6 +204,38 @@ impl<M: StateMachine> ShippingSource<M> {
         if changed {
             write_copies(self.engine.dir(), &copies)?;
         }
+        Ok(())
+    }
+
+    /// Forgets the copies not heard from for [`SourceOptions::forget_after`]; true when one of them pinned log.
+    fn forget_idle(&self, copies: &mut BTreeMap<CopyId, CopyEntry>, now: Instant) -> bool {
+        let idle: Vec<CopyId> = copies
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.heard) >= self.options.forget_after)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut pinned = false;
+        for id in idle {
+            pinned |= copies.remove(&id).is_some_and(|c| c.pin.is_some());
+            self.engine.inner.shipping.forget(id);
+            self.snapshots.forget(id);
+        }
+        pinned
+    }
+
+    /// Makes room for a new copy id: forgets the copy heard from longest ago that pins no log, or refuses.
+    fn evict_unpinned(&self, copies: &mut BTreeMap<CopyId, CopyEntry>) -> Result<()> {
+        let oldest = copies.iter().filter(|(_, c)| c.pin.is_none()).min_by_key(|(_, c)| c.heard).map(|(id, _)| *id);
+        let Some(id) = oldest else {
+            return Err(refused(format!(
+                "this source already serves {} copies that pin its log (SourceOptions::max_copies): remove one \
+                 (goodbye) or wait until one is forgotten",
+                copies.len()
+            )));
+        };
+        copies.remove(&id);
+        self.engine.inner.shipping.forget(id);
+        self.snapshots.forget(id);
         Ok(())
     }
 
@@ -332,290 +414,6 @@ impl<M: StateMachine> LogSource for ShippingSource<M> {
 
 fn refused(reason: impl Into<String>) -> Error {
     ReplicationError::Refused { reason: reason.into() }.into()
-}
-
-/// The state file's name in a snapshot directory.
-pub(crate) const SNAPSHOT_STATE_FILE: &str = "state.mdb";
-
-/// The directory of `copy`'s snapshot in the database directory `dir`: the state file and hard links to the
-/// generations it carries.
-fn snapshot_dir(dir: &Path, copy: CopyId) -> PathBuf {
-    dir.join(format!("seed-{copy}"))
-}
-
-/// What [`prepare_snapshot`] chose: the generations that follow the state file (linked next to it).
-pub(crate) struct PreparedSnapshot {
-    pub(crate) applied_lsn: Lsn,
-    pub(crate) segments: Vec<(u64, u64)>,
-    pub(crate) log: Option<(u64, u64)>,
-}
-
-/// Prepares a snapshot of the database in `dir` (whose GUID is `guid`) in the empty directory `into`, for the
-/// active's [`ShippingSource`] and a passive copy's seeding source alike. The caller holds a reader token
-/// (`Attachments::enter`) for the whole call: no generation file of the database is deleted meanwhile.
-///
-/// `snapshot_state` writes the state to the path it is given (`Engine::snapshot_state`, `StateStore::snapshot_to`);
-/// its state's exact applied LSN `A` and the generations it refers to are read back from that file. Then:
-///
-/// * the copy's log will start with the newest generation of `logs/` whose first LSN is at most `A + 1` (the one
-///   holding `A + 1`, or the one being written when nothing after `A` is yet), linked whole if it is closed, up
-///   to the end of its durable records (`log_end`: the generation being appended to and the end of its durable
-///   records) otherwise. The copy's copier goes on from there, so no generation below it is ever fetched;
-/// * every generation below it that the state refers to is linked too (from `logs/` or `segments/`): the copy
-///   keeps them in its `segments/`. They were all on disk when the token was taken (a generation's deletion
-///   decided earlier was decided from an older state, which then no longer referred to it: neither can this
-///   one), and they are closed.
-///
-/// Hard links copy nothing and keep the files whatever truncation does on the source later. Each member's length
-/// is recorded as it is now.
-pub(crate) fn prepare_snapshot<M: StateMachine>(
-    dir: &Path,
-    into: &Path,
-    guid: Guid,
-    snapshot_state: impl FnOnce(&Path) -> Result<Lsn>,
-    log_end: impl FnOnce() -> (u64, u64),
-) -> Result<PreparedSnapshot> {
-    let state = into.join(SNAPSHOT_STATE_FILE);
-    snapshot_state(&state)?;
-    let (meta, referenced) = StateStore::<M>::snapshot_contents(&state)?;
-    if meta.guid != guid {
-        return Err(Error::ForeignDatabase { file: state, expected: guid, found: meta.guid });
-    }
-    let applied = meta.applied_lsn;
-    let start = log_start(&dir.join(LOGS_DIR), guid, applied)?;
-    let below: Vec<u64> = referenced.into_iter().filter(|g| start.is_none_or(|(s, _)| *g < s)).collect();
-    if below.len() >= MAX_SNAPSHOT_GENERATIONS {
-        return Err(refused(format!("the snapshot would carry {} generations, more than a snapshot may", below.len())));
-    }
-    let mut segments = Vec::with_capacity(below.len());
-    for generation in below {
-        let (_, len) = link_generation(dir, into, generation)?;
-        segments.push((generation, len));
-    }
-    let log = match start {
-        None => None,
-        Some((generation, first_lsn)) => {
-            // The end first, then the link: the file only grows, so the link holds at least what the end says.
-            let (appending, offset) = log_end();
-            let (path, len) = link_generation(dir, into, generation)?;
-            let end = match appending.cmp(&generation) {
-                Ordering::Equal => offset,
-                // Closed: all of its records.
-                Ordering::Greater => {
-                    let scan = generation::scan(&path, Some(guid), |_| Ok(()))?;
-                    if let Some(damage) = scan.damage {
-                        return Err(Error::corrupted(&path, damage.offset, damage.reason));
-                    }
-                    scan.end_offset
-                }
-                // Created, but not yet published as the end of the log: it holds no durable record yet.
-                Ordering::Less if first_lsn == applied.saturating_add(1) => HEADER_LEN as u64,
-                Ordering::Less => return Err(refused("the log moved on while the snapshot was prepared; ask again")),
-            };
-            if end < HEADER_LEN as u64 || end > len {
-                return Err(Error::corrupted(&path, end, "the end of the durable records lies outside the file"));
-            }
-            Some((generation, end))
-        }
-    };
-    Ok(PreparedSnapshot { applied_lsn: applied, segments, log })
-}
-
-/// The newest generation in `logs` whose first LSN is at most `applied + 1`, and that first LSN; `None` when
-/// there is none (no log, or it moved to `segments/` meanwhile: then every generation the state refers to is
-/// closed, and the copy's copier finds where to start).
-fn log_start(logs: &Path, guid: Guid, applied: Lsn) -> Result<Option<(u64, Lsn)>> {
-    for (number, path) in generation::list(logs)?.generations.into_iter().rev() {
-        match generation::read_header(&path, Some(guid)) {
-            Ok(header) if header.first_lsn <= applied.saturating_add(1) => return Ok(Some((number, header.first_lsn))),
-            Ok(_) => {}
-            // Moved to `segments/` since it was listed, and the older ones before it.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
-}
-
-/// Hard-links `generation` (from `logs/`, or `segments/` once it has moved) into `into`; returns the link and its
-/// length.
-pub(crate) fn link_generation(dir: &Path, into: &Path, generation: u64) -> Result<(PathBuf, u64)> {
-    let name = generation::file_name(generation);
-    let link = into.join(&name);
-    // Generations only ever move from `logs/` to `segments/`: one missing from the first is in the second.
-    for from in [dir.join(LOGS_DIR).join(&name), dir.join(SEGMENTS_DIR).join(&name)] {
-        match fs::hard_link(&from, &link) {
-            Ok(()) => {
-                let len = fs::metadata(&link).at(&link)?.len();
-                if len < HEADER_LEN as u64 {
-                    return Err(Error::corrupted(&link, 0, "a generation shorter than its header"));
-                }
-                return Ok((link, len));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&from, e)),
-        }
-    }
-    Err(Error::MissingGeneration { generation, file: dir.join(SEGMENTS_DIR).join(name) })
-}
-
-/// One file of a snapshot being served: where it is, and where it starts in the stream and how long it is there.
-struct Member {
-    path: PathBuf,
-    start: u64,
-    len: u64,
-}
-
-/// A snapshot being served to one copy: its directory and the files of its stream, in order.
-struct Snapshot {
-    dir: PathBuf,
-    members: Vec<Member>,
-    total: u64,
-    applied_lsn: Lsn,
-    state_len: u64,
-    segments: Vec<(u64, u64)>,
-    log: Option<(u64, u64)>,
-    /// The member read last, open.
-    open: Option<(usize, File)>,
-}
-
-impl Snapshot {
-    fn new(dir: PathBuf, prepared: PreparedSnapshot) -> Result<Self> {
-        let state = dir.join(SNAPSHOT_STATE_FILE);
-        let state_len = fs::metadata(&state).at(&state)?.len();
-        let mut members = vec![Member { path: state, start: 0, len: state_len }];
-        let mut total = state_len;
-        for (generation, len) in prepared.segments.iter().chain(&prepared.log) {
-            members.push(Member { path: dir.join(generation::file_name(*generation)), start: total, len: *len });
-            total += len;
-        }
-        Ok(Snapshot {
-            dir,
-            members,
-            total,
-            applied_lsn: prepared.applied_lsn,
-            state_len,
-            segments: prepared.segments,
-            log: prepared.log,
-            open: None,
-        })
-    }
-
-    /// Up to `max` bytes from `offset`, within one member.
-    fn read(&mut self, offset: u64, max: u64) -> Result<Vec<u8>> {
-        if offset >= self.total {
-            return Ok(Vec::new());
-        }
-        let index = self.members.partition_point(|m| m.start <= offset).saturating_sub(1);
-        let member = &self.members[index];
-        let len = (member.start + member.len - offset).min(max);
-        if self.open.as_ref().is_none_or(|(i, _)| *i != index) {
-            self.open = Some((index, File::open(&member.path).at(&member.path)?));
-        }
-        let mut bytes = vec![0u8; len as usize];
-        if let Some((_, file)) = &self.open {
-            file.read_exact_at(&mut bytes, offset - member.start).at(&member.path)?;
-        }
-        Ok(bytes)
-    }
-}
-
-/// Serves one piece of a prepared snapshot, deleting its directory once its last byte was served.
-fn serve_snapshot(snapshots: &mut HashMap<CopyId, Snapshot>, request: SnapshotRequest) -> Result<SnapshotPart> {
-    let snap = snapshots
-        .get_mut(&request.copy)
-        .ok_or_else(|| refused("no snapshot in progress for this copy; start at offset 0"))?;
-    if request.offset > snap.total {
-        return Err(refused(format!("snapshot offset {} beyond its length {}", request.offset, snap.total)));
-    }
-    let mut max = u64::from(request.max_bytes).clamp(4096, MAX_CHUNK_BYTES as u64);
-    let first = request.offset == 0;
-    if first {
-        // The layout travels with the first piece: the whole reply stays within what a transport carries.
-        let layout = layout_bytes(snap.segments.len() + 1) as u64;
-        max = max.min((MAX_CHUNK_BYTES as u64).saturating_sub(layout)).max(1);
-    }
-    let bytes = snap.read(request.offset, max)?;
-    let part = SnapshotPart {
-        offset: request.offset,
-        total: snap.total,
-        applied_lsn: snap.applied_lsn,
-        state_len: if first { snap.state_len } else { 0 },
-        segments: if first { snap.segments.clone() } else { Vec::new() },
-        log: if first { snap.log } else { None },
-        bytes,
-    };
-    if request.offset + part.bytes.len() as u64 == snap.total
-        && let Some(done) = snapshots.remove(&request.copy)
-    {
-        drop(done.open);
-        fs::remove_dir_all(&done.dir).at(&done.dir)?;
-    }
-    Ok(part)
-}
-
-/// Removes what a snapshot for a copy left in `path` (its directory, or the single state file earlier releases
-/// wrote under that name with `.mdb` appended).
-fn remove_snapshot(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(path, e)),
-    }
-    let old = path.with_extension("mdb");
-    match fs::remove_file(&old) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(&old, e)),
-    }
-}
-
-/// Prepares a snapshot for `copy` (of the active's state, or of a passive copy's when seeding from a passive)
-/// and serves its pieces. A snapshot lives in its own directory in the database directory (`seed-<copy>/`), which
-/// goes once its last byte was served or the copy is forgotten.
-pub(crate) struct SnapshotServer {
-    snapshots: Mutex<HashMap<CopyId, Snapshot>>,
-}
-
-impl SnapshotServer {
-    pub(crate) fn new() -> Self {
-        SnapshotServer { snapshots: Mutex::new(HashMap::new()) }
-    }
-
-    /// Serves a piece of `request.copy`'s snapshot; offset 0 prepares a new one in `dir` with `prepare`, which
-    /// is given the (empty) directory to prepare it in (see [`prepare_snapshot`]).
-    pub(crate) fn serve(
-        &self,
-        request: SnapshotRequest,
-        prepare: impl FnOnce(&Path) -> Result<PreparedSnapshot>,
-        dir: &Path,
-    ) -> Result<SnapshotPart> {
-        let mut snapshots = self.snapshots.lock();
-        if request.offset == 0 {
-            snapshots.remove(&request.copy);
-            let into = snapshot_dir(dir, request.copy);
-            remove_snapshot(&into)?;
-            fs::create_dir_all(&into).at(&into)?;
-            match prepare(&into).and_then(|prepared| Snapshot::new(into.clone(), prepared)) {
-                Ok(snapshot) => {
-                    snapshots.insert(request.copy, snapshot);
-                }
-                Err(e) => {
-                    let _ = fs::remove_dir_all(&into);
-                    return Err(e);
-                }
-            }
-        }
-        serve_snapshot(&mut snapshots, request)
-    }
-
-    /// Drops `copy`'s snapshot in progress, if any, and its directory.
-    pub(crate) fn forget(&self, copy: CopyId) {
-        if let Some(s) = self.snapshots.lock().remove(&copy) {
-            drop(s.open);
-            let _ = fs::remove_dir_all(&s.dir);
-        }
-    }
 }
 
 /// The raw headers of the generations in `logs` from `from` on (at most 4096).

@@ -5,7 +5,7 @@
 //! ```text
 //! server → client   b"MSSHIP01" ‖ server nonce (32 bytes)
 //! client → server   client nonce (32) ‖ BLAKE3-keyed(key, "client" ‖ server nonce ‖ client nonce)
-//! server → client   BLAKE3-keyed(key, "server" ‖ client nonce ‖ server nonce)   (or the connection is closed)
+//! server → client   BLAKE3-keyed(key, "server" ‖ client nonce ‖ server nonce)   (32 zero bytes: wrong key)
 //! ```
 //!
 //! Then every message, either way, is one frame:
@@ -15,6 +15,10 @@
 //! MAC = first 16 bytes of BLAKE3-keyed(session key, direction ‖ sequence number (u64 LE) ‖ payload)
 //! session key = BLAKE3-keyed(key, "session" ‖ server nonce ‖ client nonce)
 //! ```
+//!
+//! The whole handshake has a deadline (`HANDSHAKE_DEADLINE`), and at most `MAX_HANDSHAKES` run at once, a new
+//! connection closing the oldest handshake: idle or trickling connections cannot hold the slots a copy needs.
+//! Authenticated connections have their own `MAX_CONNECTIONS` slots.
 //!
 //! The length is bounded before anything is allocated; the CRC tells corruption from forgery in the error;
 //! the MAC with a per-direction sequence number stops injected, replayed or reordered frames. The payload is not
@@ -44,8 +48,14 @@ const GREETING: &[u8; 8] = b"MSSHIP01";
 /// The largest frame payload: a chunk and its envelope.
 const MAX_FRAME: usize = MAX_CHUNK_BYTES + 4096;
 const MAC_LEN: usize = 16;
-/// Connections served at once; more are closed at once (a guard against connection floods: copies need one each).
-const MAX_CONNECTIONS: u64 = 64;
+/// Authenticated connections served at once; more are closed once authenticated (copies need one each).
+const MAX_CONNECTIONS: usize = 64;
+/// Connections in their handshake at once. A new one beyond closes the oldest: a flood of idle or slow
+/// connections cannot keep a copy out, since a copy's handshake takes one round trip and theirs never end.
+const MAX_HANDSHAKES: usize = 16;
+/// The whole handshake, every read and write of it together: a peer sending a byte at a time is cut off at this
+/// deadline, not kept as long as it keeps sending.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The shared key of a shipping link: 32 bytes, or derived from a passphrase.
 #[derive(Clone)]
@@ -182,31 +192,27 @@ impl TcpShippingServer {
         let accepter = {
             let stop = Arc::clone(&stop);
             let connections = Arc::clone(&connections);
-            let live = Arc::new(AtomicU64::new(0));
+            let gate = Arc::new(Gate::default());
             std::thread::Builder::new()
                 .name("mailstore-ship-accept".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Acquire) {
                         match listener.accept() {
                             Ok((stream, _)) => {
-                                if live.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                                let Some(ticket) = gate.admit(&stream) else {
                                     let _ = stream.shutdown(Shutdown::Both);
                                     continue;
-                                }
+                                };
                                 let source = Arc::clone(&source);
                                 let key = key.clone();
                                 let stop = Arc::clone(&stop);
-                                let served = Arc::clone(&live);
+                                let gate = Arc::clone(&gate);
                                 connections.fetch_add(1, Ordering::Relaxed);
-                                live.fetch_add(1, Ordering::AcqRel);
-                                let spawned =
+                                let _ =
                                     std::thread::Builder::new().name("mailstore-ship-conn".into()).spawn(move || {
-                                        serve_connection(stream, source.as_ref(), &key, &stop);
-                                        served.fetch_sub(1, Ordering::AcqRel);
+                                        serve_connection(stream, ticket, &gate, source.as_ref(), &key, &stop)
                                     });
-                                if spawned.is_err() {
-                                    live.fetch_sub(1, Ordering::AcqRel);
-                                }
+                                // A thread that could not start dropped its ticket: its slot is free again.
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                                 std::thread::sleep(Duration::from_millis(20));
@@ -249,10 +255,85 @@ impl Drop for TcpShippingServer {
     }
 }
 
-fn serve_connection(mut stream: TcpStream, source: &dyn LogSource, key: &ShippingKey, stop: &AtomicBool) {
+/// The server's connection slots: handshakes in progress (oldest first, each with a handle to close it) and
+/// authenticated connections.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    next: u64,
+    handshaking: std::collections::VecDeque<(u64, TcpStream)>,
+    authenticated: usize,
+}
+
+/// A connection's slot; released when dropped, whatever ends the connection.
+struct Ticket {
+    id: u64,
+    authenticated: bool,
+}
+
+impl Gate {
+    /// A handshake slot for `stream`, closing the oldest handshake when all are taken.
+    fn admit(&self, stream: &TcpStream) -> Option<Ticket> {
+        let handle = stream.try_clone().ok()?;
+        let mut state = self.state.lock();
+        if state.handshaking.len() >= MAX_HANDSHAKES
+            && let Some((_, oldest)) = state.handshaking.pop_front()
+        {
+            let _ = oldest.shutdown(Shutdown::Both);
+        }
+        state.next += 1;
+        let id = state.next;
+        state.handshaking.push_back((id, handle));
+        Some(Ticket { id, authenticated: false })
+    }
+
+    /// Moves a connection whose handshake succeeded to an authenticated slot; false when its handshake slot was
+    /// taken from it meanwhile or every authenticated slot is in use.
+    fn authenticate(&self, ticket: &mut Ticket) -> bool {
+        let mut state = self.state.lock();
+        let Some(at) = state.handshaking.iter().position(|(id, _)| *id == ticket.id) else { return false };
+        state.handshaking.remove(at);
+        if state.authenticated >= MAX_CONNECTIONS {
+            return false;
+        }
+        state.authenticated += 1;
+        ticket.authenticated = true;
+        true
+    }
+
+    fn release(&self, ticket: &Ticket) {
+        let mut state = self.state.lock();
+        if ticket.authenticated {
+            state.authenticated -= 1;
+        } else if let Some(at) = state.handshaking.iter().position(|(id, _)| *id == ticket.id) {
+            state.handshaking.remove(at);
+        }
+    }
+}
+
+fn serve_connection(
+    mut stream: TcpStream,
+    mut ticket: Ticket,
+    gate: &Gate,
+    source: &dyn LogSource,
+    key: &ShippingKey,
+    stop: &AtomicBool,
+) {
+    struct Release<'a>(&'a Gate, &'a Ticket);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.release(self.1);
+        }
+    }
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(mut link) = server_handshake(&mut stream, key) else {
+    let handshake = server_handshake(&mut stream, key);
+    let admitted = handshake.is_ok() && gate.authenticate(&mut ticket);
+    let _release = Release(gate, &ticket);
+    let (Ok(mut link), true) = (handshake, admitted) else {
         let _ = stream.shutdown(Shutdown::Both);
         return;
     };
@@ -289,28 +370,59 @@ fn serve_connection(mut stream: TcpStream, source: &dyn LogSource, key: &Shippin
     let _ = link.stream.shutdown(Shutdown::Both);
 }
 
+/// Reads exactly `buf.len()` bytes before `deadline`, however the peer spreads them out.
+fn read_before(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake deadline passed"));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn write_before(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    stream.set_write_timeout(Some(left))?;
+    stream.write_all(bytes)?;
+    stream.set_write_timeout(None)
+}
+
 fn server_handshake(stream: &mut TcpStream, key: &ShippingKey) -> Result<Link> {
+    let deadline = Instant::now() + HANDSHAKE_DEADLINE;
     let server_nonce = nonce();
     let mut hello = GREETING.to_vec();
     hello.extend_from_slice(&server_nonce);
-    stream.write_all(&hello).map_err(|e| io_err("handshake", e))?;
+    write_before(stream, &hello, deadline).map_err(|e| io_err("handshake", e))?;
     let mut answer = [0u8; 64];
-    stream.read_exact(&mut answer).map_err(|e| io_err("handshake", e))?;
+    read_before(stream, &mut answer, deadline).map_err(|e| io_err("handshake", e))?;
     let (client_nonce, proof) = answer.split_at(32);
     let expected = key.mac(&[b"client", &server_nonce, client_nonce]);
     if !constant_time_eq(expected.as_bytes(), proof) {
+        // An answer that is no proof tells the client its key is wrong; a closed connection would only tell it
+        // that the connection went (as when its handshake slot is taken by a newer one), worth another try.
+        let _ = write_before(stream, &[0u8; 32], deadline);
         return Err(ReplicationError::Authentication { reason: "client failed authentication".into() }.into());
     }
     let proof = key.mac(&[b"server", client_nonce, &server_nonce]);
-    stream.write_all(proof.as_bytes()).map_err(|e| io_err("handshake", e))?;
+    write_before(stream, proof.as_bytes(), deadline).map_err(|e| io_err("handshake", e))?;
     let session = ShippingKey(*key.mac(&[b"session", &server_nonce, client_nonce]).as_bytes());
     let stream = stream.try_clone().map_err(|e| io_err("handshake", e))?;
     Ok(Link { stream, session, out_dir: b's', sent: 0, received: 0 })
 }
 
 fn client_handshake(mut stream: TcpStream, key: &ShippingKey) -> Result<Link, LinkError> {
+    let deadline = Instant::now() + HANDSHAKE_DEADLINE;
     let mut hello = [0u8; 40];
-    stream.read_exact(&mut hello).map_err(|e| io_err("handshake", e))?;
+    read_before(&mut stream, &mut hello, deadline).map_err(|e| io_err("handshake", e))?;
     if &hello[..8] != GREETING {
         return Err(protocol("the peer is not a mailstore shipping server").into());
     }
@@ -319,11 +431,12 @@ fn client_handshake(mut stream: TcpStream, key: &ShippingKey) -> Result<Link, Li
     let proof = key.mac(&[b"client", server_nonce, &client_nonce]);
     let mut answer = client_nonce.to_vec();
     answer.extend_from_slice(proof.as_bytes());
-    stream.write_all(&answer).map_err(|e| io_err("handshake", e))?;
+    write_before(&mut stream, &answer, deadline).map_err(|e| io_err("handshake", e))?;
     let mut server_proof = [0u8; 32];
-    stream
-        .read_exact(&mut server_proof)
-        .map_err(|_| authentication("authentication refused by the server (wrong key?)"))?;
+    read_before(&mut stream, &mut server_proof, deadline).map_err(|e| io_err("handshake", e))?;
+    if server_proof == [0u8; 32] {
+        return Err(authentication("authentication refused by the server (wrong key?)"));
+    }
     let expected = key.mac(&[b"server", &client_nonce, server_nonce]);
     if !constant_time_eq(expected.as_bytes(), &server_proof) {
         return Err(authentication("the server failed authentication (wrong key?)"));
@@ -379,9 +492,10 @@ impl TcpSource {
         let stream = TcpStream::connect_timeout(addr, Duration::from_secs(2))
             .map_err(|e| io_err(&format!("connect {addr}"), e))?;
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
         self.reconnects.fetch_add(1, Ordering::Relaxed);
-        client_handshake(stream, &self.key)
+        let link = client_handshake(stream, &self.key)?;
+        let _ = link.stream.set_read_timeout(Some(Duration::from_secs(60)));
+        Ok(link)
     }
 
     fn call(&self, request: &Request) -> Result<Response> {

@@ -137,6 +137,8 @@ impl<M: StateMachine> PassiveCopy<M> {
             checkpoint_lsn,
             ..Progress::of(CopyState::Initializing, &copy)
         };
+        let snapshots =
+            super::snapshot::SnapshotServer::new(&dir, super::snapshot::MAX_SNAPSHOTS, super::snapshot::SNAPSHOT_IDLE)?;
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             id: copy.id,
@@ -148,7 +150,7 @@ impl<M: StateMachine> PassiveCopy<M> {
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             write_gate: Mutex::new(()),
-            snapshots: super::source::SnapshotServer::new(),
+            snapshots,
             notify: Arc::default(),
             _machine: std::marker::PhantomData,
         });

@@ -142,7 +142,7 @@ pub(super) struct Shared<M: StateMachine> {
     /// activation has set `stop` and taken the gate, the copier never writes again, even if it is still blocked
     /// in a request and is left to finish on its own.
     pub(super) write_gate: Mutex<()>,
-    pub(super) snapshots: crate::replication::source::SnapshotServer,
+    pub(super) snapshots: crate::replication::snapshot::SnapshotServer,
     /// Change subscriptions, woken after each replayed batch.
     pub(super) notify: Arc<crate::engine::notify::Hub>,
     pub(super) _machine: std::marker::PhantomData<fn() -> M>,

@@ -14,7 +14,7 @@ use crate::replication::ReplicationError;
 use crate::replication::protocol::{
     Chunk, CopyId, Hello, LogSource, ReadRequest, SnapshotRequest, SourceInfo, SourceRole,
 };
-use crate::replication::source::prepare_snapshot;
+use crate::replication::snapshot::prepare_snapshot;
 
 impl<M: StateMachine> PassiveCopy<M> {
     /// A [`LogSource`] that serves snapshots of this copy's state, to seed another copy from it (a seeding
