@@ -9,7 +9,7 @@ fn crlf(text: &str) -> Vec<u8> {
 }
 
 fn addr(name: Option<&str>, email: &str) -> Address {
-    Address { name: name.map(str::to_owned), email: Some(email.to_owned()) }
+    Address { name: name.map(str::to_owned), email: Some(email.to_owned()), group: None }
 }
 
 fn emails(list: &[Address]) -> Vec<&str> {
@@ -54,6 +54,8 @@ fn plain_text_message() {
             bcc: vec![addr(None, "eve@example.com")],
             // 2003-07-01T08:52:37Z
             date: Some(1_057_049_557),
+            date_zone: Some(120),
+            date_text: Some("Tue, 1 Jul 2003 10:52:37 +0200".into()),
             message_id: Some("1234.5678@mail.example.org".into()),
             in_reply_to: vec![],
             references: vec![],
@@ -299,7 +301,7 @@ body
 }
 
 #[test]
-fn group_syntax_is_flattened() {
+fn group_members_carry_the_group_name() {
     let env = parse(&crlf(
         "\
 From: organiser@example.org
@@ -311,15 +313,33 @@ Subject: kickoff
 ",
     ));
     assert!(!env.malformed);
+    let team = |a: Address| Address { group: Some("Project Team".into()), ..a };
     assert_eq!(
         env.to,
         vec![
-            addr(Some("Joe"), "joe@example.org"),
-            addr(Some("Ann B."), "ann@example.org"),
+            team(addr(Some("Joe"), "joe@example.org")),
+            team(addr(Some("Ann B."), "ann@example.org")),
             addr(None, "solo@example.com")
         ]
     );
-    assert_eq!(env.cc, vec![], "an empty group has no members");
+    let empty = Address { group: Some("undisclosed-recipients".into()), ..Address::default() };
+    assert_eq!(env.cc, vec![empty], "an empty group is one entry without name or email");
+}
+
+#[test]
+fn the_date_keeps_its_zone_and_its_text() {
+    let env = |value: &str| parse(&crlf(&format!("From: a@b.example\nDate: {value}\n\n")));
+    let e = env("Tue, 1 Jul 2003 01:52:37 -0730");
+    assert_eq!((e.date, e.date_zone), (Some(1_057_049_557 + 30 * 60), Some(-450)));
+    assert_eq!(e.date_text.as_deref(), Some("Tue, 1 Jul 2003 01:52:37 -0730"));
+    // Folded, and with a comment: unfolded, kept as written.
+    let e = parse(&crlf("From: a@b.example\nDate: Tue, 1 Jul 2003\n 10:52:37 +0200 (CEST)\n\n"));
+    assert_eq!((e.date, e.date_zone), (Some(1_057_049_557), Some(120)));
+    assert_eq!(e.date_text.as_deref(), Some("Tue, 1 Jul 2003 10:52:37 +0200 (CEST)"));
+    // Not a date: no instant and no zone, but the text is still what IMAP's ENVELOPE shows.
+    let e = env("yesterday, around noon");
+    assert_eq!((e.date, e.date_zone, e.date_text.as_deref()), (None, None, Some("yesterday, around noon")));
+    assert_eq!(parse(&crlf("From: a@b.example\n\n")).date_text, None);
 }
 
 #[test]
@@ -460,7 +480,7 @@ fn last_occurrence_of_a_repeated_header_wins() {
 #[test]
 fn name_only_and_blank_entries() {
     let env = parse(&crlf("From: undisclosed\nTo: \nSubject:   \n\n"));
-    assert_eq!(env.from, vec![Address { name: Some("undisclosed".into()), email: None }]);
+    assert_eq!(env.from, vec![Address { name: Some("undisclosed".into()), ..Address::default() }]);
     assert!(!env.malformed, "a From without an address is still a From");
     assert_eq!(env.to, vec![]);
     assert_eq!(env.subject, None, "a blank Subject is no subject");
@@ -556,11 +576,17 @@ fn check_invariants(raw: &[u8], env: &Envelope) -> Result<(), TestCaseError> {
     if let Some(id) = &env.message_id {
         prop_assert!(id.len() <= MAX_FIELD_LEN);
     }
+    if let Some(text) = &env.date_text {
+        prop_assert!(text.len() <= MAX_FIELD_LEN);
+    }
+    prop_assert_eq!(env.date.is_some(), env.date_zone.is_some());
     for list in [&env.from, &env.sender, &env.reply_to, &env.to, &env.cc, &env.bcc] {
         prop_assert!(list.len() <= MAX_LIST_LEN);
         for a in list {
-            prop_assert!(a.name.is_some() || a.email.is_some());
+            // An entry without name and email is an empty group's.
+            prop_assert!(a.name.is_some() || a.email.is_some() || a.group.is_some());
             prop_assert!(a.name.as_ref().is_none_or(|s| s.len() <= MAX_FIELD_LEN));
+            prop_assert!(a.group.as_ref().is_none_or(|s| s.len() <= MAX_FIELD_LEN));
             prop_assert!(a.email.as_ref().is_none_or(|s| s.len() <= MAX_FIELD_LEN));
         }
     }

@@ -41,28 +41,52 @@ fn header_text(out: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
+/// An address list in ENVELOPE form: RFC 3501 writes a group as a start marker `(NIL NIL "name" NIL)`, its
+/// members, and an end marker `(NIL NIL NIL NIL)`; a group without members is the two markers alone.
 fn addresses(out: &mut Vec<u8>, list: &[Address]) {
     if list.is_empty() {
         out.extend_from_slice(b"NIL");
         return;
     }
     out.push(b'(');
+    let mut open: Option<&str> = None;
     for a in list {
-        out.push(b'(');
-        header_text(out, a.name.as_deref());
-        out.extend_from_slice(b" NIL ");
-        let (local, host) = match a.email.as_deref() {
-            Some(e) => match e.rsplit_once('@') {
-                Some((l, h)) => (Some(l), Some(h)),
-                None => (Some(e), None),
-            },
-            None => (None, None),
-        };
-        header_text(out, local);
-        out.push(b' ');
-        header_text(out, host);
-        out.push(b')');
+        if open != a.group.as_deref() {
+            if open.is_some() {
+                out.extend_from_slice(b"(NIL NIL NIL NIL)");
+            }
+            if let Some(group) = a.group.as_deref() {
+                out.extend_from_slice(b"(NIL NIL ");
+                header_text(out, Some(group));
+                out.extend_from_slice(b" NIL)");
+            }
+            open = a.group.as_deref();
+        }
+        if a.name.is_none() && a.email.is_none() {
+            continue; // an empty group's entry: its markers are all there is
+        }
+        mailbox(out, a);
     }
+    if open.is_some() {
+        out.extend_from_slice(b"(NIL NIL NIL NIL)");
+    }
+    out.push(b')');
+}
+
+fn mailbox(out: &mut Vec<u8>, a: &Address) {
+    out.push(b'(');
+    header_text(out, a.name.as_deref());
+    out.extend_from_slice(b" NIL ");
+    let (local, host) = match a.email.as_deref() {
+        Some(e) => match e.rsplit_once('@') {
+            Some((l, h)) => (Some(l), Some(h)),
+            None => (Some(e), None),
+        },
+        None => (None, None),
+    };
+    header_text(out, local);
+    out.push(b' ');
+    header_text(out, host);
     out.push(b')');
 }
 
@@ -73,8 +97,8 @@ fn ids(list: &[String]) -> Option<String> {
 /// Appends the IMAP ENVELOPE of a stored envelope.
 pub fn envelope(out: &mut Vec<u8>, e: &Envelope) {
     out.push(b'(');
-    let date = e.date.and_then(|secs| chrono::DateTime::from_timestamp(secs, 0)).map(|d| d.to_rfc2822());
-    header_text(out, date.as_deref());
+    // The Date field as written (RFC 3501 copies it; rewriting it in UTC loses the sender's zone).
+    header_text(out, e.date_text.as_deref());
     out.push(b' ');
     header_text(out, e.subject.as_deref());
     out.push(b' ');

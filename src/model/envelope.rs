@@ -5,8 +5,9 @@
 //!
 //! - the `Subject`, decoded (RFC 2047 encoded words become UTF-8);
 //! - the address fields `From`, `Sender`, `Reply-To`, `To`, `Cc` and `Bcc`, with display names decoded and
-//!   group syntax (`Friends: a@x, b@y;`) flattened into its member mailboxes;
-//! - the `Date` as seconds since the Unix epoch, in UTC;
+//!   each member of a group (`Friends: a@x, b@y;`) marked with the group's name ([`Address::group`]);
+//! - the `Date` as seconds since the Unix epoch, in UTC, with the zone it was written in, and as written (IMAP's
+//!   ENVELOPE copies it; SENTON and friends compare the date in its own zone);
 //! - the `Message-ID`, `In-Reply-To` and `References` ids, without their angle brackets (for threading);
 //! - the raw size, and whether the message has any attachment part.
 //!
@@ -31,8 +32,8 @@
 //!
 //! - every string (subject, display name, email, message id) is at most [`MAX_FIELD_LEN`] bytes, truncated on
 //!   a UTF-8 character boundary;
-//! - every address field holds at most [`MAX_LIST_LEN`] addresses (the first ones, in header order), after group
-//!   flattening;
+//! - every address field holds at most [`MAX_LIST_LEN`] entries (the first ones, in header order; an empty group
+//!   is one entry);
 //! - `In-Reply-To` holds at most [`MAX_LIST_LEN`] ids (the first ones); `References` holds at most
 //!   [`MAX_LIST_LEN`] ids: the first (the thread's root) and the last `MAX_LIST_LEN - 1` (the nearest ancestors),
 //!   which are the ones threading needs.
@@ -53,13 +54,17 @@ pub const MAX_LIST_LEN: usize = 100;
 
 /// One mailbox of an address field.
 ///
-/// Group syntax is flattened: the members of a group appear as plain addresses and the group's name is dropped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The members of a group (RFC 5322 `display-name: mailbox-list;`) carry the group's name in
+/// [`group`](Address::group), in header order; a group without members (`undisclosed-recipients:;`) is one entry
+/// with neither name nor email.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Address {
     /// The display name, decoded to UTF-8 (`None` if absent or blank). `mail-parser` may fold comments into it.
     pub name: Option<String>,
     /// The address as `local@domain` (`None` if the entry has no address, e.g. `From: undisclosed`).
     pub email: Option<String>,
+    /// The name of the group this mailbox belongs to, decoded (`None` outside any group).
+    pub group: Option<String>,
 }
 
 /// The envelope of one message, parsed once at ingest and logged with it (see the [module docs](self)).
@@ -81,6 +86,11 @@ pub struct Envelope {
     pub bcc: Vec<Address>,
     /// The `Date` as seconds since the Unix epoch (UTC); `None` if absent or not a valid date and time.
     pub date: Option<i64>,
+    /// The zone `date` was written in, in minutes east of UTC (`-0500` is -300); `Some` exactly when `date` is.
+    pub date_zone: Option<i16>,
+    /// The `Date` field as written (unfolded, trimmed, at most [`MAX_FIELD_LEN`] bytes), valid or not; `None` if
+    /// absent or blank. IMAP's ENVELOPE copies it rather than rewriting the date.
+    pub date_text: Option<String>,
     /// The `Message-ID`, without angle brackets (the first id if the header holds several).
     pub message_id: Option<String>,
     /// The `In-Reply-To` message ids, without angle brackets.
@@ -126,7 +136,11 @@ pub fn parse(raw: &[u8]) -> Envelope {
 fn from_message(message: &Message<'_>) -> Envelope {
     let from = addresses(message.from());
     // No header section means no From either.
-    let malformed = from.is_empty();
+    let malformed = !from.iter().any(|a| a.name.is_some() || a.email.is_some());
+    let date = message.date().filter(|date| month_name_agrees(message, date)).and_then(|date| {
+        let zone = i16::from(date.tz_hour) * 60 + i16::from(date.tz_minute);
+        timestamp(date).map(|secs| (secs, if date.tz_before_gmt { -zone } else { zone }))
+    });
     Envelope {
         subject: message.subject().and_then(bounded),
         sender: addresses(message.sender()),
@@ -135,7 +149,9 @@ fn from_message(message: &Message<'_>) -> Envelope {
         cc: addresses(message.cc()),
         bcc: addresses(message.bcc()),
         from,
-        date: message.date().filter(|date| month_name_agrees(message, date)).and_then(timestamp),
+        date: date.map(|(secs, _)| secs),
+        date_zone: date.map(|(_, zone)| zone),
+        date_text: message.header_raw(mail_parser::HeaderName::Date).map(unfold).as_deref().and_then(bounded),
         message_id: message_id(message),
         in_reply_to: ids(message.in_reply_to()).take(MAX_LIST_LEN).collect(),
         references: references(ids(message.references()).collect()),
@@ -145,19 +161,40 @@ fn from_message(message: &Message<'_>) -> Envelope {
     }
 }
 
-/// Flattens an address field (list or groups) into at most [`MAX_LIST_LEN`] bounded addresses, skipping entries
-/// with neither a name nor an address.
+/// An address field (list or groups) as at most [`MAX_LIST_LEN`] bounded entries: members of a group carry its
+/// name, a group without members is one entry of its own, and mailboxes with neither a name nor an address are
+/// skipped.
 fn addresses(field: Option<&mail_parser::Address<'_>>) -> Vec<Address> {
-    let Some(field) = field else { return Vec::new() };
-    field
-        .iter()
-        .filter_map(|addr| {
-            let name = addr.name().and_then(bounded);
-            let email = addr.address().and_then(bounded);
-            (name.is_some() || email.is_some()).then_some(Address { name, email })
-        })
-        .take(MAX_LIST_LEN)
-        .collect()
+    let mailbox = |addr: &mail_parser::Addr<'_>, group: &Option<String>| {
+        let name = addr.name().and_then(bounded);
+        let email = addr.address().and_then(bounded);
+        (name.is_some() || email.is_some()).then(|| Address { name, email, group: group.clone() })
+    };
+    let mut out = Vec::new();
+    match field {
+        None => {}
+        Some(mail_parser::Address::List(list)) => out.extend(list.iter().filter_map(|a| mailbox(a, &None))),
+        Some(mail_parser::Address::Group(groups)) => {
+            for g in groups {
+                let group = g.name.as_deref().and_then(bounded);
+                let before = out.len();
+                out.extend(g.addresses.iter().filter_map(|a| mailbox(a, &group)));
+                if out.len() == before && group.is_some() {
+                    out.push(Address { group, ..Address::default() });
+                }
+                if out.len() >= MAX_LIST_LEN {
+                    break;
+                }
+            }
+        }
+    }
+    out.truncate(MAX_LIST_LEN);
+    out
+}
+
+/// A header value unfolded (RFC 5322 §2.2.3: every line break removed) and trimmed.
+fn unfold(raw: &str) -> String {
+    raw.replace("\r\n", "").replace('\n', "").trim().to_owned()
 }
 
 /// The `Message-ID`: the first id if `mail-parser` found several.

@@ -10,7 +10,7 @@
 //! [`MailStore::verify_counters`](crate::model::MailStore::verify_counters) can check it against the item field
 //! by field. The apply function writes it with the item, in the same transaction, whenever the item changes.
 //!
-//! # Layout (version 1)
+//! # Layout (version 2)
 //!
 //! Integers are little-endian except the item id, which stays big-endian at offset 0 (the index's value before
 //! the record existed), so a reader that only needs the id reads the first 8 bytes.
@@ -18,7 +18,7 @@
 //! | off | size | field |
 //! |---|---|---|
 //! | 0 | 8 | item id (big-endian) |
-//! | 8 | 1 | layout version (1) |
+//! | 8 | 1 | layout version (2) |
 //! | 9 | 1 | system flags |
 //! | 10 | 1 | bits: 1 FAI, 2 has attachments, 4 malformed, 8 `Date` present, 16 deleted (32, 64, 128: zero) |
 //! | 11 | 1 | class: 0 Note, 1 Appointment, 2 Contact, 3 Task, 4 Other |
@@ -32,12 +32,14 @@
 //! | 72 | 16 | deleted: the folder it came from and when (0 when not deleted) |
 //! | 88 | 32 | BLAKE3 hash of the content |
 //! | 120 | 36 | entry counts (u32 each) of From, Sender, Reply-To, To, Cc, Bcc, In-Reply-To, References, keywords |
-//! | 156 | 4·S | slot table: the end offset of each string in the heap; bit 31 set = absent (`None`, zero length) |
-//! | 156 + 4·S | … | heap: every string, concatenated (valid UTF-8 as a whole) |
+//! | 156 | 2 | the `Date`'s zone, minutes east of UTC (i16; 0 when absent) |
+//! | 158 | 2 | zero |
+//! | 160 | 4·S | slot table: the end offset of each string in the heap; bit 31 set = absent (`None`, zero length) |
+//! | 160 + 4·S | … | heap: every string, concatenated (valid UTF-8 as a whole) |
 //!
-//! Slots, in order: subject, Message-ID, the class name (`Other` only); then, for each address of the six
-//! address fields in turn, its display name and its email; then the In-Reply-To ids, the References ids and the
-//! keywords. `S = 3 + 2 · addresses + ids + keywords`.
+//! Slots, in order: subject, Message-ID, the class name (`Other` only), the `Date` as written; then, for each
+//! address of the six address fields in turn, its display name, its email and its group; then the In-Reply-To
+//! ids, the References ids and the keywords. `S = 4 + 3 · addresses + ids + keywords`.
 //!
 //! Because the heap is one UTF-8 string, a record is validated with one UTF-8 check and one pass over the slot
 //! table (monotonic ends on character boundaries); after that every string is a slice of the heap.
@@ -48,17 +50,21 @@ use crate::model::types::{Deleted, Flags, FolderId, ItemClass, ItemId, ItemInfo,
 use crate::time::Timestamp;
 
 /// The layout version this code writes and reads.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Bytes before the slot table.
-const HEADER: usize = 156;
+const HEADER: usize = 160;
+/// Offset of the `Date`'s zone.
+const ZONE: usize = 156;
 /// Offset of the entry counts.
 const COUNTS: usize = 120;
 /// Lists with entry counts: six address fields, then In-Reply-To, References, keywords.
 const LISTS: usize = 9;
 /// The first six lists hold addresses (two slots per entry).
 const ADDRESS_LISTS: usize = 6;
-/// Slots before the lists: subject, Message-ID, class name.
-const FIXED_SLOTS: usize = 3;
+/// Slots before the lists: subject, Message-ID, class name, the `Date` as written.
+const FIXED_SLOTS: usize = 4;
+/// Slots per address: display name, email, group.
+const ADDRESS_SLOTS: usize = 3;
 /// Slot-table bit marking an absent string.
 const ABSENT: u32 = 1 << 31;
 
@@ -107,7 +113,7 @@ pub(crate) fn encode(item: &ItemInfo) -> Result<Vec<u8>> {
     let string_lists = [&e.in_reply_to, &e.references, &item.keywords];
     let addresses: usize = address_lists.iter().map(|l| l.len()).sum();
     let strings: usize = string_lists.iter().map(|l| l.len()).sum();
-    let slots = FIXED_SLOTS + 2 * addresses + strings;
+    let slots = FIXED_SLOTS + ADDRESS_SLOTS * addresses + strings;
     let mut b = Builder { slots: Vec::with_capacity(4 * slots), heap: Vec::with_capacity(128), count: 0 };
     b.put(e.subject.as_deref())?;
     b.put(e.message_id.as_deref())?;
@@ -119,10 +125,12 @@ pub(crate) fn encode(item: &ItemInfo) -> Result<Vec<u8>> {
         ItemClass::Other(name) => (4, 0, 0, Some(name.as_str())),
     };
     b.put(other)?;
+    b.put(e.date_text.as_deref())?;
     for list in address_lists {
         for a in list {
             b.put(a.name.as_deref())?;
             b.put(a.email.as_deref())?;
+            b.put(a.group.as_deref())?;
         }
     }
     for list in string_lists {
@@ -152,6 +160,8 @@ pub(crate) fn encode(item: &ItemInfo) -> Result<Vec<u8>> {
     for list in string_lists {
         out.extend_from_slice(&count(list.len())?.to_le_bytes());
     }
+    out.extend_from_slice(&e.date_zone.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
     debug_assert_eq!(out.len(), HEADER);
     out.extend_from_slice(&b.slots);
     out.extend_from_slice(&b.heap);
@@ -202,12 +212,18 @@ pub struct AddressRef<'a> {
     pub name: Option<&'a str>,
     /// The address as `local@domain` (`None` if the entry has none).
     pub email: Option<&'a str>,
+    /// The group it is a member of (`None` outside any; see [`Address::group`]).
+    pub group: Option<&'a str>,
 }
 
 impl AddressRef<'_> {
     /// The owned form.
     pub fn to_address(self) -> Address {
-        Address { name: self.name.map(str::to_owned), email: self.email.map(str::to_owned) }
+        Address {
+            name: self.name.map(str::to_owned),
+            email: self.email.map(str::to_owned),
+            group: self.group.map(str::to_owned),
+        }
     }
 }
 
@@ -244,22 +260,23 @@ impl<'a> Addresses<'a> {
 
     /// Address `i`.
     pub fn get(&self, i: usize) -> Option<AddressRef<'a>> {
-        (i < self.len).then(|| {
-            let at = self.first + 2 * i;
-            AddressRef { name: self.slots.get(at), email: self.slots.get(at + 1) }
-        })
+        (i < self.len).then(|| address_at(self.slots, self.first + ADDRESS_SLOTS * i))
     }
 
     /// The addresses, in header order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = AddressRef<'a>> + 'a {
         let (slots, first) = (self.slots, self.first);
-        (0..self.len).map(move |i| AddressRef { name: slots.get(first + 2 * i), email: slots.get(first + 2 * i + 1) })
+        (0..self.len).map(move |i| address_at(slots, first + ADDRESS_SLOTS * i))
     }
 
     /// The owned form.
     pub fn to_vec(&self) -> Vec<Address> {
         self.iter().map(AddressRef::to_address).collect()
     }
+}
+
+fn address_at(slots: Slots<'_>, at: usize) -> AddressRef<'_> {
+    AddressRef { name: slots.get(at), email: slots.get(at + 1), group: slots.get(at + 2) }
 }
 
 /// A list of strings of an [`ItemSummary`] (message ids, keywords), read in place.
@@ -346,7 +363,7 @@ impl<'a> ItemSummary<'a> {
         let mut slot_count = FIXED_SLOTS as u64;
         for i in 0..LISTS {
             let c = u64::from(u32_le(header, COUNTS + 4 * i));
-            slot_count += if i < ADDRESS_LISTS { 2 * c } else { c };
+            slot_count += if i < ADDRESS_LISTS { ADDRESS_SLOTS as u64 * c } else { c };
         }
         // Bounded by the record's own length before anything is read from the table.
         if slot_count != u64::from(u32_le(header, 12)) || slot_count > ((value.len() - HEADER) / 4) as u64 {
@@ -386,7 +403,7 @@ impl<'a> ItemSummary<'a> {
     fn start(&self, list: usize) -> usize {
         let addresses: usize = (0..list.min(ADDRESS_LISTS)).map(|i| self.count(i)).sum();
         let strings: usize = (ADDRESS_LISTS..list.max(ADDRESS_LISTS)).map(|i| self.count(i)).sum();
-        FIXED_SLOTS + 2 * addresses + strings
+        FIXED_SLOTS + ADDRESS_SLOTS * addresses + strings
     }
 
     fn addresses(&self, list: usize) -> Addresses<'a> {
@@ -447,6 +464,16 @@ impl<'a> ItemSummary<'a> {
     /// The `Date` header as seconds since the Unix epoch (UTC), if valid.
     pub fn date(&self) -> Option<i64> {
         self.bit(HAS_DATE).then(|| u64_le(self.header, 48) as i64)
+    }
+
+    /// The zone the `Date` was written in, minutes east of UTC (see [`Envelope::date_zone`]).
+    pub fn date_zone(&self) -> Option<i16> {
+        self.bit(HAS_DATE).then(|| i16::from_le_bytes([self.header[ZONE], self.header[ZONE + 1]]))
+    }
+
+    /// The `Date` field as written (see [`Envelope::date_text`]).
+    pub fn date_text(&self) -> Option<&'a str> {
+        self.slots.get(3)
     }
 
     /// Whether the message has an attachment part (see [`Envelope::has_attachments`]).
@@ -539,6 +566,8 @@ impl<'a> ItemSummary<'a> {
             cc: self.cc().to_vec(),
             bcc: self.bcc().to_vec(),
             date: self.date(),
+            date_zone: self.date_zone(),
+            date_text: self.date_text().map(str::to_owned),
             message_id: self.message_id().map(str::to_owned),
             in_reply_to: self.in_reply_to().to_vec(),
             references: self.references().to_vec(),
@@ -589,7 +618,11 @@ mod tests {
     }
 
     fn sample() -> ItemInfo {
-        let addr = |n: Option<&str>, e: Option<&str>| Address { name: n.map(Into::into), email: e.map(Into::into) };
+        let addr = |n: Option<&str>, e: Option<&str>| Address {
+            name: n.map(Into::into),
+            email: e.map(Into::into),
+            group: n.filter(|n| n.starts_with('B')).map(|_| "Team".into()),
+        };
         ItemInfo {
             id: 42,
             folder: 9,
@@ -609,6 +642,8 @@ mod tests {
                 cc: vec![],
                 bcc: vec![addr(Some("B"), Some("b@x"))],
                 date: Some(-5),
+                date_zone: Some(-330),
+                date_text: Some("Wed, 31 Dec 1969 18:29:55 -0530".into()),
                 message_id: None,
                 in_reply_to: vec!["a@b".into()],
                 references: vec!["r1@x".into(), "".into(), "r3@x".into()],
@@ -630,14 +665,18 @@ mod tests {
         assert_eq!(s.to_item_info(), item);
         assert_eq!((s.id(), s.folder(), s.uid(), s.modseq(), s.flags()), (42, 9, 1234, 77, Flags(5)));
         assert_eq!((s.date(), s.fai(), s.has_attachments(), s.malformed()), (Some(-5), true, true, false));
-        assert_eq!(s.bcc().iter().next(), Some(AddressRef { name: Some("B"), email: Some("b@x") }));
+        assert_eq!(
+            s.bcc().iter().next(),
+            Some(AddressRef { name: Some("B"), email: Some("b@x"), group: Some("Team") })
+        );
+        assert_eq!((s.date_zone(), s.date_text()), (Some(-330), Some("Wed, 31 Dec 1969 18:29:55 -0530")));
         assert_eq!(s.keywords().get(1), Some("work"));
         assert_eq!(s.in_reply_to().to_vec(), ["a@b"]);
         assert!(format!("{s:?}").contains("subject: Some(\"Grüße — ünïcödé\")"));
         assert_eq!(s.subject(), Some("Grüße — ünïcödé"));
         assert_eq!(s.message_id(), None);
-        assert_eq!(s.to().get(0), Some(AddressRef { name: Some(""), email: Some("") }));
-        assert_eq!(s.to().get(1), Some(AddressRef { name: None, email: None }));
+        assert_eq!(s.to().get(0), Some(AddressRef { name: Some(""), email: Some(""), group: None }));
+        assert_eq!(s.to().get(1), Some(AddressRef { name: None, email: None, group: None }));
         assert_eq!(s.to().get(2), None);
         assert_eq!(s.references().iter().collect::<Vec<_>>(), ["r1@x", "", "r3@x"]);
         // Every class, and the empty item.
@@ -669,7 +708,7 @@ mod tests {
         long.push(b'x');
         assert!(ItemSummary::parse(&k, &long).is_err());
         let mut v = bytes.clone();
-        v[8] = 2;
+        v[8] = VERSION + 1;
         assert!(ItemSummary::parse(&k, &v).is_err());
         let mut v = bytes.clone();
         v[COUNTS..COUNTS + 4].copy_from_slice(&u32::MAX.to_le_bytes());

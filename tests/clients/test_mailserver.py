@@ -468,6 +468,36 @@ class Messages(unittest.TestCase):
             client.literal = None
             client.logout()
 
+    def test_envelope_copies_the_date_and_keeps_groups(self):
+        tag = uuid.uuid4().hex[:10]
+        raw = (
+            "From: Test Sender <sender@example.org>\r\n"
+            "To: Project Team: alice@example.com, Bob <bob@example.org>;, solo@example.net\r\n"
+            "Cc: undisclosed-recipients:;\r\n"
+            f"Subject: envelope {tag}\r\n"
+            "Date: Mon, 1 Jan 2024 23:30:00 -0500\r\n"
+            f"Message-ID: <{tag}@tests.example>\r\n\r\nbody\r\n"
+        ).encode()
+        with lmtp() as lmtp_client:
+            self.assertEqual(lmtp_client.sendmail("sender@example.org", ["alice@example.com"], raw), {})
+        client = imap()
+        try:
+            [uid] = uids_in(client, "INBOX", f'SUBJECT "envelope {tag}"')
+            data = ok(client.uid("FETCH", str(uid), "(ENVELOPE)"))
+            text = data[0].decode() if isinstance(data[0], bytes) else data[0][0].decode()
+            # RFC 3501: the Date as written, not rewritten in UTC.
+            self.assertIn('(ENVELOPE ("Mon, 1 Jan 2024 23:30:00 -0500" ', text)
+            # A group is a start marker, its members, an end marker; an empty group is the two markers.
+            self.assertIn('((NIL NIL "Project Team" NIL)(NIL NIL "alice" "example.com")'
+                          '("Bob" NIL "bob" "example.org")(NIL NIL NIL NIL)(NIL NIL "solo" "example.net"))', text)
+            self.assertIn('((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))', text)
+            # SENTON is the header's own day (2 January in UTC), and TO matches a group's name.
+            self.assertEqual(uids_in(client, "INBOX", f'SENTON 1-Jan-2024 SUBJECT "envelope {tag}"'), [uid])
+            self.assertEqual(uids_in(client, "INBOX", f'SENTON 2-Jan-2024 SUBJECT "envelope {tag}"'), [])
+            self.assertEqual(uids_in(client, "INBOX", f'TO "project team" SUBJECT "envelope {tag}"'), [uid])
+        finally:
+            client.logout()
+
     def test_fetch_sections_and_structure(self):
         tag = uuid.uuid4().hex[:10]
         body = (

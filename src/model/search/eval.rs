@@ -155,9 +155,6 @@ fn compare_day(local: i64, cmp: DayCmp, day: Day) -> bool {
     }
 }
 
-/// The most days a `Date:` header's own day can differ from its UTC day (zones are at most ±99:59).
-const ZONE_DAYS: i64 = 5;
-
 impl Node {
     /// The node judged on the listing record alone.
     fn on_summary(&self, s: &ItemSummary<'_>) -> Option<bool> {
@@ -179,14 +176,17 @@ impl Node {
                     return Some(true);
                 }
                 let list = address_list(s, *field);
-                let complete = list.len() < MAX_LIST_LEN
-                    && list.iter().all(|a| {
-                        a.name.is_none_or(|n| n.len() <= UNTRUNCATED) && a.email.is_none_or(|e| e.len() <= UNTRUNCATED)
-                    });
+                let whole = |s: Option<&str>| s.is_none_or(|s| s.len() <= UNTRUNCATED);
+                let complete =
+                    list.len() < MAX_LIST_LEN && list.iter().all(|a| whole(a.name) && whole(a.email) && whole(a.group));
                 if !complete {
                     return None;
                 }
-                list.iter().any(|a| text::contains(&text::render_address(a.name, a.email), needle))
+                // A group's name is part of the field, as in IMAP's ENVELOPE.
+                list.iter().any(|a| {
+                    text::contains(&text::render_address(a.name, a.email), needle)
+                        || a.group.is_some_and(|g| text::contains(g, needle))
+                })
             }
             Node::Named { .. } | Node::Body(_) | Node::Text(_) => {
                 return None;
@@ -206,16 +206,9 @@ impl Node {
             }
             Node::Day { field: DateField::Received, cmp, day } => compare_day(Day::of(s.received()).days(), *cmp, *day),
             Node::Day { field: DateField::Sent, cmp, day } => {
-                let Some(secs) = s.date() else { return Some(false) };
-                let utc = secs.div_euclid(86_400);
-                let (lo, hi) = (utc - ZONE_DAYS, utc + ZONE_DAYS);
-                // Decided when every day the header could name gives the same answer.
-                let (a, b) = (compare_day(lo, *cmp, *day), compare_day(hi, *cmp, *day));
-                match cmp {
-                    DayCmp::On if day.days() < lo || day.days() > hi => false,
-                    DayCmp::Before | DayCmp::Since if a == b => a,
-                    _ => return None,
-                }
+                // The day the header names: the instant in the zone it was written in.
+                let (Some(secs), Some(zone)) = (s.date(), s.date_zone()) else { return Some(false) };
+                compare_day((secs + i64::from(zone) * 60).div_euclid(86_400), *cmp, *day)
             }
             Node::Larger(n) => s.size() > *n,
             Node::Smaller(n) => s.size() < *n,
@@ -268,10 +261,6 @@ impl Node {
                 m.headers().iter().any(|line| line.contains(needle.as_str()))
                     || m.body().iter().any(|part| part.contains(needle.as_str()))
             }
-            Node::Day { field: DateField::Sent, cmp, day } => message
-                .date()
-                .and_then(|d| Day::new(i32::from(d.year), u32::from(d.month), u32::from(d.day)))
-                .is_some_and(|local| compare_day(local.days(), *cmp, *day)),
             Node::And(list) => list.iter().all(|n| n.on_message(s, m)),
             Node::Or(list) => list.iter().any(|n| n.on_message(s, m)),
             Node::Not(n) => !n.on_message(s, m),

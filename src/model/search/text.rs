@@ -41,10 +41,20 @@ pub(crate) fn render_address(name: Option<&str>, email: Option<&str>) -> String 
     }
 }
 
-/// The addresses of an address field of a parsed message (groups flattened, as the stored envelope has them).
+/// The addresses of an address field of a parsed message, and the names of its groups (as the stored envelope
+/// has them: [`Address::group`](crate::model::Address::group)).
 pub(crate) fn addresses(field: Option<&mail_parser::Address<'_>>) -> Vec<String> {
     let Some(field) = field else { return Vec::new() };
-    field.iter().map(|a| render_address(a.name(), a.address())).filter(|s| !s.is_empty()).collect()
+    let groups = match field {
+        mail_parser::Address::Group(groups) => groups.iter().filter_map(|g| g.name.as_deref()).collect(),
+        mail_parser::Address::List(_) => Vec::new(),
+    };
+    field
+        .iter()
+        .map(|a| render_address(a.name(), a.address()))
+        .chain(groups.into_iter().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// The text of one header field's value as a named-header criterion sees it: address fields as their rendered
