@@ -1,0 +1,441 @@
+//! Conversations (`model::conversations`, JMAP `Thread`): a reply before its parent, across folders, copies, moves
+//! and expunges, the subject rule, no merging, the same ids after a remount, a recovery and on a passive copy, and
+//! a property test holding the stored conversations against an oracle computed from the delivered messages.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::folder::Fixture;
+use mailstore::model::{
+    ConversationId, Fai, FlagAction, Flags, FolderId, ItemId, MAX_CONVERSATION_REFERENCES, MailEngine, MailOp,
+    MailOutput, MailStore, MailboxKind, search::base_subject,
+};
+use mailstore::replication::{CopyOptions, LogSource, PassiveCopy, ShippingSource, SourceOptions};
+use mailstore::{Durability, Engine, Guid, LogRetention, Options};
+use proptest::prelude::*;
+
+/// A message with these headers (`\n` separated) and a one-line body.
+fn msg(headers: &str) -> Vec<u8> {
+    format!("From: a@example.com\r\n{}\r\n\r\nbody\r\n", headers.replace('\n', "\r\n")).into_bytes()
+}
+
+/// Appends `raw` to `folder` of mailbox `mbx`; its item id.
+fn append(db: &MailEngine, mbx: Guid, folder: FolderId, raw: Vec<u8>) -> ItemId {
+    match db.commit(MailOp::append(mbx, folder, raw, Flags::empty(), vec![])).unwrap().output {
+        MailOutput::Appended { item, .. } => item,
+        other => panic!("not an append: {other:?}"),
+    }
+}
+
+fn conversation(db: &MailEngine, mbx: Guid, item: ItemId) -> Option<ConversationId> {
+    db.read(|s, txn| s.conversation(txn, &mbx, item)).unwrap()
+}
+
+fn members(db: &MailEngine, mbx: Guid, c: ConversationId) -> Vec<ItemId> {
+    db.read(|s, txn| s.conversation_items(txn, &mbx, c)).unwrap().iter().map(|i| i.id).collect()
+}
+
+/// `mailstore check`'s verification finds nothing wrong.
+fn verified(db: &MailEngine) {
+    let problems = db.read(|s, txn| s.verify_counters(txn)).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// Every item of the mailbox with its conversation, by item id.
+fn all_conversations(db: &MailEngine, mbx: Guid) -> BTreeMap<ItemId, ConversationId> {
+    db.read(|s, txn| {
+        let mut out = BTreeMap::new();
+        for f in s.folders(txn, &mbx)? {
+            for item in s.items_by_uid(txn, &mbx, f.id, 1, usize::MAX, Fai::Include)? {
+                out.insert(item.id, s.conversation(txn, &mbx, item.id)?.expect("every item has a conversation"));
+            }
+        }
+        Ok(out)
+    })
+    .unwrap()
+}
+
+impl Fixture {
+    fn folder(&self, name: &str) -> FolderId {
+        match self.db.commit(MailOp::create_folder(self.mbx, self.inbox, name)).unwrap().output {
+            MailOutput::FolderCreated { id, .. } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn uid_of(&self, item: ItemId) -> (FolderId, u32) {
+        let i = self.db.read(|s, txn| s.item(txn, &self.mbx, item)).unwrap().unwrap();
+        (i.folder, i.uid)
+    }
+
+    /// The item at `uid` of `folder`.
+    fn at(&self, folder: FolderId, uid: u32) -> ItemId {
+        self.db.read(|s, txn| s.item_by_uid(txn, &self.mbx, folder, uid)).unwrap().unwrap().id
+    }
+}
+
+#[test]
+fn a_reply_that_arrives_first_and_its_parent_share_a_conversation_named_after_the_first() {
+    let f = Fixture::create();
+    let reply = append(&f.db, f.mbx, f.inbox, msg("Subject: Re: plans\nMessage-ID: <2@x>\nIn-Reply-To: <1@x>"));
+    let grandchild =
+        append(&f.db, f.mbx, f.inbox, msg("Subject: RE: Plans\nMessage-ID: <3@x>\nReferences: <1@x> <2@x>"));
+    let parent = append(&f.db, f.mbx, f.inbox, msg("Subject: Plans\nMessage-ID: <1@x>"));
+    let c = conversation(&f.db, f.mbx, reply).unwrap();
+    assert_eq!(c, ConversationId(reply));
+    assert_eq!(conversation(&f.db, f.mbx, grandchild), Some(c));
+    assert_eq!(conversation(&f.db, f.mbx, parent), Some(c));
+    assert_eq!(members(&f.db, f.mbx, c), [reply, grandchild, parent], "received order");
+    // The same subject with no reference, and a reference with another subject, are conversations of their own.
+    let alone = append(&f.db, f.mbx, f.inbox, msg("Subject: Plans\nMessage-ID: <4@x>"));
+    let topic = append(&f.db, f.mbx, f.inbox, msg("Subject: Re: something else\nIn-Reply-To: <1@x>"));
+    assert_eq!(conversation(&f.db, f.mbx, alone), Some(ConversationId(alone)));
+    assert_eq!(conversation(&f.db, f.mbx, topic), Some(ConversationId(topic)));
+    assert_eq!(conversation(&f.db, f.mbx, 999), None);
+    assert!(members(&f.db, f.mbx, ConversationId(999)).is_empty());
+    verified(&f.db);
+}
+
+#[test]
+fn a_message_linking_two_conversations_joins_the_first_found_and_they_never_merge() {
+    let f = Fixture::create();
+    let a = append(&f.db, f.mbx, f.inbox, msg("Subject: x\nMessage-ID: <a@x>"));
+    let b = append(&f.db, f.mbx, f.inbox, msg("Subject: x\nMessage-ID: <b@x>"));
+    // In-Reply-To is looked up first, then References newest first.
+    let c = append(&f.db, f.mbx, f.inbox, msg("Subject: Re: x\nIn-Reply-To: <b@x>\nReferences: <a@x> <b@x>"));
+    assert_eq!(conversation(&f.db, f.mbx, c), Some(ConversationId(b)));
+    let d = append(&f.db, f.mbx, f.inbox, msg("Subject: Re: x\nReferences: <b@x> <a@x>"));
+    assert_eq!(conversation(&f.db, f.mbx, d), Some(ConversationId(a)));
+    assert_eq!(members(&f.db, f.mbx, ConversationId(a)), [a, d]);
+    assert_eq!(members(&f.db, f.mbx, ConversationId(b)), [b, c]);
+    // A duplicate of b (same Message-ID, e.g. the list's copy of a sent message): <b@x> is mentioned in both
+    // conversations now (by b, and by d in a's), and the oldest is taken.
+    let dup = append(&f.db, f.mbx, f.inbox, msg("Subject: x\nMessage-ID: <b@x>"));
+    assert_eq!(conversation(&f.db, f.mbx, dup), Some(ConversationId(a)));
+    assert_eq!(members(&f.db, f.mbx, ConversationId(b)), [b, c]);
+    verified(&f.db);
+}
+
+#[test]
+fn replies_in_other_folders_copies_and_moves_keep_the_conversation_and_expunges_leave_it() {
+    let f = Fixture::create();
+    let sent = f.folder("Sent mail");
+    let other = f.folder("Archive");
+    let parent = append(&f.db, f.mbx, f.inbox, msg("Subject: report\nMessage-ID: <p@x>"));
+    let reply = append(&f.db, f.mbx, sent, msg("Subject: Re: report\nMessage-ID: <r@x>\nIn-Reply-To: <p@x>"));
+    let c = ConversationId(parent);
+    assert_eq!(conversation(&f.db, f.mbx, reply), Some(c));
+    // Copy the parent to the archive: a new item, same conversation.
+    let (_, puid) = f.uid_of(parent);
+    f.db.commit(MailOp::CopyItems { mailbox: f.mbx, from: f.inbox, uids: vec![puid], to: other, remove_source: false })
+        .unwrap();
+    let copy = f.at(other, 1);
+    assert_eq!(conversation(&f.db, f.mbx, copy), Some(c));
+    // Move the reply to the Inbox: the moved item keeps it, the old id is gone.
+    let (_, ruid) = f.uid_of(reply);
+    f.db.commit(MailOp::move_items(f.mbx, sent, vec![ruid], f.inbox)).unwrap();
+    let moved = f.at(f.inbox, 2);
+    assert_eq!(conversation(&f.db, f.mbx, moved), Some(c));
+    assert_eq!(conversation(&f.db, f.mbx, reply), None);
+    assert_eq!(members(&f.db, f.mbx, c), [parent, copy, moved]);
+    // Deleting into Recoverable Items keeps it too (the item is still there, hidden).
+    f.db.commit(MailOp::delete_items(f.mbx, other, vec![1])).unwrap();
+    assert_eq!(members(&f.db, f.mbx, c).len(), 3);
+    verified(&f.db);
+    // Expunge the Inbox's two: only the deleted copy is left; purge it and the conversation is gone.
+    f.db.commit(MailOp::store_flags(f.mbx, f.inbox, vec![1, 2], FlagAction::Add, Flags::DELETED)).unwrap();
+    f.db.commit(MailOp::expunge(f.mbx, f.inbox, None)).unwrap();
+    assert_eq!(members(&f.db, f.mbx, c).len(), 1);
+    f.db.commit(MailOp::PurgeItems { mailbox: f.mbx, uids: vec![1] }).unwrap();
+    assert!(members(&f.db, f.mbx, c).is_empty());
+    verified(&f.db);
+    // A late reply to the gone parent starts a new conversation, named after itself.
+    let late = append(&f.db, f.mbx, f.inbox, msg("Subject: Re: report\nIn-Reply-To: <p@x>"));
+    assert_eq!(conversation(&f.db, f.mbx, late), Some(ConversationId(late)));
+    verified(&f.db);
+}
+
+#[test]
+fn only_the_first_references_up_to_the_limit_link_a_message() {
+    let f = Fixture::create();
+    let root = append(&f.db, f.mbx, f.inbox, msg("Subject: long\nMessage-ID: <root@x>"));
+    // The root is the oldest reference: past the limit of newest ones considered, so it does not link.
+    let refs: Vec<String> = (0..MAX_CONVERSATION_REFERENCES).map(|i| format!("<n{i}@x>")).collect();
+    let far =
+        append(&f.db, f.mbx, f.inbox, msg(&format!("Subject: Re: long\nReferences: <root@x> {}", refs.join(" "))));
+    assert_eq!(conversation(&f.db, f.mbx, far), Some(ConversationId(far)));
+    // 49 other ids and the root: the root is within the limit.
+    let near: Vec<String> = (1..MAX_CONVERSATION_REFERENCES).map(|i| format!("<o{i}@x>")).collect();
+    let close =
+        append(&f.db, f.mbx, f.inbox, msg(&format!("Subject: Re: long\nReferences: <root@x> {}", near.join(" "))));
+    assert_eq!(conversation(&f.db, f.mbx, close), Some(ConversationId(root)));
+    verified(&f.db);
+}
+
+/// Delivers a small conversation-rich history into `mbx`.
+fn history(db: &MailEngine, mbx: Guid, folder: FolderId, from: usize, n: usize) {
+    for i in from..from + n {
+        let headers = match i % 4 {
+            0 => format!("Subject: topic {i}\nMessage-ID: <{i}@h>"),
+            1 => format!("Subject: Re: topic {}\nMessage-ID: <{i}@h>\nIn-Reply-To: <{}@h>", i - 1, i - 1),
+            2 => format!("Subject: Re: topic {}\nMessage-ID: <{i}@h>\nReferences: <{}@h> <{}@h>", i + 2, i + 2, i + 3),
+            _ => format!("Subject: topic {}\nMessage-ID: <{}@h>", i - 3, i - 3),
+        };
+        append(db, mbx, folder, msg(&headers));
+    }
+}
+
+fn mailbox(db: &MailEngine) -> (Guid, FolderId) {
+    let op = MailOp::create_mailbox("user@example.com", "User", MailboxKind::User);
+    let mbx = op.mailbox().unwrap();
+    db.commit(op).unwrap();
+    let inbox = db.read(|s, txn| s.folder_by_role(txn, &mbx, mailstore::model::FolderRole::Inbox)).unwrap().unwrap().id;
+    (mbx, inbox)
+}
+
+fn replace_dir(from: &Path, to: &Path) {
+    std::fs::remove_dir_all(to).unwrap();
+    common::copy_dir(from, to);
+}
+
+#[test]
+fn conversations_are_the_same_after_a_remount_and_after_recovery_replays_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    // Keep every generation, so an old state can be brought forward by replaying the log.
+    let options = || Options::default().durability(Durability::Relaxed).retention(LogRetention::UntilBackup);
+    let db: MailEngine = Engine::mount(&dir, options()).unwrap();
+    let (mbx, inbox) = mailbox(&db);
+    db.dismount().unwrap();
+    let old = tmp.path().join("old");
+    common::copy_dir(&dir, &old);
+    let db: MailEngine = Engine::mount(&dir, options()).unwrap();
+    history(&db, mbx, inbox, 0, 40);
+    let expected = all_conversations(&db, mbx);
+    assert!(expected.values().collect::<std::collections::BTreeSet<_>>().len() < 40, "some conversations join");
+    let digest = db.read(|s, txn| s.digest(txn)).unwrap();
+    db.dismount().unwrap();
+    let db: MailEngine = Engine::mount(&dir, options()).unwrap();
+    assert_eq!(all_conversations(&db, mbx), expected, "after a remount");
+    db.dismount().unwrap();
+    // The state store and checkpoint from before the deliveries, with the log after them: recovery replays it.
+    replace_dir(&old.join("state"), &dir.join("state"));
+    std::fs::copy(old.join("checkpoint"), dir.join("checkpoint")).unwrap();
+    let db: MailEngine = Engine::mount(&dir, options()).unwrap();
+    assert!(db.recovery_report().replayed > 0, "{:?}", db.recovery_report());
+    assert_eq!(all_conversations(&db, mbx), expected, "after recovery");
+    assert_eq!(db.read(|s, txn| s.digest(txn)).unwrap(), digest);
+    verified(&db);
+    db.dismount().unwrap();
+}
+
+#[test]
+fn a_passive_copy_replays_the_same_conversations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db: Arc<MailEngine> = Arc::new(Engine::mount(tmp.path().join("a"), Options::default()).unwrap());
+    let source = Arc::new(ShippingSource::new(Arc::clone(&db), SourceOptions::default()).unwrap());
+    let (mbx, inbox) = mailbox(&db);
+    history(&db, mbx, inbox, 0, 12);
+    let log: Arc<dyn LogSource> = source.clone();
+    let options = CopyOptions::default().poll(Duration::from_millis(50));
+    let copy: PassiveCopy<MailStore> =
+        PassiveCopy::seed(tmp.path().join("p"), source.as_ref(), log, options, |_| {}).unwrap();
+    history(&db, mbx, inbox, 12, 28);
+    f_copy_and_expunge(&db, mbx, inbox);
+    assert!(copy.wait_replayed(db.status().applied_lsn, Duration::from_secs(30)));
+    let expected = all_conversations(&db, mbx);
+    let replayed = copy
+        .read(|s, txn| {
+            let mut out = BTreeMap::new();
+            for f in s.folders(txn, &mbx)? {
+                for item in s.items_by_uid(txn, &mbx, f.id, 1, usize::MAX, Fai::Include)? {
+                    out.insert(item.id, s.conversation(txn, &mbx, item.id)?.expect("every item has one"));
+                }
+            }
+            Ok(out)
+        })
+        .unwrap();
+    assert_eq!(replayed, expected);
+    assert_eq!(copy.read(|s, txn| s.digest(txn)).unwrap(), db.read(|s, txn| s.digest(txn)).unwrap());
+}
+
+/// Moves the first three messages to a new folder and expunges two more, on `db`.
+fn f_copy_and_expunge(db: &MailEngine, mbx: Guid, inbox: FolderId) {
+    let archive = match db.commit(MailOp::create_folder(mbx, inbox, "Archive")).unwrap().output {
+        MailOutput::FolderCreated { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    db.commit(MailOp::move_items(mbx, inbox, vec![1, 2, 3], archive)).unwrap();
+    db.commit(MailOp::store_flags(mbx, inbox, vec![5, 6], FlagAction::Add, Flags::DELETED)).unwrap();
+    db.commit(MailOp::expunge(mbx, inbox, None)).unwrap();
+}
+
+// ---- The property test: the stored conversations against an oracle of the rule. ----
+
+/// One step of a random history.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A message: its Message-ID (index into the pool), In-Reply-To, References and subject (index into SUBJECTS).
+    Deliver {
+        folder: usize,
+        id: Option<u8>,
+        reply_to: Option<u8>,
+        references: Vec<u8>,
+        subject: usize,
+    },
+    Copy {
+        pick: usize,
+        to: usize,
+    },
+    Move {
+        pick: usize,
+        to: usize,
+    },
+    Expunge {
+        pick: usize,
+    },
+}
+
+const SUBJECTS: [&str; 4] = ["lunch", "Re: lunch", "Fwd: dinner", "dinner"];
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..2usize, proptest::option::of(0..8u8), proptest::option::of(0..8u8), proptest::collection::vec(0..8u8, 0..4), 0..4usize)
+            .prop_map(|(folder, id, reply_to, references, subject)| Step::Deliver { folder, id, reply_to, references, subject }),
+        1 => (any::<usize>(), 0..2usize).prop_map(|(pick, to)| Step::Copy { pick, to }),
+        1 => (any::<usize>(), 0..2usize).prop_map(|(pick, to)| Step::Move { pick, to }),
+        1 => any::<usize>().prop_map(|pick| Step::Expunge { pick }),
+    ]
+}
+
+/// What the oracle knows of a live item: its conversation and the envelope fields the rule reads.
+#[derive(Clone, Debug)]
+struct Known {
+    conversation: u64,
+    mentions: Vec<String>,
+}
+
+/// The rule, written from its statement: the ids a message mentions, in lookup order.
+fn mentions(id: &Option<String>, reply_to: &[String], references: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in reply_to.iter().chain(references.iter().rev()) {
+        if out.len() == MAX_CONVERSATION_REFERENCES {
+            break;
+        }
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    if let Some(id) = id
+        && !out.contains(id)
+    {
+        out.push(id.clone());
+    }
+    out
+}
+
+fn run(steps: Vec<Step>) {
+    let f = Fixture::create();
+    let folders = [f.inbox, f.folder("Other")];
+    let mut live: BTreeMap<ItemId, Known> = BTreeMap::new();
+    // Each conversation's base subject, fixed by its first message.
+    let mut subjects: BTreeMap<u64, String> = BTreeMap::new();
+    for step in steps {
+        match step {
+            Step::Deliver { folder, id, reply_to, references, subject } => {
+                let id = id.map(|i| format!("m{i}@pool"));
+                let reply_to: Vec<String> = reply_to.map(|i| format!("m{i}@pool")).into_iter().collect();
+                let references: Vec<String> = references.iter().map(|i| format!("m{i}@pool")).collect();
+                let mut headers = format!("Subject: {}", SUBJECTS[subject]);
+                if let Some(id) = &id {
+                    headers += &format!("\nMessage-ID: <{id}>");
+                }
+                if !reply_to.is_empty() {
+                    headers += &format!("\nIn-Reply-To: <{}>", reply_to[0]);
+                }
+                if !references.is_empty() {
+                    let list: Vec<String> = references.iter().map(|r| format!("<{r}>")).collect();
+                    headers += &format!("\nReferences: {}", list.join(" "));
+                }
+                let item = append(&f.db, f.mbx, folders[folder], msg(&headers));
+                let ids = mentions(&id, &reply_to, &references);
+                let base = base_subject(SUBJECTS[subject]);
+                let mut joined = None;
+                'ids: for mentioned in &ids {
+                    let mut candidates: Vec<u64> =
+                        live.values().filter(|k| k.mentions.contains(mentioned)).map(|k| k.conversation).collect();
+                    candidates.sort_unstable();
+                    for c in candidates {
+                        if subjects[&c] == base {
+                            joined = Some(c);
+                            break 'ids;
+                        }
+                    }
+                }
+                let c = joined.unwrap_or(item);
+                subjects.entry(c).or_insert(base);
+                live.insert(item, Known { conversation: c, mentions: ids });
+            }
+            Step::Copy { pick, to } | Step::Move { pick, to } => {
+                let Some((&item, known)) = live.iter().nth(pick % live.len().max(1)) else { continue };
+                let known = known.clone();
+                let (from, uid) = f.uid_of(item);
+                if from == folders[to] {
+                    continue;
+                }
+                let moving = matches!(step, Step::Move { .. });
+                let op = if moving {
+                    MailOp::move_items(f.mbx, from, vec![uid], folders[to])
+                } else {
+                    MailOp::CopyItems { mailbox: f.mbx, from, uids: vec![uid], to: folders[to], remove_source: false }
+                };
+                let MailOutput::Copied { mapping, .. } = f.db.commit(op).unwrap().output else { panic!() };
+                let new = f.at(folders[to], mapping[0].1);
+                if moving {
+                    live.remove(&item);
+                }
+                live.insert(new, known);
+            }
+            Step::Expunge { pick } => {
+                let Some(&item) = live.keys().nth(pick % live.len().max(1)) else { continue };
+                let (from, uid) = f.uid_of(item);
+                f.db.commit(MailOp::store_flags(f.mbx, from, vec![uid], FlagAction::Add, Flags::DELETED)).unwrap();
+                f.db.commit(MailOp::expunge(f.mbx, from, Some(vec![uid]))).unwrap();
+                live.remove(&item);
+                // A conversation without items is gone, with its subject.
+                subjects.retain(|c, _| live.values().any(|k| k.conversation == *c));
+            }
+        }
+        subjects.retain(|c, _| live.values().any(|k| k.conversation == *c));
+    }
+    let stored = all_conversations(&f.db, f.mbx);
+    let expected: BTreeMap<ItemId, ConversationId> =
+        live.iter().map(|(id, k)| (*id, ConversationId(k.conversation))).collect();
+    assert_eq!(stored, expected);
+    // Each conversation lists exactly its items, in received order.
+    for c in expected.values() {
+        let mut mine: Vec<ItemId> = expected.iter().filter(|(_, v)| *v == c).map(|(k, _)| *k).collect();
+        let listed = f.db.read(|s, txn| s.conversation_items(txn, &f.mbx, *c)).unwrap();
+        let listed_ids: Vec<ItemId> = listed.iter().map(|i| i.id).collect();
+        let mut sorted = listed.clone();
+        sorted.sort_by_key(|i| (i.received, i.id));
+        assert_eq!(listed_ids, sorted.iter().map(|i| i.id).collect::<Vec<_>>(), "received order");
+        let mut listed_sorted = listed_ids.clone();
+        listed_sorted.sort_unstable();
+        mine.sort_unstable();
+        assert_eq!(listed_sorted, mine);
+    }
+    verified(&f.db);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn stored_conversations_match_the_rule_applied_to_the_delivered_messages(steps in proptest::collection::vec(step(), 1..40)) {
+        run(steps);
+    }
+}
