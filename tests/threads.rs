@@ -439,3 +439,125 @@ proptest! {
         run(steps);
     }
 }
+
+// ---- RFC 5256 THREAD (`MailStore::thread`). ----
+
+use mailstore::Timestamp;
+use mailstore::model::search::{Query, ThreadAlgorithm, format_threads};
+
+impl Fixture {
+    /// Appends one message per `(headers, received second)`; UIDs follow from 1.
+    fn thread_fixture(messages: &[(String, u64)]) -> Fixture {
+        let f = Fixture::create();
+        f.append_to(
+            f.inbox,
+            messages
+                .iter()
+                .map(|(h, at)| (msg(h), Flags::empty(), vec![], Timestamp::from_micros(at * 1_000_000)))
+                .collect(),
+        );
+        f
+    }
+
+    fn thread(&self, query: &Query, algorithm: ThreadAlgorithm) -> String {
+        let r = self.db.read(|s, txn| s.thread(txn, &self.mbx, self.inbox, query, algorithm)).unwrap();
+        assert_eq!(r.messages_read, 0, "threading reads listing records only");
+        format_threads(&r.threads)
+    }
+}
+
+/// `Date:` of minute `m` of 1 Jan 2024.
+fn date(m: u64) -> String {
+    format!("Date: Mon, 1 Jan 2024 {:02}:{:02}:00 +0000", m / 60, m % 60)
+}
+
+#[test]
+fn references_rebuilds_the_rfc_5256_example_response() {
+    // RFC 5256 §4's example, "(2)(3 6 (4 23)(44 7 96))": 3 → 6 → {4 → 23, 44 → 7 → 96}, and 2 alone.
+    let refs: BTreeMap<u64, &str> = [
+        (6, "<3@x>"),
+        (4, "<3@x> <6@x>"),
+        (23, "<3@x> <6@x> <4@x>"),
+        (44, "<3@x> <6@x>"),
+        (7, "<6@x> <44@x>"),
+        (96, "<3@x> <6@x> <44@x> <7@x>"),
+    ]
+    .into_iter()
+    .collect();
+    let messages: Vec<(String, u64)> = (1..=96u64)
+        .map(|uid| {
+            let subject = match uid {
+                2 => "Subject: other".to_owned(),
+                3 => "Subject: topic".to_owned(),
+                _ if refs.contains_key(&uid) => "Subject: Re: topic".to_owned(),
+                _ => format!("Subject: filler {uid}"),
+            };
+            let mut h = format!("{subject}\nMessage-ID: <{uid}@x>\n{}", date(uid));
+            if let Some(r) = refs.get(&uid) {
+                h += &format!("\nReferences: {r}");
+            }
+            (h, uid)
+        })
+        .collect();
+    let f = Fixture::thread_fixture(&messages);
+    let hits = Query::uids([2..=4, 6..=7, 23..=23, 44..=44, 96..=96]);
+    assert_eq!(f.thread(&hits, ThreadAlgorithm::References), "(2)(3 6 (4 23)(44 7 96))");
+    // ORDEREDSUBJECT: "other" and "topic" threads, every reply a child of the first.
+    assert_eq!(f.thread(&hits, ThreadAlgorithm::OrderedSubject), "(2)(3 (4)(6)(7)(23)(44)(96))");
+    // Without a query restriction the fillers are threads of their own, in date order.
+    let all = f.thread(&Query::all(), ThreadAlgorithm::References);
+    assert!(all.starts_with("(1)(2)(3 6 (4 23)(44 7 96))(5)(8)"), "{all}");
+}
+
+#[test]
+fn references_keeps_a_dummy_with_several_children_at_the_top_and_prunes_the_others() {
+    let f = Fixture::thread_fixture(&[
+        (format!("Subject: a\nMessage-ID: <1@x>\n{}", date(1)), 1),
+        (format!("Subject: b\nMessage-ID: <2@x>\n{}", date(2)), 2),
+        // 3 and 5 answer a message not in the folder: a dummy with two children, kept ("((3)(5))").
+        (format!("Subject: lost\nMessage-ID: <3@x>\nReferences: <gone@x>\n{}", date(3)), 3),
+        (format!("Subject: c\nMessage-ID: <4@x>\nIn-Reply-To: <gone2@x>\n{}", date(4)), 4),
+        (format!("Subject: Re: lost\nMessage-ID: <5@x>\nReferences: <gone@x>\n{}", date(5)), 5),
+        // 6 answers 2 through a missing middle message: the dummy goes and 6 is 2's child.
+        (format!("Subject: Re: b\nMessage-ID: <6@x>\nReferences: <2@x> <mid@x>\n{}", date(6)), 6),
+    ]);
+    assert_eq!(f.thread(&Query::all(), ThreadAlgorithm::References), "(1)(2 6)((3)(5))(4)");
+}
+
+#[test]
+fn references_merges_by_base_subject_links_no_loops_and_uses_a_duplicate_id_once() {
+    let f = Fixture::thread_fixture(&[
+        // Two unrelated messages of one subject, neither a reply: a new dummy over both (step 5.C).
+        (format!("Subject: lunch\n{}", date(1)), 1),
+        (format!("Subject: lunch\n{}", date(2)), 2),
+        // A reply without references joins the non-reply of its subject as a child.
+        (format!("Subject: plans\nMessage-ID: <p@x>\n{}", date(3)), 3),
+        (format!("Subject: Re: plans\n{}", date(4)), 4),
+        // 5 and 6 name each other as parents: 5 becomes the child of (the dummy for, then) 6, and 6's link to 5
+        // would be a loop, so it is not made.
+        (format!("Subject: loop\nMessage-ID: <5@x>\nIn-Reply-To: <6@x>\n{}", date(5)), 5),
+        (format!("Subject: Re: loop\nMessage-ID: <6@x>\nIn-Reply-To: <5@x>\n{}", date(6)), 6),
+        // 8 has 3's Message-ID again: only 3 owns it, so 9's reference is to 3.
+        (format!("Subject: dup\nMessage-ID: <d@x>\n{}", date(7)), 7),
+        (format!("Subject: other dup\nMessage-ID: <d@x>\n{}", date(8)), 8),
+        (format!("Subject: Re: dup\nIn-Reply-To: <d@x>\n{}", date(9)), 9),
+    ]);
+    assert_eq!(f.thread(&Query::all(), ThreadAlgorithm::References), "((1)(2))(3 4)(6 5)(7 9)(8)");
+    assert_eq!(f.thread(&Query::all(), ThreadAlgorithm::OrderedSubject), "(1 2)(3 4)(5 6)(7 9)(8)");
+}
+
+#[test]
+fn ordered_subject_sorts_by_sent_date_with_the_received_time_where_date_is_missing() {
+    let f = Fixture::thread_fixture(&[
+        (format!("Subject: b\n{}", date(30)), 1),
+        (format!("Subject: a\n{}", date(20)), 2),
+        // Sent before the message it answers: it heads the thread.
+        (format!("Subject: Re: a\n{}", date(10)), 3),
+        // No Date: its received time (1970) is its sent date, before everything else.
+        ("Subject: Fwd: B".to_owned(), 4),
+    ]);
+    assert_eq!(f.thread(&Query::all(), ThreadAlgorithm::OrderedSubject), "(4 1)(3 2)");
+    // The query chooses the messages threaded.
+    assert_eq!(f.thread(&Query::subject("a"), ThreadAlgorithm::OrderedSubject), "(3 2)");
+    assert_eq!(f.thread(&Query::uids([9..=9]), ThreadAlgorithm::References), "");
+}
