@@ -561,3 +561,26 @@ fn ordered_subject_sorts_by_sent_date_with_the_received_time_where_date_is_missi
     assert_eq!(f.thread(&Query::subject("a"), ThreadAlgorithm::OrderedSubject), "(3 2)");
     assert_eq!(f.thread(&Query::uids([9..=9]), ThreadAlgorithm::References), "");
 }
+
+#[test]
+fn a_reply_chain_twenty_thousand_deep_threads_without_recursion_and_is_one_conversation() {
+    const N: u64 = 20_000;
+    let f = Fixture::create();
+    for chunk in (1..=N).collect::<Vec<_>>().chunks(10_000) {
+        let batch = chunk
+            .iter()
+            .map(|&i| {
+                let h = match i {
+                    1 => "Subject: deep\nMessage-ID: <1@c>".to_owned(),
+                    _ => format!("Subject: Re: deep\nMessage-ID: <{i}@c>\nIn-Reply-To: <{}@c>", i - 1),
+                };
+                (msg(&h), Flags::empty(), vec![], Timestamp::from_micros(i * 1_000_000))
+            })
+            .collect();
+        f.append_to(f.inbox, batch);
+    }
+    let expected = format!("({})", (1..=N).map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+    assert_eq!(f.thread(&Query::all(), ThreadAlgorithm::References), expected);
+    let c = conversation(&f.db, f.mbx, 1).unwrap();
+    assert_eq!(members(&f.db, f.mbx, c).len() as u64, N);
+}
