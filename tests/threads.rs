@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::folder::Fixture;
 use mailstore::model::{
-    ConversationId, Fai, FlagAction, Flags, FolderId, ItemId, MAX_CONVERSATION_REFERENCES, MailEngine, MailOp,
-    MailOutput, MailStore, MailboxKind, search::base_subject,
+    ConversationId, Fai, FlagAction, Flags, FolderId, ItemId, MAX_CONVERSATION_REFERENCES, MAX_CONVERSATIONS_PER_ID,
+    MailEngine, MailOp, MailOutput, MailStore, MailboxKind, search::base_subject,
 };
 use mailstore::replication::{CopyOptions, LogSource, PassiveCopy, ShippingSource, SourceOptions};
 use mailstore::{Durability, Engine, Guid, LogRetention, Options};
@@ -173,6 +173,25 @@ fn only_the_first_references_up_to_the_limit_link_a_message() {
     let close =
         append(&f.db, f.mbx, f.inbox, msg(&format!("Subject: Re: long\nReferences: <root@x> {}", near.join(" "))));
     assert_eq!(conversation(&f.db, f.mbx, close), Some(ConversationId(root)));
+    verified(&f.db);
+}
+
+#[test]
+fn an_id_mentioned_by_many_conversations_is_looked_up_in_the_oldest_few() {
+    let f = Fixture::create();
+    let hub = append(&f.db, f.mbx, f.inbox, msg("Subject: hub\nMessage-ID: <hub@x>"));
+    // Replies to the hub under new subjects: each its own conversation, each mentioning <hub@x>.
+    let topics: Vec<ItemId> = (0..MAX_CONVERSATIONS_PER_ID)
+        .map(|i| append(&f.db, f.mbx, f.inbox, msg(&format!("Subject: Re: topic {i}\nIn-Reply-To: <hub@x>"))))
+        .collect();
+    // <hub@x> is now in 1 + 16 conversations: the newest is past the 16 oldest looked at.
+    let last = MAX_CONVERSATIONS_PER_ID - 1;
+    let missed = append(&f.db, f.mbx, f.inbox, msg(&format!("Subject: Re: topic {last}\nIn-Reply-To: <hub@x>")));
+    assert_eq!(conversation(&f.db, f.mbx, missed), Some(ConversationId(missed)));
+    let found = append(&f.db, f.mbx, f.inbox, msg("Subject: Re: topic 3\nIn-Reply-To: <hub@x>"));
+    assert_eq!(conversation(&f.db, f.mbx, found), Some(ConversationId(topics[3])));
+    let root = append(&f.db, f.mbx, f.inbox, msg("Subject: Re: hub\nIn-Reply-To: <hub@x>"));
+    assert_eq!(conversation(&f.db, f.mbx, root), Some(ConversationId(hub)));
     verified(&f.db);
 }
 
@@ -369,7 +388,8 @@ fn run(steps: Vec<Step>) {
                     let mut candidates: Vec<u64> =
                         live.values().filter(|k| k.mentions.contains(mentioned)).map(|k| k.conversation).collect();
                     candidates.sort_unstable();
-                    for c in candidates {
+                    candidates.dedup();
+                    for c in candidates.into_iter().take(MAX_CONVERSATIONS_PER_ID) {
                         if subjects[&c] == base {
                             joined = Some(c);
                             break 'ids;

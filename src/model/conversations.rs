@@ -64,6 +64,8 @@
 //! - At most [`MAX_CONVERSATION_REFERENCES`] (50) referenced ids per message are considered (In-Reply-To first,
 //!   then the nearest References): the cost of a delivery and the state per item stay bounded (≤ 51 id entries per
 //!   item). The envelope itself keeps up to 100 References (`envelope::MAX_LIST_LEN`).
+//! - Where one id is mentioned in more than [`MAX_CONVERSATIONS_PER_ID`] (16) conversations (replies to one
+//!   message under many subjects), only the 16 oldest are candidates: a delivery's cost stays bounded.
 //! - Ids are compared exactly (octet for octet, as stored without angle brackets), through a 128-bit BLAKE3 hash:
 //!   two different ids colliding is not a practical concern.
 //! - The subject compared is the stored one (at most `MAX_FIELD_LEN` bytes), through a 128-bit hash of its base
@@ -96,6 +98,10 @@ use crate::types::Guid;
 
 /// The most referenced ids (`In-Reply-To`, then `References` newest first) a message is linked by.
 pub const MAX_CONVERSATION_REFERENCES: usize = 50;
+
+/// The most conversations one mentioned id is looked up in (the oldest): a hostile sender can make many
+/// conversations mention one id (replies to it under ever new subjects), and a delivery must not pay for all.
+pub const MAX_CONVERSATIONS_PER_ID: usize = 16;
 
 /// A conversation of a mailbox (JMAP `Thread` id): the item id of the message that started it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -249,7 +255,7 @@ fn find(
     subject: &Hash16,
 ) -> heed::Result<Option<ConversationId>> {
     for id in ids {
-        for entry in s.message_ids.prefix_iter(txn, &key_id_prefix(guid, id))? {
+        for entry in s.message_ids.prefix_iter(txn, &key_id_prefix(guid, id))?.take(MAX_CONVERSATIONS_PER_ID) {
             let (key, _) = entry?;
             let c = ConversationId(keys::u64_at(key, 32));
             let Some(raw) = s.conversations.get(txn, &key_conversation(guid, c))? else {

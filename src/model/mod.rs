@@ -40,7 +40,7 @@ use crate::time::Timestamp;
 use crate::types::Guid;
 
 pub use audit::{Actor, ActorRole, AuditAction, AuditEntry};
-pub use conversations::{ConversationId, MAX_CONVERSATION_REFERENCES};
+pub use conversations::{ConversationId, MAX_CONVERSATION_REFERENCES, MAX_CONVERSATIONS_PER_ID};
 pub use error::{MailError, QuotaKind};
 pub use housekeeping::{Housekeeper, HousekeepingOptions, HousekeepingReport, housekeep_due};
 pub use ops::{
