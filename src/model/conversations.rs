@@ -348,7 +348,7 @@ impl MailStore {
         for entry in self.items.iter(txn)? {
             let (key, raw) = entry?;
             let item: ItemInfo = crate::model::load(raw)?;
-            let guid = Guid(key[..16].try_into().map_err(|_| damaged("an item key is not 24 bytes"))?);
+            let guid = Guid(key.get(..16).and_then(|k| k.try_into().ok()).ok_or_else(|| damaged("a short item key"))?);
             items += 1;
             let Some(raw) = self.conversation_of.get(txn, &key_of(&guid, item.id))? else {
                 problems.push(format!("mailbox {guid}: item {} is in no conversation", item.id));
@@ -367,7 +367,8 @@ impl MailStore {
         }
         for entry in self.conversations.iter(txn)? {
             let (key, raw) = entry?;
-            let guid = Guid(key[..16].try_into().map_err(|_| damaged("a conversation key is not 24 bytes"))?);
+            let guid =
+                Guid(key.get(..16).and_then(|k| k.try_into().ok()).ok_or_else(|| damaged("a short conversation key"))?);
             let c = keys::u64_at(key, 16);
             let (_, count) = decode_conversation(raw)?;
             let found = members.remove(&(guid, c)).unwrap_or(0);

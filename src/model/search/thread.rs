@@ -147,7 +147,7 @@ pub fn format_threads(threads: &[Thread]) -> String {
             }
             let paren = match n.parent {
                 None => true,
-                Some(p) => children[p] != 1 || t.nodes[p].uid.is_none(),
+                Some(p) => children.get(p) != Some(&1) || t.nodes.get(p).is_none_or(|n| n.uid.is_none()),
             };
             if paren {
                 out.push('(');
