@@ -24,6 +24,10 @@ impl MailStore {
             self.changes,
             self.received,
             self.submissions,
+            self.conversation_of,
+            self.conversations,
+            self.conversation_members,
+            self.message_ids,
         ];
         let field = |hasher: &mut blake3::Hasher, bytes: &[u8]| {
             hasher.update(&(bytes.len() as u64).to_le_bytes());
@@ -55,7 +59,8 @@ impl MailStore {
     /// Checks every mailbox: folder counts, unread counts and sizes match the items in them; mailbox and
     /// Recoverable Items totals match their folders; every UID index entry names an item that names it back, and
     /// its listing record equals that item field by field; every item has exactly one UID index entry; UIDNEXT
-    /// lies above every UID; no MODSEQ is above the mailbox's highest. Returns each problem found.
+    /// lies above every UID; no MODSEQ is above the mailbox's highest; every item is in exactly one conversation
+    /// and the conversation tables match the items (`conversations`). Returns each problem found.
     pub fn verify_counters(&self, txn: &RoTxn<'_>) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let last_uidvalidity = self.meta.get(txn, keys::LAST_UIDVALIDITY)?.map_or(0, |v| keys::u32_at(v, 0));
@@ -169,6 +174,7 @@ impl MailStore {
         if uncounted > 0 {
             problems.push(format!("{uncounted} stored message contents are referenced without a count"));
         }
+        self.verify_conversations(txn, &mut problems)?;
         Ok(problems)
     }
 }

@@ -12,7 +12,7 @@ use crate::engine::Attachments;
 use crate::error::{Error, Result};
 
 /// The model's LMDB databases, in the order [`MailDatabases`] holds them.
-pub(super) const TABLES: [&str; 14] = [
+pub(super) const TABLES: [&str; 18] = [
     "mail.mailboxes",
     "mail.addresses",
     "mail.folders",
@@ -27,6 +27,10 @@ pub(super) const TABLES: [&str; 14] = [
     "mail.placed",
     "mail.audit",
     "mail.meta",
+    "mail.conversation_of",
+    "mail.conversations",
+    "mail.conversation_members",
+    "mail.message_ids",
 ];
 
 /// [`MailStore`]'s databases while their opening transaction is live.
@@ -61,6 +65,10 @@ impl OnCommit for MailDatabases<'_> {
             placed: t[11],
             audit: t[12],
             meta: t[13],
+            conversation_of: t[14],
+            conversations: t[15],
+            conversation_members: t[16],
+            message_ids: t[17],
             attachments: self.1,
             records: Mutex::new(Records::default()),
         }

@@ -19,6 +19,7 @@
 //! | `mail.submissions` | GUID ‖ item id (u64) | `Submission` |
 //! | `mail.audit` | GUID ‖ commit time (µs, u64) ‖ LSN (u64) ‖ index (u32) | `AuditEntry` (`audit`) |
 //! | `mail.meta` | a name ([`LAST_UIDVALIDITY`]) | that value of the whole database |
+//! | `mail.conversation_of`, `mail.conversations`, `mail.conversation_members`, `mail.message_ids` | see `conversations` | |
 
 use crate::model::types::{FolderId, ItemId, ModSeq, Uid};
 use crate::types::Guid;

@@ -12,6 +12,7 @@
 mod audit;
 mod bodies;
 mod check;
+pub mod conversations;
 mod databases;
 use databases::{MailDatabases, TABLES};
 pub mod envelope;
@@ -39,6 +40,7 @@ use crate::time::Timestamp;
 use crate::types::Guid;
 
 pub use audit::{Actor, ActorRole, AuditAction, AuditEntry};
+pub use conversations::{ConversationId, MAX_CONVERSATION_REFERENCES, MAX_CONVERSATIONS_PER_ID};
 pub use error::{MailError, QuotaKind};
 pub use housekeeping::{Housekeeper, HousekeepingOptions, HousekeepingReport, housekeep_due};
 pub use ops::{
@@ -101,6 +103,11 @@ pub struct MailStore {
     audit: Table,
     /// Values of the whole database, one key each (`keys::LAST_UIDVALIDITY`).
     meta: Table,
+    /// Item → conversation, conversations, their members and the message ids they mention (`conversations`).
+    conversation_of: Table,
+    conversations: Table,
+    conversation_members: Table,
+    message_ids: Table,
     /// Where message bodies are read from: the database's log and segments (see `bodies`).
     attachments: Attachments,
     /// Mailbox and folder records the current write transaction wrote (see [`Records`]).
@@ -134,8 +141,10 @@ impl StateMachine for MailStore {
     /// housekeeping (`MailOp::Housekeep`, `MailboxInfo::housekept`), which a version-3 reader could not decode.
     /// Version 5: the audit trail (`MailOp::Audited`, `MailOp::RecordAccess`, the `mail.audit` table) and
     /// time-bound holds (`MailOp::SetHoldDuration`, `MailboxInfo::hold_duration`), and the `mail.meta` table (the
-    /// highest UIDVALIDITY given out).
-    const FORMAT: u32 = 5;
+    /// highest UIDVALIDITY given out). Version 6: conversations (`conversations`: the tables
+    /// `mail.conversation_of`, `mail.conversations`, `mail.conversation_members` and `mail.message_ids`, which a
+    /// version-5 database lacks and could not fill without replaying its whole history).
+    const FORMAT: u32 = 6;
     type Op = MailOp;
     type Output = MailOutput;
     type Rejection = MailError;

@@ -139,7 +139,11 @@ pub(super) fn purge(mut tx: Tx<'_, '_>, now: Timestamp) -> Applied {
     }
     let s = tx.s;
     // The audit trail goes with the mailbox; the entry recording this purge is written after it (`audit`).
-    for table in [s.folders, s.folder_names, s.items, s.uids, s.changes, s.received, s.submissions, s.audit] {
+    let conversations = [s.conversation_of, s.conversations, s.conversation_members, s.message_ids];
+    for table in [s.folders, s.folder_names, s.items, s.uids, s.changes, s.received, s.submissions, s.audit]
+        .into_iter()
+        .chain(conversations)
+    {
         tx.clear(table)?;
     }
     tx.s.mailboxes.delete(tx.txn, &keys::mailbox(&mailbox))?;

@@ -9,7 +9,7 @@ use crate::model::error::{MailError, QuotaKind};
 use crate::model::types::{
     ContentHash, Flags, FolderId, FolderInfo, FolderRole, ItemId, ItemInfo, MailboxInfo, ModSeq, Uid,
 };
-use crate::model::{MailStore, Table, keys, load, store, summary};
+use crate::model::{MailStore, Table, conversations, keys, load, store, summary};
 use crate::types::Guid;
 
 use super::{Change, ChangeKind, Entity, reject, storage};
@@ -207,6 +207,9 @@ impl<'a, 't> Tx<'a, 't> {
             Some((_, hash)) => hash.0,
             None => template.content,
         };
+        // Same content (copy, move, deletion, recovery): the source item's conversation; new content: the one
+        // its envelope links it to (`conversations`).
+        let source = if raw.is_none() { Some(template.id) } else { None };
         self.add_ref(&content, raw.map(|(raw, _)| raw))?;
         let item = ItemInfo {
             id: m.next_item_id,
@@ -220,6 +223,7 @@ impl<'a, 't> Tx<'a, 't> {
         folder.uidnext += 1;
         folder.highest_modseq = modseq;
         self.put_item(&item)?;
+        conversations::join(self.s, self.txn, &self.guid, &item, source)?;
         self.s.received.put(
             self.txn,
             &keys::received(&self.guid, folder.id, item.received.as_micros(), item.id),
@@ -238,6 +242,7 @@ impl<'a, 't> Tx<'a, 't> {
         item: &ItemInfo,
         modseq: ModSeq,
     ) -> heed::Result<()> {
+        conversations::leave(self.s, self.txn, &self.guid, item)?;
         self.s.items.delete(self.txn, &keys::item(&self.guid, item.id))?;
         self.s.uids.delete(self.txn, &keys::uid(&self.guid, folder.id, item.uid))?;
         self.drop_ref(&item.content)?;

@@ -118,9 +118,11 @@ mod eval;
 mod query;
 pub mod sort;
 mod text;
+pub mod thread;
 
 pub use query::{DateField, Day, DayCmp, HeaderField, Query, QueryError, TimeCmp};
 pub use sort::{SortField, SortKey, base_subject};
+pub use thread::{Thread, ThreadAlgorithm, ThreadNode, ThreadResults, format_threads};
 
 use crate::model::types::{FolderId, ItemId, ModSeq, Uid};
 

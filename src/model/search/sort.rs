@@ -174,15 +174,16 @@ fn strip_refwd(s: &str) -> Option<&str> {
     rest.strip_prefix(':')
 }
 
-/// `subj-leader = (*subj-blob subj-refwd) / WSP` at the start of `s`: the rest.
-fn strip_leader(s: &str) -> Option<&str> {
+/// `subj-leader = (*subj-blob subj-refwd) / WSP` at the start of `s`: the rest, and whether it was a
+/// `subj-refwd` (a reply or forward).
+fn strip_leader(s: &str) -> Option<(&str, bool)> {
     if s.starts_with(is_wsp) {
-        return Some(s.trim_start_matches(is_wsp));
+        return Some((s.trim_start_matches(is_wsp), false));
     }
     let mut rest = s;
     loop {
         if let Some(r) = strip_refwd(rest) {
-            return Some(r);
+            return Some((r, true));
         }
         rest = strip_blob(rest)?;
     }
@@ -197,6 +198,14 @@ fn strip_leader(s: &str) -> Option<&str> {
 /// assert_eq!(base_subject("[list]"), "[list]");
 /// ```
 pub fn base_subject(subject: &str) -> String {
+    base_subject_and_reply(subject).0
+}
+
+/// The base subject of `subject` (as [`base_subject`]) and whether its extraction removed a `Re:`/`Fw:`/`Fwd:`
+/// leader, a `(fwd)` trailer or a `[fwd: …]` wrapper: whether the message "is a reply or forward" in RFC 5256's
+/// sense (THREAD=REFERENCES, step 5).
+pub(crate) fn base_subject_and_reply(subject: &str) -> (String, bool) {
+    let mut reply = false;
     // (1) Decoded already; fold case and make each run of whitespace one space.
     let folded = fold(subject);
     let mut s = String::with_capacity(folded.len());
@@ -221,6 +230,7 @@ pub fn base_subject(subject: &str) -> String {
             t = t.trim_end_matches(is_wsp);
             if let Some(r) = t.strip_suffix("(fwd)") {
                 t = r;
+                reply = true;
             }
             if t.len() == before {
                 break;
@@ -229,10 +239,11 @@ pub fn base_subject(subject: &str) -> String {
         // (3), (4), (5): leaders, and a blob that leaves something, until neither applies.
         loop {
             let before = t.len();
-            while let Some(r) = strip_leader(t) {
+            while let Some((r, refwd)) = strip_leader(t) {
                 if r.len() == t.len() {
                     break;
                 }
+                reply |= refwd;
                 t = r;
             }
             if let Some(r) = strip_blob(t)
@@ -246,11 +257,14 @@ pub fn base_subject(subject: &str) -> String {
         }
         // (6) A "[fwd:" … "]" wrapper: removed, and again from (2).
         match t.strip_prefix("[fwd:").and_then(|r| r.strip_suffix(']')) {
-            Some(inner) => t = inner,
+            Some(inner) => {
+                t = inner;
+                reply = true;
+            }
             None => break,
         }
     }
-    t.to_owned()
+    (t.to_owned(), reply)
 }
 
 /// The local part of `local@domain` (all of it where there is no `@`).
