@@ -35,6 +35,8 @@ use mailstore::model::{
     MailOutput, ModSeq, Uid,
 };
 
+mod order;
+
 use crate::mime::{self, SectionText};
 use crate::search;
 use crate::tls::Transport;
@@ -42,7 +44,7 @@ use crate::utf7;
 use crate::{Account, Server};
 
 const CAPABILITIES: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE QRESYNC \
-                            SPECIAL-USE AUTH=PLAIN";
+                            SPECIAL-USE SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES AUTH=PLAIN";
 /// The largest command (an APPEND literal included) accepted.
 const MAX_COMMAND: u32 = 50 << 20;
 /// Autologout after this long without a command (RFC 3501: at least 30 minutes).
@@ -165,6 +167,15 @@ fn response_code(refusal: &MailError) -> &'static str {
 }
 
 type CmdResult = Result<String, Fail>;
+
+/// The charsets SEARCH, SORT and THREAD accept: the store compares UTF-8.
+fn charset_supported(charset: &imap_codec::imap_types::core::Charset<'_>) -> bool {
+    let name = match charset {
+        imap_codec::imap_types::core::Charset::Atom(a) => a.as_ref().to_ascii_uppercase(),
+        imap_codec::imap_types::core::Charset::Quoted(q) => q.as_ref().to_ascii_uppercase(),
+    };
+    name == "UTF-8" || name == "US-ASCII"
+}
 
 fn one_line(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
@@ -298,6 +309,8 @@ impl Session<'_> {
             CommandBody::Fetch { uid: false, .. }
                 | CommandBody::Store { uid: false, .. }
                 | CommandBody::Search { uid: false, .. }
+                | CommandBody::Sort { uid: false, .. }
+                | CommandBody::Thread { uid: false, .. }
         );
         let result: CmdResult = match command.body {
             CommandBody::Capability => {
@@ -367,15 +380,22 @@ impl Session<'_> {
             CommandBody::Expunge => self.expunge(None),
             CommandBody::ExpungeUid { sequence_set } => self.expunge(Some(&sequence_set)),
             CommandBody::Search { charset, criteria, uid } => {
-                let charset_ok = charset.as_ref().is_none_or(|c| {
-                    let c = match c {
-                        imap_codec::imap_types::core::Charset::Atom(a) => a.as_ref().to_ascii_uppercase(),
-                        imap_codec::imap_types::core::Charset::Quoted(q) => q.as_ref().to_ascii_uppercase(),
-                    };
-                    c == "UTF-8" || c == "US-ASCII"
-                });
-                if charset_ok {
+                if charset.as_ref().is_none_or(charset_supported) {
                     self.search(criteria.as_ref(), uid)
+                } else {
+                    no("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset")
+                }
+            }
+            CommandBody::Sort { sort_criteria, charset, search_criteria, uid } => {
+                if charset_supported(&charset) {
+                    self.sort(sort_criteria.as_ref(), search_criteria.as_ref(), uid)
+                } else {
+                    no("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset")
+                }
+            }
+            CommandBody::Thread { algorithm, charset, search_criteria, uid } => {
+                if charset_supported(&charset) {
+                    self.thread(&algorithm, search_criteria.as_ref(), uid)
                 } else {
                     no("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset")
                 }

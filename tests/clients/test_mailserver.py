@@ -468,6 +468,67 @@ class Messages(unittest.TestCase):
             client.literal = None
             client.logout()
 
+    def test_sort_and_thread(self):
+        tag = uuid.uuid4().hex[:10]
+
+        def send(subject, date, sender, msg_id, reply_to=None, size=0):
+            raw = (
+                f"From: {sender}\r\nTo: alice@example.com\r\nSubject: {subject}\r\nDate: {date}\r\n"
+                f"Message-ID: <{msg_id}.{tag}@tests.example>\r\n"
+                + (f"In-Reply-To: <{reply_to}.{tag}@tests.example>\r\n" if reply_to else "")
+                + f"\r\nsort {tag}\r\n" + "x" * size + "\r\n"
+            ).encode()
+            with lmtp() as lmtp_client:
+                self.assertEqual(lmtp_client.sendmail("sender@example.org", ["alice@example.com"], raw), {})
+
+        send(f"beta {tag}", "Tue, 2 Jan 2024 10:00:00 +0000", "Zed <zed@example.org>", "a", size=300)
+        send(f"Re: beta {tag}", "Wed, 3 Jan 2024 10:00:00 +0000", "Amy <amy@example.org>", "b", reply_to="a")
+        send(f"alpha {tag}", "Mon, 1 Jan 2024 10:00:00 +0000", "Bob <bob@example.org>", "c", size=100)
+        client = imap()
+        try:
+            a, b, c = uids_in(client, "INBOX", f'BODY "sort {tag}"')
+            caps = ok(client.capability())[0].decode()
+            for cap in ("SORT", "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT"):
+                self.assertIn(cap, caps.split())
+
+            def uid_sort(criteria):
+                data = ok(client.uid("SORT", criteria, "UTF-8", "BODY", f'"sort {tag}"'))
+                return [int(x) for x in data[0].split()]
+
+            self.assertEqual(uid_sort("(DATE)"), [c, a, b])
+            self.assertEqual(uid_sort("(REVERSE DATE)"), [b, a, c])
+            self.assertEqual(uid_sort("(ARRIVAL)"), [a, b, c])
+            # The base subject: "Re: beta" sorts with "beta", ties by arrival.
+            self.assertEqual(uid_sort("(SUBJECT)"), [c, a, b])
+            self.assertEqual(uid_sort("(FROM)"), [b, c, a])
+            self.assertEqual(uid_sort("(DISPLAYFROM)"), [b, c, a])
+            self.assertEqual(uid_sort("(REVERSE SIZE)"), [a, c, b])
+            self.assertEqual(uid_sort("(SUBJECT REVERSE DATE)"), [c, b, a])
+            # By sequence number: the same order, as sequence numbers.
+            seqs = {int(u): i + 1 for i, u in enumerate(ok(client.uid("SEARCH", "ALL"))[0].split())}
+            data = ok(client.sort("(DATE)", "UTF-8", "BODY", f'"sort {tag}"'))
+            self.assertEqual([int(x) for x in data[0].split()], [seqs[c], seqs[a], seqs[b]])
+
+            data = ok(client.uid("THREAD", "REFERENCES", "UTF-8", "BODY", f'"sort {tag}"'))
+            self.assertEqual(data[0].decode(), f"({c})({a} {b})")
+            data = ok(client.uid("THREAD", "ORDEREDSUBJECT", "UTF-8", "BODY", f'"sort {tag}"'))
+            self.assertEqual(data[0].decode(), f"({c})({a} {b})")
+            data = ok(client.thread("REFERENCES", "UTF-8", "BODY", f'"sort {tag}"'))
+            self.assertEqual(data[0].decode(), f"({seqs[c]})({seqs[a]} {seqs[b]})")
+            # Nothing matches: an empty answer.
+            self.assertEqual(ok(client.uid("SORT", "(DATE)", "UTF-8", "SUBJECT", f'"none {tag}"')), [b''])
+            self.assertEqual(ok(client.uid("THREAD", "REFERENCES", "UTF-8", "SUBJECT", f'"none {tag}"')), [b''])
+            # Refusals: an unknown algorithm, an unsupported charset, a bad criterion.
+            typ, _ = client.uid("THREAD", "NOSUCH", "UTF-8", "ALL")
+            self.assertNotEqual(typ, "OK")
+            typ, data = client.uid("SORT", "(DATE)", "KOI8-R", "ALL")
+            self.assertEqual(typ, "NO")
+            self.assertIn(b"BADCHARSET", data[0])
+            with self.assertRaises(imaplib.IMAP4.error):
+                client.uid("SORT", "(NOSUCHKEY)", "UTF-8", "ALL")
+        finally:
+            client.logout()
+
     def test_envelope_copies_the_date_and_keeps_groups(self):
         tag = uuid.uuid4().hex[:10]
         raw = (
@@ -486,7 +547,7 @@ class Messages(unittest.TestCase):
             data = ok(client.uid("FETCH", str(uid), "(ENVELOPE)"))
             text = data[0].decode() if isinstance(data[0], bytes) else data[0][0].decode()
             # RFC 3501: the Date as written, not rewritten in UTC.
-            self.assertIn('(ENVELOPE ("Mon, 1 Jan 2024 23:30:00 -0500" ', text)
+            self.assertIn(' ENVELOPE ("Mon, 1 Jan 2024 23:30:00 -0500" ', text)
             # A group is a start marker, its members, an end marker; an empty group is the two markers.
             self.assertIn('((NIL NIL "Project Team" NIL)(NIL NIL "alice" "example.com")'
                           '("Bob" NIL "bob" "example.org")(NIL NIL NIL NIL)(NIL NIL "solo" "example.net"))', text)

@@ -83,7 +83,7 @@ use super::text::fold;
 use super::{Hit, Query, SearchResults, Window};
 use crate::error::Result;
 use crate::model::MailStore;
-use crate::model::summary::{Addresses, ItemSummary};
+use crate::model::summary::{AddressRef, Addresses, ItemSummary};
 use crate::model::types::FolderId;
 use crate::types::Guid;
 
@@ -272,12 +272,17 @@ fn mailbox_part(email: &str) -> &str {
     email.rsplit_once('@').map_or(email, |(local, _)| local)
 }
 
+/// The first address of a field: an empty group's entry (no name, no email) is no address.
+fn first(list: Addresses<'_>) -> Option<AddressRef<'_>> {
+    list.iter().find(|a| a.name.is_some() || a.email.is_some())
+}
+
 fn first_mailbox(list: Addresses<'_>) -> String {
-    list.get(0).and_then(|a| a.email).map(|e| fold(mailbox_part(e))).unwrap_or_default()
+    first(list).and_then(|a| a.email).map(|e| fold(mailbox_part(e))).unwrap_or_default()
 }
 
 fn first_display(list: Addresses<'_>) -> String {
-    let Some(a) = list.get(0) else { return String::new() };
+    let Some(a) = first(list) else { return String::new() };
     match a.name.filter(|n| n.chars().any(|c| !c.is_whitespace())) {
         Some(name) => fold(name.trim()),
         None => a.email.map(fold).unwrap_or_default(),
