@@ -192,4 +192,13 @@ fn copy_ids_are_bounded_and_silent_copies_are_forgotten() {
     let known: Vec<CopyId> = source.copies().into_iter().map(|(id, _)| id).collect();
     assert_eq!(known.len(), 2, "{known:?}");
     assert!(known.contains(&pinned[0]) && !known.contains(&pinned[1]) && !known.contains(&pinned[2]));
+
+    // A seed that starts while a copy is due to be forgotten forgets it from inside the snapshot's preparation:
+    // that must not wait on the snapshots' own lock.
+    std::thread::sleep(Duration::from_millis(700));
+    let (done, waited) = std::sync::mpsc::channel();
+    let seeding = Arc::clone(&source);
+    std::thread::spawn(move || done.send(seeding.snapshot(snapshot_start(Guid::new_random())).is_ok()));
+    assert_eq!(waited.recv_timeout(Duration::from_secs(20)), Ok(true), "the seed hung or failed");
+    assert_eq!(source.copies().len(), 1, "only the seeding copy is left");
 }

@@ -43,7 +43,8 @@ pub struct SourceOptions {
     /// refused ([`ReplicationError::Refused`]) until a copy says goodbye or is forgotten. Default 16.
     pub max_copies: usize,
     /// A copy not heard from for this long is forgotten: its pin is dropped (the log is truncated as if it did
-    /// not exist; it needs a reseed if it comes back too late) and its snapshot removed. Default 24 hours.
+    /// not exist; it needs a reseed if it comes back too late). Its snapshot, idle as long, goes by
+    /// [`SourceOptions::snapshot_idle`]. Default 24 hours.
     pub forget_after: Duration,
     /// Snapshots (seeds) prepared and served at once; each is a copy of the state on disk. Default 4.
     pub max_snapshots: usize,
@@ -208,6 +209,8 @@ impl<M: StateMachine> ShippingSource<M> {
     }
 
     /// Forgets the copies not heard from for [`SourceOptions::forget_after`]; true when one of them pinned log.
+    /// Their snapshots are left to [`SourceOptions::snapshot_idle`]: `keep` runs inside a snapshot's
+    /// preparation, which holds the snapshots' lock.
     fn forget_idle(&self, copies: &mut BTreeMap<CopyId, CopyEntry>, now: Instant) -> bool {
         let idle: Vec<CopyId> = copies
             .iter()
@@ -218,7 +221,6 @@ impl<M: StateMachine> ShippingSource<M> {
         for id in idle {
             pinned |= copies.remove(&id).is_some_and(|c| c.pin.is_some());
             self.engine.inner.shipping.forget(id);
-            self.snapshots.forget(id);
         }
         pinned
     }
@@ -235,7 +237,6 @@ impl<M: StateMachine> ShippingSource<M> {
         };
         copies.remove(&id);
         self.engine.inner.shipping.forget(id);
-        self.snapshots.forget(id);
         Ok(())
     }
 
