@@ -212,7 +212,8 @@ impl TcpShippingServer {
                                     std::thread::Builder::new().name("mailstore-ship-conn".into()).spawn(move || {
                                         serve_connection(stream, ticket, &gate, source.as_ref(), &key, &stop)
                                     });
-                                // A thread that could not start dropped its ticket: its slot is free again.
+                                // A connection whose thread could not start is closed with it; its handshake
+                                // slot goes at the next eviction.
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                                 std::thread::sleep(Duration::from_millis(20));
